@@ -1,0 +1,237 @@
+//! One upgraded WebSocket connection's task: reads, dispatches, writes, closes.
+//!
+//! One task per connection, no second writer task: it waits on the socket being readable,
+//! its outbox being non-empty, and (only while blocked) the socket being writable. Reads go
+//! into a per-thread scratch buffer, so an idle connection holds no read buffer at all.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+use tracing::debug;
+
+use crate::conn::Conn;
+use crate::hub::Hub;
+use crate::outbox::{CloseRequest, Priority};
+use crate::protocol::ErrorCode;
+use crate::session::Session;
+use crate::writer::Writer;
+use crate::ws::reader::{FrameReader, Message};
+use crate::ws::{Frame, OpCode};
+
+/// Bytes read per `read` call. Large enough to take a burst of small frames (or one maximal
+/// 64 KiB message) in one syscall; it exists once per worker thread, not per connection.
+const SCRATCH_BYTES: usize = 64 * 1024 + 16;
+
+/// How long a closing connection waits for the client's close frame (or to flush its own)
+/// before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
+}
+
+/// Where the close handshake stands.
+#[derive(Debug, Default)]
+struct Closing {
+    /// Our close frame is queued or sent.
+    sent: bool,
+    /// The client's close frame arrived (or it stopped sending).
+    received: bool,
+    /// The client broke the protocol: what it still sends is read and thrown away, so the
+    /// socket is not dropped with unread input (the kernel would answer with a reset that
+    /// can destroy our close frame before the client reads it).
+    ignore_input: bool,
+    /// Our close frame has been written and the write side shut down.
+    finished_writing: bool,
+    /// Set once either side started closing.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+enum ReadOutcome {
+    Open,
+    Eof,
+}
+
+/// Serves one connection until it closes. `leftover` holds bytes the HTTP layer read past
+/// the upgrade request.
+pub async fn drive(hub: Arc<Hub>, stream: TcpStream, leftover: Bytes, peer: SocketAddr) {
+    let conn = hub.register(peer);
+    debug!(peer = %peer, client = %conn.client_id, "connection open");
+    let mut session = Session::new(hub.clone(), conn.clone());
+    let mut reader = FrameReader::default();
+    let mut writer = Writer::default();
+    let mut closing = Closing::default();
+    let max_message = hub.limits.max_message_bytes;
+
+    if !leftover.is_empty() {
+        let mut early = leftover.to_vec();
+        on_input(
+            &mut early,
+            &mut reader,
+            &mut session,
+            &conn,
+            &hub,
+            &mut closing,
+            max_message,
+        );
+    }
+
+    let end: &str = loop {
+        if closing.sent && !writer.has_pending() && !closing.finished_writing {
+            closing.finished_writing = true;
+            // FIN after the close frame: the client sees the close, then end of stream.
+            let _ = socket2::SockRef::from(&stream).shutdown(std::net::Shutdown::Write);
+        }
+        if closing.finished_writing && closing.received {
+            break "closed";
+        }
+        tokio::select! {
+            biased;
+            () = conn.outbox.notified() => {
+                if let Some(request) = conn.outbox.take(writer.batch()) {
+                    start_close(&mut writer, &mut closing, &conn, request);
+                }
+                if let Err(err) = writer.flush(&stream, &conn.outbox) {
+                    debug!(peer = %peer, error = %err, "write failed");
+                    break "write error";
+                }
+            }
+            ready = stream.writable(), if writer.has_pending() => {
+                if ready.is_err() {
+                    break "write error";
+                }
+                if let Err(err) = writer.flush(&stream, &conn.outbox) {
+                    debug!(peer = %peer, error = %err, "write failed");
+                    break "write error";
+                }
+            }
+            ready = stream.readable(), if !closing.received => {
+                if ready.is_err() {
+                    break "read error";
+                }
+                let outcome = SCRATCH.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    match stream.try_read(&mut scratch[..]) {
+                        Ok(0) => Ok(ReadOutcome::Eof),
+                        Ok(_) if closing.ignore_input => Ok(ReadOutcome::Open),
+                        Ok(n) => {
+                            on_input(&mut scratch[..n], &mut reader, &mut session, &conn, &hub, &mut closing, max_message);
+                            Ok(ReadOutcome::Open)
+                        }
+                        Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => Ok(ReadOutcome::Open),
+                        Err(err) => Err(err),
+                    }
+                });
+                match outcome {
+                    Ok(ReadOutcome::Open) => {}
+                    Ok(ReadOutcome::Eof) => break "client went away",
+                    Err(err) => {
+                        debug!(peer = %peer, error = %err, "read failed");
+                        break "read error";
+                    }
+                }
+            }
+            () = wait_deadline(&mut closing.deadline) => break "close handshake timed out",
+        }
+    };
+
+    session.leave_all();
+    hub.unregister(&conn);
+    debug!(peer = %peer, client = %conn.client_id, reason = end, "connection closed");
+}
+
+async fn wait_deadline(deadline: &mut Option<Pin<Box<Sleep>>>) {
+    match deadline {
+        Some(sleep) => sleep.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn start_close(writer: &mut Writer, closing: &mut Closing, conn: &Conn, request: CloseRequest) {
+    if request.discard {
+        writer.discard(&conn.outbox);
+    }
+    writer.push(
+        Frame::close(request.code, request.reason).bytes().clone(),
+        &conn.outbox,
+    );
+    closing.sent = true;
+    closing
+        .deadline
+        .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
+}
+
+fn on_input(
+    data: &mut [u8],
+    reader: &mut FrameReader,
+    session: &mut Session,
+    conn: &Conn,
+    hub: &Hub,
+    closing: &mut Closing,
+    max_message: usize,
+) {
+    // Any traffic proves the client is alive, not only a pong.
+    conn.awaiting_pong.store(false, Ordering::Relaxed);
+    let mut peer_close = None;
+    let result = reader.feed(data, max_message, |message| {
+        if closing.sent {
+            // After our close frame, only the client's close matters.
+            if let Message::Close(code) = message {
+                peer_close = Some(code);
+                return ControlFlow::Break(());
+            }
+            return ControlFlow::Continue(());
+        }
+        match message {
+            Message::Text(text) => session.on_text(text),
+            Message::Binary => session.error(
+                ErrorCode::BinaryNotSupported,
+                "binary messages are not supported; send JSON text",
+            ),
+            Message::Ping(payload) => hub.push_to(
+                conn,
+                Frame::new(OpCode::Pong, payload).bytes(),
+                Priority::Normal,
+            ),
+            Message::Pong => {}
+            Message::Close(code) => {
+                peer_close = Some(code);
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    match result {
+        Ok(_) => {}
+        Err(violation) => {
+            hub.stats.protocol_closes.fetch_add(1, Ordering::Relaxed);
+            debug!(peer = %conn.peer, code = violation.close_code(), reason = violation.reason(), "protocol violation");
+            conn.outbox.close(CloseRequest {
+                code: violation.close_code(),
+                reason: violation.reason(),
+                discard: true,
+            });
+            closing.ignore_input = true;
+        }
+    }
+    if let Some(code) = peer_close {
+        closing.received = true;
+        // Echo the client's code as RFC 6455 asks; codes it may not send become 1000.
+        let echo = code
+            .filter(|c| matches!(c, 1000..=1003 | 1007..=1014 | 3000..=4999))
+            .unwrap_or(1000);
+        conn.outbox.close(CloseRequest {
+            code: echo,
+            reason: "",
+            discard: false,
+        });
+    }
+}

@@ -1,0 +1,11 @@
+//! The relay library's one error type.
+
+/// Errors that end the server or its start-up (per-connection problems never surface here:
+/// they become `error` events or close codes).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}

@@ -1,0 +1,121 @@
+//! The HTTP side: health, the embedded chat page, and the WebSocket upgrade.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{debug, error};
+
+use crate::connection;
+use crate::hub::Hub;
+
+pub type Body = Full<Bytes>;
+
+/// The browser client, embedded so the one binary is all there is to deploy.
+const INDEX_HTML: &str = include_str!("../static/index.html");
+const APP_JS: &str = include_str!("../static/app.js");
+const STYLE_CSS: &str = include_str!("../static/style.css");
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    headers.insert(
+        CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    response
+}
+
+/// Routes one request. `drain` is held by the connection task after an upgrade so shutdown
+/// can wait for it.
+pub async fn route(
+    mut req: Request<Incoming>,
+    hub: Arc<Hub>,
+    peer: SocketAddr,
+    drain: mpsc::Sender<()>,
+) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path();
+    if req.method() != Method::GET {
+        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
+    }
+    let response = match path {
+        "/" | "/ws" if fastwebsockets::upgrade::is_upgrade_request(&req) => {
+            upgrade(&mut req, hub, peer, drain)
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" if hub.is_shutting_down() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+        }
+        "/readyz" => text(StatusCode::OK, "ready\n"),
+        "/" | "/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
+        "/app.js" => asset("text/javascript; charset=utf-8", APP_JS),
+        "/style.css" => asset("text/css; charset=utf-8", STYLE_CSS),
+        "/ws" => text(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint takes WebSocket upgrades\n",
+        ),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    Ok(response)
+}
+
+fn upgrade(
+    req: &mut Request<Incoming>,
+    hub: Arc<Hub>,
+    peer: SocketAddr,
+    drain: mpsc::Sender<()>,
+) -> Response<Body> {
+    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut *req) {
+        Ok(parts) => parts,
+        Err(err) => {
+            debug!(peer = %peer, error = %err, "bad upgrade request");
+            return text(StatusCode::BAD_REQUEST, "bad WebSocket upgrade request\n");
+        }
+    };
+    // A task of its own: the HTTP task's future (hyper's connection state) is large, and
+    // would otherwise stay allocated for the life of every WebSocket.
+    tokio::spawn(async move {
+        let websocket = match upgrade.await {
+            Ok(ws) => ws,
+            Err(err) => {
+                debug!(peer = %peer, error = %err, "upgrade failed");
+                return;
+            }
+        };
+        // Take the raw socket back from hyper (and any bytes it read past the request):
+        // the relay frames by hand on it (see `ws`).
+        match websocket
+            .into_inner()
+            .into_inner()
+            .downcast::<TokioIo<TcpStream>>()
+        {
+            Ok(parts) => connection::drive(hub, parts.io.into_inner(), parts.read_buf, peer).await,
+            Err(_) => error!(peer = %peer, "upgraded connection is not a TcpStream"),
+        }
+        drop(drain);
+    });
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}

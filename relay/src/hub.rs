@@ -1,0 +1,270 @@
+//! The node's shared state: rooms in a sharded map, open connections, counters, and the
+//! housekeeping task (heartbeats, retiring empty rooms).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dashmap::DashMap;
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::outbox::{CloseRequest, Priority, Push};
+use crate::protocol::CloseCode;
+use crate::room::{JoinOutcome, JoinRequest, Room};
+use crate::stats::Stats;
+use crate::ws::{Frame, OpCode};
+
+/// The limits the hot path consults, copied out of `Config` once.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub history: usize,
+    pub max_rooms_per_connection: usize,
+    pub presence_list_max: usize,
+    pub max_text_chars: usize,
+    pub max_message_bytes: usize,
+    pub max_outbound_bytes: usize,
+    pub ping_interval: Duration,
+    pub room_linger: Duration,
+}
+
+impl From<&Config> for Limits {
+    fn from(c: &Config) -> Self {
+        Self {
+            history: c.history,
+            max_rooms_per_connection: c.max_rooms_per_connection,
+            presence_list_max: c.presence_list_max,
+            max_text_chars: c.max_text_chars,
+            max_message_bytes: c.max_message_bytes,
+            max_outbound_bytes: c.max_outbound_bytes,
+            ping_interval: c.ping_interval,
+            room_linger: c.room_linger,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Hub {
+    pub limits: Limits,
+    pub stats: Stats,
+    /// Distinguishes this node's client and message ids from another node's or an earlier
+    /// run's.
+    pub node_tag: Arc<str>,
+    rooms: DashMap<Arc<str>, Arc<Room>>,
+    conns: DashMap<u64, Arc<Conn>>,
+    next_conn: AtomicU64,
+    next_message: AtomicU64,
+    next_room: AtomicU64,
+    shutting_down: AtomicBool,
+    ping: Frame,
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A value that differs between runs and nodes, without a random-number crate: std's
+/// `RandomState` is seeded from the OS.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
+
+impl Hub {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            limits: Limits::from(config),
+            stats: Stats::default(),
+            node_tag: format!("{:06x}", random_u64() & 0xFF_FFFF).into(),
+            rooms: DashMap::new(),
+            conns: DashMap::new(),
+            next_conn: AtomicU64::new(1),
+            next_message: AtomicU64::new(1),
+            next_room: AtomicU64::new(1),
+            shutting_down: AtomicBool::new(false),
+            ping: Frame::new(OpCode::Ping, b""),
+        }
+    }
+
+    pub fn next_message_number(&self) -> u64 {
+        self.next_message.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a new connection; it gets `1001` at once if shutdown has begun.
+    pub fn register(&self, peer: std::net::SocketAddr) -> Arc<Conn> {
+        let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn::new(
+            id,
+            format!("{}-{id}", self.node_tag).into(),
+            peer,
+        ));
+        self.conns.insert(id, conn.clone());
+        self.stats
+            .connections_opened
+            .fetch_add(1, Ordering::Relaxed);
+        if self.shutting_down.load(Ordering::Acquire) {
+            conn.outbox.close(going_away());
+        }
+        conn
+    }
+
+    pub fn unregister(&self, conn: &Conn) {
+        self.conns.remove(&conn.id);
+        self.stats
+            .connections_closed
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn room(&self, name: &str) -> Option<Arc<Room>> {
+        self.rooms.get(name).map(|r| r.value().clone())
+    }
+
+    /// Rooms with their member counts (for the admin view and tests).
+    pub fn rooms(&self) -> Vec<(Arc<str>, usize)> {
+        self.rooms
+            .iter()
+            .map(|r| (r.key().clone(), r.value().member_count()))
+            .collect()
+    }
+
+    /// Joins `conn` to the room called `name`, creating the room if needed.
+    pub fn join(
+        &self,
+        conn: &Arc<Conn>,
+        name: &str,
+        request: JoinRequest<'_>,
+    ) -> (Arc<Room>, JoinOutcome) {
+        loop {
+            // Clone the room out and let the shard lock go before taking the room's lock:
+            // the shard lock is only ever held briefly and never while a room is locked,
+            // except by `housekeeping`'s retain, which takes them in the same order.
+            let existing = self.rooms.get(name).map(|r| r.value().clone());
+            let room = match existing {
+                Some(room) => room,
+                None => self
+                    .rooms
+                    .entry(Arc::from(name))
+                    .or_insert_with(|| {
+                        let n = self.next_room.fetch_add(1, Ordering::Relaxed);
+                        let epoch = format!("{:016x}", random_u64() ^ n.rotate_left(32));
+                        Arc::new(Room::new(Arc::from(name), epoch.into()))
+                    })
+                    .value()
+                    .clone(),
+            };
+            match room.join(self, conn, request) {
+                JoinOutcome::Retired => continue,
+                outcome => return (room, outcome),
+            }
+        }
+    }
+
+    /// Pushes a frame to one connection (replies, errors).
+    pub fn push_to(&self, conn: &Conn, frame: &bytes::Bytes, priority: Priority) {
+        if conn
+            .outbox
+            .push(frame, priority, self.limits.max_outbound_bytes)
+            == Push::Overflow
+        {
+            self.note_slow_consumer(conn);
+        }
+    }
+
+    pub fn note_slow_consumer(&self, conn: &Conn) {
+        self.stats
+            .slow_consumer_closes
+            .fetch_add(1, Ordering::Relaxed);
+        warn!(peer = %conn.peer, client = %conn.client_id, code = CloseCode::SlowConsumer.code(), "closing slow consumer");
+    }
+
+    /// Starts shutdown: every connection is asked to close with 1001 after what it has queued.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        for conn in self.conns.iter() {
+            conn.outbox.close(going_away());
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Sends heartbeats, closes connections that missed one, and retires rooms that have been
+    /// empty for `room_linger`. Runs until `stop` turns true.
+    pub async fn housekeeping(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let tick = self
+            .limits
+            .ping_interval
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(10));
+        let mut interval = tokio::time::interval(tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_ping = Instant::now();
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let now = Instant::now();
+            if now.duration_since(last_ping) >= self.limits.ping_interval {
+                last_ping = now;
+                self.heartbeat();
+            }
+            let before = self.rooms.len();
+            let linger = self.limits.room_linger;
+            self.rooms
+                .retain(|_, room| !room.retire_if_idle(now, linger));
+            let retired = before.saturating_sub(self.rooms.len());
+            if retired > 0 {
+                debug!(retired, rooms = self.rooms.len(), "retired empty rooms");
+            }
+        }
+    }
+
+    fn heartbeat(&self) {
+        let mut timed_out = 0u64;
+        for conn in self.conns.iter() {
+            if conn.awaiting_pong.swap(true, Ordering::Relaxed) {
+                let first = conn.outbox.close(CloseRequest {
+                    code: CloseCode::HeartbeatTimeout.code(),
+                    reason: "heartbeat timeout",
+                    discard: true,
+                });
+                if first {
+                    timed_out += 1;
+                    debug!(peer = %conn.peer, client = %conn.client_id, "heartbeat timeout");
+                }
+            } else {
+                self.push_to(&conn, self.ping.bytes(), Priority::Normal);
+            }
+        }
+        if timed_out > 0 {
+            self.stats
+                .heartbeat_closes
+                .fetch_add(timed_out, Ordering::Relaxed);
+            info!(timed_out, "closed connections that missed a heartbeat");
+        }
+    }
+}
+
+fn going_away() -> CloseRequest {
+    CloseRequest {
+        code: CloseCode::GoingAway.code(),
+        reason: "server shutting down",
+        discard: false,
+    }
+}

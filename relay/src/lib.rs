@@ -1,0 +1,53 @@
+//! chatrelay's relay: a WebSocket chat server with rooms, presence, typing and history.
+//!
+//! # Layout
+//! - [`config`]: the clap configuration; `relay --help` is the reference.
+//! - [`server`]: accepts TCP, serves HTTP until the upgrade, runs the shutdown sequence;
+//!   [`run`] is the entry point tests use on port 0.
+//! - [`http`]: routes (`/healthz`, `/readyz`, the embedded page, the upgrade on `/ws`).
+//! - [`connection`]: one task per WebSocket: reads, dispatches, writes, closes.
+//! - [`ws`]: RFC 6455 framing: client frames in (`ws::reader`), shared server frames out.
+//! - [`protocol`]: the JSON protocol: command decoding, event encoding, error/close codes.
+//! - [`session`]: a connection's rooms and username; turns commands into room operations.
+//! - [`hub`]: the node's rooms (a sharded map) and connections; heartbeats, room expiry.
+//! - [`room`]: one room's members, seq, history and fan-out.
+//! - [`outbox`]: a connection's outbound queue with the slow-consumer cap.
+//! - [`writer`]: turns a connection's queued frames into vectored writes.
+//! - [`stats`]: counters; [`limits`]: the open-files limit; [`shutdown`]: SIGINT/SIGTERM;
+//!   [`telemetry`]: logging; [`error`]: the crate's error type.
+//!
+//! # One chat message, from socket to sockets
+//! 1. The sender's [`connection`] task wakes on readable and reads into its worker thread's
+//!    scratch buffer (no per-connection buffer while idle).
+//! 2. [`ws::reader`] unmasks the frame in place, reassembles fragments under the size cap and
+//!    checks UTF-8.
+//! 3. [`protocol::decode`] parses `{"type":"message",...}` into borrowed strings.
+//! 4. [`session`] checks the text and picks the room; [`room::Room::publish`] takes the room
+//!    lock, assigns the next `seq`, encodes the event once and frames it once into a
+//!    [`ws::Frame`] (a `bytes::Bytes`), keeps it in history, and pushes a clone (a
+//!    reference-count bump) into every member's [`outbox`].
+//! 5. Each member's outbox wakes its connection task only if it was empty; the task takes
+//!    everything queued and [`writer`] sends it with one `writev`.
+
+pub mod config;
+pub mod conn;
+pub mod connection;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod limits;
+pub mod outbox;
+pub mod protocol;
+pub mod room;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod stats;
+pub mod telemetry;
+pub mod writer;
+pub mod ws;
+
+pub use config::Config;
+pub use error::Error;
+pub use server::{run, Relay};
+pub use stats::StatsSnapshot;

@@ -1,0 +1,264 @@
+//! Encoding server events, each straight into its one shared frame.
+
+use bytes::BufMut;
+
+use super::codes::ErrorCode;
+use super::json::{put_key, put_str, put_u64};
+use crate::ws::{Frame, FrameBuilder, OpCode};
+
+/// A member as listed in `users`.
+#[derive(Debug, Clone, Copy)]
+pub struct UserRef<'a> {
+    pub id: &'a str,
+    pub username: &'a str,
+}
+
+/// The fields of a chat message event.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageEvent<'a> {
+    /// Unique id: `<node tag>-m<number>`.
+    pub node_tag: &'a str,
+    pub number: u64,
+    pub seq: u64,
+    pub room: &'a str,
+    pub user_id: &'a str,
+    pub username: &'a str,
+    pub text: &'a str,
+    pub timestamp_ms: u64,
+}
+
+fn begin(kind: &str, capacity: usize) -> FrameBuilder {
+    let mut frame = FrameBuilder::with_capacity(capacity);
+    let buf = frame.payload();
+    buf.put_slice(b"{\"type\":\"");
+    buf.put_slice(kind.as_bytes());
+    buf.put_u8(b'"');
+    frame
+}
+
+fn end(mut frame: FrameBuilder) -> Frame {
+    frame.payload().put_u8(b'}');
+    frame.finish(OpCode::Text)
+}
+
+pub fn message(m: &MessageEvent<'_>) -> Frame {
+    let mut frame = begin(
+        "message",
+        160 + m.room.len() + m.user_id.len() + m.username.len() + m.text.len() * 6 / 5,
+    );
+    let buf = frame.payload();
+    put_key(buf, "id");
+    buf.put_u8(b'"');
+    buf.put_slice(m.node_tag.as_bytes());
+    buf.put_slice(b"-m");
+    put_u64(buf, m.number);
+    buf.put_u8(b'"');
+    put_key(buf, "seq");
+    put_u64(buf, m.seq);
+    put_key(buf, "room");
+    put_str(buf, m.room);
+    put_key(buf, "userId");
+    put_str(buf, m.user_id);
+    put_key(buf, "username");
+    put_str(buf, m.username);
+    put_key(buf, "text");
+    put_str(buf, m.text);
+    put_key(buf, "timestamp");
+    put_u64(buf, m.timestamp_ms);
+    end(frame)
+}
+
+fn put_users<'a>(frame: &mut FrameBuilder, users: impl Iterator<Item = UserRef<'a>>) {
+    let buf = frame.payload();
+    put_key(buf, "users");
+    buf.put_u8(b'[');
+    for (i, user) in users.enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        buf.put_slice(b"{\"id\":");
+        put_str(buf, user.id);
+        buf.put_slice(b",\"username\":");
+        put_str(buf, user.username);
+        buf.put_u8(b'}');
+    }
+    buf.put_u8(b']');
+}
+
+/// The reply to a `join`.
+#[derive(Debug)]
+pub struct Joined<'a, U, H> {
+    pub client_id: &'a str,
+    pub room: &'a str,
+    pub epoch: &'a str,
+    pub seq: u64,
+    pub count: usize,
+    /// `None` above the presence-list cut-off.
+    pub users: Option<U>,
+    /// Past message frames, oldest first; their payloads are spliced in as they are.
+    pub history: H,
+    pub recovered: Option<bool>,
+}
+
+pub fn joined<'a, U, H>(j: Joined<'a, U, H>) -> Frame
+where
+    U: Iterator<Item = UserRef<'a>>,
+    H: Iterator<Item = &'a Frame> + Clone,
+{
+    let history_bytes: usize = j.history.clone().map(|f| f.payload().len() + 1).sum();
+    let users_bytes = if j.users.is_some() { j.count * 48 } else { 0 };
+    let mut frame = begin("joined", 160 + j.room.len() + history_bytes + users_bytes);
+    let buf = frame.payload();
+    put_key(buf, "clientId");
+    put_str(buf, j.client_id);
+    put_key(buf, "room");
+    put_str(buf, j.room);
+    put_key(buf, "epoch");
+    put_str(buf, j.epoch);
+    put_key(buf, "seq");
+    put_u64(buf, j.seq);
+    put_key(buf, "count");
+    put_u64(buf, j.count as u64);
+    if let Some(users) = j.users {
+        put_users(&mut frame, users);
+    }
+    let buf = frame.payload();
+    put_key(buf, "history");
+    buf.put_u8(b'[');
+    for (i, past) in j.history.enumerate() {
+        if i > 0 {
+            buf.put_u8(b',');
+        }
+        buf.put_slice(past.payload());
+    }
+    buf.put_u8(b']');
+    if let Some(recovered) = j.recovered {
+        put_key(buf, "recovered");
+        buf.put_slice(if recovered { b"true" } else { b"false" });
+    }
+    end(frame)
+}
+
+/// `user_joined` or `user_left`.
+pub fn presence<'a>(
+    kind: &str,
+    room: &str,
+    user: UserRef<'_>,
+    count: usize,
+    users: Option<impl Iterator<Item = UserRef<'a>>>,
+) -> Frame {
+    let users_bytes = if users.is_some() { count * 48 } else { 0 };
+    let mut frame = begin(kind, 120 + room.len() + users_bytes);
+    let buf = frame.payload();
+    put_key(buf, "room");
+    put_str(buf, room);
+    put_key(buf, "userId");
+    put_str(buf, user.id);
+    put_key(buf, "username");
+    put_str(buf, user.username);
+    put_key(buf, "count");
+    put_u64(buf, count as u64);
+    if let Some(users) = users {
+        put_users(&mut frame, users);
+    }
+    end(frame)
+}
+
+pub fn typing(room: &str, user: UserRef<'_>, is_typing: bool) -> Frame {
+    let mut frame = begin(
+        "typing",
+        96 + room.len() + user.id.len() + user.username.len(),
+    );
+    let buf = frame.payload();
+    put_key(buf, "room");
+    put_str(buf, room);
+    put_key(buf, "userId");
+    put_str(buf, user.id);
+    put_key(buf, "username");
+    put_str(buf, user.username);
+    put_key(buf, "isTyping");
+    buf.put_slice(if is_typing { b"true" } else { b"false" });
+    end(frame)
+}
+
+pub fn left(room: &str) -> Frame {
+    let mut frame = begin("left", 32 + room.len());
+    put_key(frame.payload(), "room");
+    put_str(frame.payload(), room);
+    end(frame)
+}
+
+pub fn pong() -> Frame {
+    end(begin("pong", 16))
+}
+
+pub fn error(code: ErrorCode, message: &str) -> Frame {
+    let mut frame = begin("error", 48 + message.len());
+    let buf = frame.payload();
+    put_key(buf, "code");
+    put_str(buf, code.as_str());
+    put_key(buf, "message");
+    put_str(buf, message);
+    end(frame)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn parse(frame: &Frame) -> Value {
+        serde_json::from_slice(frame.payload()).expect("events are valid JSON")
+    }
+
+    #[test]
+    fn message_event_has_every_field() {
+        let frame = message(&MessageEvent {
+            node_tag: "ab12",
+            number: 7,
+            seq: 3,
+            room: "general",
+            user_id: "ab12-1",
+            username: "al\"ice",
+            text: "<b>hi</b>\n",
+            timestamp_ms: 1_763_800_000_000,
+        });
+        assert_eq!(
+            parse(&frame),
+            json!({"type":"message","id":"ab12-m7","seq":3,"room":"general","userId":"ab12-1",
+                   "username":"al\"ice","text":"<b>hi</b>\n","timestamp":1_763_800_000_000u64})
+        );
+    }
+
+    #[test]
+    fn joined_splices_history_frames() {
+        let past = message(&MessageEvent {
+            node_tag: "n",
+            number: 1,
+            seq: 1,
+            room: "r",
+            user_id: "u",
+            username: "bob",
+            text: "x",
+            timestamp_ms: 5,
+        });
+        let users = [UserRef {
+            id: "u",
+            username: "bob",
+        }];
+        let frame = joined(Joined {
+            client_id: "c",
+            room: "r",
+            epoch: "e",
+            seq: 1,
+            count: 1,
+            users: Some(users.iter().copied()),
+            history: std::iter::once(&past),
+            recovered: Some(true),
+        });
+        let v = parse(&frame);
+        assert_eq!(v["history"][0], parse(&past));
+        assert_eq!(v["users"], json!([{"id":"u","username":"bob"}]));
+        assert_eq!(v["recovered"], json!(true));
+    }
+}

@@ -1,0 +1,9 @@
+//! The chat protocol: client commands in, events out (see `docs/PROTOCOL.md`).
+
+pub mod codes;
+pub mod command;
+pub mod event;
+pub mod json;
+
+pub use codes::{CloseCode, ErrorCode};
+pub use command::{decode, Command, CommandError};

@@ -1,0 +1,295 @@
+//! One chat room: members, the message sequence, history, and fan-out.
+//!
+//! Everything that must happen in one order for all members (assigning `seq`, storing
+//! history, pushing the frame to each member's queue) happens under the room's lock, so every
+//! member's queue receives the room's events in the same order. The lock is never held across
+//! an await and never taken while another room's lock is held.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use crate::conn::Conn;
+use crate::hub::Hub;
+use crate::outbox::{Priority, Push};
+use crate::protocol::event::{self, MessageEvent, UserRef};
+use crate::ws::Frame;
+
+#[derive(Debug)]
+pub struct Member {
+    pub conn: Arc<Conn>,
+    pub username: Arc<str>,
+}
+
+impl Member {
+    fn user(&self) -> UserRef<'_> {
+        UserRef {
+            id: &self.conn.client_id,
+            username: &self.username,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    members: Vec<Member>,
+    /// Seq of the latest message (0 before the first).
+    seq: u64,
+    /// The last messages, contiguous in seq, oldest first: their shared frames themselves.
+    history: VecDeque<Frame>,
+    /// Set once the room is removed from the hub; a join that raced the removal retries.
+    dead: bool,
+    empty_since: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Room {
+    pub name: Arc<str>,
+    /// Changes whenever a room of this name is created anew, so `since` from an older life
+    /// of the room is recognised (see `docs/PROTOCOL.md`).
+    pub epoch: Arc<str>,
+    state: Mutex<State>,
+}
+
+/// What a join did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined,
+    AlreadyMember,
+    /// The room was retired concurrently; look it up again.
+    Retired,
+}
+
+/// Parameters of a join besides the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinRequest<'a> {
+    pub username: &'a Arc<str>,
+    pub since: Option<u64>,
+    pub epoch: Option<&'a str>,
+}
+
+impl Room {
+    pub fn new(name: Arc<str>, epoch: Arc<str>) -> Self {
+        Self {
+            name,
+            epoch,
+            state: Mutex::new(State {
+                members: Vec::new(),
+                seq: 0,
+                history: VecDeque::new(),
+                dead: false,
+                empty_since: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update under this lock leaves the state consistent between statements that
+        // can panic, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.lock().members.len()
+    }
+
+    /// Members' ids and usernames (for the admin view and tests).
+    pub fn members(&self) -> Vec<(Arc<str>, Arc<str>)> {
+        let state = self.lock();
+        state
+            .members
+            .iter()
+            .map(|m| (m.conn.client_id.clone(), m.username.clone()))
+            .collect()
+    }
+
+    /// Adds `conn`, sends it `joined` and tells the others.
+    pub fn join(&self, hub: &Hub, conn: &Arc<Conn>, request: JoinRequest<'_>) -> JoinOutcome {
+        let limits = &hub.limits;
+        let mut state = self.lock();
+        if state.dead {
+            return JoinOutcome::Retired;
+        }
+        let already = state.members.iter().any(|m| m.conn.id == conn.id);
+        if !already {
+            state.members.push(Member {
+                conn: conn.clone(),
+                username: request.username.clone(),
+            });
+            state.empty_since = None;
+        }
+        let count = state.members.len();
+        let list_users = count <= limits.presence_list_max;
+
+        let (skip, recovered) = self.resume_point(&state, request.since, request.epoch);
+        let joined = event::joined(event::Joined {
+            client_id: &conn.client_id,
+            room: &self.name,
+            epoch: &self.epoch,
+            seq: state.seq,
+            count,
+            users: list_users.then(|| state.members.iter().map(Member::user)),
+            history: state.history.iter().skip(skip),
+            recovered,
+        });
+        hub.push_to(conn, joined.bytes(), Priority::Normal);
+        if already {
+            return JoinOutcome::AlreadyMember;
+        }
+        let user = UserRef {
+            id: &conn.client_id,
+            username: request.username,
+        };
+        let frame = event::presence(
+            "user_joined",
+            &self.name,
+            user,
+            count,
+            list_users.then(|| state.members.iter().map(Member::user)),
+        );
+        fan_out(hub, &state.members, &frame, Priority::Normal, Some(conn.id));
+        JoinOutcome::Joined
+    }
+
+    /// Which history entries a join with `since` gets, and whether nothing was missed.
+    fn resume_point(
+        &self,
+        state: &State,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> (usize, Option<bool>) {
+        let Some(since) = since else {
+            return (0, None);
+        };
+        let kept = state.history.len() as u64;
+        let oldest_kept = state.seq + 1 - kept;
+        let same_life = epoch.is_none_or(|e| e == &*self.epoch);
+        if !same_life || since > state.seq || since.saturating_add(1) < oldest_kept {
+            // A different life of the room, a seq from the future, or a gap older than the
+            // history kept: send everything kept and say so.
+            return (0, Some(false));
+        }
+        // Every message after `since` is kept: skip the ones at or before it.
+        ((since + 1 - oldest_kept) as usize, Some(true))
+    }
+
+    /// Removes `conn` and tells the others. Returns whether it was a member.
+    pub fn leave(&self, hub: &Hub, conn: &Conn) -> bool {
+        let mut state = self.lock();
+        let Some(at) = state.members.iter().position(|m| m.conn.id == conn.id) else {
+            return false;
+        };
+        let gone = state.members.swap_remove(at);
+        let count = state.members.len();
+        if count == 0 {
+            state.empty_since = Some(Instant::now());
+            return true;
+        }
+        let frame = event::presence(
+            "user_left",
+            &self.name,
+            gone.user(),
+            count,
+            (count <= hub.limits.presence_list_max).then(|| state.members.iter().map(Member::user)),
+        );
+        fan_out(hub, &state.members, &frame, Priority::Normal, None);
+        true
+    }
+
+    /// Assigns the next seq, stores the message in history and sends it to every member,
+    /// the sender included. Returns the seq.
+    pub fn publish(&self, hub: &Hub, sender: &Conn, username: &str, text: &str) -> u64 {
+        let number = hub.next_message_number();
+        let timestamp_ms = crate::hub::now_ms();
+        let mut state = self.lock();
+        state.seq += 1;
+        let seq = state.seq;
+        let frame = event::message(&MessageEvent {
+            node_tag: &hub.node_tag,
+            number,
+            seq,
+            room: &self.name,
+            user_id: &sender.client_id,
+            username,
+            text,
+            timestamp_ms,
+        });
+        if hub.limits.history > 0 {
+            if state.history.len() == hub.limits.history {
+                state.history.pop_front();
+            }
+            state.history.push_back(frame.clone());
+        }
+        let delivered = fan_out(hub, &state.members, &frame, Priority::Normal, None);
+        drop(state);
+        hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
+        hub.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        seq
+    }
+
+    /// Sends a typing indicator to every member but the typist.
+    pub fn typing(&self, hub: &Hub, typist: &Conn, username: &str, is_typing: bool) {
+        let frame = event::typing(
+            &self.name,
+            UserRef {
+                id: &typist.client_id,
+                username,
+            },
+            is_typing,
+        );
+        let state = self.lock();
+        fan_out(
+            hub,
+            &state.members,
+            &frame,
+            Priority::Droppable,
+            Some(typist.id),
+        );
+    }
+
+    /// Marks the room dead if it has been empty for `linger`; the hub then drops it.
+    pub fn retire_if_idle(&self, now: Instant, linger: std::time::Duration) -> bool {
+        let mut state = self.lock();
+        let idle = state
+            .empty_since
+            .is_some_and(|since| now.saturating_duration_since(since) >= linger);
+        if idle && state.members.is_empty() {
+            state.dead = true;
+        }
+        state.dead
+    }
+}
+
+/// Pushes one shared frame to every member (but `skip`). Returns how many queued it.
+///
+/// This is the per-recipient loop: a reference-count bump and a queue push per member, no
+/// encoding, no allocation (beyond a queue growing), no per-member metrics.
+fn fan_out(
+    hub: &Hub,
+    members: &[Member],
+    frame: &Frame,
+    priority: Priority,
+    skip: Option<u64>,
+) -> u64 {
+    let cap = hub.limits.max_outbound_bytes;
+    let mut queued = 0u64;
+    let mut dropped = 0u64;
+    for member in members {
+        if Some(member.conn.id) == skip {
+            continue;
+        }
+        match member.conn.outbox.push(frame.bytes(), priority, cap) {
+            Push::Queued => queued += 1,
+            Push::Dropped => dropped += 1,
+            Push::Overflow => hub.note_slow_consumer(&member.conn),
+            Push::Closed => {}
+        }
+    }
+    if dropped > 0 {
+        hub.stats
+            .typing_dropped
+            .fetch_add(dropped, Ordering::Relaxed);
+    }
+    queued
+}

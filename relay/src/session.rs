@@ -1,0 +1,195 @@
+//! One connection's chat state and command handling: what it joined, under which name.
+//!
+//! Runs inside the connection's task, synchronously: every command completes without an
+//! await, so it can borrow straight from the frame in the read buffer.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::conn::Conn;
+use crate::hub::Hub;
+use crate::outbox::Priority;
+use crate::protocol::command::valid_name;
+use crate::protocol::{decode, event, Command, ErrorCode};
+use crate::room::{JoinOutcome, JoinRequest, Room};
+
+#[derive(Debug)]
+struct Membership {
+    room: Arc<Room>,
+    username: Arc<str>,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    hub: Arc<Hub>,
+    conn: Arc<Conn>,
+    /// Joined rooms, the current room last.
+    rooms: Vec<Membership>,
+    username: Option<Arc<str>>,
+}
+
+impl Session {
+    pub fn new(hub: Arc<Hub>, conn: Arc<Conn>) -> Self {
+        Self {
+            hub,
+            conn,
+            rooms: Vec::new(),
+            username: None,
+        }
+    }
+
+    pub fn error(&self, code: ErrorCode, message: &str) {
+        self.hub.stats.errors_sent.fetch_add(1, Ordering::Relaxed);
+        self.hub.push_to(
+            &self.conn,
+            event::error(code, message).bytes(),
+            Priority::Normal,
+        );
+    }
+
+    /// Handles one text message from the client.
+    pub fn on_text(&mut self, text: &str) {
+        self.hub.stats.frames_in.fetch_add(1, Ordering::Relaxed);
+        match decode(text) {
+            Err(err) => self.error(err.code, &err.message),
+            Ok(Command::Join {
+                room,
+                username,
+                since,
+                epoch,
+            }) => self.join(&room, username.as_deref(), since, epoch.as_deref()),
+            Ok(Command::Message { room, text }) => self.message(room.as_deref(), &text),
+            Ok(Command::Typing { room, is_typing }) => self.typing(room.as_deref(), is_typing),
+            Ok(Command::Leave { room }) => self.leave(room.as_deref()),
+            Ok(Command::Ping) => {
+                self.hub
+                    .push_to(&self.conn, event::pong().bytes(), Priority::Normal)
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        name: &str,
+        username: Option<&str>,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) {
+        if !valid_name(name) {
+            return self.error(
+                ErrorCode::InvalidRoom,
+                "room must be 1-64 characters without control characters",
+            );
+        }
+        let username: Arc<str> = match username {
+            Some(u) if !valid_name(u) => {
+                return self.error(
+                    ErrorCode::InvalidUsername,
+                    "username must be 1-64 characters without control characters",
+                )
+            }
+            Some(u) => u.into(),
+            None => match &self.username {
+                Some(u) => u.clone(),
+                None => format!("anon-{}", self.conn.client_id).into(),
+            },
+        };
+        let at = self.rooms.iter().position(|m| &*m.room.name == name);
+        if at.is_none() && self.rooms.len() >= self.hub.limits.max_rooms_per_connection {
+            let limit = self.hub.limits.max_rooms_per_connection;
+            return self.error(
+                ErrorCode::TooManyRooms,
+                &format!("at most {limit} rooms per connection"),
+            );
+        }
+        // A repeated join keeps the name the others already know.
+        let name_in_room = at.map_or_else(|| username.clone(), |i| self.rooms[i].username.clone());
+        let request = JoinRequest {
+            username: &name_in_room,
+            since,
+            epoch,
+        };
+        let (room, outcome) = self.hub.join(&self.conn, name, request);
+        if let Some(i) = at {
+            // Rejoining makes the room current again.
+            let membership = self.rooms.remove(i);
+            self.rooms.push(membership);
+        } else {
+            debug_assert_eq!(outcome, JoinOutcome::Joined);
+            self.rooms.push(Membership {
+                room,
+                username: name_in_room,
+            });
+        }
+        self.username = Some(username);
+    }
+
+    /// The named joined room, or the current one.
+    fn resolve(&self, name: Option<&str>) -> Option<usize> {
+        match name {
+            Some(name) => self.rooms.iter().position(|m| &*m.room.name == name),
+            None => self.rooms.len().checked_sub(1),
+        }
+    }
+
+    fn not_joined(&self, name: Option<&str>) {
+        match name {
+            Some(_) => self.error(
+                ErrorCode::NotJoined,
+                "not a member of that room; join it first",
+            ),
+            None => self.error(ErrorCode::NotJoined, "join a room first"),
+        }
+    }
+
+    fn message(&self, room: Option<&str>, text: &str) {
+        let Some(at) = self.resolve(room) else {
+            return self.not_joined(room);
+        };
+        if text.is_empty() {
+            return self.error(ErrorCode::EmptyText, "text is empty");
+        }
+        let max = self.hub.limits.max_text_chars;
+        // Bytes bound characters from above, so most texts skip the count.
+        if text.len() > max && text.chars().count() > max {
+            return self.error(
+                ErrorCode::TextTooLong,
+                &format!("text longer than {max} characters"),
+            );
+        }
+        let membership = &self.rooms[at];
+        membership
+            .room
+            .publish(&self.hub, &self.conn, &membership.username, text);
+    }
+
+    fn typing(&self, room: Option<&str>, is_typing: bool) {
+        let Some(at) = self.resolve(room) else {
+            return self.not_joined(room);
+        };
+        let membership = &self.rooms[at];
+        membership
+            .room
+            .typing(&self.hub, &self.conn, &membership.username, is_typing);
+    }
+
+    fn leave(&mut self, room: Option<&str>) {
+        let Some(at) = self.resolve(room) else {
+            return self.not_joined(room);
+        };
+        let membership = self.rooms.remove(at);
+        membership.room.leave(&self.hub, &self.conn);
+        self.hub.push_to(
+            &self.conn,
+            event::left(&membership.room.name).bytes(),
+            Priority::Normal,
+        );
+    }
+
+    /// Leaves every room (the connection ended).
+    pub fn leave_all(&mut self) {
+        for membership in self.rooms.drain(..) {
+            membership.room.leave(&self.hub, &self.conn);
+        }
+    }
+}

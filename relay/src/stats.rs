@@ -1,0 +1,49 @@
+//! Counters of what the node did, read by tests, logs and (later) the metrics endpoint.
+//!
+//! Each is bumped once per event or per fan-out, never once per recipient.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! stats {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $($(#[$doc])* pub $name: AtomicU64,)*
+        }
+
+        /// A point-in-time copy of [`Stats`].
+        #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Stats {
+            pub fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Ordering::Relaxed),)* }
+            }
+        }
+    };
+}
+
+stats! {
+    /// WebSocket connections accepted (after the upgrade).
+    connections_opened,
+    /// WebSocket connections ended.
+    connections_closed,
+    /// Text frames received from clients.
+    frames_in,
+    /// Chat messages accepted and fanned out.
+    messages_published,
+    /// Message frames queued to members (sum of room sizes over messages).
+    deliveries,
+    /// `error` events sent.
+    errors_sent,
+    /// Typing events dropped because a member's queue was under pressure.
+    typing_dropped,
+    /// Connections closed with 4008.
+    slow_consumer_closes,
+    /// Connections closed with 4001.
+    heartbeat_closes,
+    /// Connections closed with 1002, 1007 or 1009.
+    protocol_closes,
+}

@@ -1,0 +1,84 @@
+//! The write side of a connection: everything queued goes out in vectored writes.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+
+use bytes::Bytes;
+use tokio::net::TcpStream;
+
+use crate::outbox::Outbox;
+
+/// Frames per `writev`. 64 x 16-byte `IoSlice`s stay on the stack; the field notes measured
+/// 16 frames per call already cutting the per-frame kernel cost 13x against one per call.
+const MAX_SLICES: usize = 64;
+
+/// A connection's batch of frames taken from its outbox and not yet fully written.
+#[derive(Debug, Default)]
+pub struct Writer {
+    pending: VecDeque<Bytes>,
+    /// Bytes of `pending[0]` already written.
+    offset: usize,
+}
+
+impl Writer {
+    pub fn batch(&mut self) -> &mut VecDeque<Bytes> {
+        &mut self.pending
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Appends a frame the writer adds by itself (the close frame).
+    pub fn push(&mut self, frame: Bytes, outbox: &Outbox) {
+        outbox.adopt(frame.len());
+        self.pending.push_back(frame);
+    }
+
+    /// Drops unsent frames, except one already partly written: cutting a frame in half
+    /// would corrupt the stream for the close frame that follows.
+    pub fn discard(&mut self, outbox: &Outbox) {
+        let keep = usize::from(self.offset > 0);
+        let dropped: usize = self.pending.iter().skip(keep).map(Bytes::len).sum();
+        self.pending.truncate(keep);
+        outbox.release(dropped);
+    }
+
+    /// Writes as much as the socket takes without blocking. `Ok(true)` when all is written.
+    pub fn flush(&mut self, stream: &TcpStream, outbox: &Outbox) -> io::Result<bool> {
+        while !self.pending.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (slot, frame) in slices.iter_mut().zip(self.pending.iter()) {
+                let start = if count == 0 { self.offset } else { 0 };
+                *slot = IoSlice::new(&frame[start..]);
+                count += 1;
+            }
+            match stream.try_write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => self.advance(written, outbox),
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(err) => return Err(err),
+            }
+        }
+        // A burst can leave a large ring behind; an idle connection should not keep it.
+        if self.pending.capacity() > 64 {
+            self.pending = VecDeque::new();
+        }
+        Ok(true)
+    }
+
+    fn advance(&mut self, mut written: usize, outbox: &Outbox) {
+        outbox.release(written);
+        while let Some(front) = self.pending.front() {
+            let left = front.len() - self.offset;
+            if written < left {
+                self.offset += written;
+                return;
+            }
+            written -= left;
+            self.offset = 0;
+            self.pending.pop_front();
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! WebSocket framing (RFC 6455) for the relay's own read and write paths.
+//!
+//! fastwebsockets does the HTTP upgrade; after it the relay takes the raw `TcpStream` back and
+//! frames by hand, because the connection must (a) read into a per-thread scratch buffer
+//! instead of an 8 KiB buffer per connection, (b) cap the *reassembled* size of fragmented
+//! messages, (c) answer oversize with a real 1009 close frame, and (d) write pre-built shared
+//! frames with one vectored write: fastwebsockets 0.10 does none of these (see
+//! `../shared/notes/field-notes.md`).
+
+pub mod frame;
+pub mod reader;
+
+pub use frame::{Frame, FrameBuilder, OpCode};

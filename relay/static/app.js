@@ -1,0 +1,693 @@
+// chatrelay browser client: vanilla JS, no build step. Wire protocol: docs/PROTOCOL.md.
+//
+// Safety rule for this file: everything that came from the network or from a user (names,
+// rooms, message text, error messages) is put into the page with textContent /
+// createTextNode only; innerHTML, insertAdjacentHTML and document.write are never used.
+//
+// Optional URL query parameters (for tests and debugging; a normal visit needs none):
+//   ?reconnectBaseMs=100  base of the reconnect backoff in ms (default 500, clamped 10..30000),
+//                         used by tests/browser so the reconnect test stays fast.
+//   ?room=NAME            pre-fills the room field of the join form.
+'use strict';
+
+(() => {
+  // ---------------------------------------------------------------- configuration
+  const params = new URLSearchParams(location.search);
+  const RECONNECT_BASE_MS = clampInt(params.get('reconnectBaseMs'), 10, 30000, 500);
+  const RECONNECT_CAP_MS = 30000;
+  const TYPING_IDLE_MS = 1500; // send isTyping:false after this long without a keystroke
+  const TYPING_EXPIRE_MS = 5000; // forget a remote typer not refreshed for this long
+  const HEARTBEAT_MS = 25000; // application ping while connected
+  const HEARTBEAT_GRACE_MS = 10000; // no traffic at all this long after a ping: reconnect
+  const NEAR_BOTTOM_PX = 120;
+  const WS_URL = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
+
+  // ---------------------------------------------------------------- elements
+  const $ = (id) => document.getElementById(id);
+  const el = {
+    app: $('app'),
+    joinScreen: $('join-screen'), joinForm: $('join-form'), username: $('username'),
+    room: $('room'), join: $('join'), joinError: $('join-error'),
+    chatScreen: $('chat-screen'), roomTitle: $('room-title'), me: $('me'),
+    status: $('status'), statusText: $('status-text'), retry: $('retry'),
+    menu: $('menu'), sidebar: $('sidebar'), scrim: $('scrim'),
+    switchForm: $('switch-form'), switchRoom: $('switch-room'), switchBtn: $('switch'),
+    users: $('users'), usersNote: $('users-note'), onlineCount: $('online-count'),
+    banner: $('banner'), bannerText: $('banner-text'), bannerClose: $('banner-close'),
+    messages: $('messages'), jump: $('jump'), typing: $('typing'),
+    composer: $('composer'), input: $('input'), send: $('send'),
+  };
+
+  // ---------------------------------------------------------------- state
+  const state = {
+    username: '',
+    room: '', // the room this page shows (and joins / rejoins)
+    ws: null,
+    socketOpen: false,
+    joined: false, // got `joined` for state.room on the current socket
+    clientId: null,
+    myIds: new Set(), // every clientId this page has had, so my older messages stay "mine"
+    // Per-room resume state; reset when switching rooms.
+    epoch: null, // epoch from the last `joined`
+    lastSeq: null, // last seq seen in this room (in `epoch`); null before the first joined
+    generation: 0, // bumped when the epoch changes: orders messages across relay restarts
+    seenIds: new Set(),
+    hasJoinedOnce: false,
+    // Reconnection.
+    attempt: 0,
+    reconnectTimer: null,
+    countdownTimer: null,
+    reconnectAt: 0,
+    stopped: false, // true after a close code that says "do not retry blindly"
+    // Heartbeat.
+    heartbeatTimer: null,
+    lastTraffic: 0,
+    // Typing (outgoing).
+    typingSent: false,
+    typingIdleTimer: null,
+    // Typing (incoming): userId -> {username, timer}
+    typers: new Map(),
+  };
+
+  // ---------------------------------------------------------------- helpers
+  function clampInt(text, min, max, fallback) {
+    const n = Number.parseInt(text ?? '', 10);
+    if (!Number.isFinite(n)) return fallback;
+    return Math.min(max, Math.max(min, n));
+  }
+
+  function h(tag, className, text) {
+    const node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  // Room and user names: 1-64 characters, no control characters (PROTOCOL.md).
+  function validName(text) {
+    const chars = Array.from(text);
+    // eslint-disable-next-line no-control-regex
+    return chars.length >= 1 && chars.length <= 64 && !/[\u0000-\u001f\u007f-\u009f]/.test(text);
+  }
+
+  const numberFormat = new Intl.NumberFormat('en-US');
+  const timeFormat = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+  const fullFormat = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+
+  function colorClass(key) {
+    let hash = 0;
+    for (const ch of String(key)) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
+    return 'c' + (hash % 8);
+  }
+
+  function initials(name) {
+    const first = Array.from(String(name).trim())[0] || '?';
+    return first.toUpperCase();
+  }
+
+  // ---------------------------------------------------------------- connection status
+  function setStatus(kind, text) {
+    el.status.dataset.state = kind;
+    el.statusText.textContent = text;
+    el.retry.hidden = !(kind === 'reconnecting' || kind === 'disconnected') || !state.room;
+    updateComposer();
+  }
+
+  function updateComposer() {
+    const usable = state.socketOpen && state.joined;
+    el.input.disabled = !usable;
+    el.send.disabled = !usable || el.input.value.trim() === '';
+    el.switchBtn.disabled = !state.room;
+    el.input.placeholder = usable ? 'Message #' + state.room : 'Waiting for connection…';
+  }
+
+  // ---------------------------------------------------------------- socket
+  function connect() {
+    clearTimeout(state.reconnectTimer);
+    clearInterval(state.countdownTimer);
+    state.reconnectTimer = null;
+    if (state.ws) return;
+    setStatus('connecting', 'Connecting…');
+    let ws;
+    try {
+      ws = new WebSocket(WS_URL);
+    } catch (err) {
+      showBanner('connect_failed', String(err && err.message ? err.message : err));
+      scheduleReconnect();
+      return;
+    }
+    state.ws = ws;
+    ws.onopen = () => {
+      if (state.ws !== ws) return;
+      state.socketOpen = true;
+      state.lastTraffic = Date.now();
+      setStatus('connecting', 'Joining…');
+      sendJoin();
+      startHeartbeat();
+    };
+    ws.onmessage = (event) => {
+      if (state.ws !== ws) return;
+      state.lastTraffic = Date.now();
+      let msg;
+      try {
+        msg = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (msg && typeof msg === 'object') handleEvent(msg);
+    };
+    ws.onclose = (event) => {
+      if (state.ws !== ws) return;
+      onSocketGone(event.code, event.reason);
+    };
+    // `error` is always followed by `close`; nothing to do here.
+    ws.onerror = () => {};
+  }
+
+  function onSocketGone(code, reason) {
+    const ws = state.ws;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+    }
+    state.ws = null;
+    state.socketOpen = false;
+    state.joined = false;
+    stopHeartbeat();
+    stopTypingOut(false);
+    clearTypers();
+    if (code === 1002 || code === 1007) {
+      // The relay says this client broke the protocol: retrying blindly would loop.
+      state.stopped = true;
+      setStatus('disconnected', 'Disconnected');
+      showBanner('closed_' + code, 'The relay closed the connection (code ' + code + (reason ? ': ' + reason : '') + ').');
+      return;
+    }
+    if (code === 4008) addSystem('Connection dropped because the page fell behind; catching up…');
+    scheduleReconnect();
+  }
+
+  function scheduleReconnect() {
+    if (state.stopped || state.reconnectTimer) return;
+    // Exponential backoff with full jitter: random(0, min(cap, base * 2^attempt)).
+    const ceiling = Math.min(RECONNECT_CAP_MS, RECONNECT_BASE_MS * 2 ** Math.min(state.attempt, 20));
+    const delay = Math.random() * ceiling;
+    state.attempt += 1;
+    state.reconnectAt = Date.now() + delay;
+    state.reconnectTimer = setTimeout(() => {
+      state.reconnectTimer = null;
+      connect();
+    }, delay);
+    const tick = () => {
+      const left = Math.max(0, state.reconnectAt - Date.now());
+      setStatus('reconnecting', 'Reconnecting in ' + Math.max(1, Math.ceil(left / 1000)) + 's');
+    };
+    tick();
+    clearInterval(state.countdownTimer);
+    state.countdownTimer = setInterval(tick, 250);
+  }
+
+  function reconnectNow() {
+    if (state.ws || !state.room) return;
+    state.stopped = false;
+    state.attempt = 0;
+    clearTimeout(state.reconnectTimer);
+    state.reconnectTimer = null;
+    connect();
+  }
+
+  function send(obj) {
+    if (!state.ws || !state.socketOpen) return false;
+    try {
+      state.ws.send(JSON.stringify(obj));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  function sendJoin() {
+    const join = { type: 'join', room: state.room, username: state.username };
+    if (state.epoch !== null && state.lastSeq !== null) {
+      join.since = state.lastSeq;
+      join.epoch = state.epoch;
+    }
+    state.pendingJoinHadSince = 'since' in join;
+    send(join);
+  }
+
+  // Application-level heartbeat: catches half-open connections (e.g. a laptop that slept)
+  // faster than TCP does. Any received frame counts as proof of life.
+  function startHeartbeat() {
+    stopHeartbeat();
+    state.heartbeatTimer = setInterval(() => {
+      if (!state.socketOpen) return;
+      if (Date.now() - state.lastTraffic > HEARTBEAT_MS + HEARTBEAT_GRACE_MS) {
+        const ws = state.ws;
+        onSocketGone(4000, 'heartbeat');
+        try { ws && ws.close(); } catch { /* already closing */ }
+        return;
+      }
+      send({ type: 'ping' });
+    }, HEARTBEAT_MS);
+  }
+
+  function stopHeartbeat() {
+    clearInterval(state.heartbeatTimer);
+    state.heartbeatTimer = null;
+  }
+
+  // ---------------------------------------------------------------- events from the relay
+  function handleEvent(msg) {
+    switch (msg.type) {
+      case 'joined': return onJoined(msg);
+      case 'message': return onMessage(msg, true);
+      case 'user_joined': return onUserJoined(msg);
+      case 'user_left': return onUserLeft(msg);
+      case 'typing': return onTyping(msg);
+      case 'left': return undefined;
+      case 'pong': return undefined;
+      case 'error': return onError(msg);
+      default: return undefined;
+    }
+  }
+
+  function isCurrentRoom(msg) {
+    return typeof msg.room !== 'string' || msg.room === state.room;
+  }
+
+  function onJoined(msg) {
+    if (msg.room !== state.room) return; // a late answer for a room we already switched away from
+    const sentSince = !!state.pendingJoinHadSince;
+    state.pendingJoinHadSince = false;
+    state.joined = true;
+    state.attempt = 0; // the connection works: the next drop starts the backoff again
+    state.stopped = false;
+    if (typeof msg.clientId === 'string') {
+      state.clientId = msg.clientId;
+      state.myIds.add(msg.clientId);
+    }
+    const newEpoch = typeof msg.epoch === 'string' ? msg.epoch : null;
+    const epochChanged = state.epoch !== null && newEpoch !== state.epoch;
+    if (epochChanged) {
+      // The room was created anew (relay restart or expiry): seq restarted at 1.
+      state.generation += 1;
+    }
+    state.epoch = newEpoch;
+    const wasRejoin = state.hasJoinedOnce;
+    state.hasJoinedOnce = true;
+
+    if (sentSince && msg.recovered === false) {
+      // Placed before the history that follows: at the start of a new epoch, or right
+      // after the last message seen in this one.
+      addSystem('Some earlier messages may be missing', 'warn', epochChanged ? 0 : (state.lastSeq ?? 0));
+    }
+    const history = Array.isArray(msg.history) ? msg.history : [];
+    for (const m of history) onMessage(m, false);
+    // joined.seq is the room's latest seq; history runs up to it, so that is what we have seen.
+    state.lastSeq = Number.isFinite(msg.seq) ? msg.seq : latestSeqOf(history);
+
+    setPresence(msg.users, msg.count);
+    if (wasRejoin) addSystem('Reconnected');
+    else addSystem('You joined #' + state.room);
+    setStatus('connected', 'Connected');
+    scrollToBottom();
+  }
+
+  function latestSeqOf(history) {
+    let seq = 0;
+    for (const m of history) if (Number.isFinite(m.seq) && m.seq > seq) seq = m.seq;
+    return seq;
+  }
+
+  function onMessage(msg, live) {
+    if (!isCurrentRoom(msg)) return;
+    if (typeof msg.id !== 'string' && typeof msg.id !== 'number') return;
+    const id = String(msg.id);
+    if (live && Number.isFinite(msg.seq) && (state.lastSeq === null || msg.seq > state.lastSeq)) {
+      state.lastSeq = msg.seq;
+    }
+    if (state.seenIds.has(id)) return;
+    state.seenIds.add(id);
+    if (msg.userId !== undefined) removeTyper(String(msg.userId));
+    renderMessage(msg, id);
+  }
+
+  function onUserJoined(msg) {
+    if (!isCurrentRoom(msg) || !state.joined) return;
+    setPresence(msg.users, msg.count);
+    if (msg.userId !== state.clientId) addSystem(nameOf(msg) + ' joined');
+  }
+
+  function onUserLeft(msg) {
+    if (!isCurrentRoom(msg) || !state.joined) return;
+    removeTyper(String(msg.userId));
+    setPresence(msg.users, msg.count);
+    addSystem(nameOf(msg) + ' left');
+  }
+
+  function nameOf(msg) {
+    return typeof msg.username === 'string' && msg.username ? msg.username : 'someone';
+  }
+
+  function onError(msg) {
+    const code = typeof msg.code === 'string' ? msg.code : 'error';
+    const text = typeof msg.message === 'string' ? msg.message : '';
+    showBanner(code, text);
+    // A failed join leaves the page without a room; let the user pick another one.
+    if (!state.joined && (code === 'invalid_room' || code === 'invalid_username' || code === 'too_many_rooms')) {
+      setStatus('connected', 'Connected (not in a room)');
+    }
+  }
+
+  // ---------------------------------------------------------------- rendering: messages
+  // Each <li> carries an ordering key (generation, seq). Messages are inserted in key order;
+  // system lines take the key of the newest message when they are added, so they stay put.
+  function keyOf(node) {
+    return [Number(node.dataset.gen), Number(node.dataset.seq)];
+  }
+
+  function insertOrdered(node, gen, seq) {
+    node.dataset.gen = String(gen);
+    node.dataset.seq = String(seq);
+    const nearBottom = isNearBottom();
+    let after = el.messages.lastElementChild;
+    while (after) {
+      const [g, s] = keyOf(after);
+      if (g < gen || (g === gen && s <= seq)) break;
+      after = after.previousElementSibling;
+    }
+    if (after) after.after(node);
+    else el.messages.prepend(node);
+    return nearBottom;
+  }
+
+  function currentTailKey() {
+    const last = el.messages.lastElementChild;
+    if (!last) return [state.generation, 0];
+    const [g, s] = keyOf(last);
+    return g === state.generation ? [g, s] : [state.generation, 0];
+  }
+
+  function renderMessage(msg, id) {
+    const mine = state.myIds.has(String(msg.userId));
+    const li = h('li', 'msg' + (mine ? ' mine' : ''));
+    li.dataset.id = id;
+    li.dataset.testid = 'message';
+    const author = typeof msg.username === 'string' ? msg.username : 'unknown';
+    li.dataset.author = author;
+
+    if (!mine) {
+      const avatar = h('span', 'avatar ' + colorClass(msg.userId ?? author), initials(author));
+      avatar.setAttribute('aria-hidden', 'true');
+      li.append(avatar);
+    }
+    const bubble = h('div', 'bubble');
+    const meta = h('div', 'meta');
+    meta.append(h('span', 'author', mine ? 'You' : author));
+    if (Number.isFinite(msg.timestamp)) {
+      const date = new Date(msg.timestamp);
+      const time = h('time', 'time', timeFormat.format(date));
+      time.dateTime = date.toISOString();
+      time.title = fullFormat.format(date);
+      meta.append(time);
+    }
+    bubble.append(meta, h('div', 'text', typeof msg.text === 'string' ? msg.text : ''));
+    li.append(bubble);
+
+    const seq = Number.isFinite(msg.seq) ? msg.seq : currentTailKey()[1];
+    const nearBottom = insertOrdered(li, state.generation, seq);
+    afterInsert(nearBottom || mine, li);
+  }
+
+  function addSystem(text, tone, seqOverride) {
+    const li = h('li', 'system' + (tone ? ' ' + tone : ''));
+    li.dataset.testid = 'system';
+    li.append(h('span', 'system-text', text));
+    const [gen, seq] = currentTailKey();
+    const nearBottom = insertOrdered(li, gen, seqOverride ?? seq);
+    afterInsert(nearBottom, li);
+  }
+
+  function isNearBottom() {
+    const m = el.messages;
+    return m.scrollHeight - m.scrollTop - m.clientHeight < NEAR_BOTTOM_PX;
+  }
+
+  function scrollToBottom() {
+    el.messages.scrollTop = el.messages.scrollHeight;
+    el.jump.hidden = true;
+  }
+
+  function afterInsert(stick, node) {
+    if (stick) scrollToBottom();
+    else if (node === el.messages.lastElementChild) el.jump.hidden = false;
+  }
+
+  function clearMessages() {
+    el.messages.replaceChildren();
+    el.jump.hidden = true;
+  }
+
+  // ---------------------------------------------------------------- rendering: presence
+  function setPresence(users, count) {
+    const n = Number.isFinite(count) ? count : Array.isArray(users) ? users.length : 0;
+    el.onlineCount.textContent = numberFormat.format(n);
+    if (Array.isArray(users)) {
+      const items = users.map((u) => {
+        const id = String(u && u.id !== undefined ? u.id : '');
+        const name = u && typeof u.username === 'string' ? u.username : 'unknown';
+        const li = h('li', 'user');
+        li.dataset.userId = id;
+        li.dataset.username = name;
+        const avatar = h('span', 'avatar small ' + colorClass(id || name), initials(name));
+        avatar.setAttribute('aria-hidden', 'true');
+        li.append(avatar, h('span', 'user-name', name));
+        if (state.myIds.has(id) && id === state.clientId) {
+          li.classList.add('me');
+          li.append(h('span', 'you-tag', 'you'));
+        }
+        return li;
+      });
+      items.sort((a, b) => (b.classList.contains('me') - a.classList.contains('me'))
+        || a.dataset.username.localeCompare(b.dataset.username));
+      el.users.replaceChildren(...items);
+      el.users.hidden = false;
+      el.usersNote.hidden = true;
+    } else {
+      // Big room: the relay sends only the count.
+      el.users.replaceChildren();
+      el.users.hidden = true;
+      el.usersNote.textContent = numberFormat.format(n) + ' online';
+      el.usersNote.hidden = false;
+    }
+  }
+
+  // ---------------------------------------------------------------- typing (incoming)
+  function onTyping(msg) {
+    if (!isCurrentRoom(msg) || !state.joined) return;
+    const id = String(msg.userId);
+    if (id === state.clientId) return;
+    if (msg.isTyping === false) {
+      removeTyper(id);
+      return;
+    }
+    const existing = state.typers.get(id);
+    if (existing) clearTimeout(existing.timer);
+    const timer = setTimeout(() => removeTyper(id), TYPING_EXPIRE_MS);
+    state.typers.set(id, { username: nameOf(msg), timer });
+    renderTypers();
+  }
+
+  function removeTyper(id) {
+    const t = state.typers.get(id);
+    if (!t) return;
+    clearTimeout(t.timer);
+    state.typers.delete(id);
+    renderTypers();
+  }
+
+  function clearTypers() {
+    for (const t of state.typers.values()) clearTimeout(t.timer);
+    state.typers.clear();
+    renderTypers();
+  }
+
+  function renderTypers() {
+    const names = [...state.typers.values()].map((t) => t.username);
+    let text = '';
+    if (names.length === 1) text = names[0] + ' is typing...';
+    else if (names.length > 1 && names.length <= 3) text = names.join(', ') + ' are typing...';
+    else if (names.length > 3) text = names.slice(0, 2).join(', ') + ' and ' + (names.length - 2) + ' others are typing...';
+    el.typing.textContent = text;
+    el.typing.classList.toggle('active', names.length > 0);
+  }
+
+  // ---------------------------------------------------------------- typing (outgoing)
+  function onInput() {
+    autosize();
+    updateComposer();
+    if (!state.joined) return;
+    if (el.input.value.trim() === '') {
+      stopTypingOut(true);
+      return;
+    }
+    if (!state.typingSent) {
+      state.typingSent = send({ type: 'typing', isTyping: true });
+    }
+    clearTimeout(state.typingIdleTimer);
+    state.typingIdleTimer = setTimeout(() => stopTypingOut(true), TYPING_IDLE_MS);
+  }
+
+  function stopTypingOut(notify) {
+    clearTimeout(state.typingIdleTimer);
+    state.typingIdleTimer = null;
+    if (state.typingSent && notify) send({ type: 'typing', isTyping: false });
+    state.typingSent = false;
+  }
+
+  function autosize() {
+    el.input.style.height = 'auto';
+    el.input.style.height = Math.min(el.input.scrollHeight, 160) + 'px';
+  }
+
+  // ---------------------------------------------------------------- banner
+  function showBanner(code, text) {
+    el.bannerText.replaceChildren();
+    const codeNode = h('code', 'banner-code', code);
+    el.bannerText.append(codeNode, document.createTextNode(text ? ' ' + text : ''));
+    el.banner.hidden = false;
+    el.banner.dataset.code = code;
+    addSystem('Error ' + code + (text ? ': ' + text : ''), 'error');
+  }
+
+  function hideBanner() {
+    el.banner.hidden = true;
+  }
+
+  // ---------------------------------------------------------------- rooms
+  function resetRoomState() {
+    state.epoch = null;
+    state.lastSeq = null;
+    state.generation = 0;
+    state.seenIds = new Set();
+    state.hasJoinedOnce = false;
+    state.joined = false;
+    clearTypers();
+    clearMessages();
+    setPresence([], 0);
+  }
+
+  function enterRoom(room) {
+    state.room = room;
+    el.roomTitle.textContent = '#' + room;
+    document.title = '#' + room + ' · chatrelay';
+    try { localStorage.setItem('chatrelay.room', room); } catch { /* storage off */ }
+  }
+
+  function switchRoom(room) {
+    if (room === state.room) return;
+    stopTypingOut(true);
+    if (state.socketOpen && state.joined) send({ type: 'leave', room: state.room });
+    resetRoomState();
+    enterRoom(room);
+    hideBanner();
+    if (state.socketOpen) {
+      setStatus('connecting', 'Joining…');
+      sendJoin();
+    } else {
+      reconnectNow();
+    }
+    updateComposer();
+  }
+
+  // ---------------------------------------------------------------- sidebar (narrow screens)
+  function setSidebar(open) {
+    el.app.classList.toggle('sidebar-open', open);
+    el.scrim.hidden = !open;
+    el.menu.setAttribute('aria-expanded', String(open));
+  }
+
+  // ---------------------------------------------------------------- UI wiring
+  el.joinForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const username = el.username.value.trim();
+    const room = el.room.value.trim().replace(/^#/, '');
+    if (!validName(username)) return joinError('Enter a name of 1-64 characters.');
+    if (!validName(room)) return joinError('Enter a room name of 1-64 characters.');
+    el.joinError.hidden = true;
+    try { localStorage.setItem('chatrelay.username', username); } catch { /* storage off */ }
+    state.username = username;
+    el.me.textContent = username;
+    enterRoom(room);
+    resetRoomState();
+    el.joinScreen.hidden = true;
+    el.chatScreen.hidden = false;
+    el.menu.hidden = false;
+    el.app.dataset.view = 'chat';
+    connect();
+    el.input.focus();
+  });
+
+  function joinError(text) {
+    el.joinError.textContent = text;
+    el.joinError.hidden = false;
+  }
+
+  el.composer.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const text = el.input.value;
+    if (text.trim() === '' || !state.joined) return;
+    stopTypingOut(true);
+    if (send({ type: 'message', text, room: state.room })) {
+      el.input.value = '';
+      autosize();
+      updateComposer();
+      el.input.focus();
+    }
+  });
+
+  el.input.addEventListener('input', onInput);
+  el.input.addEventListener('keydown', (event) => {
+    if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      el.composer.requestSubmit();
+    }
+  });
+
+  el.switchForm.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const room = el.switchRoom.value.trim().replace(/^#/, '');
+    if (!validName(room)) {
+      showBanner('invalid_room', 'Room names are 1-64 characters without control characters.');
+      return;
+    }
+    el.switchRoom.value = '';
+    setSidebar(false);
+    switchRoom(room);
+  });
+
+  el.bannerClose.addEventListener('click', hideBanner);
+  el.retry.addEventListener('click', reconnectNow);
+  el.jump.addEventListener('click', scrollToBottom);
+  el.messages.addEventListener('scroll', () => {
+    if (isNearBottom()) el.jump.hidden = true;
+  });
+  el.menu.addEventListener('click', () => setSidebar(!el.app.classList.contains('sidebar-open')));
+  el.scrim.addEventListener('click', () => setSidebar(false));
+  document.addEventListener('keydown', (event) => {
+    if (event.key === 'Escape') setSidebar(false);
+  });
+  window.addEventListener('online', () => {
+    if (!state.ws && state.room) reconnectNow();
+  });
+
+  // Pre-fill the join form.
+  try {
+    const savedName = localStorage.getItem('chatrelay.username');
+    if (savedName && !el.username.value) el.username.value = savedName;
+    const savedRoom = localStorage.getItem('chatrelay.room');
+    if (savedRoom) el.room.value = savedRoom;
+  } catch { /* storage off */ }
+  if (params.get('room')) el.room.value = params.get('room');
+  setStatus('disconnected', 'Not connected');
+})();

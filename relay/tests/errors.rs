@@ -1,0 +1,216 @@
+//! Bad input: every error code keeps the connection open; every close code is what
+//! `docs/PROTOCOL.md` says.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on anything unexpected"
+)]
+
+mod support;
+
+use serde_json::json;
+use support::raw::{self, RawClient};
+use support::TestRelay;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test]
+async fn every_error_code_and_the_connection_stays_open() {
+    let relay = TestRelay::with(|c| c.max_rooms_per_connection = 2).await;
+    let mut c = relay.client().await;
+
+    c.send_text("this is not json").await;
+    c.expect_error("invalid_json").await;
+    c.send_text("[1,2,3]").await;
+    c.expect_error("invalid_json").await;
+    c.send(json!({"room":"x"})).await;
+    c.expect_error("missing_field").await;
+    c.send(json!({"type":"shout"})).await;
+    c.expect_error("unknown_type").await;
+    c.send(json!({"type":"message","text":"before join"})).await;
+    c.expect_error("not_joined").await;
+    c.send(json!({"type":"typing"})).await;
+    c.expect_error("not_joined").await;
+    c.send(json!({"type":"leave"})).await;
+    c.expect_error("not_joined").await;
+    c.send(json!({"type":"join"})).await;
+    c.expect_error("missing_field").await;
+    for bad_room in [String::new(), "x".repeat(65), "line\nbreak".into()] {
+        c.send(json!({"type":"join","room":bad_room,"username":"alice"}))
+            .await;
+        c.expect_error("invalid_room").await;
+    }
+    for bad_name in [String::new(), "é".repeat(65), "bell\u{7}".into()] {
+        c.send(json!({"type":"join","room":"ok","username":bad_name}))
+            .await;
+        c.expect_error("invalid_username").await;
+    }
+    c.send(json!({"type":"join","room":"one","username":"alice"}))
+        .await;
+    c.recv_type("joined").await;
+    c.send(json!({"type":"join","room":"two"})).await;
+    c.recv_type("joined").await;
+    c.send(json!({"type":"join","room":"three"})).await;
+    c.expect_error("too_many_rooms").await;
+    c.send(json!({"type":"message"})).await;
+    c.expect_error("missing_field").await;
+    c.send(json!({"type":"message","text":""})).await;
+    c.expect_error("empty_text").await;
+    c.send(json!({"type":"message","text":"a".repeat(2001)}))
+        .await;
+    c.expect_error("text_too_long").await;
+    // The limit counts characters, not bytes: 2,000 four-byte characters are fine.
+    c.send(json!({"type":"message","text":"🎉".repeat(2000)}))
+        .await;
+    assert_eq!(
+        c.recv_type("message").await["text"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .count(),
+        2000
+    );
+    c.send_message(Message::binary(vec![1u8, 2, 3])).await;
+    c.expect_error("binary_not_supported").await;
+    assert!(relay.relay.stats().errors_sent >= 17);
+}
+
+#[tokio::test]
+async fn a_message_over_the_payload_limit_closes_with_1009() {
+    let relay = TestRelay::start().await;
+    let mut client = RawClient::connect(relay.addr, None).await;
+    client
+        .send_frame(true, raw::TEXT, &vec![b'a'; 70 * 1024])
+        .await;
+    assert_eq!(client.read_until_close().await, (Some(1009), 0));
+}
+
+#[tokio::test]
+async fn a_fragmented_message_over_the_limit_closes_with_1009() {
+    let relay = TestRelay::start().await;
+    let mut client = RawClient::connect(relay.addr, None).await;
+    // 20 fragments of 4 KiB: each passes a per-frame check, together they are 80 KiB.
+    client.send_frame(false, raw::TEXT, &[b'a'; 4096]).await;
+    for _ in 0..18 {
+        client
+            .send_frame(false, raw::CONTINUATION, &[b'a'; 4096])
+            .await;
+    }
+    client
+        .send_frame(true, raw::CONTINUATION, &[b'a'; 4096])
+        .await;
+    assert_eq!(client.read_until_close().await, (Some(1009), 0));
+}
+
+#[tokio::test]
+async fn a_fragmented_message_under_the_limit_is_reassembled() {
+    let relay = TestRelay::start().await;
+    let mut client = RawClient::connect(relay.addr, None).await;
+    let join = br#"{"type":"join","room":"frag","username":"alice"}"#;
+    for (i, piece) in join.chunks(7).enumerate() {
+        let opcode = if i == 0 { raw::TEXT } else { raw::CONTINUATION };
+        let last = (i + 1) * 7 >= join.len();
+        client.send_frame(last, opcode, piece).await;
+        if !last {
+            // A ping between fragments is allowed and answered.
+            client.send_frame(true, raw::PING, b"hi").await;
+        }
+    }
+    let mut saw_pong = false;
+    loop {
+        let frame = client.read_frame().await.unwrap();
+        if frame.opcode == 0xA {
+            saw_pong = true;
+            assert_eq!(frame.payload, b"hi");
+            continue;
+        }
+        let event: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
+        assert_eq!(event["type"], "joined");
+        break;
+    }
+    assert!(saw_pong);
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    let relay = TestRelay::start().await;
+    let mut client = RawClient::connect(relay.addr, None).await;
+    client
+        .send_frame(true, raw::TEXT, &[b'{', 0xC3, 0x28, b'}'])
+        .await;
+    assert_eq!(client.read_until_close().await, (Some(1007), 0));
+}
+
+#[tokio::test]
+async fn unmasked_frames_close_with_1002() {
+    let relay = TestRelay::start().await;
+    let mut client = RawClient::connect(relay.addr, None).await;
+    client.send_raw(&[0x81, 0x02, b'{', b'}']).await;
+    assert_eq!(client.read_until_close().await, (Some(1002), 0));
+}
+
+#[tokio::test]
+async fn bad_input_on_one_connection_costs_the_others_nothing() {
+    let relay = TestRelay::start().await;
+    let (mut alice, _) = relay.joined("calm", "alice").await;
+    let mut hostile = RawClient::connect(relay.addr, None).await;
+    hostile
+        .send_frame(true, raw::TEXT, &vec![b'a'; 70 * 1024])
+        .await;
+    assert_eq!(hostile.read_until_close().await.0, Some(1009));
+    alice
+        .send(json!({"type":"message","text":"still fine"}))
+        .await;
+    assert_eq!(alice.recv_type("message").await["text"], "still fine");
+    assert_eq!(relay.relay.stats().protocol_closes, 1);
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_the_same_code() {
+    let relay = TestRelay::start().await;
+    let mut client = RawClient::connect(relay.addr, None).await;
+    client
+        .send_frame(true, raw::CLOSE, &[0x0F, 0xA0, b'b', b'y', b'e'])
+        .await; // 4000
+    assert_eq!(client.read_until_close().await, (Some(4000), 0));
+    assert!(
+        client.read_frame().await.is_none(),
+        "then the server closes the TCP connection"
+    );
+}
+
+#[tokio::test]
+async fn http_routes() {
+    let relay = TestRelay::start().await;
+    let get = |path: &'static str| {
+        let addr = relay.addr;
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        }
+    };
+    assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+    assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+    assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+    let page = get("/").await;
+    assert!(
+        page.starts_with("HTTP/1.1 200") && page.contains("text/html"),
+        "{page}"
+    );
+    // An upgrade without a key is refused with 400, not served as a socket.
+    let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 400");
+}

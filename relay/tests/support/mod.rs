@@ -1,0 +1,216 @@
+//! Shared helpers for the relay's integration tests: a relay on port 0, a well-behaved
+//! WebSocket client (tokio-tungstenite, an independent implementation of RFC 6455), and a raw
+//! client that can send what no library would.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail loudly on purpose"
+)]
+
+pub mod raw;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected event may take before the test fails. Generous: CI
+/// machines are shared; tests never wait this long when things work.
+pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A relay serving on an ephemeral loopback port, shut down when dropped.
+pub struct TestRelay {
+    pub addr: SocketAddr,
+    pub relay: relay::Relay,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), relay::Error>>>,
+}
+
+impl TestRelay {
+    pub async fn start() -> Self {
+        Self::with(|_| {}).await
+    }
+
+    pub async fn with(adjust: impl FnOnce(&mut relay::Config)) -> Self {
+        let mut config = relay::Config::default();
+        adjust(&mut config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let relay = relay::Relay::new(config);
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = relay.clone();
+        let task = tokio::spawn(async move {
+            server
+                .serve(listener, async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        Self {
+            addr,
+            relay,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.url()).await
+    }
+
+    /// A client that has joined `room` as `username`; returns it with its `joined` event.
+    pub async fn joined(&self, room: &str, username: &str) -> (Client, Value) {
+        let mut client = self.client().await;
+        client
+            .send(json!({"type":"join","room":room,"username":username}))
+            .await;
+        let joined = client.recv_type("joined").await;
+        (client, joined)
+    }
+
+    /// Starts shutdown and waits for `serve` to return.
+    pub async fn shutdown(mut self) -> Result<(), relay::Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("serve returns after shutdown")
+            .unwrap()
+    }
+}
+
+impl Drop for TestRelay {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, response) =
+            tokio::time::timeout(EVENT_TIMEOUT, tokio_tungstenite::connect_async(url))
+                .await
+                .expect("connect in time")
+                .expect("handshake succeeds");
+        assert_eq!(response.status(), 101);
+        Self { ws }
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.ws
+            .send(Message::text(value.to_string()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_message(&mut self, message: Message) {
+        self.ws.send(message).await.unwrap();
+    }
+
+    /// The next JSON event (pings are answered by tungstenite and skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let next = tokio::time::timeout(EVENT_TIMEOUT, self.ws.next())
+                .await
+                .expect("an event arrives in time")
+                .expect("stream open")
+                .expect("no protocol error");
+            match next {
+                Message::Text(text) => {
+                    return serde_json::from_str(&text).expect("events are JSON")
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text event, got {other:?}"),
+            }
+        }
+    }
+
+    /// The next event, which must be of `kind`.
+    pub async fn recv_type(&mut self, kind: &str) -> Value {
+        let event = self.recv().await;
+        assert_eq!(event["type"], kind, "unexpected event {event}");
+        event
+    }
+
+    /// Skips events until one of `kind` arrives.
+    pub async fn recv_until(&mut self, kind: &str) -> Value {
+        loop {
+            let event = self.recv().await;
+            if event["type"] == kind {
+                return event;
+            }
+        }
+    }
+
+    /// Sends an application ping and returns every event that arrived before its pong:
+    /// proof of what was (not) sent, without sleeping.
+    pub async fn drain(&mut self) -> Vec<Value> {
+        self.send(json!({"type":"ping"})).await;
+        let mut seen = Vec::new();
+        loop {
+            let event = self.recv().await;
+            if event["type"] == "pong" {
+                return seen;
+            }
+            seen.push(event);
+        }
+    }
+
+    /// Expects an `error` event with `code`, then checks the connection is still usable.
+    pub async fn expect_error(&mut self, code: &str) -> Value {
+        let event = self.recv_type("error").await;
+        assert_eq!(event["code"], code, "{event}");
+        assert!(event["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            self.drain().await.is_empty(),
+            "connection stays open after an error"
+        );
+        event
+    }
+
+    /// Reads until the server closes; returns the close code. Keeps polling after the close
+    /// frame so tungstenite sends its reply and the handshake completes, as a browser's would.
+    pub async fn expect_close(&mut self) -> u16 {
+        let code = loop {
+            let next = tokio::time::timeout(EVENT_TIMEOUT, self.ws.next())
+                .await
+                .expect("close arrives in time");
+            match next {
+                Some(Ok(Message::Close(Some(frame)))) => break u16::from(frame.code),
+                Some(Ok(Message::Close(None))) => break u16::from(CloseCode::Status),
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(EVENT_TIMEOUT, self.ws.next()).await {}
+        code
+    }
+}
