@@ -83,6 +83,9 @@ pub async fn drive(hub: Arc<Hub>, stream: TcpStream, leftover: Bytes, peer: Sock
             max_message,
         );
     }
+    // `leftover` is a slice of hyper's whole read buffer (8 KiB or more): holding it for the
+    // life of the connection would pin that buffer per idle client.
+    drop(leftover);
 
     let end: &str = loop {
         if closing.sent && !writer.has_pending() && !closing.finished_writing {

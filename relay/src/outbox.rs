@@ -130,6 +130,10 @@ impl Outbox {
         } else {
             batch.extend(queue.frames.drain(..));
         }
+        // What stays behind is empty; its capacity would sit idle in every quiet connection.
+        if queue.frames.capacity() > 0 {
+            queue.frames = VecDeque::new();
+        }
         queue.request.take()
     }
 

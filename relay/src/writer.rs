@@ -61,8 +61,9 @@ impl Writer {
                 Err(err) => return Err(err),
             }
         }
-        // A burst can leave a large ring behind; an idle connection should not keep it.
-        if self.pending.capacity() > 64 {
+        // An idle connection keeps no ring: a 16-frame ring is 512 bytes, a third of the
+        // whole per-connection budget. Re-growing it costs a few allocations per burst.
+        if self.pending.capacity() > 0 {
             self.pending = VecDeque::new();
         }
         Ok(true)

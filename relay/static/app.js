@@ -107,8 +107,9 @@
 
   // ---------------------------------------------------------------- connection status
   function setStatus(kind, text) {
-    el.status.dataset.state = kind;
-    el.statusText.textContent = text;
+    // Only touch the DOM on a change: #status is a live region, and the countdown ticks often.
+    if (el.status.dataset.state !== kind) el.status.dataset.state = kind;
+    if (el.statusText.textContent !== text) el.statusText.textContent = text;
     el.retry.hidden = !(kind === 'reconnecting' || kind === 'disconnected') || !state.room;
     updateComposer();
   }
@@ -546,8 +547,14 @@
   }
 
   function autosize() {
+    // Empty: back to the CSS height (a long placeholder must not make the box grow).
+    if (el.input.value === '') {
+      el.input.style.height = '';
+      return;
+    }
     el.input.style.height = 'auto';
-    el.input.style.height = Math.min(el.input.scrollHeight, 160) + 'px';
+    const borders = el.input.offsetHeight - el.input.clientHeight;
+    el.input.style.height = Math.min(el.input.scrollHeight + borders, 160) + 'px';
   }
 
   // ---------------------------------------------------------------- banner

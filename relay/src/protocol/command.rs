@@ -98,6 +98,13 @@ struct Raw<'a> {
 
 /// Decodes one text frame into a command (fields are checked by the session, not here).
 pub fn decode(text: &str) -> Result<Command<'_>, CommandError> {
+    // serde would word this as "expected struct Raw"; say what a client needs to hear.
+    if !text.trim_start().starts_with('{') {
+        return Err(CommandError::new(
+            ErrorCode::InvalidJson,
+            r#"invalid JSON: expected an object such as {"type":"join","room":"general"}"#,
+        ));
+    }
     let raw: Raw<'_> = serde_json::from_str(text)
         .map_err(|err| CommandError::new(ErrorCode::InvalidJson, format!("invalid JSON: {err}")))?;
     let kind = raw
@@ -190,6 +197,12 @@ mod tests {
         let code = |s: &str| decode(s).map(|_| ()).map_err(|e| e.code);
         assert_eq!(code("not json"), Err(ErrorCode::InvalidJson));
         assert_eq!(code("[1,2]"), Err(ErrorCode::InvalidJson));
+        assert_eq!(code(" null"), Err(ErrorCode::InvalidJson));
+        assert_eq!(
+            code(r#"{"type":"ping","room":5}"#),
+            Err(ErrorCode::InvalidJson)
+        );
+        assert!(decode("42").is_err_and(|e| !e.message.contains("Raw")));
         assert_eq!(code(r#"{"room":"x"}"#), Err(ErrorCode::MissingField));
         assert_eq!(code(r#"{"type":"join"}"#), Err(ErrorCode::MissingField));
         assert_eq!(code(r#"{"type":"message"}"#), Err(ErrorCode::MissingField));

@@ -1,0 +1,43 @@
+//! chatrelay load generator: opens many WebSocket clients against a loopback relay, sends chat
+//! messages on an open-loop schedule and reports exact delivery counts and end-to-end latency
+//! measured from each message's schedule slot (no coordinated omission).
+//!
+//! Layout:
+//! - [`config`]: the command-line flags ([`Config`], clap derive, `LOADGEN_*` env vars).
+//! - [`target`]: `--url` parsing and the loopback-only rule.
+//! - [`plan`]: the run's derived parameters (rooms, source addresses, pacing).
+//! - [`clock`]: wall-clock nanoseconds shared across processes; the phase signal.
+//! - [`ws`]: hand-written RFC 6455 client handshake and frame codec.
+//! - [`scan`]: byte-scanning classification of relay events (no JSON parse on receive).
+//! - [`client`]: one simulated user (connect, join, send on schedule, absorb deliveries).
+//! - [`worker`]: runtime threads (current-thread tokio each) running slices of clients.
+//! - [`process`]: worker processes (re-exec with `--worker`) and their pipe protocol.
+//! - [`coord`]: the coordinator: ramp, start, sampling, merging into a [`Report`].
+//! - [`stats`]: counters, seq tracking, mergeable histograms.
+//! - [`report`]: the report (JSON and table); [`output`] writes `--json`/`--hdr`/`--plot`.
+//! - [`plot`]: the SVG percentile plot. [`sysinfo`]: rlimits, rusage, /proc sampling.
+//! - [`fake`]: a small in-process relay (optionally stalling) and a frame blaster, for tests
+//!   and the absorb-rate benchmark.
+
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod coord;
+mod error;
+pub mod fake;
+pub mod output;
+pub mod plan;
+pub mod plot;
+pub mod process;
+pub mod report;
+pub mod scan;
+pub mod stats;
+pub mod sysinfo;
+pub mod target;
+pub mod worker;
+pub mod ws;
+
+pub use config::{Config, Scenario};
+pub use coord::run;
+pub use error::Error;
+pub use report::Report;

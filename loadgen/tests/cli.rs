@@ -1,0 +1,76 @@
+//! The binary's command line: refusals and help.
+
+use std::process::Command;
+
+#[test]
+fn refuses_non_loopback_targets() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--url",
+            "ws://192.0.2.7:8080/ws",
+            "--clients",
+            "1",
+            "--no-progress",
+        ])
+        .output()
+        .expect("spawn");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("only loopback"), "{err}");
+}
+
+#[test]
+fn help_names_every_env_var() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg("--help")
+        .output()
+        .expect("spawn");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "LOADGEN_URL",
+        "LOADGEN_CLIENTS",
+        "LOADGEN_RATE",
+        "LOADGEN_SCENARIO",
+        "LOADGEN_SERVER_PID",
+        "LOADGEN_SOURCE_IPS",
+    ] {
+        assert!(help.contains(var), "{var} missing from --help");
+    }
+    assert!(
+        !help.contains("--worker "),
+        "the internal flag stays hidden"
+    );
+}
+
+#[test]
+fn connection_refused_is_reported_not_fatal() {
+    // A port nobody listens on (bound then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let json = std::env::temp_dir().join(format!("loadgen-refused-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "--url",
+            &format!("ws://127.0.0.1:{port}/ws"),
+            "--clients",
+            "20",
+            "--duration",
+            "100ms",
+        ])
+        .args(["--drain", "0s", "--no-progress", "--quiet", "--json"])
+        .arg(&json)
+        .output()
+        .expect("spawn");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    assert_eq!(v["connect"]["failed"]["refused"], 20, "{v}");
+    assert_eq!(v["connect"]["joined"], 0);
+    let _ = std::fs::remove_file(json);
+}

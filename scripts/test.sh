@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and integration tests (real sockets), every criterion
+# benchmark once in quick mode, the instruction-count regression guard (valgrind), and the
+# browser tests in headless Chromium. Installs missing system packages and npm modules first
+# (scripts/install-deps.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+
+# The browser tests start this binary as a child process.
+cargo build -p relay
+export RELAY_BIN="$PWD/target/debug/relay"
+
+cargo test --workspace
+
+# Benchmarks run as checks here (quick mode: each is compiled and executed); their timings
+# mean little on a shared machine, so the guard below counts instructions instead.
+cargo bench -p benches --bench hot_path -- --quick
+python3 benches/instr_guard.py
+
+node --test tests/browser/

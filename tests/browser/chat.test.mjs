@@ -1,0 +1,614 @@
+// Real-browser tests of the chat page that the relay serves (relay/static/*).
+//
+// Run from the repository root, after `cargo build -p relay`:
+//
+//     (cd tests/browser && npm ci)        # installs playwright-core only; no browser download
+//     node --test tests/browser/
+//
+// Needs:
+//   - Chromium at /usr/bin/chromium (Debian: `apt-get install -y chromium`), or set CHROMIUM_BIN.
+//     Never `npx playwright install`: the tests drive the system Chromium through playwright-core.
+//   - The relay binary: $RELAY_BIN (relative to the current directory), or target/debug/relay
+//     under the repository root. It embeds relay/static/* at build time, so rebuild after
+//     editing the page (the first test fails with "rebuild the relay" on a stale binary).
+//
+// Each test starts a relay child process on a free 127.0.0.1 port (`relay --listen ADDR`),
+// waits for GET /healthz, and kills it afterwards (also when the test fails). The reconnect
+// test opens the page with `?reconnectBaseMs=100`, a query parameter the page reads to shorten
+// its reconnect backoff base (default 500 ms), so that test stays fast.
+// The two-user test writes the screenshot results/chat-two-users.png.
+//
+// Waiting is done with Playwright's auto-waiting (locator.waitFor, page.waitForFunction);
+// the only timed loop is the bounded /healthz poll while a relay starts.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as delay } from 'node:timers/promises';
+import { chromium } from 'playwright-core';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const RELAY_BIN = process.env.RELAY_BIN
+  ? path.resolve(process.env.RELAY_BIN)
+  : path.join(ROOT, 'target', 'debug', 'relay');
+const CHROMIUM_BIN = process.env.CHROMIUM_BIN || '/usr/bin/chromium';
+const SCREENSHOT = path.join(ROOT, 'results', 'chat-two-users.png');
+const WAIT_MS = 10_000; // default for every Playwright wait
+const TEST_TIMEOUT_MS = 60_000;
+
+// ------------------------------------------------------------------------------ relay process
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+class Relay {
+  constructor(port) {
+    this.port = port;
+    this.base = `http://127.0.0.1:${port}`;
+    this.proc = null;
+    this.log = '';
+  }
+
+  async start(extraArgs = []) {
+    assert.ok(fs.existsSync(RELAY_BIN), `relay binary not found at ${RELAY_BIN}: run \`cargo build -p relay\` or set RELAY_BIN`);
+    const proc = spawn(RELAY_BIN, ['--listen', `127.0.0.1:${this.port}`, ...extraArgs], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+    });
+    this.proc = proc;
+    const keep = (chunk) => { this.log = (this.log + chunk).slice(-8000); };
+    proc.stdout.on('data', keep);
+    proc.stderr.on('data', keep);
+    const exited = new Promise((resolve) => proc.once('exit', (code, signal) => resolve({ code, signal })));
+    this.exited = exited;
+    // Bounded poll of /healthz (200 tries x 50 ms = 10 s at most).
+    for (let i = 0; i < 200; i++) {
+      const gone = await Promise.race([exited, delay(0).then(() => null)]);
+      if (gone) throw new Error(`relay exited early (${JSON.stringify(gone)}):\n${this.log}`);
+      try {
+        const res = await fetch(`${this.base}/healthz`);
+        if (res.status === 200) return this;
+      } catch { /* not listening yet */ }
+      await delay(50);
+    }
+    throw new Error(`relay did not answer /healthz on port ${this.port}:\n${this.log}`);
+  }
+
+  async kill(signal = 'SIGKILL') {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    proc.kill(signal);
+    await this.exited;
+  }
+}
+
+const relays = new Set();
+// Last resort if the runner exits without running `after` hooks: no relay outlives the tests.
+process.on('exit', () => {
+  for (const relay of relays) {
+    try { relay.proc?.kill('SIGKILL'); } catch { /* already gone */ }
+  }
+});
+async function startRelay(port, extraArgs = []) {
+  const relay = new Relay(port ?? await freePort());
+  relays.add(relay);
+  return relay.start(extraArgs);
+}
+
+// ------------------------------------------------------------------------------ browser
+
+let browser;
+
+before(async () => {
+  assert.ok(fs.existsSync(CHROMIUM_BIN), `Chromium not found at ${CHROMIUM_BIN}: apt-get install -y chromium`);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM_BIN,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
+      '--disable-quic', '--no-first-run', '--disable-component-update', '--disable-sync'],
+    timeout: 60_000,
+  });
+}, { timeout: 90_000 });
+
+after(async () => {
+  for (const relay of relays) await relay.kill();
+  if (browser) await browser.close();
+}, { timeout: 30_000 });
+
+/** Opens the chat page in its own browser context and returns {page, ctx, problems}. */
+async function openPage(t, relay, { query = '', viewport = { width: 1000, height: 700 }, colorScheme = 'light', instrument = false } = {}) {
+  const ctx = await browser.newContext({ viewport, colorScheme });
+  t.after(() => ctx.close().catch(() => {}));
+  if (instrument) await ctx.addInitScript(instrumentPage);
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  const problems = { pageErrors: [], consoleErrors: [], dialogs: [] };
+  page.on('pageerror', (err) => problems.pageErrors.push(String(err)));
+  page.on('console', (msg) => { if (msg.type() === 'error') problems.consoleErrors.push(msg.text()); });
+  page.on('dialog', (dialog) => {
+    problems.dialogs.push(`${dialog.type()}: ${dialog.message()}`);
+    dialog.dismiss().catch(() => {});
+  });
+  await page.goto(`${relay.base}/${query}`);
+  return { page, ctx, problems };
+}
+
+/**
+ * Runs in the page before its own scripts (addInitScript): records every frame the page sends
+ * (window.__sent), every socket it opens (window.__sockets), every value #status's data-state
+ * takes (window.__states; some states last only milliseconds with a 100 ms backoff base), every
+ * frame it receives (window.__recv), every close code (window.__closes), and while window.__blockConnect holds a URL (a closed
+ * port) opens new sockets there instead, so the page stays away as long as a test needs.
+ */
+function instrumentPage() {
+  const Native = window.WebSocket;
+  window.__sent = [];
+  window.__sockets = [];
+  window.__states = [];
+  window.__recv = [];
+  window.__closes = [];
+  window.__blockConnect = null;
+  window.WebSocket = class extends Native {
+    constructor(url, protocols) {
+      super(window.__blockConnect || url, protocols);
+      window.__sockets.push(this);
+      this.addEventListener('message', (e) => window.__recv.push(String(e.data)));
+      this.addEventListener('close', (e) => window.__closes.push(e.code));
+    }
+    send(data) {
+      window.__sent.push(String(data));
+      return super.send(data);
+    }
+  };
+  document.addEventListener('DOMContentLoaded', () => {
+    const status = document.getElementById('status');
+    window.__states.push(status.dataset.state);
+    new MutationObserver(() => window.__states.push(status.dataset.state))
+      .observe(status, { attributes: true, attributeFilter: ['data-state'] });
+  });
+}
+
+async function sentFrames(page) {
+  return (await page.evaluate(() => window.__sent)).map((s) => JSON.parse(s));
+}
+
+async function receivedFrames(page) {
+  return (await page.evaluate(() => window.__recv)).map((s) => JSON.parse(s));
+}
+
+/** Fills the join form and waits until the page has joined (composer enabled). */
+async function join(page, username, room) {
+  await page.fill('#username', username);
+  await page.fill('#room', room);
+  await page.click('#join');
+  await page.locator('#status[data-state="connected"]').waitFor();
+  await page.locator('#input:enabled').waitFor();
+}
+
+async function openJoined(t, relay, username, room, opts) {
+  const handle = await openPage(t, relay, opts);
+  await join(handle.page, username, room);
+  return handle;
+}
+
+async function sendMessage(page, text) {
+  await page.fill('#input', text);
+  await page.click('#send');
+  await waitForMessage(page, text);
+}
+
+/** Waits until a message with exactly this text is in #messages. */
+async function waitForMessage(page, text) {
+  await page.waitForFunction(
+    (want) => [...document.querySelectorAll('#messages .msg .text')].some((n) => n.textContent === want),
+    text,
+  );
+}
+
+/** Texts of the rendered chat messages, in DOM order. */
+async function messageTexts(page) {
+  return page.$$eval('#messages .msg .text', (nodes) => nodes.map((n) => n.textContent));
+}
+
+async function userNames(page) {
+  return page.$$eval('#users .user-name', (nodes) => nodes.map((n) => n.textContent));
+}
+
+async function waitForUsers(page, names) {
+  const want = [...names].sort();
+  await page.waitForFunction(
+    (w) => JSON.stringify([...document.querySelectorAll('#users .user-name')].map((n) => n.textContent).sort()) === JSON.stringify(w),
+    want,
+  );
+}
+
+function assertClean(problems, { console: checkConsole = true } = {}) {
+  assert.deepEqual(problems.pageErrors, [], 'uncaught page errors');
+  assert.deepEqual(problems.dialogs, [], 'dialogs opened');
+  if (checkConsole) assert.deepEqual(problems.consoleErrors, [], 'console errors (CSP violations, failed loads)');
+}
+
+// ------------------------------------------------------------------------------ tests
+
+test('page is served with the right types and no external resources', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const expected = { '/': 'text/html', '/app.js': 'text/javascript', '/style.css': 'text/css' };
+  for (const [route, type] of Object.entries(expected)) {
+    const res = await fetch(relay.base + route);
+    assert.equal(res.status, 200, route);
+    assert.match(res.headers.get('content-type') ?? '', new RegExp('^' + type.replace('/', '\\/')), route);
+  }
+  const html = await (await fetch(relay.base + '/')).text();
+  assert.match(html, /src="\/app\.js"/);
+  assert.match(html, /href="\/style\.css"/);
+  assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//, 'no resources from other origins');
+  // The relay embeds relay/static/* at build time: a mismatch means a stale binary.
+  for (const [route, file] of [['/', 'index.html'], ['/app.js', 'app.js'], ['/style.css', 'style.css']]) {
+    const served = await (await fetch(relay.base + route)).text();
+    const onDisk = fs.readFileSync(path.join(ROOT, 'relay', 'static', file), 'utf8');
+    assert.ok(served === onDisk, `GET ${route} differs from relay/static/${file}: rebuild the relay (cargo build -p relay)`);
+  }
+  const js = await (await fetch(relay.base + '/app.js')).text();
+  assert.doesNotMatch(js, /\.(inner|outer)HTML\s*=|insertAdjacentHTML\s*\(|document\.write(ln)?\s*\(/, 'no HTML sinks in app.js');
+});
+
+test('two users in one room exchange messages both ways', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'lobby');
+  const bob = await openJoined(t, relay, 'bob', 'lobby');
+
+  await sendMessage(alice.page, 'hello bob');
+  await waitForMessage(bob.page, 'hello bob');
+  await sendMessage(bob.page, 'hi alice, how are you?');
+  await waitForMessage(alice.page, 'hi alice, how are you?');
+  // Enter in the composer sends too.
+  await bob.page.fill('#input', 'sent with Enter');
+  await bob.page.press('#input', 'Enter');
+  await waitForMessage(alice.page, 'sent with Enter');
+
+  for (const { page } of [alice, bob]) {
+    assert.deepEqual(await messageTexts(page), ['hello bob', 'hi alice, how are you?', 'sent with Enter']);
+  }
+  // My own messages are set apart; the other side's carry the sender's name and a time.
+  const aliceView = await alice.page.$$eval('#messages .msg', (nodes) => nodes.map((n) => ({
+    mine: n.classList.contains('mine'),
+    author: n.querySelector('.author').textContent,
+    time: n.querySelector('time.time')?.textContent ?? '',
+  })));
+  assert.deepEqual(aliceView.map((m) => m.mine), [true, false, false]);
+  assert.equal(aliceView[1].author, 'bob');
+  for (const m of aliceView) assert.match(m.time, /\d{1,2}.\d{2}/);
+  // The composer clears after sending.
+  assert.equal(await alice.page.inputValue('#input'), '');
+  assertClean(alice.problems);
+  assertClean(bob.problems);
+});
+
+test('presence and typing indicator follow the other user', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'presence');
+  await waitForUsers(alice.page, ['alice']);
+  assert.equal(await alice.page.textContent('#online-count'), '1');
+
+  const bob = await openJoined(t, relay, 'bob', 'presence');
+  // Alice sees bob arrive, both in the list and as a system line; bob sees both of them.
+  await waitForUsers(alice.page, ['alice', 'bob']);
+  await waitForUsers(bob.page, ['alice', 'bob']);
+  await alice.page.locator('#messages .system', { hasText: 'bob joined' }).waitFor();
+  assert.equal(await alice.page.textContent('#online-count'), '2');
+
+  // Alice types: bob sees "alice is typing...", which goes away by itself once she stops.
+  await alice.page.locator('#input').pressSequentially('hel');
+  await bob.page.locator('#typing', { hasText: 'alice is typing' }).waitFor();
+  await bob.page.waitForFunction(() => document.querySelector('#typing').textContent === '');
+  // Typing again and sending clears it at once.
+  await alice.page.locator('#input').pressSequentially('lo there');
+  await bob.page.locator('#typing', { hasText: 'alice is typing' }).waitFor();
+  await alice.page.click('#send');
+  await waitForMessage(bob.page, 'hello there');
+  await bob.page.waitForFunction(() => document.querySelector('#typing').textContent === '');
+  // Alice never sees her own typing.
+  assert.equal(await alice.page.textContent('#typing'), '');
+
+  // Bob leaves (closes his page): alice's list drops him and says so.
+  await bob.ctx.close();
+  await waitForUsers(alice.page, ['alice']);
+  await alice.page.locator('#messages .system', { hasText: 'bob left' }).waitFor();
+  assert.equal(await alice.page.textContent('#online-count'), '1');
+  assertClean(alice.problems);
+});
+
+test('a big room shows only the member count', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  // With --presence-list-max 2 the relay stops sending `users` once a third member joins.
+  const relay = await startRelay(undefined, ['--presence-list-max', '2']);
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'big');
+  const bob = await openJoined(t, relay, 'bob', 'big');
+  await waitForUsers(alice.page, ['alice', 'bob']);
+  const carol = await openJoined(t, relay, 'carol', 'big');
+  for (const { page } of [alice, bob, carol]) {
+    await page.locator('#users-note', { hasText: '3 online' }).waitFor();
+    assert.equal(await page.locator('#users .user').count(), 0);
+    assert.equal(await page.textContent('#online-count'), '3');
+  }
+  await carol.ctx.close();
+  await waitForUsers(alice.page, ['alice', 'bob']);
+  assert.ok(await alice.page.locator('#users-note').isHidden());
+  assertClean(alice.problems);
+});
+
+test('phone width and dark mode', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const phone = { width: 375, height: 740 };
+  const alice = await openJoined(t, relay, 'alice', 'mobile', { viewport: phone, colorScheme: 'dark' });
+  const bob = await openJoined(t, relay, 'bob', 'mobile');
+  const long = 'A long message that has to wrap on a phone: ' + 'word '.repeat(40) + 'https://example.invalid/' + 'x'.repeat(120);
+  await sendMessage(bob.page, long);
+  await waitForMessage(alice.page, long);
+  // Nothing sticks out sideways; the sidebar is a drawer behind the menu button.
+  assert.ok(await alice.page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth), 'no horizontal overflow');
+  assert.ok(!(await alice.page.locator('#sidebar').isVisible()) || (await alice.page.locator('#sidebar').boundingBox()).x < -100,
+    'sidebar off screen');
+  await alice.page.click('#menu');
+  await alice.page.waitForFunction(() => document.getElementById('sidebar').getBoundingClientRect().x >= 0);
+  await alice.page.locator('#users .user-name', { hasText: 'bob' }).waitFor();
+  await alice.page.click('#scrim', { position: { x: 360, y: 400 } });
+  await alice.page.waitForFunction(() => document.getElementById('sidebar').getBoundingClientRect().right <= 0);
+  // Dark mode follows prefers-color-scheme.
+  const bg = (page) => page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  assert.notEqual(await bg(alice.page), await bg(bob.page));
+  const [r, g, b] = (await bg(alice.page)).match(/\d+/g).map(Number);
+  assert.ok(r + g + b < 150, `dark background, got ${await bg(alice.page)}`);
+  // The composer stays usable.
+  await sendMessage(alice.page, 'from my phone');
+  await waitForMessage(bob.page, 'from my phone');
+  assertClean(alice.problems);
+});
+
+test('the message list follows new messages only when the reader is at the bottom', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'scroll');
+  const bob = await openJoined(t, relay, 'bob', 'scroll');
+  const atBottom = () => alice.page.evaluate(() => {
+    const m = document.getElementById('messages');
+    return m.scrollHeight - m.scrollTop - m.clientHeight < 5;
+  });
+  for (let i = 1; i <= 25; i++) await sendMessage(bob.page, `filler message ${i}`);
+  await waitForMessage(alice.page, 'filler message 25');
+  assert.ok(await alice.page.evaluate(() => {
+    const m = document.getElementById('messages');
+    return m.scrollHeight > m.clientHeight + 200;
+  }), 'the list overflows');
+  assert.ok(await atBottom(), 'followed the new messages');
+
+  // Scrolled up to read: a new message does not yank the view, a "new messages" button shows.
+  await alice.page.evaluate(() => { document.getElementById('messages').scrollTop = 0; });
+  await sendMessage(bob.page, 'while alice reads old messages');
+  await waitForMessage(alice.page, 'while alice reads old messages');
+  assert.equal(await alice.page.evaluate(() => document.getElementById('messages').scrollTop), 0);
+  await alice.page.locator('#jump').waitFor();
+  await alice.page.click('#jump');
+  await alice.page.waitForFunction(() => {
+    const m = document.getElementById('messages');
+    return m.scrollHeight - m.scrollTop - m.clientHeight < 5;
+  });
+  assert.ok(await alice.page.locator('#jump').isHidden());
+  // Her own message always scrolls into view.
+  await alice.page.evaluate(() => { document.getElementById('messages').scrollTop = 0; });
+  await sendMessage(alice.page, 'my own message');
+  assert.ok(await atBottom());
+  assertClean(alice.problems);
+});
+
+test('switching rooms leaves the old room and shows the new room\'s history', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'one');
+  const bob = await openJoined(t, relay, 'bob', 'two');
+  await sendMessage(bob.page, 'history in two');
+  await sendMessage(alice.page, 'only in one');
+
+  await alice.page.fill('#switch-room', 'two');
+  await alice.page.click('#switch');
+  await waitForMessage(alice.page, 'history in two');
+  await alice.page.locator('#input:enabled').waitFor();
+  assert.deepEqual(await messageTexts(alice.page), ['history in two']);
+  assert.equal(await alice.page.textContent('#room-title'), '#two');
+  await waitForUsers(alice.page, ['alice', 'bob']);
+  await waitForUsers(bob.page, ['alice', 'bob']);
+  await sendMessage(alice.page, 'moved over');
+  await waitForMessage(bob.page, 'moved over');
+  assertClean(alice.problems);
+  assertClean(bob.problems);
+});
+
+test('user content is shown as text: no HTML injection', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const payload = '<img src=x onerror=alert(1)>';
+  const evilName = '<svg onload=alert(2)>';
+  const alice = await openJoined(t, relay, 'alice', 'xss');
+  const mallory = await openJoined(t, relay, evilName, 'xss');
+
+  await sendMessage(mallory.page, payload);
+  await waitForMessage(alice.page, payload);
+  await sendMessage(mallory.page, '<script>alert(3)</script><b>bold?</b>');
+  await waitForMessage(alice.page, '<script>alert(3)</script><b>bold?</b>');
+  // One more round trip after the payloads, so an onerror handler would have had its chance.
+  await sendMessage(alice.page, 'after the payloads');
+  await waitForMessage(mallory.page, 'after the payloads');
+  await waitForUsers(alice.page, ['alice', evilName]);
+
+  for (const { page, problems } of [alice, mallory]) {
+    assert.equal(await page.locator('#messages img').count(), 0, 'no <img> in #messages');
+    assert.equal(await page.locator('#app img, #app script:not([src]), #users svg, #messages svg, #messages b').count(), 0);
+    assert.deepEqual(problems.dialogs, [], 'no dialog fired');
+    const texts = await messageTexts(page);
+    assert.ok(texts.includes(payload), 'payload shown as literal text');
+    assertClean(problems);
+  }
+  const authors = await alice.page.$$eval('#messages .msg:not(.mine) .author', (n) => n.map((x) => x.textContent));
+  assert.ok(authors.includes(evilName), 'username shown as literal text');
+});
+
+for (const signal of ['SIGKILL', 'SIGTERM']) test(`reconnects after a relay restart (${signal}), rejoins with since/epoch, shows each message once`, { timeout: 90_000 }, async (t) => {
+  // SIGKILL: the socket just dies (close 1006). SIGTERM: the relay closes it with 1001 first.
+  const port = await freePort();
+  let relay = await startRelay(port);
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'resume', { query: '?reconnectBaseMs=100', instrument: true });
+  // The other client is a plain WebSocket running inside a second page from the same origin.
+  const sender = await openPage(t, relay);
+  await sendMessage(alice.page, 'before restart');
+  await alice.page.evaluate(() => { window.__sent.length = 0; });
+
+  await relay.kill(signal);
+  await alice.page.waitForFunction(() => window.__states.includes('reconnecting'));
+  const firstClose = await alice.page.evaluate(() => window.__closes[0]);
+  assert.equal(firstClose, signal === 'SIGTERM' ? 1001 : 1006, 'close code seen by the page');
+  assert.match(await alice.page.textContent('#status'), /Reconnecting in \d+s|Connecting/);
+  assert.ok(await alice.page.locator('#input').isDisabled(), 'input disabled while disconnected');
+  assert.ok(await alice.page.locator('#send').isDisabled(), 'send disabled while disconnected');
+
+  relay = await startRelay(port);
+  // Right after the restart (before or while alice rejoins) another client sends messages.
+  const burst = ['while away 1', 'while away 2', 'while away 3'];
+  await sender.page.evaluate(async ({ texts }) => {
+    const ws = new WebSocket(`ws://${location.host}/ws`);
+    window.__rx = [];
+    window.__ws = ws;
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error('ws error')); });
+    const joined = new Promise((resolve) => {
+      ws.onmessage = (e) => {
+        const msg = JSON.parse(e.data);
+        window.__rx.push(msg);
+        if (msg.type === 'joined') resolve();
+      };
+    });
+    ws.send(JSON.stringify({ type: 'join', room: 'resume', username: 'bob' }));
+    await joined;
+    for (const text of texts) ws.send(JSON.stringify({ type: 'message', text }));
+  }, { texts: burst });
+
+  await alice.page.locator('#status[data-state="connected"]').waitFor({ timeout: 30_000 });
+  for (const text of burst) await waitForMessage(alice.page, text);
+  // Alice can talk again and bob's socket hears it.
+  await sendMessage(alice.page, 'back again');
+  await sender.page.waitForFunction(() => window.__rx.some((m) => m.type === 'message' && m.text === 'back again'));
+
+  assert.deepEqual(await messageTexts(alice.page), ['before restart', ...burst, 'back again'],
+    'each message exactly once, in order');
+  // The rejoin carried since/epoch from the room's first life; the restarted relay has a new
+  // epoch, so it answers recovered:false and the page says so.
+  const rejoin = (await sentFrames(alice.page)).find((m) => m.type === 'join');
+  assert.ok(rejoin, 'page sent a join after reconnecting');
+  assert.equal(rejoin.room, 'resume');
+  assert.equal(rejoin.username, 'alice');
+  assert.equal(rejoin.since, 1);
+  assert.equal(typeof rejoin.epoch, 'string');
+  await alice.page.locator('#messages .system', { hasText: 'Some earlier messages may be missing' }).waitFor();
+  assertClean(alice.problems, { console: false }); // refused connection attempts log console errors
+});
+
+test('after a dropped connection the page resumes with since: no gaps, no duplicates', { timeout: 60_000 }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'drop', { query: '?reconnectBaseMs=100', instrument: true });
+  const bob = await openJoined(t, relay, 'bob', 'drop');
+  await sendMessage(alice.page, 'one');
+  await sendMessage(bob.page, 'two');
+  await waitForMessage(alice.page, 'two');
+  const firstJoin = (await sentFrames(alice.page)).find((m) => m.type === 'join');
+  assert.equal(firstJoin.since, undefined, 'a first join sends no since');
+  const firstJoined = (await receivedFrames(alice.page)).find((m) => m.type === 'joined');
+  const deadPort = await freePort();
+
+  // Drop alice's socket and keep her away (new sockets go to a dead port) while bob talks.
+  await alice.page.evaluate((port) => {
+    window.__sent.length = 0;
+    window.__recv.length = 0;
+    window.__blockConnect = `ws://127.0.0.1:${port}/ws`;
+    window.__sockets.at(-1).close();
+  }, deadPort);
+  await alice.page.waitForFunction(() => window.__states.includes('reconnecting'));
+  await bob.page.locator('#messages .system', { hasText: 'alice left' }).waitFor();
+  await sendMessage(bob.page, 'three');
+  await sendMessage(bob.page, 'four');
+  await alice.page.evaluate(() => { window.__blockConnect = null; });
+  await alice.page.locator('#status[data-state="connected"]').waitFor({ timeout: 30_000 });
+  await waitForMessage(alice.page, 'four');
+  await sendMessage(bob.page, 'five');
+  await waitForMessage(alice.page, 'five');
+
+  assert.deepEqual(await messageTexts(alice.page), ['one', 'two', 'three', 'four', 'five']);
+  const rejoin = (await sentFrames(alice.page)).find((m) => m.type === 'join');
+  assert.equal(rejoin.since, 2, 'rejoin resumes after the last seq seen');
+  assert.equal(rejoin.epoch, firstJoined.epoch, 'rejoin sends the epoch from joined');
+  const rejoined = (await receivedFrames(alice.page)).find((m) => m.type === 'joined');
+  assert.equal(rejoined.recovered, true);
+  assert.deepEqual(rejoined.history.map((m) => m.text), ['three', 'four'], 'only the missed messages');
+  assert.equal(await alice.page.locator('#messages .system', { hasText: 'may be missing' }).count(), 0,
+    'nothing missing within one epoch');
+  await waitForUsers(bob.page, ['alice', 'bob']);
+  assertClean(alice.problems, { console: false });
+});
+
+test('error events from the relay are shown and can be dismissed', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'errors', { instrument: true });
+  await alice.page.evaluate(() => window.__sockets.at(-1).send('{"type":"shout"}'));
+  await alice.page.locator('#banner[data-code="unknown_type"]').waitFor();
+  assert.match(await alice.page.textContent('#banner'), /unknown_type/);
+  await alice.page.locator('#messages .system.error', { hasText: 'unknown_type' }).waitFor();
+  await alice.page.click('#banner-close');
+  await alice.page.locator('#banner').waitFor({ state: 'hidden' });
+  // The connection stays open after an error.
+  await sendMessage(alice.page, 'still here');
+  assertClean(alice.problems);
+});
+
+test('screenshot of a two-user conversation', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'design-review');
+  const bob = await openJoined(t, relay, 'bob', 'design-review');
+  await waitForUsers(alice.page, ['alice', 'bob']);
+  const script = [
+    [bob, 'Morning! Did the relay build go green overnight?'],
+    [alice, 'It did: all the protocol tests pass, and the browser tests too.'],
+    [bob, 'Nice. Can you share a screenshot of the new chat page?'],
+    [alice, 'Here it is: presence on the left, typing indicator under the messages, reconnect status up top.'],
+    [bob, 'Looks great. The dark mode is a nice touch too.'],
+  ];
+  for (const [who, text] of script) {
+    await sendMessage(who.page, text);
+    await waitForMessage(who === alice ? bob.page : alice.page, text);
+  }
+  // Bob starts typing so the indicator shows in the picture.
+  await bob.page.locator('#input').pressSequentially('Ship it');
+  await alice.page.locator('#typing', { hasText: 'bob is typing' }).waitFor();
+  fs.mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+  await alice.page.screenshot({ path: SCREENSHOT });
+  assert.ok(fs.statSync(SCREENSHOT).size > 10_000, 'screenshot written');
+  assertClean(alice.problems);
+  assertClean(bob.problems);
+});
