@@ -65,10 +65,14 @@ pub async fn route(
             upgrade(&mut req, hub, peer, drain)
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if hub.is_shutting_down() => {
-            text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
-        }
-        "/readyz" => text(StatusCode::OK, "ready\n"),
+        "/readyz" => match hub.readiness.check() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(reasons) => {
+                let mut response = text(StatusCode::SERVICE_UNAVAILABLE, "");
+                *response.body_mut() = Full::new(Bytes::from(reasons));
+                response
+            }
+        },
         "/" | "/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
         "/app.js" => asset("text/javascript; charset=utf-8", APP_JS),
         "/style.css" => asset("text/css; charset=utf-8", STYLE_CSS),

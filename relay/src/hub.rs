@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::conn::Conn;
 use crate::outbox::{CloseRequest, Priority, Push};
 use crate::protocol::CloseCode;
+use crate::readiness::Readiness;
 use crate::room::{JoinOutcome, JoinRequest, Room};
 use crate::stats::Stats;
 use crate::ws::{Frame, OpCode};
@@ -49,6 +50,7 @@ impl From<&Config> for Limits {
 pub struct Hub {
     pub limits: Limits,
     pub stats: Stats,
+    pub readiness: Readiness,
     /// Distinguishes this node's client and message ids from another node's or an earlier
     /// run's.
     pub node_tag: Arc<str>,
@@ -85,6 +87,7 @@ impl Hub {
         Self {
             limits: Limits::from(config),
             stats: Stats::default(),
+            readiness: Readiness::default(),
             node_tag: format!("{:06x}", random_u64() & 0xFF_FFFF).into(),
             rooms: DashMap::new(),
             conns: DashMap::new(),
@@ -194,6 +197,7 @@ impl Hub {
     /// Starts shutdown: every connection is asked to close with 1001 after what it has queued.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::Release);
+        self.readiness.set_unready("shutdown", "shutting down");
         for conn in self.conns.iter() {
             conn.outbox.close(going_away());
         }

@@ -13,6 +13,7 @@
 //! - [`room`]: one room's members, seq, history and fan-out.
 //! - [`outbox`]: a connection's outbound queue with the slow-consumer cap.
 //! - [`writer`]: turns a connection's queued frames into vectored writes.
+//! - [`readiness`]: why the node is not ready, if it is not (`/readyz`).
 //! - [`stats`]: counters; [`limits`]: the open-files limit; [`shutdown`]: SIGINT/SIGTERM;
 //!   [`telemetry`]: logging; [`error`]: the crate's error type.
 //!
@@ -38,6 +39,7 @@ pub mod hub;
 pub mod limits;
 pub mod outbox;
 pub mod protocol;
+pub mod readiness;
 pub mod room;
 pub mod server;
 pub mod session;
