@@ -32,7 +32,11 @@ impl Relay {
             let shutdown = async move {
                 let _ = rx.await;
             };
-            if let Err(e) = rt.block_on(relay::run(listener, relay::Config::default(), shutdown)) {
+            if let Err(e) = rt.block_on(relay::run(
+                listener,
+                relay::Config::without_limits(),
+                shutdown,
+            )) {
                 eprintln!("relay stopped: {e}");
             }
         });

@@ -59,6 +59,93 @@ pub struct Config {
     /// Log format: "text" for people, "json" for log pipelines. Level comes from RUST_LOG.
     #[arg(long, env = "RELAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    // --- Security and abuse resistance (see the README's "Security" section). ---
+    /// HS256 secret that signs client tokens; setting it turns authentication on (a token is
+    /// then required at the upgrade, in the `token` query parameter or a
+    /// `Sec-WebSocket-Protocol` value).
+    #[arg(
+        long,
+        env = "RELAY_AUTH_SECRET",
+        hide_env_values = true,
+        conflicts_with = "auth_public_key"
+    )]
+    pub auth_secret: Option<Secret>,
+
+    /// PEM file with the public key that verifies client tokens (RS256 or ES256, as
+    /// `--auth-algorithm` says); setting it turns authentication on.
+    #[arg(long, env = "RELAY_AUTH_PUBLIC_KEY")]
+    pub auth_public_key: Option<std::path::PathBuf>,
+
+    /// The one JWT algorithm accepted: HS256 with `--auth-secret`, RS256 or ES256 with
+    /// `--auth-public-key`. Never taken from the token.
+    #[arg(long, env = "RELAY_AUTH_ALGORITHM", value_parser = ["HS256", "RS256", "ES256"])]
+    pub auth_algorithm: Option<String>,
+
+    /// Required `aud` claim, if set.
+    #[arg(long, env = "RELAY_AUTH_AUDIENCE")]
+    pub auth_audience: Option<String>,
+
+    /// Required `iss` claim, if set.
+    #[arg(long, env = "RELAY_AUTH_ISSUER")]
+    pub auth_issuer: Option<String>,
+
+    /// Clock skew allowed when checking a token's `exp` (and `nbf`).
+    #[arg(long, env = "RELAY_AUTH_LEEWAY", default_value = "30s", value_parser = parse_duration)]
+    pub auth_leeway: Duration,
+
+    /// Origin allowed to open a WebSocket (repeatable, or comma-separated in the environment):
+    /// exact (`https://chat.example.com`) or a subdomain wildcard (`*.example.com`,
+    /// `https://*.example.com`). When set, other Origins (or none) get HTTP 403.
+    #[arg(
+        long = "allowed-origin",
+        env = "RELAY_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Chat messages per second one connection may send on average (0 turns the limit off).
+    #[arg(long, env = "RELAY_MESSAGE_RATE", default_value_t = 2.0)]
+    pub message_rate: f64,
+
+    /// Chat messages one connection may send in a burst above `--message-rate`.
+    #[arg(long, env = "RELAY_MESSAGE_BURST", default_value_t = 10)]
+    pub message_burst: u32,
+
+    /// Other commands per second (typing, join, leave, ping, malformed ones) one connection may
+    /// send on average (0 turns the limit off).
+    #[arg(long, env = "RELAY_COMMAND_RATE", default_value_t = 10.0)]
+    pub command_rate: f64,
+
+    /// Other commands one connection may send in a burst above `--command-rate`.
+    #[arg(long, env = "RELAY_COMMAND_BURST", default_value_t = 30)]
+    pub command_burst: u32,
+
+    /// A connection refused by the rate limits more than this many times within 10 seconds is
+    /// closed with 4029 (0: never closed, only refused).
+    #[arg(long, env = "RELAY_RATE_LIMIT_STRIKES", default_value_t = 20)]
+    pub rate_limit_strikes: u32,
+
+    /// Open connections (HTTP or WebSocket) from one source IP; more get HTTP 429 (0: no limit).
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS_PER_IP", default_value_t = 500)]
+    pub max_connections_per_ip: usize,
+
+    /// Open connections in total; more get HTTP 503 (0: as many as the open-files limit allows).
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// New connections accepted per second, all sources together, with one second's worth as
+    /// burst; more get HTTP 503 (0: no limit).
+    #[arg(long, env = "RELAY_CONNECTION_RATE", default_value_t = 1000.0)]
+    pub connection_rate: f64,
+
+    /// PEM certificate chain: with `--tls-key`, serves wss:// and https:// directly.
+    #[arg(long, env = "RELAY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key for `--tls-cert`.
+    #[arg(long, env = "RELAY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 impl Default for Config {
@@ -70,6 +157,41 @@ impl Default for Config {
             Ok(config) => config,
             Err(err) => panic!("built-in defaults must parse: {err}"),
         }
+    }
+}
+
+/// A secret from the configuration: never shown by `Debug` (the config is logged and printed).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl Config {
+    /// These defaults with every abuse limit off (message, command and connection rates,
+    /// per-IP and total connection caps): what benchmarks and load tests run with.
+    pub fn without_limits() -> Self {
+        Self::default().limits_off()
+    }
+
+    /// Turns every abuse limit off (see [`Config::without_limits`]).
+    pub fn limits_off(mut self) -> Self {
+        self.message_rate = 0.0;
+        self.command_rate = 0.0;
+        self.rate_limit_strikes = 0;
+        self.max_connections_per_ip = 0;
+        self.connection_rate = 0.0;
+        self
     }
 }
 

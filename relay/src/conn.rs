@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use crate::auth::Identity;
 use crate::outbox::Outbox;
 
 /// A connected client as seen from outside its own task. Kept small: one of these lives for
@@ -18,16 +19,38 @@ pub struct Conn {
     /// Set when a ping goes out, cleared by any frame from the client; still set at the next
     /// ping means the client is gone.
     pub(crate) awaiting_pong: AtomicBool,
+    /// The `userId` in events and `id` in `users` lists: the token's `sub` when
+    /// authentication is on, else the same string as `client_id`.
+    pub user_id: Arc<str>,
+    /// Who the token says this is (authentication on); boxed: most relays run without.
+    pub identity: Option<Box<Identity>>,
 }
 
 impl Conn {
     pub fn new(id: u64, client_id: Arc<str>, peer: SocketAddr) -> Self {
         Self {
             id,
+            user_id: client_id.clone(),
             client_id,
             peer,
             outbox: Outbox::default(),
             awaiting_pong: AtomicBool::new(false),
+            identity: None,
         }
+    }
+
+    /// A connection authenticated as `identity`.
+    pub fn with_identity(
+        id: u64,
+        client_id: Arc<str>,
+        peer: SocketAddr,
+        identity: Option<Identity>,
+    ) -> Self {
+        let mut conn = Self::new(id, client_id, peer);
+        if let Some(identity) = identity {
+            conn.user_id = identity.user_id.clone();
+            conn.identity = Some(Box::new(identity));
+        }
+        conn
     }
 }

@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tracing::debug;
 
+use crate::auth::Identity;
 use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::outbox::{CloseRequest, Priority};
@@ -32,7 +33,7 @@ const SCRATCH_BYTES: usize = 64 * 1024 + 16;
 
 /// How long a closing connection waits for the client's close frame (or to flush its own)
 /// before the socket is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 thread_local! {
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
@@ -40,19 +41,19 @@ thread_local! {
 
 /// Where the close handshake stands.
 #[derive(Debug, Default)]
-struct Closing {
+pub(crate) struct Closing {
     /// Our close frame is queued or sent.
-    sent: bool,
+    pub(crate) sent: bool,
     /// The client's close frame arrived (or it stopped sending).
-    received: bool,
+    pub(crate) received: bool,
     /// The client broke the protocol: what it still sends is read and thrown away, so the
     /// socket is not dropped with unread input (the kernel would answer with a reset that
     /// can destroy our close frame before the client reads it).
-    ignore_input: bool,
+    pub(crate) ignore_input: bool,
     /// Our close frame has been written and the write side shut down.
-    finished_writing: bool,
+    pub(crate) finished_writing: bool,
     /// Set once either side started closing.
-    deadline: Option<Pin<Box<Sleep>>>,
+    pub(crate) deadline: Option<Pin<Box<Sleep>>>,
 }
 
 enum ReadOutcome {
@@ -62,8 +63,14 @@ enum ReadOutcome {
 
 /// Serves one connection until it closes. `leftover` holds bytes the HTTP layer read past
 /// the upgrade request.
-pub async fn drive(hub: Arc<Hub>, stream: TcpStream, leftover: Bytes, peer: SocketAddr) {
-    let conn = hub.register(peer);
+pub async fn drive(
+    hub: Arc<Hub>,
+    stream: TcpStream,
+    leftover: Bytes,
+    peer: SocketAddr,
+    identity: Option<Identity>,
+) {
+    let conn = hub.register_as(peer, identity);
     debug!(peer = %peer, client = %conn.client_id, "connection open");
     let mut session = Session::new(hub.clone(), conn.clone());
     let mut reader = FrameReader::default();
@@ -151,14 +158,19 @@ pub async fn drive(hub: Arc<Hub>, stream: TcpStream, leftover: Bytes, peer: Sock
     debug!(peer = %peer, client = %conn.client_id, reason = end, "connection closed");
 }
 
-async fn wait_deadline(deadline: &mut Option<Pin<Box<Sleep>>>) {
+pub(crate) async fn wait_deadline(deadline: &mut Option<Pin<Box<Sleep>>>) {
     match deadline {
         Some(sleep) => sleep.as_mut().await,
         None => std::future::pending().await,
     }
 }
 
-fn start_close(writer: &mut Writer, closing: &mut Closing, conn: &Conn, request: CloseRequest) {
+pub(crate) fn start_close(
+    writer: &mut Writer,
+    closing: &mut Closing,
+    conn: &Conn,
+    request: CloseRequest,
+) {
     if request.discard {
         writer.discard(&conn.outbox);
     }
@@ -172,7 +184,7 @@ fn start_close(writer: &mut Writer, closing: &mut Closing, conn: &Conn, request:
         .get_or_insert_with(|| Box::pin(tokio::time::sleep(CLOSE_GRACE)));
 }
 
-fn on_input(
+pub(crate) fn on_input(
     data: &mut [u8],
     reader: &mut FrameReader,
     session: &mut Session,

@@ -12,10 +12,14 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
 use tracing::{debug, error};
 
+use crate::admission::{Permit, Refusal};
 use crate::connection;
 use crate::hub::Hub;
+use crate::security::Refused;
+use crate::tls_connection;
 
 pub type Body = Full<Bytes>;
 
@@ -48,13 +52,29 @@ fn asset(content_type: &'static str, body: &'static str) -> Response<Body> {
     response
 }
 
-/// Routes one request. `drain` is held by the connection task after an upgrade so shutdown
-/// can wait for it.
+/// The answer to every request on a connection that a limit refused (429/503).
+pub fn refused(refusal: Refusal) -> Response<Body> {
+    let mut response = text(refusal.status(), refusal.body());
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static(refusal.retry_after()),
+    );
+    headers.insert(
+        hyper::header::CONNECTION,
+        hyper::header::HeaderValue::from_static("close"),
+    );
+    response
+}
+
+/// Routes one request. `drain` and `permit` are held by the connection task after an upgrade
+/// so shutdown can wait for it and the connection keeps its place under the limits.
 pub async fn route(
     mut req: Request<Incoming>,
     hub: Arc<Hub>,
     peer: SocketAddr,
     drain: mpsc::Sender<()>,
+    permit: Arc<Permit>,
 ) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path();
     if req.method() != Method::GET {
@@ -62,7 +82,7 @@ pub async fn route(
     }
     let response = match path {
         "/" | "/ws" if fastwebsockets::upgrade::is_upgrade_request(&req) => {
-            upgrade(&mut req, hub, peer, drain)
+            upgrade(&mut req, hub, peer, drain, permit)
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => match hub.readiness.check() {
@@ -90,14 +110,40 @@ fn upgrade(
     hub: Arc<Hub>,
     peer: SocketAddr,
     drain: mpsc::Sender<()>,
+    permit: Arc<Permit>,
 ) -> Response<Body> {
-    let (response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut *req) {
+    let admitted = match hub.security.check(req.headers(), req.uri().query(), peer) {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            let mut response = text(refused.status(), refused.body());
+            if refused == Refused::Unauthorized {
+                response.headers_mut().insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    hyper::header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            return response;
+        }
+    };
+    let (mut response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut *req) {
         Ok(parts) => parts,
         Err(err) => {
             debug!(peer = %peer, error = %err, "bad upgrade request");
             return text(StatusCode::BAD_REQUEST, "bad WebSocket upgrade request\n");
         }
     };
+    if let Some(protocol) = &admitted.subprotocol {
+        // Browsers fail a handshake whose 101 does not select one of the offered values.
+        match hyper::header::HeaderValue::from_str(protocol) {
+            Ok(value) => {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::SEC_WEBSOCKET_PROTOCOL, value);
+            }
+            Err(_) => return text(StatusCode::BAD_REQUEST, "bad Sec-WebSocket-Protocol\n"),
+        }
+    }
+    let identity = admitted.identity;
     // A task of its own: the HTTP task's future (hyper's connection state) is large, and
     // would otherwise stay allocated for the life of every WebSocket.
     tokio::spawn(async move {
@@ -115,10 +161,19 @@ fn upgrade(
             .into_inner()
             .downcast::<TokioIo<TcpStream>>()
         {
-            Ok(parts) => connection::drive(hub, parts.io.into_inner(), parts.read_buf, peer).await,
-            Err(_) => error!(peer = %peer, "upgraded connection is not a TcpStream"),
+            Ok(parts) => {
+                connection::drive(hub, parts.io.into_inner(), parts.read_buf, peer, identity).await
+            }
+            Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+                Ok(parts) => {
+                    let stream = parts.io.into_inner();
+                    tls_connection::drive(hub, stream, parts.read_buf, peer, identity).await
+                }
+                Err(_) => error!(peer = %peer, "upgraded connection is neither TCP nor TLS"),
+            },
         }
         drop(drain);
+        drop(permit);
     });
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, Full::new(Bytes::new()))

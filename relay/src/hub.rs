@@ -9,12 +9,16 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::admission::Admission;
+use crate::auth::Identity;
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::outbox::{CloseRequest, Priority, Push};
 use crate::protocol::CloseCode;
+use crate::ratelimit::{self, Rate};
 use crate::readiness::Readiness;
 use crate::room::{JoinOutcome, JoinRequest, Room};
+use crate::security::Security;
 use crate::stats::Stats;
 use crate::ws::{Frame, OpCode};
 
@@ -29,6 +33,12 @@ pub struct Limits {
     pub max_outbound_bytes: usize,
     pub ping_interval: Duration,
     pub room_linger: Duration,
+    /// Chat messages per connection (`--message-rate`, `--message-burst`).
+    pub message_rate: Rate,
+    /// Every other command per connection (`--command-rate`, `--command-burst`).
+    pub command_rate: Rate,
+    /// Refusals before a 4029 close (`--rate-limit-strikes`); `None`: never closed.
+    pub strike_rate: Option<Rate>,
 }
 
 impl From<&Config> for Limits {
@@ -42,6 +52,9 @@ impl From<&Config> for Limits {
             max_outbound_bytes: c.max_outbound_bytes,
             ping_interval: c.ping_interval,
             room_linger: c.room_linger,
+            message_rate: Rate::new(c.message_rate, c.message_burst),
+            command_rate: Rate::new(c.command_rate, c.command_burst),
+            strike_rate: ratelimit::strike_rate(c.rate_limit_strikes),
         }
     }
 }
@@ -61,6 +74,10 @@ pub struct Hub {
     next_room: AtomicU64,
     shutting_down: AtomicBool,
     ping: Frame,
+    /// Origin and token checks at the upgrade (off unless configured; set by `Relay`).
+    pub security: Security,
+    /// Connection limits at accept.
+    pub admission: Arc<Admission>,
 }
 
 pub fn now_ms() -> u64 {
@@ -96,6 +113,11 @@ impl Hub {
             next_room: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             ping: Frame::new(OpCode::Ping, b""),
+            security: Security::default(),
+            admission: Arc::new(Admission::new(
+                config,
+                crate::limits::current_capacity() as usize,
+            )),
         }
     }
 
@@ -105,11 +127,17 @@ impl Hub {
 
     /// Registers a new connection; it gets `1001` at once if shutdown has begun.
     pub fn register(&self, peer: std::net::SocketAddr) -> Arc<Conn> {
+        self.register_as(peer, None)
+    }
+
+    /// Registers a new connection authenticated as `identity` (see [`Hub::register`]).
+    pub fn register_as(&self, peer: std::net::SocketAddr, identity: Option<Identity>) -> Arc<Conn> {
         let id = self.next_conn.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn::new(
+        let conn = Arc::new(Conn::with_identity(
             id,
             format!("{}-{id}", self.node_tag).into(),
             peer,
+            identity,
         ));
         self.conns.insert(id, conn.clone());
         self.stats
@@ -228,6 +256,9 @@ impl Hub {
                 last_ping = now;
                 self.heartbeat();
             }
+            if self.security.auth_enabled() {
+                self.close_expired();
+            }
             let before = self.rooms.len();
             let linger = self.limits.room_linger;
             self.rooms
@@ -261,6 +292,33 @@ impl Hub {
                 .heartbeat_closes
                 .fetch_add(timed_out, Ordering::Relaxed);
             info!(timed_out, "closed connections that missed a heartbeat");
+        }
+    }
+}
+
+impl Hub {
+    /// Closes every connection whose token has expired (past the leeway) with 4401.
+    fn close_expired(&self) {
+        let leeway = self.security.verifier.as_ref().map_or(0, |v| v.leeway_secs);
+        let now = crate::auth::now_secs();
+        let mut expired = 0u64;
+        for conn in self.conns.iter() {
+            let Some(identity) = &conn.identity else {
+                continue;
+            };
+            if identity.expires_at.saturating_add(leeway) <= now
+                && conn.outbox.close(CloseRequest {
+                    code: CloseCode::TokenExpired.code(),
+                    reason: "token expired",
+                    discard: false,
+                })
+            {
+                expired += 1;
+                debug!(peer = %conn.peer, user = %conn.user_id, "token expired");
+            }
+        }
+        if expired > 0 {
+            info!(expired, "closed connections whose token expired");
         }
     }
 }

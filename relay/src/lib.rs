@@ -16,6 +16,9 @@
 //! - [`readiness`]: why the node is not ready, if it is not (`/readyz`).
 //! - [`stats`]: counters; [`limits`]: the open-files limit; [`shutdown`]: SIGINT/SIGTERM;
 //!   [`telemetry`]: logging; [`error`]: the crate's error type.
+//! - Security: [`admission`] (connection limits at accept), [`security`] (Origin and token at
+//!   the upgrade, with [`auth`]), [`ratelimit`] (token buckets), [`tls`] (rustls) and
+//!   [`tls_connection`] (the connection task over TLS).
 //!
 //! # One chat message, from socket to sockets
 //! 1. The sender's [`connection`] task wakes on readable and reads into its worker thread's
@@ -30,6 +33,8 @@
 //! 5. Each member's outbox wakes its connection task only if it was empty; the task takes
 //!    everything queued and [`writer`] sends it with one `writev`.
 
+pub mod admission;
+pub mod auth;
 pub mod config;
 pub mod conn;
 pub mod connection;
@@ -39,13 +44,17 @@ pub mod hub;
 pub mod limits;
 pub mod outbox;
 pub mod protocol;
+pub mod ratelimit;
 pub mod readiness;
 pub mod room;
+pub mod security;
 pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod stats;
 pub mod telemetry;
+pub mod tls;
+pub mod tls_connection;
 pub mod writer;
 pub mod ws;
 

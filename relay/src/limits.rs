@@ -13,3 +13,9 @@ pub fn raise_nofile_limit() -> std::io::Result<u64> {
 pub fn connection_capacity(nofile: u64) -> u64 {
     nofile.saturating_sub(RESERVED_FDS)
 }
+
+/// Connections this process can hold under its current soft open-files limit.
+pub fn current_capacity() -> u64 {
+    let soft = rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft);
+    connection_capacity(soft)
+}

@@ -29,6 +29,11 @@ fn main() -> anyhow::Result<()> {
             max_message_bytes = config.max_message_bytes,
             max_outbound_bytes = config.max_outbound_bytes,
             ping_interval = ?config.ping_interval,
+            auth = config.auth_secret.is_some() || config.auth_public_key.is_some(),
+            tls = config.tls_cert.is_some(),
+            allowed_origins = config.allowed_origins.len(),
+            message_rate = config.message_rate,
+            max_connections_per_ip = config.max_connections_per_ip,
             "relay listening (single node, in memory)"
         );
         relay::run(listener, config, relay::shutdown::signal()).await?;

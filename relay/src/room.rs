@@ -25,7 +25,7 @@ pub struct Member {
 impl Member {
     fn user(&self) -> UserRef<'_> {
         UserRef {
-            id: &self.conn.client_id,
+            id: &self.conn.user_id,
             username: &self.username,
         }
     }
@@ -100,7 +100,7 @@ impl Room {
         state
             .members
             .iter()
-            .map(|m| (m.conn.client_id.clone(), m.username.clone()))
+            .map(|m| (m.conn.user_id.clone(), m.username.clone()))
             .collect()
     }
 
@@ -138,7 +138,7 @@ impl Room {
             return JoinOutcome::AlreadyMember;
         }
         let user = UserRef {
-            id: &conn.client_id,
+            id: &conn.user_id,
             username: request.username,
         };
         let frame = event::presence(
@@ -210,7 +210,7 @@ impl Room {
             number,
             seq,
             room: &self.name,
-            user_id: &sender.client_id,
+            user_id: &sender.user_id,
             username,
             text,
             timestamp_ms,
@@ -233,7 +233,7 @@ impl Room {
         let frame = event::typing(
             &self.name,
             UserRef {
-                id: &typist.client_id,
+                id: &typist.user_id,
                 username,
             },
             is_typing,

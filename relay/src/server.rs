@@ -7,29 +7,63 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use crate::admission::{Permit, Refusal};
 use crate::config::Config;
 use crate::error::Error;
 use crate::http;
 use crate::hub::Hub;
+use crate::security::Security;
 use crate::stats::StatsSnapshot;
+use crate::tls;
 
 /// A relay node. Cheap to clone; clones share the node.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Relay {
     hub: Arc<Hub>,
     config: Arc<Config>,
+    /// Set with `--tls-cert`/`--tls-key`: every accepted connection speaks TLS first.
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("hub", &self.hub)
+            .field("config", &self.config)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 impl Relay {
+    /// A relay for `config`.
+    ///
+    /// # Panics
+    /// If the files the configuration names (auth key, TLS certificate and key) cannot be
+    /// loaded; [`Relay::try_new`] returns that as an error instead.
     pub fn new(config: Config) -> Self {
-        Self {
-            hub: Arc::new(Hub::new(&config)),
-            config: Arc::new(config),
+        match Self::try_new(config) {
+            Ok(relay) => relay,
+            Err(err) => panic!("{err}"),
         }
+    }
+
+    /// A relay for `config`, loading the auth key and TLS files it names.
+    pub fn try_new(config: Config) -> Result<Self, Error> {
+        let mut hub = Hub::new(&config);
+        hub.security = Security::from_config(&config)?;
+        let tls = tls::acceptor_from_config(&config)?;
+        Ok(Self {
+            hub: Arc::new(hub),
+            config: Arc::new(config),
+            tls,
+        })
     }
 
     pub fn stats(&self) -> StatsSnapshot {
@@ -66,13 +100,19 @@ impl Relay {
                     if let Err(err) = stream.set_nodelay(true) {
                         debug!(peer = %peer, error = %err, "set_nodelay failed");
                     }
+                    let admitted = self.hub.admission.admit(peer.ip());
+                    if let Err(refusal) = admitted {
+                        debug!(peer = %peer, ?refusal, "connection refused by a limit");
+                    }
                     let task = serve_http(
                         self.hub.clone(),
                         stream,
                         peer,
+                        self.tls.clone(),
                         self.config.handshake_timeout,
                         stop_rx.clone(),
                         drain_tx.clone(),
+                        admitted,
                     );
                     tokio::spawn(task);
                 }
@@ -103,28 +143,67 @@ impl Relay {
     }
 }
 
-/// One TCP connection's HTTP phase, bounded by the handshake timeout.
+/// One TCP connection's HTTP phase (after its TLS handshake, with TLS), bounded as a whole
+/// by the handshake timeout.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; a struct would only rename the arguments"
+)]
 async fn serve_http(
     hub: Arc<Hub>,
     stream: TcpStream,
     peer: std::net::SocketAddr,
+    tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
     mut stop: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
+    admitted: Result<Permit, Refusal>,
 ) {
-    let service = service_fn(move |req| http::route(req, hub.clone(), peer, drain.clone()));
-    let connection = http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
+    let deadline = tokio::time::Instant::now() + handshake_timeout;
+    let permit = admitted.map(Arc::new);
+    let service = service_fn(move |req| {
+        let (hub, drain, permit) = (hub.clone(), drain.clone(), permit.clone());
+        async move {
+            match permit {
+                Ok(permit) => http::route(req, hub, peer, drain, permit).await,
+                Err(refusal) => Ok(http::refused(refusal)),
+            }
+        }
+    });
+    let served = async {
+        match tls {
+            None => serve_io(stream, service).await,
+            Some(acceptor) => match acceptor.accept(stream).await {
+                Ok(tls_stream) => serve_io(tls_stream, service).await,
+                Err(err) => debug!(peer = %peer, error = %err, "TLS handshake failed"),
+            },
+        }
+    };
     // The connection future resolves as soon as an upgrade hands the socket over, so the
     // timeout bounds exactly the time before the upgrade (or a plain HTTP exchange).
     tokio::select! {
-        result = tokio::time::timeout(handshake_timeout, connection) => match result {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => debug!(peer = %peer, error = %err, "HTTP connection error"),
-            Err(_) => debug!(peer = %peer, "handshake timeout: dropping connection"),
+        result = tokio::time::timeout_at(deadline, served) => if result.is_err() {
+            debug!(peer = %peer, "handshake timeout: dropping connection");
         },
         _ = stop.changed() => {}
+    }
+}
+
+async fn serve_io<I, S>(io: I, service: S)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<hyper::body::Incoming>,
+            Response = hyper::Response<http::Body>,
+            Error = std::convert::Infallible,
+        > + Send,
+    S::Future: Send + 'static,
+{
+    let connection = http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(err) = connection.await {
+        debug!(error = %err, "HTTP connection error");
     }
 }
 
@@ -134,5 +213,5 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
-    Relay::new(config).serve(listener, shutdown).await
+    Relay::try_new(config)?.serve(listener, shutdown).await
 }

@@ -10,7 +10,8 @@ use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::outbox::Priority;
 use crate::protocol::command::valid_name;
-use crate::protocol::{decode, event, Command, ErrorCode};
+use crate::protocol::{decode, event, CloseCode, Command, ErrorCode};
+use crate::ratelimit::{Kind, Throttle, Verdict};
 use crate::room::{JoinOutcome, JoinRequest, Room};
 
 #[derive(Debug)]
@@ -26,15 +27,63 @@ pub struct Session {
     /// Joined rooms, the current room last.
     rooms: Vec<Membership>,
     username: Option<Arc<str>>,
+    /// The connection's rate-limit buckets.
+    throttle: Throttle,
 }
 
 impl Session {
     pub fn new(hub: Arc<Hub>, conn: Arc<Conn>) -> Self {
+        let limits = &hub.limits;
+        let throttle = Throttle::new(
+            &limits.message_rate,
+            &limits.command_rate,
+            limits.strike_rate.as_ref(),
+        );
         Self {
             hub,
             conn,
             rooms: Vec::new(),
             username: None,
+            throttle,
+        }
+    }
+
+    /// Charges one command to the rate limits; false when it must not be carried out (the
+    /// client got a `rate_limited` error, or is being closed with 4029).
+    fn within_rate(&mut self, kind: Kind) -> bool {
+        let limits = &self.hub.limits;
+        match self.throttle.check(
+            kind,
+            &limits.message_rate,
+            &limits.command_rate,
+            limits.strike_rate.as_ref(),
+        ) {
+            Verdict::Allow => true,
+            Verdict::Refuse => {
+                self.hub.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                self.error(
+                    ErrorCode::RateLimited,
+                    match kind {
+                        Kind::Message => "too many messages: slow down",
+                        Kind::Command => "too many commands: slow down",
+                    },
+                );
+                false
+            }
+            Verdict::Close => {
+                if self.conn.outbox.close(crate::outbox::CloseRequest {
+                    code: CloseCode::RateLimited.code(),
+                    reason: "rate limit exceeded",
+                    discard: false,
+                }) {
+                    self.hub
+                        .stats
+                        .rate_limit_closes
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(peer = %self.conn.peer, client = %self.conn.client_id, "closing connection that keeps exceeding the rate limit");
+                }
+                false
+            }
         }
     }
 
@@ -50,7 +99,15 @@ impl Session {
     /// Handles one text message from the client.
     pub fn on_text(&mut self, text: &str) {
         self.hub.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        match decode(text) {
+        let command = decode(text);
+        let kind = match command {
+            Ok(Command::Message { .. }) => Kind::Message,
+            _ => Kind::Command,
+        };
+        if !self.within_rate(kind) {
+            return;
+        }
+        match command {
             Err(err) => self.error(err.code, &err.message),
             Ok(Command::Join {
                 room,
@@ -81,15 +138,26 @@ impl Session {
                 "room must be 1-64 characters without control characters",
             );
         }
-        let username: Arc<str> = match username {
-            Some(u) if !valid_name(u) => {
+        if let Some(identity) = &self.conn.identity {
+            if !identity.may_join(name) {
+                return self.error(
+                    ErrorCode::ForbiddenRoom,
+                    "your token does not allow this room",
+                );
+            }
+        }
+        let username: Arc<str> = match (&self.conn.identity, username) {
+            // With authentication the name comes from the token; a `username` in the join
+            // is ignored, so nobody can speak as someone else.
+            (Some(identity), _) => identity.username.clone(),
+            (None, Some(u)) if !valid_name(u) => {
                 return self.error(
                     ErrorCode::InvalidUsername,
                     "username must be 1-64 characters without control characters",
                 )
             }
-            Some(u) => u.into(),
-            None => match &self.username {
+            (None, Some(u)) => u.into(),
+            (None, None) => match &self.username {
                 Some(u) => u.clone(),
                 None => format!("anon-{}", self.conn.client_id).into(),
             },

@@ -46,4 +46,8 @@ stats! {
     heartbeat_closes,
     /// Connections closed with 1002, 1007 or 1009.
     protocol_closes,
+    /// Commands refused with `rate_limited`.
+    rate_limited,
+    /// Connections closed with 4029.
+    rate_limit_closes,
 }

@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 
 use bytes::Bytes;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::outbox::Outbox;
@@ -67,6 +68,37 @@ impl Writer {
             self.pending = VecDeque::new();
         }
         Ok(true)
+    }
+
+    /// Writes everything pending to an async stream (the TLS path), then flushes it.
+    ///
+    /// Cancel-safe between writes: each completed write is accounted before the next await,
+    /// and a write that has not completed took nothing. The plain-TCP path uses [`flush`]
+    /// (`try_write_vectored`, no future per write) instead.
+    ///
+    /// [`flush`]: Writer::flush
+    pub async fn write_to<W: AsyncWrite + Unpin>(
+        &mut self,
+        stream: &mut W,
+        outbox: &Outbox,
+    ) -> io::Result<()> {
+        while !self.pending.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for (slot, frame) in slices.iter_mut().zip(self.pending.iter()) {
+                let start = if count == 0 { self.offset } else { 0 };
+                *slot = IoSlice::new(&frame[start..]);
+                count += 1;
+            }
+            match stream.write_vectored(&slices[..count]).await? {
+                0 => return Err(io::ErrorKind::WriteZero.into()),
+                written => self.advance(written, outbox),
+            }
+        }
+        if self.pending.capacity() > 0 {
+            self.pending = VecDeque::new();
+        }
+        stream.flush().await
     }
 
     fn advance(&mut self, mut written: usize, outbox: &Outbox) {

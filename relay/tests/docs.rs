@@ -54,6 +54,8 @@ fn protocol_document_names_every_code() {
         TextTooLong,
         EmptyText,
         BinaryNotSupported,
+        ForbiddenRoom,
+        RateLimited,
     ] {
         assert!(
             protocol.contains(&format!("| `{}` |", code.as_str())),
@@ -69,6 +71,8 @@ fn protocol_document_names_every_code() {
         CloseCode::TooBig,
         CloseCode::HeartbeatTimeout,
         CloseCode::SlowConsumer,
+        CloseCode::RateLimited,
+        CloseCode::TokenExpired,
     ] {
         assert!(
             protocol.contains(&format!("| {} |", close.code())),

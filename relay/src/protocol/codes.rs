@@ -13,6 +13,10 @@ pub enum ErrorCode {
     TextTooLong,
     EmptyText,
     BinaryNotSupported,
+    /// Authentication is on and the token's `rooms` claim does not list the room.
+    ForbiddenRoom,
+    /// Over the connection's message or command rate; the command was not carried out.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -28,6 +32,8 @@ impl ErrorCode {
             ErrorCode::TextTooLong => "text_too_long",
             ErrorCode::EmptyText => "empty_text",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::ForbiddenRoom => "forbidden_room",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }
@@ -43,6 +49,10 @@ pub enum CloseCode {
     TooBig = 1009,
     HeartbeatTimeout = 4001,
     SlowConsumer = 4008,
+    /// Refused by the rate limits too often (`--rate-limit-strikes`).
+    RateLimited = 4029,
+    /// The connection's token expired.
+    TokenExpired = 4401,
 }
 
 impl CloseCode {

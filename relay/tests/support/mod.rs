@@ -43,8 +43,21 @@ impl TestRelay {
         Self::with(|_| {}).await
     }
 
+    /// A relay with every abuse limit off (rates, connection caps: tests that are not about
+    /// them send bursts), then `adjust`ed.
     pub async fn with(adjust: impl FnOnce(&mut relay::Config)) -> Self {
-        let mut config = relay::Config::default();
+        Self::with_config(relay::Config::without_limits(), adjust).await
+    }
+
+    /// A relay with the binary's defaults, limits included, then `adjust`ed.
+    pub async fn with_limits(adjust: impl FnOnce(&mut relay::Config)) -> Self {
+        Self::with_config(relay::Config::default(), adjust).await
+    }
+
+    pub async fn with_config(
+        mut config: relay::Config,
+        adjust: impl FnOnce(&mut relay::Config),
+    ) -> Self {
         adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

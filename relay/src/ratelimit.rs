@@ -1,0 +1,196 @@
+//! Token buckets: per-connection command limits (kept in the connection's own task, so no
+//! atomics) and the node's new-connection rate.
+//!
+//! A bucket is 8 bytes (tokens as `f32`, the last refill in milliseconds of a process-wide
+//! clock as `u32`): one exists per limit per connection, so it is kept small.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+/// How fast a bucket refills and how much it holds. `per_second == 0` turns the limit off.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+impl Rate {
+    pub fn new(per_second: f64, burst: u32) -> Self {
+        Self {
+            per_second: if per_second.is_finite() && per_second > 0.0 {
+                per_second
+            } else {
+                0.0
+            },
+            burst: burst.max(1),
+        }
+    }
+
+    pub fn is_off(&self) -> bool {
+        self.per_second == 0.0
+    }
+}
+
+/// Milliseconds since the first call, wrapping after 49 days (buckets only look at short
+/// differences, computed with wrapping arithmetic).
+pub fn clock_ms() -> u32 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    start.elapsed().as_millis() as u32
+}
+
+/// A token bucket; starts full.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenBucket {
+    tokens: f32,
+    last_ms: u32,
+}
+
+impl TokenBucket {
+    pub fn full(rate: &Rate) -> Self {
+        Self {
+            tokens: rate.burst as f32,
+            last_ms: clock_ms(),
+        }
+    }
+
+    /// Takes one token if there is one. Always succeeds when `rate` is off.
+    pub fn try_take(&mut self, rate: &Rate, now_ms: u32) -> bool {
+        if rate.is_off() {
+            return true;
+        }
+        let elapsed = now_ms.wrapping_sub(self.last_ms);
+        // A "negative" difference (a bucket stamped later than `now` on another thread's
+        // clock read) shows up as a huge wrap: treat it as no time passed.
+        if elapsed < u32::MAX / 2 {
+            let refill = (f64::from(elapsed) / 1000.0 * rate.per_second) as f32;
+            self.tokens = (self.tokens + refill).min(rate.burst as f32);
+            self.last_ms = now_ms;
+        }
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The strike window of [`crate::config::Config::rate_limit_strikes`]: refusals within it
+/// count towards closing the connection.
+pub const STRIKE_WINDOW_SECS: f64 = 10.0;
+
+/// The rate of the strike bucket: `strikes` refusals per 10 seconds; `None` when connections
+/// are never closed for refusals.
+pub fn strike_rate(strikes: u32) -> Option<Rate> {
+    (strikes > 0).then(|| Rate::new(f64::from(strikes) / STRIKE_WINDOW_SECS, strikes))
+}
+
+/// Which bucket a command draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A chat message.
+    Message,
+    /// Anything else a client sends as text: typing, join, leave, ping, malformed commands.
+    Command,
+}
+
+/// What the limits say about one command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Refuse it with a `rate_limited` error.
+    Refuse,
+    /// Refused too often: close the connection with 4029.
+    Close,
+}
+
+/// One connection's buckets (24 bytes), kept in its session.
+#[derive(Debug, Clone, Copy)]
+pub struct Throttle {
+    message: TokenBucket,
+    command: TokenBucket,
+    strikes: TokenBucket,
+}
+
+impl Throttle {
+    pub fn new(message: &Rate, command: &Rate, strikes: Option<&Rate>) -> Self {
+        Self {
+            message: TokenBucket::full(message),
+            command: TokenBucket::full(command),
+            strikes: strikes.map_or(
+                TokenBucket {
+                    tokens: 0.0,
+                    last_ms: 0,
+                },
+                TokenBucket::full,
+            ),
+        }
+    }
+
+    /// Charges one command of `kind` against its bucket.
+    pub fn check(
+        &mut self,
+        kind: Kind,
+        message: &Rate,
+        command: &Rate,
+        strikes: Option<&Rate>,
+    ) -> Verdict {
+        let (bucket, rate) = match kind {
+            Kind::Message => (&mut self.message, message),
+            Kind::Command => (&mut self.command, command),
+        };
+        // The common case (limits off, as in benchmarks) reads no clock.
+        if rate.is_off() {
+            return Verdict::Allow;
+        }
+        let now = clock_ms();
+        if bucket.try_take(rate, now) {
+            return Verdict::Allow;
+        }
+        match strikes {
+            Some(strike_rate) if !self.strikes.try_take(strike_rate, now) => Verdict::Close,
+            _ => Verdict::Refuse,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn burst_then_refill_at_the_rate() {
+        let rate = Rate::new(2.0, 3);
+        let mut bucket = TokenBucket {
+            tokens: 3.0,
+            last_ms: 1000,
+        };
+        assert!(bucket.try_take(&rate, 1000));
+        assert!(bucket.try_take(&rate, 1000));
+        assert!(bucket.try_take(&rate, 1000));
+        assert!(!bucket.try_take(&rate, 1000), "burst spent");
+        assert!(!bucket.try_take(&rate, 1400), "0.8 tokens after 400 ms");
+        assert!(bucket.try_take(&rate, 1500), "one token after 500 ms");
+        assert!(bucket.try_take(&rate, 60_000), "refilled");
+        assert!(bucket.try_take(&rate, 60_000));
+        assert!(bucket.try_take(&rate, 60_000));
+        assert!(!bucket.try_take(&rate, 60_000), "never more than the burst");
+    }
+
+    #[test]
+    fn off_always_allows_and_clock_wraps() {
+        let off = Rate::new(0.0, 10);
+        let mut bucket = TokenBucket::full(&off);
+        assert!((0..1000).all(|_| bucket.try_take(&off, 0)));
+        let rate = Rate::new(1.0, 1);
+        let mut bucket = TokenBucket {
+            tokens: 0.0,
+            last_ms: u32::MAX - 500,
+        };
+        assert!(bucket.try_take(&rate, 600), "1.1 s across the wrap");
+        assert!(strike_rate(0).is_none());
+        let _ = Throttle::new(&off, &off, None);
+        assert_eq!(strike_rate(20), Some(Rate::new(2.0, 20)));
+    }
+}
