@@ -12,6 +12,7 @@
     reason = "tests fail loudly on purpose"
 )]
 
+pub mod http;
 pub mod raw;
 
 use std::net::SocketAddr;
@@ -131,6 +132,22 @@ impl Client {
                 .expect("handshake succeeds");
         assert_eq!(response.status(), 101);
         Self { ws }
+    }
+
+    /// Connects with a request of the test's own (headers, subprotocols); returns the 101 too.
+    pub async fn connect_request(
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    ) -> (
+        Self,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ) {
+        let (ws, response) =
+            tokio::time::timeout(EVENT_TIMEOUT, tokio_tungstenite::connect_async(request))
+                .await
+                .expect("connect in time")
+                .expect("handshake succeeds");
+        assert_eq!(response.status(), 101);
+        (Self { ws }, response)
     }
 
     pub async fn send(&mut self, value: Value) {
