@@ -96,6 +96,12 @@ impl RawClient {
         self.stream.write_all(bytes).await.unwrap();
     }
 
+    /// Like [`RawClient::send_raw`], but says whether the write succeeded instead of
+    /// failing (hostile clients keep writing after the relay gave up on them).
+    pub async fn send_raw_checked(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).await.is_ok()
+    }
+
     pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
         self.send_raw(&frame(fin, opcode, payload)).await;
     }
