@@ -58,10 +58,12 @@ def build(skip):
 
 def relay_cmd(port):
     cmd = [str(RELAY), "--listen", f"127.0.0.1:{port}"]
-    # Benchmarks run without the per-connection message rate limit when the relay has one.
+    # Benchmarks run with the abuse limits off (rates, per-IP and new-connection caps) when
+    # the relay has them: thousands of loopback clients from one address, sending fast.
     help_text = subprocess.run([str(RELAY), "--help"], capture_output=True, text=True).stdout
-    if "--message-rate" in help_text:
-        cmd += ["--message-rate", "0"]
+    for flag in ("--message-rate", "--command-rate", "--max-connections-per-ip", "--connection-rate"):
+        if flag in help_text:
+            cmd += [flag, "0"]
     return cmd, ROOT
 
 

@@ -8,6 +8,8 @@
 //   ?reconnectBaseMs=100  base of the reconnect backoff in ms (default 500, clamped 10..30000),
 //                         used by tests/browser so the reconnect test stays fast.
 //   ?room=NAME            pre-fills the room field of the join form.
+//   ?token=JWT            for a relay with authentication: sent as a Sec-WebSocket-Protocol
+//                         value next to "chatrelay" (browsers cannot set headers).
 'use strict';
 
 (() => {
@@ -21,6 +23,7 @@
   const HEARTBEAT_GRACE_MS = 10000; // no traffic at all this long after a ping: reconnect
   const NEAR_BOTTOM_PX = 120;
   const WS_URL = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
+  const TOKEN = params.get('token');
 
   // ---------------------------------------------------------------- elements
   const $ = (id) => document.getElementById(id);
@@ -131,7 +134,7 @@
     setStatus('connecting', 'Connecting…');
     let ws;
     try {
-      ws = new WebSocket(WS_URL);
+      ws = TOKEN ? new WebSocket(WS_URL, ['chatrelay', TOKEN]) : new WebSocket(WS_URL);
     } catch (err) {
       showBanner('connect_failed', String(err && err.message ? err.message : err));
       scheduleReconnect();
@@ -183,7 +186,15 @@
       showBanner('closed_' + code, 'The relay closed the connection (code ' + code + (reason ? ': ' + reason : '') + ').');
       return;
     }
+    if (code === 4401) {
+      // The token expired: reconnecting with the same one would only get HTTP 401.
+      state.stopped = true;
+      setStatus('disconnected', 'Disconnected');
+      showBanner('closed_4401', 'Your session expired: reload the page with a new token.');
+      return;
+    }
     if (code === 4008) addSystem('Connection dropped because the page fell behind; catching up…');
+    if (code === 4029) addSystem('Sending too fast: the relay closed the connection; reconnecting shortly…');
     scheduleReconnect();
   }
 

@@ -24,6 +24,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -383,7 +384,8 @@ test('phone width and dark mode', { timeout: TEST_TIMEOUT_MS }, async (t) => {
 });
 
 test('the message list follows new messages only when the reader is at the bottom', { timeout: TEST_TIMEOUT_MS }, async (t) => {
-  const relay = await startRelay();
+  // 25 messages at once: past the default rate limit (burst 10), which is not under test here.
+  const relay = await startRelay(undefined, ['--message-rate', '0']);
   t.after(() => relay.kill());
   const alice = await openJoined(t, relay, 'alice', 'scroll');
   const bob = await openJoined(t, relay, 'bob', 'scroll');
@@ -611,4 +613,38 @@ test('screenshot of a two-user conversation', { timeout: TEST_TIMEOUT_MS }, asyn
   assert.ok(fs.statSync(SCREENSHOT).size > 10_000, 'screenshot written');
   assertClean(alice.problems);
   assertClean(bob.problems);
+});
+
+/** An HS256 JWT, signed here with node's crypto (what an operator's login service would issue). */
+function hs256Token(claims, secret) {
+  const part = (obj) => Buffer.from(JSON.stringify(obj)).toString('base64url');
+  const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  const signature = crypto.createHmac('sha256', secret).update(body).digest('base64url');
+  return `${body}.${signature}`;
+}
+
+test('with authentication the page sends its token as a subprotocol and the name comes from it', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const secret = 'browser-test-secret-of-at-least-32-bytes';
+  const relay = await startRelay(undefined, ['--auth-secret', secret]);
+  t.after(() => relay.kill());
+  const exp = Math.floor(Date.now() / 1000) + 600;
+  const token = hs256Token({ sub: 'u-42', name: 'Token Name', exp }, secret);
+  const alice = await openPage(t, relay, { query: `?token=${token}`, instrument: true });
+  // The browser fails the handshake unless the 101 selects one of the offered protocols.
+  await join(alice.page, 'typed name', 'auth');
+  assert.equal(await alice.page.evaluate(() => window.__sockets[0].protocol), 'chatrelay');
+  await waitForUsers(alice.page, ['Token Name']);
+  await sendMessage(alice.page, 'signed in');
+  const mine = (await receivedFrames(alice.page)).find((f) => f.type === 'message');
+  assert.equal(mine.userId, 'u-42');
+  assert.equal(mine.username, 'Token Name');
+
+  // Without a token the upgrade is refused (401): the page never gets to join.
+  const stranger = await openPage(t, relay, { instrument: true });
+  await stranger.page.fill('#username', 'stranger');
+  await stranger.page.fill('#room', 'auth');
+  await stranger.page.click('#join');
+  await stranger.page.waitForFunction(() => window.__closes.length > 0);
+  assert.equal(await stranger.page.evaluate(() => window.__closes[0]), 1006);
+  assertClean(alice.problems);
 });
