@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use support::http::upgrade;
+use support::upgrade::upgrade;
 use support::{Client, TestRelay};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 

@@ -17,7 +17,7 @@ use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
-use support::http::{request_over, upgrade_over};
+use support::upgrade::{request_over, upgrade_over};
 use support::{TestRelay, EVENT_TIMEOUT};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;

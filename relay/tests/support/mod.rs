@@ -12,8 +12,8 @@
     reason = "tests fail loudly on purpose"
 )]
 
-pub mod http;
 pub mod raw;
+pub mod upgrade;
 
 use std::net::SocketAddr;
 use std::time::Duration;
