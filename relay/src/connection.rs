@@ -99,6 +99,11 @@ pub async fn drive(hub: Arc<Hub>, stream: TcpStream, leftover: Bytes, peer: Sock
         tokio::select! {
             biased;
             () = conn.outbox.notified() => {
+                // Write at the end of the scheduler's round, not at once: tokio runs a
+                // yielded task only after the I/O driver has been polled, so every reader
+                // that is ready now fans out into this batch first. One writev then carries
+                // many frames instead of one (uWebSockets' corking, done by the scheduler).
+                tokio::task::yield_now().await;
                 if let Some(request) = conn.outbox.take(writer.batch()) {
                     start_close(&mut writer, &mut closing, &conn, request);
                 }
