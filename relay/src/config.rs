@@ -56,6 +56,16 @@ pub struct Config {
     #[arg(long, env = "RELAY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Runtime worker threads (0 = one per available core).
+    #[arg(long, env = "RELAY_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+
+    /// Scheduler ticks between I/O polls (tokio's event interval). Writers flush once per
+    /// poll round, so a larger value packs more frames into each write under load at the cost
+    /// of slower reaction to new input; see docs/PERFORMANCE.md.
+    #[arg(long, env = "RELAY_EVENT_INTERVAL", default_value_t = 61)]
+    pub event_interval: u32,
+
     /// Log format: "text" for people, "json" for log pipelines. Level comes from RUST_LOG.
     #[arg(long, env = "RELAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

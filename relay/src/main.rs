@@ -13,10 +13,12 @@ fn main() -> anyhow::Result<()> {
     let config = relay::Config::parse();
     relay::telemetry::init(&config.log_format);
     let nofile = relay::limits::raise_nofile_limit().context("raising the open-files limit")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().event_interval(config.event_interval.max(1));
+    if config.worker_threads > 0 {
+        builder.worker_threads(config.worker_threads);
+    }
+    let runtime = builder.build().context("starting the runtime")?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
