@@ -14,7 +14,9 @@ fn main() -> anyhow::Result<()> {
     relay::telemetry::init(&config.log_format);
     let nofile = relay::limits::raise_nofile_limit().context("raising the open-files limit")?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all().event_interval(config.event_interval.max(1));
+    builder
+        .enable_all()
+        .event_interval(config.event_interval.max(1));
     if config.worker_threads > 0 {
         builder.worker_threads(config.worker_threads);
     }
