@@ -12,6 +12,9 @@ use crate::outbox::Outbox;
 /// 16 frames per call already cutting the per-frame kernel cost 13x against one per call.
 const MAX_SLICES: usize = 64;
 
+/// Ring slots a drained queue keeps (4 x 32 bytes): the allocator's smallest ring.
+pub const KEEP_SLOTS: usize = 4;
+
 /// A connection's batch of frames taken from its outbox and not yet fully written.
 #[derive(Debug, Default)]
 pub struct Writer {
@@ -61,9 +64,10 @@ impl Writer {
                 Err(err) => return Err(err),
             }
         }
-        // An idle connection keeps no ring: a 16-frame ring is 512 bytes, a third of the
-        // whole per-connection budget. Re-growing it costs a few allocations per burst.
-        if self.pending.capacity() > 0 {
+        // After a burst, give the large ring back: an idle connection should not keep it.
+        // A small one stays, so a queue toggling between one frame and none (the common case
+        // at light load) never allocates.
+        if self.pending.capacity() > KEEP_SLOTS {
             self.pending = VecDeque::new();
         }
         Ok(true)
