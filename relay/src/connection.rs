@@ -79,6 +79,9 @@ pub async fn drive(hub: Arc<Hub>, stream: TcpStream, leftover: Bytes, peer: Sock
     let max_message = hub.limits.max_message_bytes;
 
     if !leftover.is_empty() {
+        hub.stats
+            .bytes_in
+            .fetch_add(leftover.len() as u64, Ordering::Relaxed);
         let mut early = leftover.to_vec();
         on_input(
             &mut early,
@@ -156,8 +159,6 @@ pub async fn drive(hub: Arc<Hub>, stream: TcpStream, leftover: Bytes, peer: Sock
         }
     };
 
-    session.leave_all();
-    hub.unregister(&conn);
     let ending = match closing.code {
         _ if closing.client_first => Ending::ClientClosed,
         Some(code) => Ending::Relay(code),
@@ -173,6 +174,10 @@ pub async fn drive(hub: Arc<Hub>, stream: TcpStream, leftover: Bytes, peer: Sock
         outcome = end,
         "connection closed"
     );
+    // After the count: a member who sees this connection's `user_left` can rely on it
+    // (the metrics tests do).
+    session.leave_all();
+    hub.unregister(&conn);
 }
 
 /// Writes what the writer holds and counts the bytes once for the whole wake-up.

@@ -59,8 +59,12 @@ pub async fn route(
     peer: SocketAddr,
     drain: mpsc::Sender<()>,
 ) -> Result<Response<Body>, Infallible> {
-    if admin::is_admin_path(req.uri().path()) && hub.admin.on_main_listener() {
-        return Ok(admin::handle(req, &hub).await);
+    if admin::is_admin_path(req.uri().path()) {
+        // Off, or served on the admin listener only: as if there were no such path.
+        if hub.admin.on_main_listener() {
+            return Ok(admin::handle(req, &hub).await);
+        }
+        return Ok(text(StatusCode::NOT_FOUND, "not found\n"));
     }
     let path = req.uri().path();
     if req.method() != Method::GET {
