@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::admin::AdminToken;
+
 /// A WebSocket chat relay: rooms, presence, typing, history, one shared frame per event.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "relay", version, about, long_about = None)]
@@ -69,6 +71,17 @@ pub struct Config {
     /// Log format: "text" for people, "json" for log pipelines. Level comes from RUST_LOG.
     #[arg(long, env = "RELAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+
+    /// Turns the admin HTTP API on (`docs/ADMIN.md`): requests must carry
+    /// `Authorization: Bearer <token>`. At least 16 characters; prefer the environment
+    /// variable, which other users cannot read in the process list.
+    #[arg(long, env = "RELAY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
+
+    /// Serves the admin API (with /metrics, /healthz and /readyz) on this address only,
+    /// instead of under /admin/ on the main listener. Needs --admin-token.
+    #[arg(long, env = "RELAY_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {

@@ -9,8 +9,10 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::admin::AdminSettings;
 use crate::config::Config;
 use crate::conn::Conn;
+use crate::metrics::Metrics;
 use crate::outbox::{CloseRequest, Priority, Push};
 use crate::protocol::CloseCode;
 use crate::readiness::Readiness;
@@ -61,6 +63,10 @@ pub struct Hub {
     next_room: AtomicU64,
     shutting_down: AtomicBool,
     ping: Frame,
+    /// This node's Prometheus metrics (`GET /metrics`).
+    pub metrics: Metrics,
+    /// Whether and where the admin API is served.
+    pub admin: AdminSettings,
 }
 
 pub fn now_ms() -> u64 {
@@ -96,6 +102,8 @@ impl Hub {
             next_room: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             ping: Frame::new(OpCode::Ping, b""),
+            metrics: Metrics::new(),
+            admin: AdminSettings::from(config),
         }
     }
 
@@ -130,6 +138,19 @@ impl Hub {
 
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// The open connection with this id (the number after the node tag in its `clientId`).
+    pub fn connection(&self, id: u64) -> Option<Arc<Conn>> {
+        self.conns.get(&id).map(|c| c.value().clone())
+    }
+
+    /// Calls `f` for every open connection (metrics sampling; keep `f` short: it runs under a
+    /// shard's read lock).
+    pub fn for_each_connection(&self, mut f: impl FnMut(&Conn)) {
+        for conn in self.conns.iter() {
+            f(conn.value());
+        }
     }
 
     pub fn room(&self, name: &str) -> Option<Arc<Room>> {

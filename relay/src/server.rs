@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::http;
 use crate::hub::Hub;
+use crate::metrics::Rejection;
 use crate::stats::StatsSnapshot;
 
 /// A relay node. Cheap to clone; clones share the node.
@@ -26,6 +27,8 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(config: Config) -> Self {
+        // Here and not in `Hub::new`, which benchmarks use: installing it calibrates a clock.
+        let _ = crate::metrics::install_process_recorder();
         Self {
             hub: Arc::new(Hub::new(&config)),
             config: Arc::new(config),
@@ -52,6 +55,8 @@ impl Relay {
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         let (stop_tx, stop_rx) = watch::channel(false);
         let housekeeping = tokio::spawn(self.hub.clone().housekeeping(stop_rx.clone()));
+        let metrics_upkeep =
+            tokio::spawn(crate::metrics::upkeep(self.hub.clone(), stop_rx.clone()));
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
         loop {
@@ -77,6 +82,7 @@ impl Relay {
                     tokio::spawn(task);
                 }
                 Err(err) => {
+                    self.hub.metrics.rejected(Rejection::AcceptError);
                     // Out of file descriptors (or a similar transient failure): accepting
                     // again at once would spin, so back off and let connections close.
                     warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "accept failed");
@@ -99,7 +105,15 @@ impl Relay {
             ),
         }
         housekeeping.abort();
+        metrics_upkeep.abort();
         Ok(())
+    }
+
+    /// Serves the admin API, `/metrics`, `/healthz` and `/readyz` on `listener` (the
+    /// `--admin-listen` address) until `shutdown` resolves. Resolve it after [`Relay::serve`]
+    /// returns, so `/readyz` keeps answering 503 while connections drain.
+    pub async fn serve_admin(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        crate::admin::serve(self.hub.clone(), listener, shutdown).await;
     }
 }
 
@@ -112,6 +126,7 @@ async fn serve_http(
     mut stop: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
 ) {
+    let hub_for_metrics = hub.clone();
     let service = service_fn(move |req| http::route(req, hub.clone(), peer, drain.clone()));
     let connection = http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
@@ -122,7 +137,10 @@ async fn serve_http(
         result = tokio::time::timeout(handshake_timeout, connection) => match result {
             Ok(Ok(())) => {}
             Ok(Err(err)) => debug!(peer = %peer, error = %err, "HTTP connection error"),
-            Err(_) => debug!(peer = %peer, "handshake timeout: dropping connection"),
+            Err(_) => {
+                hub_for_metrics.metrics.rejected(Rejection::HandshakeTimeout);
+                debug!(peer = %peer, "handshake timeout: dropping connection");
+            }
         },
         _ = stop.changed() => {}
     }

@@ -21,6 +21,9 @@ pub struct Writer {
     pending: VecDeque<Bytes>,
     /// Bytes of `pending[0]` already written.
     offset: usize,
+    /// Bytes written since the last [`Writer::take_written`]: the connection adds them to the
+    /// node's counter once per wake-up, not once per frame.
+    written: u64,
 }
 
 impl Writer {
@@ -39,12 +42,19 @@ impl Writer {
     }
 
     /// Drops unsent frames, except one already partly written: cutting a frame in half
-    /// would corrupt the stream for the close frame that follows.
-    pub fn discard(&mut self, outbox: &Outbox) {
+    /// would corrupt the stream for the close frame that follows. Returns how many it dropped.
+    pub fn discard(&mut self, outbox: &Outbox) -> usize {
         let keep = usize::from(self.offset > 0);
+        let frames = self.pending.len().saturating_sub(keep);
         let dropped: usize = self.pending.iter().skip(keep).map(Bytes::len).sum();
         self.pending.truncate(keep);
         outbox.release(dropped);
+        frames
+    }
+
+    /// Bytes written since the last call.
+    pub fn take_written(&mut self) -> u64 {
+        std::mem::take(&mut self.written)
     }
 
     /// Writes as much as the socket takes without blocking. `Ok(true)` when all is written.
@@ -75,6 +85,7 @@ impl Writer {
 
     fn advance(&mut self, mut written: usize, outbox: &Outbox) {
         outbox.release(written);
+        self.written += written as u64;
         while let Some(front) = self.pending.front() {
             let left = front.len() - self.offset;
             if written < left {

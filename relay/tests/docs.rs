@@ -69,6 +69,7 @@ fn protocol_document_names_every_code() {
         CloseCode::TooBig,
         CloseCode::HeartbeatTimeout,
         CloseCode::SlowConsumer,
+        CloseCode::DisconnectedByAdmin,
     ] {
         assert!(
             protocol.contains(&format!("| {} |", close.code())),

@@ -43,10 +43,38 @@ pub enum CloseCode {
     TooBig = 1009,
     HeartbeatTimeout = 4001,
     SlowConsumer = 4008,
+    /// Closed through the admin API (`docs/ADMIN.md`).
+    DisconnectedByAdmin = 4000,
 }
 
 impl CloseCode {
+    /// Every code, for metrics labels.
+    pub const ALL: [CloseCode; 8] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::Protocol,
+        CloseCode::InvalidPayload,
+        CloseCode::TooBig,
+        CloseCode::HeartbeatTimeout,
+        CloseCode::SlowConsumer,
+        CloseCode::DisconnectedByAdmin,
+    ];
+
     pub fn code(self) -> u16 {
         self as u16
+    }
+
+    /// A stable snake_case name (the `reason` label of `relay_connections_closed_total`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal",
+            CloseCode::GoingAway => "going_away",
+            CloseCode::Protocol => "protocol_error",
+            CloseCode::InvalidPayload => "invalid_payload",
+            CloseCode::TooBig => "message_too_big",
+            CloseCode::HeartbeatTimeout => "heartbeat_timeout",
+            CloseCode::SlowConsumer => "slow_consumer",
+            CloseCode::DisconnectedByAdmin => "disconnected_by_admin",
+        }
     }
 }
