@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use crate::admin::AdminToken;
+
 /// A WebSocket chat relay: rooms, presence, typing, history, one shared frame per event.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "relay", version, about, long_about = None)]
@@ -56,10 +58,30 @@ pub struct Config {
     #[arg(long, env = "RELAY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Runtime worker threads (0 = one per available core).
+    #[arg(long, env = "RELAY_WORKER_THREADS", default_value_t = 0)]
+    pub worker_threads: usize,
+
+    /// Scheduler ticks between I/O polls (tokio's event interval). Writers flush once per
+    /// poll round, so a larger value packs more frames into each write under load at the cost
+    /// of slower reaction to new input; see docs/PERFORMANCE.md.
+    #[arg(long, env = "RELAY_EVENT_INTERVAL", default_value_t = 61)]
+    pub event_interval: u32,
+
     /// Log format: "text" for people, "json" for log pipelines. Level comes from RUST_LOG.
     #[arg(long, env = "RELAY_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
 
+    /// Turns the admin HTTP API on (`docs/ADMIN.md`): requests must carry
+    /// `Authorization: Bearer <token>`. At least 16 characters; prefer the environment
+    /// variable, which other users cannot read in the process list.
+    #[arg(long, env = "RELAY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<AdminToken>,
+
+    /// Serves the admin API (with /metrics, /healthz and /readyz) on this address only,
+    /// instead of under /admin/ on the main listener. Needs --admin-token.
+    #[arg(long, env = "RELAY_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     // --- Security and abuse resistance (see the README's "Security" section). ---
     /// HS256 secret that signs client tokens; setting it turns authentication on (a token is
     /// then required at the upgrade, in the `token` query parameter or a

@@ -5,6 +5,7 @@
 //! into a per-thread scratch buffer, so an idle connection holds no read buffer at all.
 
 use std::cell::RefCell;
+use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::pin::Pin;
@@ -20,6 +21,7 @@ use tracing::debug;
 use crate::auth::Identity;
 use crate::conn::Conn;
 use crate::hub::Hub;
+use crate::metrics::Ending;
 use crate::outbox::{CloseRequest, Priority};
 use crate::protocol::ErrorCode;
 use crate::session::Session;
@@ -54,6 +56,11 @@ pub(crate) struct Closing {
     pub(crate) finished_writing: bool,
     /// Set once either side started closing.
     pub(crate) deadline: Option<Pin<Box<Sleep>>>,
+    /// The code and reason of the close frame we sent (for the close log line and metrics).
+    pub(crate) code: Option<u16>,
+    pub(crate) reason: &'static str,
+    /// The client's close frame came before ours: ours only answered it.
+    pub(crate) client_first: bool,
 }
 
 enum ReadOutcome {
@@ -79,6 +86,9 @@ pub async fn drive(
     let max_message = hub.limits.max_message_bytes;
 
     if !leftover.is_empty() {
+        hub.stats
+            .bytes_in
+            .fetch_add(leftover.len() as u64, Ordering::Relaxed);
         let mut early = leftover.to_vec();
         on_input(
             &mut early,
@@ -106,10 +116,15 @@ pub async fn drive(
         tokio::select! {
             biased;
             () = conn.outbox.notified() => {
+                // Write at the end of the scheduler's round, not at once: tokio runs a
+                // yielded task only after the I/O driver has been polled, so every reader
+                // that is ready now fans out into this batch first. One writev then carries
+                // many frames instead of one (uWebSockets' corking, done by the scheduler).
+                tokio::task::yield_now().await;
                 if let Some(request) = conn.outbox.take(writer.batch()) {
-                    start_close(&mut writer, &mut closing, &conn, request);
+                    start_close(&mut writer, &mut closing, &conn, &hub, request);
                 }
-                if let Err(err) = writer.flush(&stream, &conn.outbox) {
+                if let Err(err) = flush(&mut writer, &stream, &conn, &hub) {
                     debug!(peer = %peer, error = %err, "write failed");
                     break "write error";
                 }
@@ -118,7 +133,7 @@ pub async fn drive(
                 if ready.is_err() {
                     break "write error";
                 }
-                if let Err(err) = writer.flush(&stream, &conn.outbox) {
+                if let Err(err) = flush(&mut writer, &stream, &conn, &hub) {
                     debug!(peer = %peer, error = %err, "write failed");
                     break "write error";
                 }
@@ -131,9 +146,12 @@ pub async fn drive(
                     let mut scratch = scratch.borrow_mut();
                     match stream.try_read(&mut scratch[..]) {
                         Ok(0) => Ok(ReadOutcome::Eof),
-                        Ok(_) if closing.ignore_input => Ok(ReadOutcome::Open),
                         Ok(n) => {
-                            on_input(&mut scratch[..n], &mut reader, &mut session, &conn, &hub, &mut closing, max_message);
+                            // Per read call (a burst of frames), not per frame.
+                            hub.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                            if !closing.ignore_input {
+                                on_input(&mut scratch[..n], &mut reader, &mut session, &conn, &hub, &mut closing, max_message);
+                            }
                             Ok(ReadOutcome::Open)
                         }
                         Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => Ok(ReadOutcome::Open),
@@ -153,9 +171,35 @@ pub async fn drive(
         }
     };
 
+    let ending = match closing.code {
+        _ if closing.client_first => Ending::ClientClosed,
+        Some(code) => Ending::Relay(code),
+        None => Ending::NoHandshake,
+    };
+    hub.metrics.connection_ended(ending);
+    debug!(
+        peer = %peer,
+        client = %conn.client_id,
+        code = closing.code,
+        reason = closing.reason,
+        client_closed_first = closing.client_first,
+        outcome = end,
+        "connection closed"
+    );
+    // After the count: a member who sees this connection's `user_left` can rely on it
+    // (the metrics tests do).
     session.leave_all();
     hub.unregister(&conn);
-    debug!(peer = %peer, client = %conn.client_id, reason = end, "connection closed");
+}
+
+/// Writes what the writer holds and counts the bytes once for the whole wake-up.
+fn flush(writer: &mut Writer, stream: &TcpStream, conn: &Conn, hub: &Hub) -> io::Result<bool> {
+    let result = writer.flush(stream, &conn.outbox);
+    let written = writer.take_written();
+    if written > 0 {
+        hub.stats.bytes_out.fetch_add(written, Ordering::Relaxed);
+    }
+    result
 }
 
 pub(crate) async fn wait_deadline(deadline: &mut Option<Pin<Box<Sleep>>>) {
@@ -169,11 +213,17 @@ pub(crate) fn start_close(
     writer: &mut Writer,
     closing: &mut Closing,
     conn: &Conn,
+    hub: &Hub,
     request: CloseRequest,
 ) {
     if request.discard {
-        writer.discard(&conn.outbox);
+        let dropped = writer.discard(&conn.outbox);
+        hub.stats
+            .frames_discarded
+            .fetch_add(dropped as u64, Ordering::Relaxed);
     }
+    closing.code = Some(request.code);
+    closing.reason = request.reason;
     writer.push(
         Frame::close(request.code, request.reason).bytes().clone(),
         &conn.outbox,
@@ -239,6 +289,7 @@ pub(crate) fn on_input(
     }
     if let Some(code) = peer_close {
         closing.received = true;
+        closing.client_first = !closing.sent;
         // Echo the client's code as RFC 6455 asks; codes it may not send become 1000.
         let echo = code
             .filter(|c| matches!(c, 1000..=1003 | 1007..=1014 | 3000..=4999))

@@ -1,4 +1,5 @@
-//! The HTTP side: health, the embedded chat page, and the WebSocket upgrade.
+//! The HTTP side: health, metrics, the embedded chat page, the WebSocket upgrade, and (when
+//! enabled on this listener) the admin API.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,9 +16,11 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, error};
 
+use crate::admin;
 use crate::admission::{Permit, Refusal};
 use crate::connection;
 use crate::hub::Hub;
+use crate::metrics::Rejection;
 use crate::security::Refused;
 use crate::tls_connection;
 
@@ -28,7 +31,7 @@ const INDEX_HTML: &str = include_str!("../static/index.html");
 const APP_JS: &str = include_str!("../static/app.js");
 const STYLE_CSS: &str = include_str!("../static/style.css");
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+pub(crate) fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
     response.headers_mut().insert(
@@ -76,6 +79,13 @@ pub async fn route(
     drain: mpsc::Sender<()>,
     permit: Arc<Permit>,
 ) -> Result<Response<Body>, Infallible> {
+    if admin::is_admin_path(req.uri().path()) {
+        // Off, or served on the admin listener only: as if there were no such path.
+        if hub.admin.on_main_listener() {
+            return Ok(admin::handle(req, &hub).await);
+        }
+        return Ok(text(StatusCode::NOT_FOUND, "not found\n"));
+    }
     let path = req.uri().path();
     if req.method() != Method::GET {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
@@ -85,14 +95,8 @@ pub async fn route(
             upgrade(&mut req, hub, peer, drain, permit)
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => match hub.readiness.check() {
-            Ok(()) => text(StatusCode::OK, "ready\n"),
-            Err(reasons) => {
-                let mut response = text(StatusCode::SERVICE_UNAVAILABLE, "");
-                *response.body_mut() = Full::new(Bytes::from(reasons));
-                response
-            }
-        },
+        "/readyz" => readyz(&hub),
+        "/metrics" => metrics(&hub),
         "/" | "/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
         "/app.js" => asset("text/javascript; charset=utf-8", APP_JS),
         "/style.css" => asset("text/css; charset=utf-8", STYLE_CSS),
@@ -105,6 +109,27 @@ pub async fn route(
     Ok(response)
 }
 
+pub(crate) fn readyz(hub: &Hub) -> Response<Body> {
+    match hub.readiness.check() {
+        Ok(()) => text(StatusCode::OK, "ready\n"),
+        Err(reasons) => {
+            let mut response = text(StatusCode::SERVICE_UNAVAILABLE, "");
+            *response.body_mut() = Full::new(Bytes::from(reasons));
+            response
+        }
+    }
+}
+
+/// The Prometheus text exposition (format 0.0.4).
+pub(crate) fn metrics(hub: &Hub) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(hub.metrics.render(hub))));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
 fn upgrade(
     req: &mut Request<Incoming>,
     hub: Arc<Hub>,
@@ -115,6 +140,10 @@ fn upgrade(
     let admitted = match hub.security.check(req.headers(), req.uri().query(), peer) {
         Ok(admitted) => admitted,
         Err(refused) => {
+            hub.metrics.rejected(match refused {
+                Refused::Origin => Rejection::Origin,
+                Refused::Unauthorized => Rejection::Unauthorized,
+            });
             let mut response = text(refused.status(), refused.body());
             if refused == Refused::Unauthorized {
                 response.headers_mut().insert(
@@ -128,6 +157,7 @@ fn upgrade(
     let (mut response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut *req) {
         Ok(parts) => parts,
         Err(err) => {
+            hub.metrics.rejected(Rejection::BadUpgrade);
             debug!(peer = %peer, error = %err, "bad upgrade request");
             return text(StatusCode::BAD_REQUEST, "bad WebSocket upgrade request\n");
         }

@@ -9,10 +9,12 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::admin::AdminSettings;
 use crate::admission::Admission;
 use crate::auth::Identity;
 use crate::config::Config;
 use crate::conn::Conn;
+use crate::metrics::Metrics;
 use crate::outbox::{CloseRequest, Priority, Push};
 use crate::protocol::CloseCode;
 use crate::ratelimit::{self, Rate};
@@ -74,6 +76,10 @@ pub struct Hub {
     next_room: AtomicU64,
     shutting_down: AtomicBool,
     ping: Frame,
+    /// This node's Prometheus metrics (`GET /metrics`).
+    pub metrics: Metrics,
+    /// Whether and where the admin API is served.
+    pub admin: AdminSettings,
     /// Origin and token checks at the upgrade (off unless configured; set by `Relay`).
     pub security: Security,
     /// Connection limits at accept.
@@ -113,6 +119,8 @@ impl Hub {
             next_room: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             ping: Frame::new(OpCode::Ping, b""),
+            metrics: Metrics::new(),
+            admin: AdminSettings::from(config),
             security: Security::default(),
             admission: Arc::new(Admission::new(
                 config,
@@ -158,6 +166,19 @@ impl Hub {
 
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// The open connection with this id (the number after the node tag in its `clientId`).
+    pub fn connection(&self, id: u64) -> Option<Arc<Conn>> {
+        self.conns.get(&id).map(|c| c.value().clone())
+    }
+
+    /// Calls `f` for every open connection (metrics sampling; keep `f` short: it runs under a
+    /// shard's read lock).
+    pub fn for_each_connection(&self, mut f: impl FnMut(&Conn)) {
+        for conn in self.conns.iter() {
+            f(conn.value());
+        }
     }
 
     pub fn room(&self, name: &str) -> Option<Arc<Room>> {

@@ -4,7 +4,8 @@
 //! - [`config`]: the clap configuration; `relay --help` is the reference.
 //! - [`server`]: accepts TCP, serves HTTP until the upgrade, runs the shutdown sequence;
 //!   [`run`] is the entry point tests use on port 0.
-//! - [`http`]: routes (`/healthz`, `/readyz`, the embedded page, the upgrade on `/ws`).
+//! - [`http`]: routes (`/healthz`, `/readyz`, `/metrics`, the embedded page, the upgrade on
+//!   `/ws`); [`admin`]: the admin API (`docs/ADMIN.md`).
 //! - [`connection`]: one task per WebSocket: reads, dispatches, writes, closes.
 //! - [`ws`]: RFC 6455 framing: client frames in (`ws::reader`), shared server frames out.
 //! - [`protocol`]: the JSON protocol: command decoding, event encoding, error/close codes.
@@ -14,7 +15,8 @@
 //! - [`outbox`]: a connection's outbound queue with the slow-consumer cap.
 //! - [`writer`]: turns a connection's queued frames into vectored writes.
 //! - [`readiness`]: why the node is not ready, if it is not (`/readyz`).
-//! - [`stats`]: counters; [`limits`]: the open-files limit; [`shutdown`]: SIGINT/SIGTERM;
+//! - [`stats`]: counters; [`metrics`]: the Prometheus exposition of them and of latencies
+//!   (`docs/METRICS.md`); [`limits`]: the open-files limit; [`shutdown`]: SIGINT/SIGTERM;
 //!   [`telemetry`]: logging; [`error`]: the crate's error type.
 //! - Security: [`admission`] (connection limits at accept), [`security`] (Origin and token at
 //!   the upgrade, with [`auth`]), [`ratelimit`] (token buckets), [`tls`] (rustls) and
@@ -33,6 +35,7 @@
 //! 5. Each member's outbox wakes its connection task only if it was empty; the task takes
 //!    everything queued and [`writer`] sends it with one `writev`.
 
+pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod config;
@@ -42,6 +45,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod outbox;
 pub mod protocol;
 pub mod ratelimit;

@@ -13,16 +13,38 @@ fn main() -> anyhow::Result<()> {
     let config = relay::Config::parse();
     relay::telemetry::init(&config.log_format);
     let nofile = relay::limits::raise_nofile_limit().context("raising the open-files limit")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .enable_all()
-        .build()
-        .context("starting the runtime")?;
+        .event_interval(config.event_interval.max(1));
+    if config.worker_threads > 0 {
+        builder.worker_threads(config.worker_threads);
+    }
+    let runtime = builder.build().context("starting the runtime")?;
+    if config.admin_listen.is_some() && config.admin_token.is_none() {
+        anyhow::bail!("--admin-listen needs --admin-token");
+    }
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
+        let admin_listener = match config.admin_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the admin listener {addr}"))?,
+            ),
+            None => None,
+        };
         info!(
             listen = %listener.local_addr()?,
+            admin = admin_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| {
+                    if config.admin_token.is_some() { "/admin/ on the main listener" } else { "off" }.into()
+                }),
             nofile,
             capacity = relay::limits::connection_capacity(nofile),
             history = config.history,
@@ -36,7 +58,25 @@ fn main() -> anyhow::Result<()> {
             max_connections_per_ip = config.max_connections_per_ip,
             "relay listening (single node, in memory)"
         );
-        relay::run(listener, config, relay::shutdown::signal()).await?;
+        let relay = relay::Relay::new(config);
+        // The admin listener outlives the main one: it stops only after the drain, so
+        // `/readyz` there answers 503 while connections close.
+        let (admin_stop, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = admin_listener.map(|admin_listener| {
+            let relay = relay.clone();
+            tokio::spawn(async move {
+                relay
+                    .serve_admin(admin_listener, async {
+                        let _ = admin_stopped.await;
+                    })
+                    .await;
+            })
+        });
+        relay.serve(listener, relay::shutdown::signal()).await?;
+        let _ = admin_stop.send(());
+        if let Some(admin) = admin {
+            admin.await.context("admin listener task")?;
+        }
         info!("relay stopped");
         anyhow::Ok(())
     })

@@ -130,8 +130,9 @@ impl Outbox {
         } else {
             batch.extend(queue.frames.drain(..));
         }
-        // What stays behind is empty; its capacity would sit idle in every quiet connection.
-        if queue.frames.capacity() > 0 {
+        // What stays behind is empty: keep a small ring (pushing into it must not allocate),
+        // drop a large one (it would sit idle in every quiet connection).
+        if queue.frames.capacity() > crate::writer::KEEP_SLOTS {
             queue.frames = VecDeque::new();
         }
         queue.request.take()

@@ -10,6 +10,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use bytes::Bytes;
+
 use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::outbox::{Priority, Push};
@@ -94,13 +96,13 @@ impl Room {
         self.lock().members.len()
     }
 
-    /// Members' ids and usernames (for the admin view and tests).
+    /// Members' client ids (per connection, what the admin API disconnects by) and usernames.
     pub fn members(&self) -> Vec<(Arc<str>, Arc<str>)> {
         let state = self.lock();
         state
             .members
             .iter()
-            .map(|m| (m.conn.user_id.clone(), m.username.clone()))
+            .map(|m| (m.conn.client_id.clone(), m.username.clone()))
             .collect()
     }
 
@@ -148,7 +150,13 @@ impl Room {
             count,
             list_users.then(|| state.members.iter().map(Member::user)),
         );
-        fan_out(hub, &state.members, &frame, Priority::Normal, Some(conn.id));
+        fan_out(
+            hub,
+            &state.members,
+            frame.bytes(),
+            Priority::Normal,
+            Some(conn.id),
+        );
         JoinOutcome::Joined
     }
 
@@ -193,13 +201,25 @@ impl Room {
             count,
             (count <= hub.limits.presence_list_max).then(|| state.members.iter().map(Member::user)),
         );
-        fan_out(hub, &state.members, &frame, Priority::Normal, None);
+        fan_out(hub, &state.members, frame.bytes(), Priority::Normal, None);
         true
     }
 
     /// Assigns the next seq, stores the message in history and sends it to every member,
     /// the sender included. Returns the seq.
     pub fn publish(&self, hub: &Hub, sender: &Conn, username: &str, text: &str) -> u64 {
+        let (seq, delivered) = self.publish_as(hub, &sender.user_id, username, text);
+        hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
+        hub.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
+        seq
+    }
+
+    /// [`Room::publish`] under any `userId` (the admin API's server messages), without
+    /// counting it as a client's message. Returns the seq and how many members queued it.
+    pub fn publish_as(&self, hub: &Hub, user_id: &str, username: &str, text: &str) -> (u64, u64) {
+        // One clock read per message, none per member: the fan-out histogram and the
+        // sampled delivery latency both start here.
+        let started = Instant::now();
         let number = hub.next_message_number();
         let timestamp_ms = crate::hub::now_ms();
         let mut state = self.lock();
@@ -210,7 +230,7 @@ impl Room {
             number,
             seq,
             room: &self.name,
-            user_id: &sender.user_id,
+            user_id,
             username,
             text,
             timestamp_ms,
@@ -221,11 +241,20 @@ impl Room {
             }
             state.history.push_back(frame.clone());
         }
-        let delivered = fan_out(hub, &state.members, &frame, Priority::Normal, None);
+        // A sampled message goes out as a probe: the same bytes, timed until the last
+        // member's writer drops them. History keeps the plain frame, or the probe would
+        // only fire when the message left history.
+        let probe = if state.members.is_empty() {
+            None
+        } else {
+            hub.metrics.probe(number, frame.bytes(), started)
+        };
+        let bytes = probe.as_ref().unwrap_or(frame.bytes());
+        let delivered = fan_out(hub, &state.members, bytes, Priority::Normal, None);
         drop(state);
-        hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
-        hub.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
-        seq
+        drop(probe);
+        hub.metrics.fanout_done(started);
+        (seq, delivered)
     }
 
     /// Sends a typing indicator to every member but the typist.
@@ -242,7 +271,7 @@ impl Room {
         fan_out(
             hub,
             &state.members,
-            &frame,
+            frame.bytes(),
             Priority::Droppable,
             Some(typist.id),
         );
@@ -268,7 +297,7 @@ impl Room {
 fn fan_out(
     hub: &Hub,
     members: &[Member],
-    frame: &Frame,
+    frame: &Bytes,
     priority: Priority,
     skip: Option<u64>,
 ) -> u64 {
@@ -279,7 +308,7 @@ fn fan_out(
         if Some(member.conn.id) == skip {
             continue;
         }
-        match member.conn.outbox.push(frame.bytes(), priority, cap) {
+        match member.conn.outbox.push(frame, priority, cap) {
             Push::Queued => queued += 1,
             Push::Dropped => dropped += 1,
             Push::Overflow => hub.note_slow_consumer(&member.conn),

@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::http;
 use crate::hub::Hub;
+use crate::metrics::Rejection;
 use crate::security::Security;
 use crate::stats::StatsSnapshot;
 use crate::tls;
@@ -56,6 +57,8 @@ impl Relay {
 
     /// A relay for `config`, loading the auth key and TLS files it names.
     pub fn try_new(config: Config) -> Result<Self, Error> {
+        // Here and not in `Hub::new`, which benchmarks use: installing it calibrates a clock.
+        let _ = crate::metrics::install_process_recorder();
         let mut hub = Hub::new(&config);
         hub.security = Security::from_config(&config)?;
         let tls = tls::acceptor_from_config(&config)?;
@@ -86,6 +89,8 @@ impl Relay {
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         let (stop_tx, stop_rx) = watch::channel(false);
         let housekeeping = tokio::spawn(self.hub.clone().housekeeping(stop_rx.clone()));
+        let metrics_upkeep =
+            tokio::spawn(crate::metrics::upkeep(self.hub.clone(), stop_rx.clone()));
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
         loop {
@@ -117,6 +122,7 @@ impl Relay {
                     tokio::spawn(task);
                 }
                 Err(err) => {
+                    self.hub.metrics.rejected(Rejection::AcceptError);
                     // Out of file descriptors (or a similar transient failure): accepting
                     // again at once would spin, so back off and let connections close.
                     warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "accept failed");
@@ -139,7 +145,15 @@ impl Relay {
             ),
         }
         housekeeping.abort();
+        metrics_upkeep.abort();
         Ok(())
+    }
+
+    /// Serves the admin API, `/metrics`, `/healthz` and `/readyz` on `listener` (the
+    /// `--admin-listen` address) until `shutdown` resolves. Resolve it after [`Relay::serve`]
+    /// returns, so `/readyz` keeps answering 503 while connections drain.
+    pub async fn serve_admin(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        crate::admin::serve(self.hub.clone(), listener, shutdown).await;
     }
 }
 
@@ -160,6 +174,14 @@ async fn serve_http(
     admitted: Result<Permit, Refusal>,
 ) {
     let deadline = tokio::time::Instant::now() + handshake_timeout;
+    let hub_for_metrics = hub.clone();
+    if let Err(refusal) = &admitted {
+        hub.metrics.rejected(match refusal {
+            Refusal::PerIp => Rejection::PerIpLimit,
+            Refusal::Total => Rejection::ConnectionLimit,
+            Refusal::Rate => Rejection::ConnectionRate,
+        });
+    }
     let permit = admitted.map(Arc::new);
     let service = service_fn(move |req| {
         let (hub, drain, permit) = (hub.clone(), drain.clone(), permit.clone());
@@ -183,6 +205,7 @@ async fn serve_http(
     // timeout bounds exactly the time before the upgrade (or a plain HTTP exchange).
     tokio::select! {
         result = tokio::time::timeout_at(deadline, served) => if result.is_err() {
+            hub_for_metrics.metrics.rejected(Rejection::HandshakeTimeout);
             debug!(peer = %peer, "handshake timeout: dropping connection");
         },
         _ = stop.changed() => {}

@@ -1,4 +1,4 @@
-//! Counters of what the node did, read by tests, logs and (later) the metrics endpoint.
+//! Counters of what the node did, read by tests, logs and the metrics endpoint (`metrics`).
 //!
 //! Each is bumped once per event or per fan-out, never once per recipient.
 
@@ -32,7 +32,7 @@ stats! {
     connections_closed,
     /// Text frames received from clients.
     frames_in,
-    /// Chat messages accepted and fanned out.
+    /// Chat messages from clients accepted and fanned out (admin messages not included).
     messages_published,
     /// Message frames queued to members (sum of room sizes over messages).
     deliveries,
@@ -46,6 +46,14 @@ stats! {
     heartbeat_closes,
     /// Connections closed with 1002, 1007 or 1009.
     protocol_closes,
+    /// Bytes read from clients' sockets (counted per read call).
+    bytes_in,
+    /// Bytes written to clients' sockets (counted per wake-up of a writer, not per frame).
+    bytes_out,
+    /// Queued frames thrown away when a connection was closed without sending them.
+    frames_discarded,
+    /// Server messages published through the admin API.
+    admin_messages,
     /// Commands refused with `rate_limited`.
     rate_limited,
     /// Connections closed with 4029.

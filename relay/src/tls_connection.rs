@@ -7,6 +7,7 @@
 //! instead; it is separate so the plain path stays exactly as it was.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,6 +19,7 @@ use tracing::debug;
 use crate::auth::Identity;
 use crate::connection::{on_input, start_close, wait_deadline, Closing};
 use crate::hub::Hub;
+use crate::metrics::Ending;
 use crate::session::Session;
 use crate::writer::Writer;
 use crate::ws::reader::FrameReader;
@@ -44,6 +46,9 @@ pub async fn drive(
     let mut buf = vec![0u8; READ_BYTES];
 
     if !leftover.is_empty() {
+        hub.stats
+            .bytes_in
+            .fetch_add(leftover.len() as u64, Ordering::Relaxed);
         let mut early = leftover.to_vec();
         on_input(
             &mut early,
@@ -76,11 +81,15 @@ pub async fn drive(
             biased;
             () = conn.outbox.notified() => {
                 if let Some(request) = conn.outbox.take(writer.batch()) {
-                    start_close(&mut writer, &mut closing, &conn, request);
+                    start_close(&mut writer, &mut closing, &conn, &hub, request);
                 }
                 unflushed |= writer.has_pending();
             }
             written = writer.write_to(&mut write_half, &conn.outbox), if writer.has_pending() || unflushed => {
+                let bytes = writer.take_written();
+                if bytes > 0 {
+                    hub.stats.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+                }
                 if let Err(err) = written {
                     debug!(peer = %peer, error = %err, "write failed");
                     break "write error";
@@ -89,8 +98,12 @@ pub async fn drive(
             }
             read = read_half.read(&mut buf), if !closing.received => match read {
                 Ok(0) => break "client went away",
-                Ok(_) if closing.ignore_input => {}
-                Ok(n) => on_input(&mut buf[..n], &mut reader, &mut session, &conn, &hub, &mut closing, max_message),
+                Ok(n) => {
+                    hub.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    if !closing.ignore_input {
+                        on_input(&mut buf[..n], &mut reader, &mut session, &conn, &hub, &mut closing, max_message);
+                    }
+                }
                 Err(err) => {
                     debug!(peer = %peer, error = %err, "read failed");
                     break "read error";
@@ -100,7 +113,21 @@ pub async fn drive(
         }
     };
 
+    let ending = match closing.code {
+        _ if closing.client_first => Ending::ClientClosed,
+        Some(code) => Ending::Relay(code),
+        None => Ending::NoHandshake,
+    };
+    hub.metrics.connection_ended(ending);
+    debug!(
+        peer = %peer,
+        client = %conn.client_id,
+        code = closing.code,
+        reason = closing.reason,
+        client_closed_first = closing.client_first,
+        outcome = end,
+        "TLS connection closed"
+    );
     session.leave_all();
     hub.unregister(&conn);
-    debug!(peer = %peer, client = %conn.client_id, reason = end, "TLS connection closed");
 }

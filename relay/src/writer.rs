@@ -13,12 +13,18 @@ use crate::outbox::Outbox;
 /// 16 frames per call already cutting the per-frame kernel cost 13x against one per call.
 const MAX_SLICES: usize = 64;
 
+/// Ring slots a drained queue keeps (4 x 32 bytes): the allocator's smallest ring.
+pub const KEEP_SLOTS: usize = 4;
+
 /// A connection's batch of frames taken from its outbox and not yet fully written.
 #[derive(Debug, Default)]
 pub struct Writer {
     pending: VecDeque<Bytes>,
     /// Bytes of `pending[0]` already written.
     offset: usize,
+    /// Bytes written since the last [`Writer::take_written`]: the connection adds them to the
+    /// node's counter once per wake-up, not once per frame.
+    written: u64,
 }
 
 impl Writer {
@@ -37,12 +43,19 @@ impl Writer {
     }
 
     /// Drops unsent frames, except one already partly written: cutting a frame in half
-    /// would corrupt the stream for the close frame that follows.
-    pub fn discard(&mut self, outbox: &Outbox) {
+    /// would corrupt the stream for the close frame that follows. Returns how many it dropped.
+    pub fn discard(&mut self, outbox: &Outbox) -> usize {
         let keep = usize::from(self.offset > 0);
+        let frames = self.pending.len().saturating_sub(keep);
         let dropped: usize = self.pending.iter().skip(keep).map(Bytes::len).sum();
         self.pending.truncate(keep);
         outbox.release(dropped);
+        frames
+    }
+
+    /// Bytes written since the last call.
+    pub fn take_written(&mut self) -> u64 {
+        std::mem::take(&mut self.written)
     }
 
     /// Writes as much as the socket takes without blocking. `Ok(true)` when all is written.
@@ -62,9 +75,10 @@ impl Writer {
                 Err(err) => return Err(err),
             }
         }
-        // An idle connection keeps no ring: a 16-frame ring is 512 bytes, a third of the
-        // whole per-connection budget. Re-growing it costs a few allocations per burst.
-        if self.pending.capacity() > 0 {
+        // After a burst, give the large ring back: an idle connection should not keep it.
+        // A small one stays, so a queue toggling between one frame and none (the common case
+        // at light load) never allocates.
+        if self.pending.capacity() > KEEP_SLOTS {
             self.pending = VecDeque::new();
         }
         Ok(true)
@@ -95,7 +109,7 @@ impl Writer {
                 written => self.advance(written, outbox),
             }
         }
-        if self.pending.capacity() > 0 {
+        if self.pending.capacity() > KEEP_SLOTS {
             self.pending = VecDeque::new();
         }
         stream.flush().await
@@ -103,6 +117,7 @@ impl Writer {
 
     fn advance(&mut self, mut written: usize, outbox: &Outbox) {
         outbox.release(written);
+        self.written += written as u64;
         while let Some(front) = self.pending.front() {
             let left = front.len() - self.offset;
             if written < left {

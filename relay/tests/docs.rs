@@ -71,6 +71,7 @@ fn protocol_document_names_every_code() {
         CloseCode::TooBig,
         CloseCode::HeartbeatTimeout,
         CloseCode::SlowConsumer,
+        CloseCode::DisconnectedByAdmin,
         CloseCode::RateLimited,
         CloseCode::TokenExpired,
     ] {

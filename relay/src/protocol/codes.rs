@@ -49,6 +49,8 @@ pub enum CloseCode {
     TooBig = 1009,
     HeartbeatTimeout = 4001,
     SlowConsumer = 4008,
+    /// Closed through the admin API (`docs/ADMIN.md`).
+    DisconnectedByAdmin = 4000,
     /// Refused by the rate limits too often (`--rate-limit-strikes`).
     RateLimited = 4029,
     /// The connection's token expired.
@@ -56,7 +58,37 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    /// Every code, for metrics labels.
+    pub const ALL: [CloseCode; 10] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::Protocol,
+        CloseCode::InvalidPayload,
+        CloseCode::TooBig,
+        CloseCode::HeartbeatTimeout,
+        CloseCode::SlowConsumer,
+        CloseCode::DisconnectedByAdmin,
+        CloseCode::RateLimited,
+        CloseCode::TokenExpired,
+    ];
+
     pub fn code(self) -> u16 {
         self as u16
+    }
+
+    /// A stable snake_case name (the `reason` label of `relay_connections_closed_total`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal",
+            CloseCode::GoingAway => "going_away",
+            CloseCode::Protocol => "protocol_error",
+            CloseCode::InvalidPayload => "invalid_payload",
+            CloseCode::TooBig => "message_too_big",
+            CloseCode::HeartbeatTimeout => "heartbeat_timeout",
+            CloseCode::SlowConsumer => "slow_consumer",
+            CloseCode::DisconnectedByAdmin => "disconnected_by_admin",
+            CloseCode::RateLimited => "rate_limited",
+            CloseCode::TokenExpired => "token_expired",
+        }
     }
 }

@@ -12,6 +12,7 @@
     reason = "tests fail loudly on purpose"
 )]
 
+pub mod http;
 pub mod raw;
 pub mod upgrade;
 
