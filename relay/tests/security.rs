@@ -104,6 +104,11 @@ async fn bad_tokens_get_401_before_any_websocket() {
         1,
         "only the valid token became a WebSocket"
     );
+    let scrape = support::http::scrape(relay.addr).await;
+    assert_eq!(
+        scrape.get(r#"relay_connections_rejected_total{reason="unauthorized"}"#),
+        7.0
+    );
 }
 
 #[tokio::test]
@@ -236,6 +241,11 @@ async fn origins_outside_the_allow_list_get_403() {
     assert_eq!(status(Some("https://example.org")).await, 403);
     assert_eq!(status(Some("https://chat.example.com")).await, 101);
     assert_eq!(status(Some("http://app.example.org")).await, 101);
+    let scrape = support::http::scrape(relay.addr).await;
+    assert_eq!(
+        scrape.get(r#"relay_connections_rejected_total{reason="origin"}"#),
+        4.0
+    );
 }
 
 #[tokio::test]
@@ -312,6 +322,8 @@ async fn connections_past_the_per_ip_cap_get_429() {
     assert_eq!(refused.status, 429);
     assert_eq!(refused.header("retry-after"), Some("1"));
     assert_eq!(relay.relay.stats().connections_opened, 2);
+    // The cap counts connections, not upgrades: plain HTTP from this address is refused too.
+    assert_eq!(support::http::get(relay.addr, "/metrics").await.status, 429);
 }
 
 #[tokio::test]
