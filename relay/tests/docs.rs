@@ -41,40 +41,15 @@ fn readme_configuration_table_matches_the_flags() {
 
 #[test]
 fn protocol_document_names_every_code() {
-    use relay::protocol::ErrorCode::*;
+    use relay::protocol::{CloseCode, ErrorCode};
     let protocol = read("docs/PROTOCOL.md");
-    for code in [
-        InvalidJson,
-        MissingField,
-        UnknownType,
-        InvalidRoom,
-        InvalidUsername,
-        NotJoined,
-        TooManyRooms,
-        TextTooLong,
-        EmptyText,
-        BinaryNotSupported,
-        ForbiddenRoom,
-        RateLimited,
-    ] {
+    for code in ErrorCode::ALL {
         assert!(
             protocol.contains(&format!("| `{}` |", code.as_str())),
             "{code:?}"
         );
     }
-    use relay::protocol::CloseCode;
-    for close in [
-        CloseCode::Normal,
-        CloseCode::GoingAway,
-        CloseCode::Protocol,
-        CloseCode::InvalidPayload,
-        CloseCode::TooBig,
-        CloseCode::HeartbeatTimeout,
-        CloseCode::SlowConsumer,
-        CloseCode::DisconnectedByAdmin,
-        CloseCode::RateLimited,
-        CloseCode::TokenExpired,
-    ] {
+    for close in CloseCode::ALL {
         assert!(
             protocol.contains(&format!("| {} |", close.code())),
             "{close:?}"

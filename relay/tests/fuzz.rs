@@ -16,6 +16,8 @@
     reason = "a test fails loudly on anything unexpected"
 )]
 
+mod support;
+
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -154,25 +156,6 @@ fn feed_in_pieces(stream: &[u8], cuts: &[usize]) -> Outcome {
     }
 }
 
-/// A masked client frame.
-fn client_frame(fin: bool, opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    out
-}
-
 /// A message of the model: a text sent in fragments, or a ping between them.
 #[derive(Debug, Clone)]
 enum Item {
@@ -265,12 +248,12 @@ proptest! {
                     let last = points.len() - 2;
                     for (i, piece) in points.windows(2).enumerate() {
                         let opcode = if i == 0 { 1 } else { 0 };
-                        stream.extend(client_frame(i == last, opcode, &bytes[piece[0]..piece[1]], key));
+                        stream.extend(support::raw::frame_with_key(i == last, opcode, &bytes[piece[0]..piece[1]], key));
                     }
                     expected.push(format!("{:?}", Message::Text(text)));
                 }
                 Item::Ping(payload) => {
-                    stream.extend(client_frame(true, 9, payload, key));
+                    stream.extend(support::raw::frame_with_key(true, 9, payload, key));
                     expected.push(format!("{:?}", Message::Ping(payload)));
                 }
             }

@@ -20,6 +20,22 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code (the documentation test walks it; `position` keeps it complete).
+    pub const ALL: [ErrorCode; 12] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::MissingField,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidRoom,
+        ErrorCode::InvalidUsername,
+        ErrorCode::NotJoined,
+        ErrorCode::TooManyRooms,
+        ErrorCode::TextTooLong,
+        ErrorCode::EmptyText,
+        ErrorCode::BinaryNotSupported,
+        ErrorCode::ForbiddenRoom,
+        ErrorCode::RateLimited,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidJson => "invalid_json",
@@ -89,6 +105,55 @@ impl CloseCode {
             CloseCode::DisconnectedByAdmin => "disconnected_by_admin",
             CloseCode::RateLimited => "rate_limited",
             CloseCode::TokenExpired => "token_expired",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An exhaustive match: a new variant fails to compile here until it is placed, and the
+    /// assertions then fail until `ALL` lists it in that place.
+    fn error_position(code: ErrorCode) -> usize {
+        match code {
+            ErrorCode::InvalidJson => 0,
+            ErrorCode::MissingField => 1,
+            ErrorCode::UnknownType => 2,
+            ErrorCode::InvalidRoom => 3,
+            ErrorCode::InvalidUsername => 4,
+            ErrorCode::NotJoined => 5,
+            ErrorCode::TooManyRooms => 6,
+            ErrorCode::TextTooLong => 7,
+            ErrorCode::EmptyText => 8,
+            ErrorCode::BinaryNotSupported => 9,
+            ErrorCode::ForbiddenRoom => 10,
+            ErrorCode::RateLimited => 11,
+        }
+    }
+
+    fn close_position(code: CloseCode) -> usize {
+        match code {
+            CloseCode::Normal => 0,
+            CloseCode::GoingAway => 1,
+            CloseCode::Protocol => 2,
+            CloseCode::InvalidPayload => 3,
+            CloseCode::TooBig => 4,
+            CloseCode::HeartbeatTimeout => 5,
+            CloseCode::SlowConsumer => 6,
+            CloseCode::DisconnectedByAdmin => 7,
+            CloseCode::RateLimited => 8,
+            CloseCode::TokenExpired => 9,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_code_once() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(error_position(*code), i, "{code:?}");
+        }
+        for (i, code) in CloseCode::ALL.iter().enumerate() {
+            assert_eq!(close_position(*code), i, "{code:?}");
         }
     }
 }

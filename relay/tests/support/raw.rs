@@ -37,7 +37,11 @@ impl RawFrame {
 
 /// A masked client frame.
 pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let key = [0xA1, 0xB2, 0xC3, 0xD4];
+    frame_with_key(fin, opcode, payload, [0xA1, 0xB2, 0xC3, 0xD4])
+}
+
+/// A client frame masked with `key`.
+pub fn frame_with_key(fin: bool, opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
     let mut out = vec![(u8::from(fin) << 7) | opcode];
     match payload.len() {
         n if n < 126 => out.push(0x80 | n as u8),
