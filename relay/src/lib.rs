@@ -14,6 +14,8 @@
 //! - [`outbox`]: a connection's outbound queue with the slow-consumer cap.
 //! - [`writer`]: turns a connection's queued frames into vectored writes.
 //! - [`readiness`]: why the node is not ready, if it is not (`/readyz`).
+//! - [`cluster`]: cluster mode (`--redis-url`): the Redis backplane that makes many nodes one
+//!   chat (cluster-wide seq, history and presence); absent on a single node.
 //! - [`stats`]: counters; [`limits`]: the open-files limit; [`shutdown`]: SIGINT/SIGTERM;
 //!   [`telemetry`]: logging; [`error`]: the crate's error type.
 //!
@@ -30,6 +32,7 @@
 //! 5. Each member's outbox wakes its connection task only if it was empty; the task takes
 //!    everything queued and [`writer`] sends it with one `writev`.
 
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod connection;

@@ -29,7 +29,9 @@ fn main() -> anyhow::Result<()> {
             max_message_bytes = config.max_message_bytes,
             max_outbound_bytes = config.max_outbound_bytes,
             ping_interval = ?config.ping_interval,
-            "relay listening (single node, in memory)"
+            cluster = config.redis_url.as_ref().map(|_| config.cluster_name.as_str()),
+            "relay listening ({})",
+            if config.redis_url.is_some() { "cluster mode, Redis backplane" } else { "single node, in memory" }
         );
         relay::run(listener, config, relay::shutdown::signal()).await?;
         info!("relay stopped");

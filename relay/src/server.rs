@@ -52,6 +52,9 @@ impl Relay {
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         let (stop_tx, stop_rx) = watch::channel(false);
         let housekeeping = tokio::spawn(self.hub.clone().housekeeping(stop_rx.clone()));
+        if let Some(backplane) = &self.hub.backplane {
+            backplane.start(self.hub.clone(), stop_rx.clone());
+        }
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
         loop {

@@ -54,6 +54,7 @@ fn protocol_document_names_every_code() {
         TextTooLong,
         EmptyText,
         BinaryNotSupported,
+        ServerBusy,
     ] {
         assert!(
             protocol.contains(&format!("| `{}` |", code.as_str())),

@@ -13,6 +13,8 @@ pub enum ErrorCode {
     TextTooLong,
     EmptyText,
     BinaryNotSupported,
+    /// Cluster mode: too many commands are waiting for Redis.
+    ServerBusy,
 }
 
 impl ErrorCode {
@@ -28,6 +30,7 @@ impl ErrorCode {
             ErrorCode::TextTooLong => "text_too_long",
             ErrorCode::EmptyText => "empty_text",
             ErrorCode::BinaryNotSupported => "binary_not_supported",
+            ErrorCode::ServerBusy => "server_busy",
         }
     }
 }
