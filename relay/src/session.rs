@@ -110,7 +110,8 @@ impl Session {
                 Some(i) => self.rooms[i].room.clone(),
                 None => self.hub.cluster_room(name),
             };
-            let queued = backplane.join(&self.conn, room.clone(), name_in_room.clone(), since, epoch);
+            let queued =
+                backplane.join(&self.conn, room.clone(), name_in_room.clone(), since, epoch);
             if queued.is_err() {
                 return self.busy();
             }

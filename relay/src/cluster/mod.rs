@@ -130,6 +130,8 @@ impl Backplane {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(rx) = rx {
+            // Unready from the start, not from whenever the task first runs.
+            hub.readiness.set_unready("redis", "connecting to Redis");
             tokio::spawn(task::run(self.clone(), hub, rx, stop));
         }
     }

@@ -25,7 +25,9 @@ pub enum Delivery {
     /// Already delivered (seq at or below the room's).
     Duplicate,
     /// Messages between the room's seq (`have`) and this one are missing: fetch them first.
-    Gap { have: u64 },
+    Gap {
+        have: u64,
+    },
     /// The message belongs to a different life of the room than the one loaded.
     OtherEpoch,
 }
@@ -106,19 +108,17 @@ impl Room {
             state.empty_since = None;
         }
         let (skip, recovered) = self.resume_point(&state, resume.0, resume.1);
-        let epoch = state.cluster_epoch.clone().unwrap_or_else(|| self.epoch.clone());
+        let epoch = state
+            .cluster_epoch
+            .clone()
+            .unwrap_or_else(|| self.epoch.clone());
         let joined = event::joined(event::Joined {
             client_id: &conn.client_id,
             room: &self.name,
             epoch: &epoch,
             seq: state.seq,
             count: count.max(state.members.len()),
-            users: users.map(|u| {
-                u.iter().map(|(id, username)| UserRef {
-                    id,
-                    username,
-                })
-            }),
+            users: users.map(|u| u.iter().map(|(id, username)| UserRef { id, username })),
             history: state.history.iter().skip(skip),
             recovered,
         });

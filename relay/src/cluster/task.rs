@@ -110,7 +110,9 @@ pub(crate) async fn run(
             Ok((conn, pushes)) => {
                 backoff = Duration::from_millis(100);
                 info!(node = %task.bp.node(), rooms = task.rooms.len(), "connected to Redis");
-                let exit = task.connected(conn, pushes, &mut commands, &mut stop, first).await;
+                let exit = task
+                    .connected(conn, pushes, &mut commands, &mut stop, first)
+                    .await;
                 first = false;
                 task.bp.set_connected(false);
                 task.metrics.connected.set(0.0);
@@ -321,7 +323,11 @@ impl Task {
 
     /// Redis is gone: tell local members, mark unready.
     fn degrade(&mut self, reason: &str) {
-        warn!(reason, rooms = self.rooms.len(), "lost Redis: delivering locally only until it is back");
+        warn!(
+            reason,
+            rooms = self.rooms.len(),
+            "lost Redis: delivering locally only until it is back"
+        );
         self.hub
             .readiness
             .set_unready("redis", format!("Redis connection lost: {reason}"));
@@ -473,7 +479,9 @@ impl Task {
             }
             Command::Typing { room, payload } => {
                 let keys = self.bp.settings.keys.room(&room.name);
-                pipe.cmd("PUBLISH").arg(&keys.channel).arg(payload.as_slice());
+                pipe.cmd("PUBLISH")
+                    .arg(&keys.channel)
+                    .arg(payload.as_slice());
             }
             _ => {}
         }
@@ -506,7 +514,11 @@ impl Task {
         Ok(())
     }
 
-    async fn join(&mut self, conn: &mut MultiplexedConnection, command: Command) -> RedisResult<()> {
+    async fn join(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        command: Command,
+    ) -> RedisResult<()> {
         let Command::Join {
             conn: client,
             mut room,
@@ -556,7 +568,8 @@ impl Task {
             // The room's keys vanished (expiry, Redis restart) without this node noticing
             // yet: adopt the new life now.
             room.cluster_reset(reply.epoch.clone().into(), 0, Vec::new());
-            self.catch_up(conn, &room, &reply.epoch, 1, reply.seq).await?;
+            self.catch_up(conn, &room, &reply.epoch, 1, reply.seq)
+                .await?;
         }
         for _ in 0..3 {
             let outcome = room.cluster_join(
@@ -572,14 +585,22 @@ impl Task {
             }
             // The room emptied and was retired meanwhile; its successor carries on.
             let fresh = self.hub.cluster_room(&room.name);
-            fresh.cluster_reset(reply.epoch.clone().into(), room.cluster_position().1, Vec::new());
+            fresh.cluster_reset(
+                reply.epoch.clone().into(),
+                room.cluster_position().1,
+                Vec::new(),
+            );
             self.rooms.insert(room.name.clone(), fresh.clone());
             room = fresh;
         }
         Ok(())
     }
 
-    async fn leave(&mut self, conn: &mut MultiplexedConnection, command: Command) -> RedisResult<()> {
+    async fn leave(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        command: Command,
+    ) -> RedisResult<()> {
         let Command::Leave {
             conn: client,
             room,
@@ -661,7 +682,12 @@ impl Task {
                 json.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
                 json.extend_from_slice(&suffix);
                 json.extend_from_slice(b",\"local\":true}");
-                room.cluster_fan_out(&self.hub, &Frame::new(OpCode::Text, &json), Priority::Normal, "");
+                room.cluster_fan_out(
+                    &self.hub,
+                    &Frame::new(OpCode::Text, &json),
+                    Priority::Normal,
+                    "",
+                );
             }
             Command::Typing { .. } => {}
         }
@@ -676,7 +702,9 @@ impl Task {
             UserRef { id, username },
             members.len(),
             (members.len() <= self.bp.settings.presence_list_max).then(|| {
-                members.iter().map(|(id, username)| UserRef { id, username })
+                members
+                    .iter()
+                    .map(|(id, username)| UserRef { id, username })
             }),
         );
         room.cluster_fan_out(&self.hub, &frame, Priority::Normal, id);
@@ -694,7 +722,11 @@ impl Task {
 
     /// Every tick: liveness key, probe; every few: prune dead nodes' members, keep room keys
     /// alive, drop rooms retired here.
-    async fn housekeeping(&mut self, conn: &mut MultiplexedConnection, prune: bool) -> RedisResult<()> {
+    async fn housekeeping(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        prune: bool,
+    ) -> RedisResult<()> {
         self.refresh_liveness(conn).await?;
         let probe = wire::unsequenced(Kind::Probe, self.bp.node(), now_us(), "", b"{}");
         redis::cmd("PUBLISH")
@@ -737,7 +769,10 @@ impl Task {
         let removed: Vec<i64> = pipe.query_async(conn).await?;
         let removed: i64 = removed.iter().sum();
         if removed > 0 {
-            info!(removed, "pruned members of nodes whose liveness key expired");
+            info!(
+                removed,
+                "pruned members of nodes whose liveness key expired"
+            );
         }
         Ok(())
     }
@@ -761,9 +796,12 @@ impl Task {
             }
         }
         pipe.cmd("DEL").arg(&self.node_key);
-        let sent = tokio::time::timeout(Duration::from_secs(2), pipe.query_async::<Value>(conn)).await;
+        let sent =
+            tokio::time::timeout(Duration::from_secs(2), pipe.query_async::<Value>(conn)).await;
         if !matches!(sent, Ok(Ok(_))) {
-            warn!("could not remove this node's members from Redis; they expire after --presence-ttl");
+            warn!(
+                "could not remove this node's members from Redis; they expire after --presence-ttl"
+            );
         }
     }
 }
@@ -781,7 +819,11 @@ fn evalsha(script: &redis::Script, keys: &[&str]) -> redis::Cmd {
 }
 
 fn lost(reason: &str) -> RedisError {
-    RedisError::from((redis::ErrorKind::Io, "Redis connection lost", reason.to_owned()))
+    RedisError::from((
+        redis::ErrorKind::Io,
+        "Redis connection lost",
+        reason.to_owned(),
+    ))
 }
 
 /// An epoch for a room's new life, used only if Redis has none for the room yet.

@@ -1,0 +1,377 @@
+//! Cluster mode through real sockets and a real Redis: each test starts its own
+//! `redis-server` on a free loopback port and several relay nodes on port 0.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test fails loudly on anything unexpected"
+)]
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{Client, TestRelay, EVENT_TIMEOUT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A private `redis-server` on a free port, killed when dropped.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut redis = Self { port, child: None };
+        redis.spawn().await;
+        redis
+    }
+
+    /// Starts (or restarts) the server on the same port and waits until it answers PING.
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/install-deps.sh)");
+        self.child = Some(child);
+        for _ in 0..200 {
+            if self.ping().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    async fn ping(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)).await else {
+            return false;
+        };
+        if stream.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut reply = [0u8; 7];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(1), stream.read_exact(&mut reply)).await,
+            Ok(Ok(_))
+        ) && &reply == b"+PONG\r\n"
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn node(redis: &Redis, adjust: impl FnOnce(&mut relay::Config)) -> TestRelay {
+    let url = redis.url();
+    let node = TestRelay::with(|c| {
+        c.redis_url = Some(url);
+        c.cluster_name = "test".into();
+        adjust(c);
+    })
+    .await;
+    wait_ready(&node.addr.to_string(), true).await;
+    node
+}
+
+/// `GET /readyz` status.
+async fn readyz(addr: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ').nth(1)?.parse().ok()
+}
+
+/// Polls `/readyz` until it is (un)ready: readiness has no event to await. Bounded.
+async fn wait_ready(addr: &str, ready: bool) {
+    let want = if ready { 200 } else { 503 };
+    for _ in 0..300 {
+        if readyz(addr).await == Some(want) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "{addr} never became {}",
+        if ready { "ready" } else { "unready" }
+    );
+}
+
+async fn join(node: &TestRelay, room: &str, username: &str) -> (Client, Value) {
+    node.joined(room, username).await
+}
+
+#[tokio::test]
+async fn messages_cross_nodes_with_one_seq_per_room() {
+    let redis = Redis::start().await;
+    let a = node(&redis, |_| {}).await;
+    let b = node(&redis, |_| {}).await;
+    let c = node(&redis, |_| {}).await;
+    let (mut alice, joined) = join(&a, "general", "alice").await;
+    assert_eq!(joined["seq"], 0);
+    let (mut bob, joined) = join(&b, "general", "bob").await;
+    assert_eq!(joined["count"], 2, "presence is cluster-wide: {joined}");
+    let (carol, joined) = join(&c, "general", "carol").await;
+    assert_eq!(joined["count"], 3);
+    let names: Vec<&str> = joined["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["username"].as_str().unwrap())
+        .collect();
+    for name in ["alice", "bob", "carol"] {
+        assert!(names.contains(&name), "{joined}");
+    }
+    // Join events reach the other nodes' members.
+    let event = alice.recv_type("user_joined").await;
+    assert_eq!(
+        (event["username"].as_str(), event["count"].as_u64()),
+        (Some("bob"), Some(2))
+    );
+    assert_eq!(alice.recv_type("user_joined").await["username"], "carol");
+    assert_eq!(bob.recv_type("user_joined").await["username"], "carol");
+
+    // Concurrent senders on three nodes: every member sees the same seqs in the same order.
+    const EACH: usize = 20;
+    let mut tasks = Vec::new();
+    for (i, mut client) in [alice, bob, carol].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                client
+                    .send(json!({"type":"message","text":format!("{i}:{n}")}))
+                    .await;
+            }
+            let mut seen = Vec::new();
+            while seen.len() < 3 * EACH {
+                let m = client.recv_type("message").await;
+                seen.push((
+                    m["seq"].as_u64().unwrap(),
+                    m["text"].as_str().unwrap().to_owned(),
+                ));
+            }
+            seen
+        }));
+    }
+    let mut orders = Vec::new();
+    for task in tasks {
+        orders.push(task.await.unwrap());
+    }
+    let expected: Vec<u64> = (1..=(3 * EACH) as u64).collect();
+    for order in &orders {
+        assert_eq!(order.iter().map(|(s, _)| *s).collect::<Vec<_>>(), expected);
+        assert_eq!(order, &orders[0], "every node delivers one order");
+    }
+    // Each sender's own messages keep their order.
+    for i in 0..3 {
+        let mine: Vec<&String> = orders[0]
+            .iter()
+            .map(|(_, t)| t)
+            .filter(|t| t.starts_with(&format!("{i}:")))
+            .collect();
+        let sent: Vec<String> = (0..EACH).map(|n| format!("{i}:{n}")).collect();
+        assert_eq!(mine, sent.iter().collect::<Vec<_>>());
+    }
+    // Typing crosses nodes too, never echoed to the typist.
+    let (mut dave, _) = join(&a, "general", "dave").await;
+    let (mut erin, _) = join(&b, "general", "erin").await;
+    dave.recv_until("user_joined").await; // erin
+    dave.send(json!({"type":"typing","isTyping":true})).await;
+    let typing = erin.recv_until("typing").await;
+    assert_eq!(typing["username"], "dave");
+    assert!(dave.drain().await.iter().all(|e| e["type"] != "typing"));
+}
+
+#[tokio::test]
+async fn history_and_resume_through_another_node_and_after_every_node_restarted() {
+    let redis = Redis::start().await;
+    let a = node(&redis, |c| c.history = 5).await;
+    let (mut alice, first) = join(&a, "hist", "alice").await;
+    let epoch = first["epoch"].as_str().unwrap().to_owned();
+    for n in 1..=3 {
+        alice
+            .send(json!({"type":"message","text":format!("m{n}")}))
+            .await;
+        assert_eq!(alice.recv_type("message").await["seq"], n);
+    }
+    // A reconnect to another node resumes after seq 1 and gets exactly 2 and 3.
+    let b = node(&redis, |c| c.history = 5).await;
+    let mut again = b.client().await;
+    again
+        .send(json!({"type":"join","room":"hist","username":"alice2","since":1,"epoch":epoch}))
+        .await;
+    let joined = again.recv_type("joined").await;
+    assert_eq!(joined["epoch"], epoch.as_str(), "the epoch is cluster-wide");
+    assert_eq!(joined["recovered"], true);
+    let texts: Vec<&str> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["m2", "m3"]);
+
+    // Every node gone: history lives on in Redis.
+    drop(alice);
+    drop(again);
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+    let fresh = node(&redis, |c| c.history = 5).await;
+    let mut client = fresh.client().await;
+    client
+        .send(json!({"type":"join","room":"hist","username":"late","since":2,"epoch":epoch}))
+        .await;
+    let joined = client.recv_type("joined").await;
+    assert_eq!(joined["seq"], 3);
+    assert_eq!(joined["recovered"], true);
+    assert_eq!(joined["history"][0]["text"], "m3");
+    // A gap older than the capped history: recovered false with everything kept.
+    for n in 4..=9 {
+        client
+            .send(json!({"type":"message","text":format!("m{n}")}))
+            .await;
+        assert_eq!(client.recv_type("message").await["seq"], n);
+    }
+    let mut old = fresh.client().await;
+    old.send(json!({"type":"join","room":"hist","username":"old","since":1,"epoch":epoch}))
+        .await;
+    let joined = old.recv_type("joined").await;
+    assert_eq!(joined["recovered"], false);
+    let seqs: Vec<u64> = joined["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [5, 6, 7, 8, 9]);
+}
+
+#[tokio::test]
+async fn presence_of_a_node_killed_without_goodbye_expires() {
+    let redis = Redis::start().await;
+    let a = node(&redis, |c| c.presence_ttl = Duration::from_millis(600)).await;
+    let (mut alice, _) = join(&a, "lobby", "alice").await;
+
+    // Node B is a separate process, so it can die by SIGKILL with no chance to say goodbye.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
+        .args(["--listen", &addr.to_string(), "--redis-url", &redis.url()])
+        .args(["--cluster-name", "test", "--presence-ttl", "600ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_ready(&addr.to_string(), true).await;
+    let mut bob = Client::connect(&format!("ws://{addr}/ws")).await;
+    bob.send(json!({"type":"join","room":"lobby","username":"bob"}))
+        .await;
+    assert_eq!(bob.recv_type("joined").await["count"], 2);
+    assert_eq!(alice.recv_type("user_joined").await["username"], "bob");
+
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Within the TTL plus a prune interval, alice hears that bob left.
+    let left = tokio::time::timeout(EVENT_TIMEOUT, alice.recv_until("user_left"))
+        .await
+        .unwrap();
+    assert_eq!(left["username"], "bob");
+    assert_eq!(left["count"], 1);
+    let (_carol, joined) = join(&a, "lobby", "carol").await;
+    assert_eq!(joined["count"], 2, "bob is gone from presence: {joined}");
+}
+
+#[tokio::test]
+async fn redis_outage_degrades_to_local_delivery_and_recovers_with_gaps_reported() {
+    let mut redis = Redis::start().await;
+    let a = node(&redis, |_| {}).await;
+    let b = node(&redis, |_| {}).await;
+    let (mut alice, _) = join(&a, "ops", "alice").await;
+    let (mut carol, _) = join(&a, "ops", "carol").await;
+    let (mut bob, _) = join(&b, "ops", "bob").await;
+    alice.recv_type("user_joined").await;
+    alice.recv_type("user_joined").await;
+    carol.recv_type("user_joined").await;
+    alice.send(json!({"type":"message","text":"before"})).await;
+    for client in [&mut alice, &mut carol, &mut bob] {
+        assert_eq!(client.recv_type("message").await["seq"], 1);
+    }
+
+    redis.kill();
+    for client in [&mut alice, &mut carol, &mut bob] {
+        let notice = client.recv_type("cluster").await;
+        assert_eq!(notice["state"], "degraded");
+    }
+    wait_ready(&a.addr.to_string(), false).await;
+    wait_ready(&b.addr.to_string(), false).await;
+
+    // Local delivery goes on, marked local, with the last cluster seq.
+    alice.send(json!({"type":"message","text":"during"})).await;
+    for client in [&mut alice, &mut carol] {
+        let m = client.recv_type("message").await;
+        assert_eq!(
+            (m["text"].as_str(), m["local"].as_bool()),
+            (Some("during"), Some(true))
+        );
+        assert_eq!(m["seq"], 1);
+    }
+    assert!(
+        bob.drain().await.iter().all(|e| e["type"] != "message"),
+        "nothing crosses nodes without Redis"
+    );
+
+    // Redis returns empty (no persistence): nodes reconnect by themselves, say a new life of
+    // the room began and that messages may be missing.
+    redis.spawn().await;
+    let mut epochs = Vec::new();
+    for client in [&mut alice, &mut carol, &mut bob] {
+        let notice = client.recv_type("cluster").await;
+        assert_eq!(notice["state"], "restored", "{notice}");
+        assert_eq!(notice["recovered"], false);
+        epochs.push(notice["epoch"].as_str().unwrap().to_owned());
+    }
+    assert!(epochs.iter().all(|e| e == &epochs[0]), "{epochs:?}");
+    wait_ready(&a.addr.to_string(), true).await;
+    wait_ready(&b.addr.to_string(), true).await;
+    bob.send(json!({"type":"message","text":"after"})).await;
+    for client in [&mut alice, &mut carol, &mut bob] {
+        let m = client.recv_type("message").await;
+        assert_eq!(
+            (m["text"].as_str(), m["seq"].as_u64()),
+            (Some("after"), Some(1))
+        );
+        assert!(m.get("local").is_none());
+    }
+}
