@@ -375,3 +375,72 @@ async fn redis_outage_degrades_to_local_delivery_and_recovers_with_gaps_reported
         assert!(m.get("local").is_none());
     }
 }
+
+/// Sends one command to Redis in RESP and returns the raw reply.
+async fn redis_command(redis: &Redis, args: &[&str]) -> String {
+    let mut stream = TcpStream::connect(("127.0.0.1", redis.port)).await.unwrap();
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = vec![0u8; 4096];
+    let n = tokio::time::timeout(EVENT_TIMEOUT, stream.read(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&reply[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn a_node_cut_off_from_redis_replays_what_it_missed_from_history() {
+    let redis = Redis::start().await;
+    // Node A logs in as its own Redis user, so it alone can be cut off (and kept off).
+    let reply = redis_command(
+        &redis,
+        &["ACL", "SETUSER", "nodea", "on", ">pw", "~*", "&*", "+@all"],
+    )
+    .await;
+    assert!(reply.starts_with("+OK"), "{reply}");
+    let url = format!("redis://nodea:pw@127.0.0.1:{}", redis.port);
+    let a = TestRelay::with(|c| {
+        c.redis_url = Some(url);
+        c.cluster_name = "test".into();
+    })
+    .await;
+    wait_ready(&a.addr.to_string(), true).await;
+    let b = node(&redis, |_| {}).await;
+    let (mut alice, _) = join(&a, "replay", "alice").await;
+    let (mut bob, _) = join(&b, "replay", "bob").await;
+    alice.recv_type("user_joined").await;
+
+    redis_command(&redis, &["ACL", "SETUSER", "nodea", "off"]).await;
+    redis_command(&redis, &["CLIENT", "KILL", "USER", "nodea"]).await;
+    assert_eq!(alice.recv_type("cluster").await["state"], "degraded");
+    wait_ready(&a.addr.to_string(), false).await;
+    // B still reaches Redis: its messages are sequenced and kept, but A cannot hear them.
+    for n in 1..=3 {
+        bob.send(json!({"type":"message","text":format!("b{n}")}))
+            .await;
+        assert_eq!(bob.recv_type("message").await["seq"], n);
+    }
+    assert_eq!(readyz(&b.addr.to_string()).await, Some(200));
+
+    redis_command(&redis, &["ACL", "SETUSER", "nodea", "on"]).await;
+    // A reconnects by itself, replays 1..3 in order, then says nothing was lost.
+    for n in 1..=3 {
+        let m = alice.recv_type("message").await;
+        assert_eq!(
+            (m["seq"].as_u64(), m["text"].as_str()),
+            (Some(n), Some(format!("b{n}").as_str()))
+        );
+    }
+    let restored = alice.recv_type("cluster").await;
+    assert_eq!(restored["state"], "restored");
+    assert_eq!(restored["recovered"], true);
+    assert_eq!(restored["seq"], 3);
+    wait_ready(&a.addr.to_string(), true).await;
+    alice.send(json!({"type":"message","text":"back"})).await;
+    assert_eq!(bob.recv_type("message").await["seq"], 4);
+    assert_eq!(alice.recv_type("message").await["seq"], 4);
+}

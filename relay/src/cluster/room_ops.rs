@@ -152,6 +152,11 @@ impl Room {
         fan_out(hub, &state.members, frame, priority, skip);
     }
 
+    /// The history frames kept here, oldest first.
+    pub fn cluster_history(&self) -> Vec<Frame> {
+        self.lock().history.iter().cloned().collect()
+    }
+
     /// Local members as `(client id, username)`.
     pub fn cluster_members(&self) -> Vec<(Arc<str>, Arc<str>)> {
         self.members()

@@ -70,8 +70,9 @@ return seq
 
 /// A join. KEYS epoch, seq, stream, members; ARGV: 1 candidate epoch, 2 key TTL ms,
 /// 3 channel, 4 header head (`j|node|µs|`), 5 member field (`node|client id`), 6 client id,
-/// 7 username, 8 presence list max, 9 room, 10 history entries to return (0: none).
-/// Returns `{epoch, seq, count, users JSON or '', history (newest first)}`.
+/// 7 username, 8 presence list max, 9 room, 10 history entries to return, or `0` when the
+/// node has the room loaded already (`-1`: load, but history is off). Returns `{epoch, seq,
+/// count, users JSON or '', history (newest first), loaded 0/1}`.
 pub fn join() -> String {
     format!(
         "{ENSURE_EPOCH}{USERS}{}",
@@ -86,8 +87,12 @@ if added == 1 then
 end
 local history = {}
 local n = tonumber(ARGV[10])
-if n > 0 then history = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', n) end
-return {epoch, seq, count, users, history}
+local loaded = 0
+if ARGV[10] ~= '0' then
+  loaded = 1
+  if n > 0 then history = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', n) end
+end
+return {epoch, seq, count, users, history, loaded}
 "
     )
 }
@@ -141,13 +146,18 @@ return removed
 }
 
 /// After a reconnect: re-registers this node's members of a room (Redis may have restarted
-/// empty) without presence events. KEYS epoch, seq, stream, members; ARGV: 1 candidate
-/// epoch, 2 key TTL ms, then field, username pairs. Returns `{epoch, seq}`.
+/// empty; some may have left meanwhile) without presence events. KEYS epoch, seq, stream,
+/// members; ARGV: 1 candidate epoch, 2 key TTL ms, 3 this node's field prefix (`node|`),
+/// then field, username pairs. Returns `{epoch, seq}`.
 pub fn resync() -> String {
     format!(
         "{ENSURE_EPOCH}{}",
         r"
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]) end
+local all = redis.call('HKEYS', KEYS[4])
+for i = 1, #all do
+  if string.sub(all[i], 1, #ARGV[3]) == ARGV[3] then redis.call('HDEL', KEYS[4], all[i]) end
+end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]) end
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 return {epoch, tonumber(redis.call('GET', KEYS[2]) or '0')}
 "

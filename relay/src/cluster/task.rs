@@ -260,7 +260,9 @@ impl Task {
                 &self.scripts.resync,
                 &[&keys.epoch, &keys.seq, &keys.stream, &keys.members],
             );
-            cmd.arg(candidate_epoch()).arg(self.key_ttl_ms);
+            cmd.arg(candidate_epoch())
+                .arg(self.key_ttl_ms)
+                .arg(format!("{}|", self.bp.node()));
             for (id, username) in room.cluster_members() {
                 cmd.arg(format!("{}|{id}", self.bp.node())).arg(&*username);
             }
@@ -410,50 +412,89 @@ impl Task {
         Ok(())
     }
 
-    /// Runs a batch of session commands: messages and typing go out in one pipeline, joins
-    /// and leaves (which need replies) one by one, all in the order they were queued.
+    /// Runs a batch of session commands as one pipeline (one round trip), in the order they
+    /// were queued: rooms new to this node are subscribed first, then every message, typing
+    /// event, join and leave goes out, then the join replies are applied in order.
     async fn commands(
         &mut self,
         conn: &mut MultiplexedConnection,
         batch: &mut Vec<Command>,
     ) -> RedisResult<()> {
-        let mut pipe = redis::pipe();
-        let mut pending: Vec<Command> = Vec::new();
-        let mut commands = std::mem::take(batch).into_iter();
-        let mut outcome = Ok(());
-        for command in commands.by_ref() {
-            match command {
-                Command::Message { .. } | Command::Typing { .. } => {
-                    self.add_to_pipe(&mut pipe, &command);
-                    pending.push(command);
-                }
-                other => {
-                    outcome = self.flush(conn, &mut pipe, &mut pending).await;
-                    if outcome.is_ok() {
-                        outcome = match other {
-                            Command::Join { .. } => self.join(conn, other).await,
-                            _ => self.leave(conn, other).await,
-                        };
-                    } else {
-                        self.offline(other);
-                    }
-                    if outcome.is_err() {
-                        break;
-                    }
+        let commands = std::mem::take(batch);
+        // Subscribe before the join scripts run, so nothing published after them is missed.
+        let mut loading: Vec<Arc<Room>> = Vec::new();
+        for command in &commands {
+            if let Command::Join { room, .. } = command {
+                let known = self
+                    .rooms
+                    .get(&room.name)
+                    .is_some_and(|r| Arc::ptr_eq(r, room));
+                if !known && !loading.iter().any(|r| Arc::ptr_eq(r, room)) {
+                    loading.push(room.clone());
                 }
             }
         }
-        if outcome.is_ok() {
-            outcome = self.flush(conn, &mut pipe, &mut pending).await;
+        if !loading.is_empty() {
+            let channels: Vec<String> = loading
+                .iter()
+                .map(|room| self.bp.settings.keys.room(&room.name).channel)
+                .collect();
+            if let Err(err) = conn.subscribe(&channels).await {
+                self.metrics.subscribe_errors.increment(1);
+                for command in commands {
+                    self.offline(command);
+                }
+                return Err(err);
+            }
+            for room in &loading {
+                self.rooms.insert(room.name.clone(), room.clone());
+            }
         }
-        // Whatever was not sent is served locally: the connection is gone.
-        for rest in commands {
-            self.offline(rest);
+        let mut pipe = redis::pipe();
+        let mut sent: Vec<Command> = Vec::with_capacity(commands.len());
+        for command in commands {
+            let load = match &command {
+                Command::Join { room, .. } => {
+                    let at = loading.iter().position(|r| Arc::ptr_eq(r, room));
+                    // Only the room's first join in the batch loads its history.
+                    at.map(|i| loading.swap_remove(i)).is_some()
+                }
+                _ => false,
+            };
+            if self.add_to_pipe(&mut pipe, &command, load) {
+                sent.push(command);
+            }
         }
-        outcome
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let replies: Vec<Value> = match pipe.query_async(conn).await {
+            Ok(replies) => replies,
+            Err(err) => {
+                let messages = sent
+                    .iter()
+                    .filter(|c| matches!(c, Command::Message { .. }))
+                    .count();
+                self.metrics.publish_errors.increment(messages as u64);
+                warn!(error = %err, messages, "Redis failed mid-batch; serving the batch locally");
+                for command in sent {
+                    self.offline(command);
+                }
+                return Err(err);
+            }
+        };
+        for (command, reply) in sent.into_iter().zip(replies.iter()) {
+            if let Command::Join { .. } = command {
+                self.joined(conn, command, reply).await?;
+            }
+        }
+        Ok(())
     }
 
-    fn add_to_pipe(&self, pipe: &mut redis::Pipeline, command: &Command) {
+    /// Adds one command to the pipeline; returns whether it expects a reply there.
+    fn add_to_pipe(&self, pipe: &mut redis::Pipeline, command: &Command, load: bool) -> bool {
+        let settings = &self.bp.settings;
+        let node = self.bp.node();
         match command {
             Command::Message {
                 room,
@@ -462,62 +503,89 @@ impl Task {
                 suffix,
                 sent_us,
             } => {
-                let keys = self.bp.settings.keys.room(&room.name);
+                let keys = settings.keys.room(&room.name);
                 let mut cmd = evalsha(
                     &self.scripts.publish,
                     &[&keys.epoch, &keys.seq, &keys.stream],
                 );
                 cmd.arg(candidate_epoch())
-                    .arg(self.bp.settings.history)
+                    .arg(settings.history)
                     .arg(self.key_ttl_ms)
                     .arg(&keys.channel)
-                    .arg(wire::head(Kind::Message, self.bp.node(), *sent_us))
+                    .arg(wire::head(Kind::Message, node, *sent_us))
                     .arg(&*sender.client_id)
                     .arg(prefix.as_slice())
                     .arg(&suffix[..]);
                 pipe.add_command(cmd);
             }
             Command::Typing { room, payload } => {
-                let keys = self.bp.settings.keys.room(&room.name);
+                let keys = settings.keys.room(&room.name);
                 pipe.cmd("PUBLISH")
                     .arg(&keys.channel)
                     .arg(payload.as_slice());
             }
-            _ => {}
-        }
-    }
-
-    async fn flush(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        pipe: &mut redis::Pipeline,
-        pending: &mut Vec<Command>,
-    ) -> RedisResult<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let result: RedisResult<Vec<Value>> = pipe.query_async(conn).await;
-        pipe.clear();
-        if let Err(err) = result {
-            let messages = pending
-                .iter()
-                .filter(|c| matches!(c, Command::Message { .. }))
-                .count();
-            self.metrics.publish_errors.increment(messages as u64);
-            warn!(error = %err, messages, "publishing to Redis failed; delivering those messages locally");
-            for command in pending.drain(..) {
-                self.offline(command);
+            Command::Join {
+                conn: client,
+                room,
+                username,
+                ..
+            } => {
+                let keys = settings.keys.room(&room.name);
+                let mut cmd = evalsha(
+                    &self.scripts.join,
+                    &[&keys.epoch, &keys.seq, &keys.stream, &keys.members],
+                );
+                cmd.arg(candidate_epoch())
+                    .arg(self.key_ttl_ms)
+                    .arg(&keys.channel)
+                    .arg(wire::head(Kind::Presence, node, now_us()))
+                    .arg(format!("{node}|{}", client.client_id))
+                    .arg(&*client.client_id)
+                    .arg(&**username)
+                    .arg(settings.presence_list_max)
+                    .arg(&*room.name)
+                    .arg(match (load, settings.history) {
+                        (false, _) => 0,
+                        (true, 0) => -1,
+                        (true, n) => n as i64,
+                    });
+                pipe.add_command(cmd);
             }
-            return Err(err);
+            Command::Leave {
+                conn: client,
+                room,
+                ack,
+            } => {
+                // Local first: from here on the room no longer delivers to this client.
+                let Some(username) = room.cluster_remove(client) else {
+                    return false;
+                };
+                if *ack {
+                    self.hub
+                        .push_to(client, event::left(&room.name).bytes(), Priority::Normal);
+                }
+                let keys = settings.keys.room(&room.name);
+                let mut cmd = evalsha(&self.scripts.leave, &[&keys.members]);
+                cmd.arg(&keys.channel)
+                    .arg(wire::head(Kind::Presence, node, now_us()))
+                    .arg(format!("{node}|{}", client.client_id))
+                    .arg(&*client.client_id)
+                    .arg(&*username)
+                    .arg(settings.presence_list_max)
+                    .arg(&*room.name);
+                pipe.add_command(cmd);
+            }
         }
-        pending.clear();
-        Ok(())
+        true
     }
 
-    async fn join(
+    /// Applies a join script's reply: loads the room if this join did, then adds the member
+    /// and sends `joined`.
+    async fn joined(
         &mut self,
         conn: &mut MultiplexedConnection,
         command: Command,
+        reply: &Value,
     ) -> RedisResult<()> {
         let Command::Join {
             conn: client,
@@ -529,40 +597,12 @@ impl Task {
         else {
             return Ok(());
         };
-        let settings = &self.bp.settings;
-        let keys = settings.keys.room(&room.name);
-        let load = !self
-            .rooms
-            .get(&room.name)
-            .is_some_and(|known| Arc::ptr_eq(known, &room));
-        if load {
-            if let Err(err) = conn.subscribe(&keys.channel).await {
-                self.metrics.subscribe_errors.increment(1);
-                return Err(err);
-            }
-            self.rooms.insert(room.name.clone(), room.clone());
-        }
-        let mut cmd = evalsha(
-            &self.scripts.join,
-            &[&keys.epoch, &keys.seq, &keys.stream, &keys.members],
-        );
-        cmd.arg(candidate_epoch())
-            .arg(self.key_ttl_ms)
-            .arg(&keys.channel)
-            .arg(wire::head(Kind::Presence, self.bp.node(), now_us()))
-            .arg(format!("{}|{}", self.bp.node(), client.client_id))
-            .arg(&*client.client_id)
-            .arg(&*username)
-            .arg(settings.presence_list_max)
-            .arg(&*room.name)
-            .arg(if load { settings.history } else { 0 });
-        let reply: Value = cmd.query_async(conn).await?;
-        let Some(reply) = JoinReply::parse(&reply) else {
+        let Some(reply) = JoinReply::parse(reply) else {
             warn!(room = %room.name, "unexpected reply from the join script");
             return Ok(());
         };
         let (known, _) = room.cluster_position();
-        if load {
+        if reply.loaded {
             room.cluster_reset(reply.epoch.clone().into(), reply.seq, reply.history);
         } else if known.as_deref() != Some(&*reply.epoch) {
             // The room's keys vanished (expiry, Redis restart) without this node noticing
@@ -585,51 +625,14 @@ impl Task {
             }
             // The room emptied and was retired meanwhile; its successor carries on.
             let fresh = self.hub.cluster_room(&room.name);
-            fresh.cluster_reset(
-                reply.epoch.clone().into(),
-                room.cluster_position().1,
-                Vec::new(),
-            );
+            let (_, seq) = room.cluster_position();
+            let history = room.cluster_history();
+            fresh.cluster_reset(reply.epoch.clone().into(), seq, history);
             self.rooms.insert(room.name.clone(), fresh.clone());
             room = fresh;
         }
         Ok(())
     }
-
-    async fn leave(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        command: Command,
-    ) -> RedisResult<()> {
-        let Command::Leave {
-            conn: client,
-            room,
-            ack,
-        } = command
-        else {
-            return Ok(());
-        };
-        let Some(username) = room.cluster_remove(&client) else {
-            return Ok(());
-        };
-        if ack {
-            self.hub
-                .push_to(&client, event::left(&room.name).bytes(), Priority::Normal);
-        }
-        let keys = self.bp.settings.keys.room(&room.name);
-        let _: i64 = evalsha(&self.scripts.leave, &[&keys.members])
-            .arg(&keys.channel)
-            .arg(wire::head(Kind::Presence, self.bp.node(), now_us()))
-            .arg(format!("{}|{}", self.bp.node(), client.client_id))
-            .arg(&*client.client_id)
-            .arg(&*username)
-            .arg(self.bp.settings.presence_list_max)
-            .arg(&*room.name)
-            .query_async(conn)
-            .await?;
-        Ok(())
-    }
-
     /// A command while Redis is unreachable: served for local members only.
     fn offline(&mut self, command: Command) {
         match command {
@@ -884,6 +887,8 @@ struct JoinReply {
     users: Option<Vec<(String, String)>>,
     /// Oldest first.
     history: Vec<Frame>,
+    /// The script was asked for history (this join loads the room on this node).
+    loaded: bool,
 }
 
 impl JoinReply {
@@ -903,6 +908,7 @@ impl JoinReply {
             let list: Vec<User> = serde_json::from_str(users_json).ok()?;
             Some(list.into_iter().map(|u| (u.id, u.username)).collect())
         };
+        let loaded = matches!(parts.get(5), Some(Value::Int(1)));
         let mut history: Vec<Frame> = stream_entries(parts.get(4)?)
             .iter()
             .map(|(_, json)| Frame::new(OpCode::Text, json))
@@ -914,6 +920,7 @@ impl JoinReply {
             count: int(parts.get(2)?)? as usize,
             users,
             history,
+            loaded,
         })
     }
 }
