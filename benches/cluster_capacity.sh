@@ -29,7 +29,7 @@ relay_pids=()
 for _ in $(seq "$NODES"); do
   port=$(free_port)
   # shellcheck disable=SC2086
-  RUST_LOG=warn target/release/relay --listen "127.0.0.1:$port" --redis-url "redis://127.0.0.1:$redis_port" \
+  RUST_LOG=${RELAY_LOG_LEVEL:-warn} target/release/relay --listen "127.0.0.1:$port" --redis-url "redis://127.0.0.1:$redis_port" \
     --cluster-name bench $RELAY_FLAGS &
   pids+=($!); relay_pids+=($!)
   urls+=(--url "ws://127.0.0.1:$port/ws")

@@ -26,6 +26,8 @@ use crate::ws::{Frame, OpCode};
 
 /// Commands taken from the queue per round (one pipeline).
 const BATCH: usize = 512;
+/// Pushed events handled per wake-up.
+const PUSH_BATCH: usize = 4096;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Metric handles, created once (per-call `counter!` with labels would allocate).
@@ -213,7 +215,7 @@ impl Task {
                     return Exit::Stop;
                 }
                 push = pushes.recv() => match push {
-                    Some(push) => self.on_push(&mut conn, push, &mut last_probe).await,
+                    Some(push) => self.on_pushes(&mut conn, push, &mut pushes, &mut last_probe).await,
                     None => Err(lost("push channel closed")),
                 },
                 n = commands.recv_many(&mut batch, BATCH) => {
@@ -336,6 +338,26 @@ impl Task {
         for room in self.rooms.values() {
             room.cluster_fan_out(&self.hub, &wire::degraded(&room.name), Priority::Normal, "");
         }
+    }
+
+    /// Handles `first` and whatever else is already waiting (up to a bound): under load this
+    /// task competes with thousands of connection tasks for the runtime, so each wake-up
+    /// must do a lot of work rather than one event.
+    async fn on_pushes(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        first: PushInfo,
+        pushes: &mut mpsc::UnboundedReceiver<PushInfo>,
+        last_probe: &mut Instant,
+    ) -> RedisResult<()> {
+        self.on_push(conn, first, last_probe).await?;
+        for _ in 0..PUSH_BATCH {
+            match pushes.try_recv() {
+                Ok(push) => self.on_push(conn, push, last_probe).await?,
+                Err(_) => break,
+            }
+        }
+        Ok(())
     }
 
     async fn on_push(
