@@ -444,3 +444,24 @@ async fn a_node_cut_off_from_redis_replays_what_it_missed_from_history() {
     assert_eq!(bob.recv_type("message").await["seq"], 4);
     assert_eq!(alice.recv_type("message").await["seq"], 4);
 }
+
+#[tokio::test]
+async fn a_node_shutting_down_removes_its_members_at_once() {
+    let redis = Redis::start().await;
+    // A long TTL: only the goodbye can explain a prompt user_left.
+    let a = node(&redis, |c| c.presence_ttl = Duration::from_secs(120)).await;
+    let b = node(&redis, |c| c.presence_ttl = Duration::from_secs(120)).await;
+    let (mut alice, _) = join(&a, "bye", "alice").await;
+    let (mut bob, _) = join(&b, "bye", "bob").await;
+    assert_eq!(alice.recv_type("user_joined").await["username"], "bob");
+    let shutdown = tokio::spawn(b.shutdown());
+    assert_eq!(bob.expect_close().await, 1001);
+    let left = alice.recv_until("user_left").await;
+    assert_eq!(
+        (left["username"].as_str(), left["count"].as_u64()),
+        (Some("bob"), Some(1))
+    );
+    shutdown.await.unwrap().unwrap();
+    let (_carol, joined) = join(&a, "bye", "carol").await;
+    assert_eq!(joined["count"], 2);
+}

@@ -177,3 +177,45 @@ impl Room {
         hub.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::ws::OpCode;
+
+    #[test]
+    fn delivery_is_in_seq_order_within_one_life() {
+        let hub = Hub::new(&Config::default());
+        let room = Room::new("r".into(), "local".into());
+        let frame = Frame::new(OpCode::Text, b"{}");
+        assert_eq!(
+            room.cluster_deliver(&hub, "e1", 1, &frame, false),
+            Delivery::OtherEpoch,
+            "nothing is delivered before the room is loaded"
+        );
+        room.cluster_reset("e1".into(), 5, vec![frame.clone()]);
+        assert_eq!(
+            room.cluster_deliver(&hub, "e1", 5, &frame, false),
+            Delivery::Duplicate
+        );
+        assert_eq!(
+            room.cluster_deliver(&hub, "e1", 7, &frame, false),
+            Delivery::Gap { have: 5 }
+        );
+        assert_eq!(
+            room.cluster_deliver(&hub, "e1", 6, &frame, false),
+            Delivery::Delivered
+        );
+        assert_eq!(
+            room.cluster_deliver(&hub, "e2", 8, &frame, false),
+            Delivery::OtherEpoch
+        );
+        assert_eq!(
+            room.cluster_deliver(&hub, "e1", 9, &frame, true),
+            Delivery::Delivered
+        );
+        assert_eq!(room.cluster_position(), (Some("e1".into()), 9));
+        assert_eq!(room.cluster_history().len(), 3);
+    }
+}

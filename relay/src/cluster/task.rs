@@ -168,7 +168,7 @@ impl Task {
         let config = redis::AsyncConnectionConfig::new()
             .set_push_sender(tx)
             .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
+            .set_response_timeout(Some(Duration::from_secs(3)));
         let mut conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
