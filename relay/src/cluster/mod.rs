@@ -7,14 +7,19 @@
 //!   and fans what comes back out locally through the rooms ([`room_ops`]), one shared frame
 //!   per event per node. Losing Redis degrades the node to local delivery (see
 //!   docs/CLUSTER.md) until it reconnects.
+//!   Its session commands are in `batch`, its periodic work in `upkeep`, reply parsing in
+//!   `reply`.
 //! - [`wire`]: the pub/sub payloads; [`keys`]: key and channel names.
 //!
 //! Without `--redis-url` none of this exists and the single-node path runs unchanged.
 
+mod batch;
 pub mod keys;
+mod reply;
 pub mod room_ops;
 pub mod scripts;
 pub mod task;
+mod upkeep;
 pub mod wire;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -12,34 +12,34 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
-use redis::{PushInfo, PushKind, RedisError, RedisResult, Value};
+use redis::{PushInfo, PushKind, RedisResult, Value};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use super::reply::{candidate_epoch, evalsha, lost, stream_entries};
 use super::wire::{self, Kind};
 use super::{now_us, scripts, Backplane, Command};
 use crate::hub::Hub;
 use crate::outbox::Priority;
-use crate::protocol::event::{self, UserRef};
-use crate::room::{JoinOutcome, Room};
+use crate::room::Room;
 use crate::ws::{Frame, OpCode};
 
 /// Commands taken from the queue per round (one pipeline).
-const BATCH: usize = 512;
+pub(super) const BATCH: usize = 512;
 /// Pushed events handled per wake-up.
 const PUSH_BATCH: usize = 4096;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Metric handles, created once (per-call `counter!` with labels would allocate).
-struct Metrics {
-    publish_errors: metrics::Counter,
-    subscribe_errors: metrics::Counter,
-    connected: metrics::Gauge,
-    lag: metrics::Histogram,
+pub(super) struct Metrics {
+    pub(super) publish_errors: metrics::Counter,
+    pub(super) subscribe_errors: metrics::Counter,
+    pub(super) connected: metrics::Gauge,
+    pub(super) lag: metrics::Histogram,
 }
 
 impl Metrics {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             publish_errors: metrics::counter!("relay_redis_publish_errors_total"),
             subscribe_errors: metrics::counter!("relay_redis_subscribe_errors_total"),
@@ -49,29 +49,29 @@ impl Metrics {
     }
 }
 
-struct Scripts {
-    publish: redis::Script,
-    join: redis::Script,
-    leave: redis::Script,
-    prune: redis::Script,
-    resync: redis::Script,
+pub(super) struct Scripts {
+    pub(super) publish: redis::Script,
+    pub(super) join: redis::Script,
+    pub(super) leave: redis::Script,
+    pub(super) prune: redis::Script,
+    pub(super) resync: redis::Script,
 }
 
-struct Task {
-    bp: Arc<Backplane>,
-    hub: Arc<Hub>,
+pub(super) struct Task {
+    pub(super) bp: Arc<Backplane>,
+    pub(super) hub: Arc<Hub>,
     /// Rooms this node is subscribed to (or will be on reconnecting): those with members here.
-    rooms: HashMap<Arc<str>, Arc<Room>>,
-    scripts: Scripts,
-    metrics: Metrics,
-    probe_channel: String,
-    node_key: String,
-    key_ttl_ms: u64,
-    tick: Duration,
+    pub(super) rooms: HashMap<Arc<str>, Arc<Room>>,
+    pub(super) scripts: Scripts,
+    pub(super) metrics: Metrics,
+    pub(super) probe_channel: String,
+    pub(super) node_key: String,
+    pub(super) key_ttl_ms: u64,
+    pub(super) tick: Duration,
 }
 
 /// Why the connected loop ended.
-enum Exit {
+pub(super) enum Exit {
     Stop,
     Lost(String),
 }
@@ -151,7 +151,7 @@ pub(crate) async fn run(
 }
 
 impl Task {
-    async fn connect(
+    pub(super) async fn connect(
         &mut self,
     ) -> RedisResult<(MultiplexedConnection, mpsc::UnboundedReceiver<PushInfo>)> {
         let url = &self.bp.settings.url;
@@ -185,7 +185,7 @@ impl Task {
     }
 
     /// Serves while Redis answers. `first`: nothing to restore yet.
-    async fn connected(
+    pub(super) async fn connected(
         &mut self,
         mut conn: MultiplexedConnection,
         mut pushes: mpsc::UnboundedReceiver<PushInfo>,
@@ -240,7 +240,7 @@ impl Task {
     }
 
     /// After (re)connecting: subscribe, re-register local members, replay what was missed.
-    async fn restore(
+    pub(super) async fn restore(
         &mut self,
         conn: &mut MultiplexedConnection,
         pushes: &mut mpsc::UnboundedReceiver<PushInfo>,
@@ -294,7 +294,7 @@ impl Task {
 
     /// Delivers seqs `from..=to` of the room's current life from its stream. Returns whether
     /// all of them were still kept.
-    async fn catch_up(
+    pub(super) async fn catch_up(
         &mut self,
         conn: &mut MultiplexedConnection,
         room: &Room,
@@ -326,7 +326,7 @@ impl Task {
     }
 
     /// Redis is gone: tell local members, mark unready.
-    fn degrade(&mut self, reason: &str) {
+    pub(super) fn degrade(&mut self, reason: &str) {
         warn!(
             reason,
             rooms = self.rooms.len(),
@@ -343,7 +343,7 @@ impl Task {
     /// Handles `first` and whatever else is already waiting (up to a bound): under load this
     /// task competes with thousands of connection tasks for the runtime, so each wake-up
     /// must do a lot of work rather than one event.
-    async fn on_pushes(
+    pub(super) async fn on_pushes(
         &mut self,
         conn: &mut MultiplexedConnection,
         first: PushInfo,
@@ -360,7 +360,7 @@ impl Task {
         Ok(())
     }
 
-    async fn on_push(
+    pub(super) async fn on_push(
         &mut self,
         conn: &mut MultiplexedConnection,
         push: PushInfo,
@@ -407,7 +407,7 @@ impl Task {
         Ok(())
     }
 
-    async fn deliver(
+    pub(super) async fn deliver(
         &mut self,
         conn: &mut MultiplexedConnection,
         room: &Arc<Room>,
@@ -432,517 +432,5 @@ impl Task {
             }
         }
         Ok(())
-    }
-
-    /// Runs a batch of session commands as one pipeline (one round trip), in the order they
-    /// were queued: rooms new to this node are subscribed first, then every message, typing
-    /// event, join and leave goes out, then the join replies are applied in order.
-    async fn commands(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        batch: &mut Vec<Command>,
-    ) -> RedisResult<()> {
-        let commands = std::mem::take(batch);
-        // Subscribe before the join scripts run, so nothing published after them is missed.
-        let mut loading: Vec<Arc<Room>> = Vec::new();
-        for command in &commands {
-            if let Command::Join { room, .. } = command {
-                let known = self
-                    .rooms
-                    .get(&room.name)
-                    .is_some_and(|r| Arc::ptr_eq(r, room));
-                if !known && !loading.iter().any(|r| Arc::ptr_eq(r, room)) {
-                    loading.push(room.clone());
-                }
-            }
-        }
-        if !loading.is_empty() {
-            let channels: Vec<String> = loading
-                .iter()
-                .map(|room| self.bp.settings.keys.room(&room.name).channel)
-                .collect();
-            if let Err(err) = conn.subscribe(&channels).await {
-                self.metrics.subscribe_errors.increment(1);
-                for command in commands {
-                    self.offline(command);
-                }
-                return Err(err);
-            }
-            for room in &loading {
-                self.rooms.insert(room.name.clone(), room.clone());
-            }
-        }
-        let mut pipe = redis::pipe();
-        let mut sent: Vec<Command> = Vec::with_capacity(commands.len());
-        for command in commands {
-            let load = match &command {
-                Command::Join { room, .. } => {
-                    let at = loading.iter().position(|r| Arc::ptr_eq(r, room));
-                    // Only the room's first join in the batch loads its history.
-                    at.map(|i| loading.swap_remove(i)).is_some()
-                }
-                _ => false,
-            };
-            if self.add_to_pipe(&mut pipe, &command, load) {
-                sent.push(command);
-            }
-        }
-        if sent.is_empty() {
-            return Ok(());
-        }
-        let replies: Vec<Value> = match pipe.query_async(conn).await {
-            Ok(replies) => replies,
-            Err(err) => {
-                let messages = sent
-                    .iter()
-                    .filter(|c| matches!(c, Command::Message { .. }))
-                    .count();
-                self.metrics.publish_errors.increment(messages as u64);
-                warn!(error = %err, messages, "Redis failed mid-batch; serving the batch locally");
-                for command in sent {
-                    self.offline(command);
-                }
-                return Err(err);
-            }
-        };
-        for (command, reply) in sent.into_iter().zip(replies.iter()) {
-            if let Command::Join { .. } = command {
-                self.joined(conn, command, reply).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Adds one command to the pipeline; returns whether it expects a reply there.
-    fn add_to_pipe(&self, pipe: &mut redis::Pipeline, command: &Command, load: bool) -> bool {
-        let settings = &self.bp.settings;
-        let node = self.bp.node();
-        match command {
-            Command::Message {
-                room,
-                sender,
-                prefix,
-                suffix,
-                sent_us,
-            } => {
-                let keys = settings.keys.room(&room.name);
-                let mut cmd = evalsha(
-                    &self.scripts.publish,
-                    &[&keys.epoch, &keys.seq, &keys.stream],
-                );
-                cmd.arg(candidate_epoch())
-                    .arg(settings.history)
-                    .arg(self.key_ttl_ms)
-                    .arg(&keys.channel)
-                    .arg(wire::head(Kind::Message, node, *sent_us))
-                    .arg(&*sender.client_id)
-                    .arg(prefix.as_slice())
-                    .arg(&suffix[..]);
-                pipe.add_command(cmd);
-            }
-            Command::Typing { room, payload } => {
-                let keys = settings.keys.room(&room.name);
-                pipe.cmd("PUBLISH")
-                    .arg(&keys.channel)
-                    .arg(payload.as_slice());
-            }
-            Command::Join {
-                conn: client,
-                room,
-                username,
-                ..
-            } => {
-                let keys = settings.keys.room(&room.name);
-                let mut cmd = evalsha(
-                    &self.scripts.join,
-                    &[&keys.epoch, &keys.seq, &keys.stream, &keys.members],
-                );
-                cmd.arg(candidate_epoch())
-                    .arg(self.key_ttl_ms)
-                    .arg(&keys.channel)
-                    .arg(wire::head(Kind::Presence, node, now_us()))
-                    .arg(format!("{node}|{}", client.client_id))
-                    .arg(&*client.client_id)
-                    .arg(&**username)
-                    .arg(settings.presence_list_max)
-                    .arg(&*room.name)
-                    .arg(match (load, settings.history) {
-                        (false, _) => 0,
-                        (true, 0) => -1,
-                        (true, n) => n as i64,
-                    });
-                pipe.add_command(cmd);
-            }
-            Command::Leave {
-                conn: client,
-                room,
-                ack,
-            } => {
-                // Local first: from here on the room no longer delivers to this client.
-                let Some(username) = room.cluster_remove(client) else {
-                    return false;
-                };
-                if *ack {
-                    self.hub
-                        .push_to(client, event::left(&room.name).bytes(), Priority::Normal);
-                }
-                let keys = settings.keys.room(&room.name);
-                let mut cmd = evalsha(&self.scripts.leave, &[&keys.members]);
-                cmd.arg(&keys.channel)
-                    .arg(wire::head(Kind::Presence, node, now_us()))
-                    .arg(format!("{node}|{}", client.client_id))
-                    .arg(&*client.client_id)
-                    .arg(&*username)
-                    .arg(settings.presence_list_max)
-                    .arg(&*room.name);
-                pipe.add_command(cmd);
-            }
-        }
-        true
-    }
-
-    /// Applies a join script's reply: loads the room if this join did, then adds the member
-    /// and sends `joined`.
-    async fn joined(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        command: Command,
-        reply: &Value,
-    ) -> RedisResult<()> {
-        let Command::Join {
-            conn: client,
-            mut room,
-            username,
-            since,
-            epoch,
-        } = command
-        else {
-            return Ok(());
-        };
-        let Some(reply) = JoinReply::parse(reply) else {
-            warn!(room = %room.name, "unexpected reply from the join script");
-            return Ok(());
-        };
-        let (known, _) = room.cluster_position();
-        if reply.loaded {
-            room.cluster_reset(reply.epoch.clone().into(), reply.seq, reply.history);
-        } else if known.as_deref() != Some(&*reply.epoch) {
-            // The room's keys vanished (expiry, Redis restart) without this node noticing
-            // yet: adopt the new life now.
-            room.cluster_reset(reply.epoch.clone().into(), 0, Vec::new());
-            self.catch_up(conn, &room, &reply.epoch, 1, reply.seq)
-                .await?;
-        }
-        for _ in 0..3 {
-            let outcome = room.cluster_join(
-                &self.hub,
-                &client,
-                &username,
-                (since, epoch.as_deref()),
-                reply.count,
-                reply.users.as_deref(),
-            );
-            if outcome != JoinOutcome::Retired {
-                break;
-            }
-            // The room emptied and was retired meanwhile; its successor carries on.
-            let fresh = self.hub.cluster_room(&room.name);
-            let (_, seq) = room.cluster_position();
-            let history = room.cluster_history();
-            fresh.cluster_reset(reply.epoch.clone().into(), seq, history);
-            self.rooms.insert(room.name.clone(), fresh.clone());
-            room = fresh;
-        }
-        Ok(())
-    }
-    /// A command while Redis is unreachable: served for local members only.
-    fn offline(&mut self, command: Command) {
-        match command {
-            Command::Join {
-                conn,
-                room,
-                username,
-                since,
-                epoch,
-            } => {
-                self.rooms.insert(room.name.clone(), room.clone());
-                let members = room.cluster_members();
-                let users: Vec<(String, String)> = members
-                    .iter()
-                    .map(|(id, name)| (id.to_string(), name.to_string()))
-                    .chain(std::iter::once((
-                        conn.client_id.to_string(),
-                        username.to_string(),
-                    )))
-                    .collect();
-                let outcome = room.cluster_join(
-                    &self.hub,
-                    &conn,
-                    &username,
-                    (since, epoch.as_deref()),
-                    users.len(),
-                    Some(&users),
-                );
-                if outcome == JoinOutcome::Joined {
-                    self.local_presence(&room, "user_joined", &conn.client_id, &username);
-                }
-            }
-            Command::Leave { conn, room, ack } => {
-                if let Some(username) = room.cluster_remove(&conn) {
-                    if ack {
-                        self.hub
-                            .push_to(&conn, event::left(&room.name).bytes(), Priority::Normal);
-                    }
-                    self.local_presence(&room, "user_left", &conn.client_id, &username);
-                }
-            }
-            Command::Message {
-                room,
-                prefix,
-                suffix,
-                ..
-            } => {
-                let (_, seq) = room.cluster_position();
-                let mut json = prefix;
-                json.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
-                json.extend_from_slice(&suffix);
-                json.extend_from_slice(b",\"local\":true}");
-                room.cluster_fan_out(
-                    &self.hub,
-                    &Frame::new(OpCode::Text, &json),
-                    Priority::Normal,
-                    "",
-                );
-            }
-            Command::Typing { .. } => {}
-        }
-    }
-
-    /// A presence event for this node's members only (Redis is unreachable).
-    fn local_presence(&self, room: &Room, kind: &str, id: &str, username: &str) {
-        let members = room.cluster_members();
-        let frame = event::presence(
-            kind,
-            &room.name,
-            UserRef { id, username },
-            members.len(),
-            (members.len() <= self.bp.settings.presence_list_max).then(|| {
-                members
-                    .iter()
-                    .map(|(id, username)| UserRef { id, username })
-            }),
-        );
-        room.cluster_fan_out(&self.hub, &frame, Priority::Normal, id);
-    }
-
-    async fn refresh_liveness(&self, conn: &mut MultiplexedConnection) -> RedisResult<()> {
-        redis::cmd("SET")
-            .arg(&self.node_key)
-            .arg(1)
-            .arg("PX")
-            .arg(self.bp.settings.presence_ttl.as_millis() as u64)
-            .query_async::<()>(conn)
-            .await
-    }
-
-    /// Every tick: liveness key, probe; every few: prune dead nodes' members, keep room keys
-    /// alive, drop rooms retired here.
-    async fn housekeeping(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        prune: bool,
-    ) -> RedisResult<()> {
-        self.refresh_liveness(conn).await?;
-        let probe = wire::unsequenced(Kind::Probe, self.bp.node(), now_us(), "", b"{}");
-        redis::cmd("PUBLISH")
-            .arg(&self.probe_channel)
-            .arg(probe)
-            .query_async::<()>(conn)
-            .await?;
-        if !prune {
-            return Ok(());
-        }
-        let retired: Vec<Arc<str>> = self
-            .rooms
-            .iter()
-            .filter(|(_, room)| room.is_retired())
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in retired {
-            self.rooms.remove(&name);
-            let channel = self.bp.settings.keys.room(&name).channel;
-            conn.unsubscribe(&channel).await?;
-            debug!(room = %name, "unsubscribed from a retired room");
-        }
-        if self.rooms.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for name in self.rooms.keys() {
-            let keys = self.bp.settings.keys.room(name);
-            let mut cmd = evalsha(&self.scripts.prune, &[&keys.members]);
-            cmd.arg(&keys.channel)
-                .arg(wire::head(Kind::Presence, self.bp.node(), now_us()))
-                .arg(self.bp.settings.keys.node_prefix())
-                .arg(self.bp.settings.presence_list_max)
-                .arg(&**name);
-            pipe.add_command(cmd);
-            for key in [&keys.epoch, &keys.seq, &keys.stream, &keys.members] {
-                pipe.cmd("PEXPIRE").arg(key).arg(self.key_ttl_ms).ignore();
-            }
-        }
-        let removed: Vec<i64> = pipe.query_async(conn).await?;
-        let removed: i64 = removed.iter().sum();
-        if removed > 0 {
-            info!(
-                removed,
-                "pruned members of nodes whose liveness key expired"
-            );
-        }
-        Ok(())
-    }
-
-    /// Shutdown: remove this node's members and liveness key so others see them leave now,
-    /// not after `--presence-ttl`.
-    async fn goodbye(&mut self, conn: &mut MultiplexedConnection) {
-        let mut pipe = redis::pipe();
-        for room in self.rooms.values() {
-            let keys = self.bp.settings.keys.room(&room.name);
-            for (id, username) in room.cluster_members() {
-                let mut cmd = evalsha(&self.scripts.leave, &[&keys.members]);
-                cmd.arg(&keys.channel)
-                    .arg(wire::head(Kind::Presence, self.bp.node(), now_us()))
-                    .arg(format!("{}|{id}", self.bp.node()))
-                    .arg(&*id)
-                    .arg(&*username)
-                    .arg(self.bp.settings.presence_list_max)
-                    .arg(&*room.name);
-                pipe.add_command(cmd);
-            }
-        }
-        pipe.cmd("DEL").arg(&self.node_key);
-        let sent =
-            tokio::time::timeout(Duration::from_secs(2), pipe.query_async::<Value>(conn)).await;
-        if !matches!(sent, Ok(Ok(_))) {
-            warn!(
-                "could not remove this node's members from Redis; they expire after --presence-ttl"
-            );
-        }
-    }
-}
-
-/// `EVALSHA` of a script with its keys; the caller adds the arguments. Scripts are loaded
-/// on every connect, so a missing one means Redis restarted under us: an error that ends
-/// the connection and brings a reconnect (which loads them again).
-fn evalsha(script: &redis::Script, keys: &[&str]) -> redis::Cmd {
-    let mut cmd = redis::cmd("EVALSHA");
-    cmd.arg(script.get_hash()).arg(keys.len());
-    for key in keys {
-        cmd.arg(*key);
-    }
-    cmd
-}
-
-fn lost(reason: &str) -> RedisError {
-    RedisError::from((
-        redis::ErrorKind::Io,
-        "Redis connection lost",
-        reason.to_owned(),
-    ))
-}
-
-/// An epoch for a room's new life, used only if Redis has none for the room yet.
-fn candidate_epoch() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(now_us());
-    format!("{:016x}", hasher.finish())
-}
-
-/// `(seq, json)` of each stream entry (IDs are `<seq>-1`).
-fn stream_entries(value: &Value) -> Vec<(u64, Vec<u8>)> {
-    let Value::Array(entries) = value else {
-        return Vec::new();
-    };
-    entries
-        .iter()
-        .filter_map(|entry| {
-            let Value::Array(parts) = entry else {
-                return None;
-            };
-            let id = text(parts.first()?)?;
-            let seq = id.split('-').next()?.parse().ok()?;
-            let json = match parts.get(1)? {
-                Value::Array(fields) => bytes(fields.get(1)?)?,
-                Value::Map(fields) => bytes(&fields.first()?.1)?,
-                _ => return None,
-            };
-            Some((seq, json.to_vec()))
-        })
-        .collect()
-}
-
-fn bytes(value: &Value) -> Option<&[u8]> {
-    match value {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.as_bytes()),
-        _ => None,
-    }
-}
-
-fn text(value: &Value) -> Option<&str> {
-    std::str::from_utf8(bytes(value)?).ok()
-}
-
-fn int(value: &Value) -> Option<u64> {
-    match value {
-        Value::Int(n) => u64::try_from(*n).ok(),
-        other => text(other)?.parse().ok(),
-    }
-}
-
-/// The join script's reply.
-struct JoinReply {
-    epoch: String,
-    seq: u64,
-    count: usize,
-    users: Option<Vec<(String, String)>>,
-    /// Oldest first.
-    history: Vec<Frame>,
-    /// The script was asked for history (this join loads the room on this node).
-    loaded: bool,
-}
-
-impl JoinReply {
-    fn parse(value: &Value) -> Option<Self> {
-        let Value::Array(parts) = value else {
-            return None;
-        };
-        let users_json = text(parts.get(3)?)?;
-        let users = if users_json.is_empty() {
-            None
-        } else {
-            #[derive(serde::Deserialize)]
-            struct User {
-                id: String,
-                username: String,
-            }
-            let list: Vec<User> = serde_json::from_str(users_json).ok()?;
-            Some(list.into_iter().map(|u| (u.id, u.username)).collect())
-        };
-        let loaded = matches!(parts.get(5), Some(Value::Int(1)));
-        let mut history: Vec<Frame> = stream_entries(parts.get(4)?)
-            .iter()
-            .map(|(_, json)| Frame::new(OpCode::Text, json))
-            .collect();
-        history.reverse();
-        Some(Self {
-            epoch: text(parts.first()?)?.to_owned(),
-            seq: int(parts.get(1)?)?,
-            count: int(parts.get(2)?)? as usize,
-            users,
-            history,
-            loaded,
-        })
     }
 }
