@@ -465,3 +465,42 @@ async fn a_node_shutting_down_removes_its_members_at_once() {
     let (_carol, joined) = join(&a, "bye", "carol").await;
     assert_eq!(joined["count"], 2);
 }
+
+#[tokio::test]
+async fn a_full_backplane_queue_answers_server_busy_and_loses_nothing_it_accepted() {
+    let redis = Redis::start().await;
+    let a = node(&redis, |c| c.cluster_queue = 2).await;
+    let (mut alice, _) = join(&a, "busy", "alice").await;
+    // Redis stops answering commands for a moment, so the node's queue fills up.
+    let reply = redis_command(&redis, &["CLIENT", "PAUSE", "1500", "ALL"]).await;
+    assert!(reply.starts_with("+OK"), "{reply}");
+    const SENT: usize = 20;
+    for n in 0..SENT {
+        alice
+            .send(json!({"type":"message","text":format!("m{n}")}))
+            .await;
+    }
+    let mut busy = 0;
+    let mut delivered = Vec::new();
+    while busy + delivered.len() < SENT {
+        let event = alice.recv().await;
+        match event["type"].as_str() {
+            Some("error") => {
+                assert_eq!(event["code"], "server_busy", "{event}");
+                busy += 1;
+            }
+            Some("message") => delivered.push(event["seq"].as_u64().unwrap()),
+            _ => panic!("unexpected {event}"),
+        }
+    }
+    assert!(busy > 0, "the queue of 2 must overflow");
+    assert!(
+        !delivered.is_empty(),
+        "what was accepted is delivered once Redis answers"
+    );
+    let expected: Vec<u64> = (1..=delivered.len() as u64).collect();
+    assert_eq!(
+        delivered, expected,
+        "accepted messages keep one gapless order"
+    );
+}
