@@ -52,9 +52,11 @@ impl Relay {
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         let (stop_tx, stop_rx) = watch::channel(false);
         let housekeeping = tokio::spawn(self.hub.clone().housekeeping(stop_rx.clone()));
-        if let Some(backplane) = &self.hub.backplane {
-            backplane.start(self.hub.clone(), stop_rx.clone());
-        }
+        let backplane = self
+            .hub
+            .backplane
+            .as_ref()
+            .and_then(|b| b.start(self.hub.clone(), stop_rx.clone()));
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
         loop {
@@ -102,6 +104,15 @@ impl Relay {
             ),
         }
         housekeeping.abort();
+        if let Some(backplane) = backplane {
+            // Let it tell Redis this node's members are gone (bounded: Redis may be away).
+            if tokio::time::timeout(Duration::from_secs(3), backplane)
+                .await
+                .is_err()
+            {
+                warn!("the Redis backplane did not finish its goodbye in time");
+            }
+        }
         Ok(())
     }
 }

@@ -127,18 +127,21 @@ impl Backplane {
         })
     }
 
-    /// Starts the backplane task (once; later calls do nothing).
-    pub fn start(self: &Arc<Self>, hub: Arc<Hub>, stop: tokio::sync::watch::Receiver<bool>) {
+    /// Starts the backplane task (once; later calls return `None`). It ends after `stop`
+    /// turns true and it has removed this node's members from Redis.
+    pub fn start(
+        self: &Arc<Self>,
+        hub: Arc<Hub>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         let rx = self
             .rx
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(rx) = rx {
-            // Unready from the start, not from whenever the task first runs.
-            hub.readiness.set_unready("redis", "connecting to Redis");
-            tokio::spawn(task::run(self.clone(), hub, rx, stop));
-        }
+            .take()?;
+        // Unready from the start, not from whenever the task first runs.
+        hub.readiness.set_unready("redis", "connecting to Redis");
+        Some(tokio::spawn(task::run(self.clone(), hub, rx, stop)))
     }
 
     pub fn node(&self) -> &Arc<str> {
