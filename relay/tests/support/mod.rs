@@ -13,6 +13,7 @@
 )]
 
 pub mod raw;
+pub mod redis;
 
 use std::net::SocketAddr;
 use std::time::Duration;
