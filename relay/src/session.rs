@@ -233,7 +233,7 @@ impl Session {
         let membership = self.rooms.remove(at);
         if let Some(backplane) = &self.hub.backplane {
             // The task sends `left` once the room no longer delivers to this client.
-            return backplane.leave(&self.conn, membership.room, true);
+            return backplane.leave(&self.conn, membership.room, membership.username, true);
         }
         membership.room.leave(&self.hub, &self.conn);
         self.hub.push_to(
@@ -247,7 +247,7 @@ impl Session {
     pub fn leave_all(&mut self) {
         for membership in self.rooms.drain(..) {
             if let Some(backplane) = &self.hub.backplane {
-                backplane.leave(&self.conn, membership.room, false);
+                backplane.leave(&self.conn, membership.room, membership.username, false);
                 continue;
             }
             membership.room.leave(&self.hub, &self.conn);

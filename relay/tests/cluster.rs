@@ -387,3 +387,24 @@ async fn a_full_backplane_queue_answers_server_busy_and_loses_nothing_it_accepte
         "accepted messages keep one gapless order"
     );
 }
+
+#[tokio::test]
+async fn a_join_and_a_disconnect_in_one_batch_leave_no_ghost() {
+    let redis = Redis::start().await;
+    let a = node(&redis, |_| {}).await;
+    let (mut bob, _) = join(&a, "busy-room", "bob").await;
+    // Hold the node's backplane in one round trip, so what follows queues up behind it and is
+    // taken as one batch.
+    let reply = redis_command(&redis, &["CLIENT", "PAUSE", "500", "ALL"]).await;
+    assert!(reply.starts_with("+OK"), "{reply}");
+    bob.send(json!({"type":"message","text":"hold"})).await;
+    let mut carol = a.client().await;
+    carol
+        .send(json!({"type":"join","room":"ghost","username":"carol"}))
+        .await;
+    drop(carol); // gone before her join is done
+    assert_eq!(bob.recv_type("message").await["text"], "hold");
+    let (_dave, joined) = join(&a, "ghost", "dave").await;
+    assert_eq!(joined["count"], 1, "carol left no ghost: {joined}");
+    assert_eq!(joined["users"].as_array().unwrap().len(), 1);
+}

@@ -66,9 +66,8 @@ impl Task {
                 }
                 _ => false,
             };
-            if self.add_to_pipe(&mut pipe, &command, load) {
-                sent.push(command);
-            }
+            self.add_to_pipe(&mut pipe, &command, load);
+            sent.push(command);
         }
         if sent.is_empty() {
             return Ok(());
@@ -89,20 +88,31 @@ impl Task {
             }
         };
         for (command, reply) in sent.into_iter().zip(replies.iter()) {
-            if let Command::Join { .. } = command {
-                self.joined(conn, command, reply).await?;
+            match command {
+                Command::Join { .. } => self.joined(conn, command, reply).await?,
+                Command::Leave {
+                    conn: client,
+                    room,
+                    ack,
+                    ..
+                } => {
+                    room.cluster_remove(&client);
+                    if ack {
+                        self.hub.push_to(
+                            &client,
+                            event::left(&room.name).bytes(),
+                            Priority::Normal,
+                        );
+                    }
+                }
+                _ => {}
             }
         }
         Ok(())
     }
 
-    /// Adds one command to the pipeline; returns whether it expects a reply there.
-    pub(super) fn add_to_pipe(
-        &self,
-        pipe: &mut redis::Pipeline,
-        command: &Command,
-        load: bool,
-    ) -> bool {
+    /// Adds one command (one reply) to the pipeline.
+    pub(super) fn add_to_pipe(&self, pipe: &mut redis::Pipeline, command: &Command, load: bool) {
         let settings = &self.bp.settings;
         let node = self.bp.node();
         match command {
@@ -164,29 +174,23 @@ impl Task {
             Command::Leave {
                 conn: client,
                 room,
-                ack,
+                username,
+                ..
             } => {
-                // Local first: from here on the room no longer delivers to this client.
-                let Some(username) = room.cluster_remove(client) else {
-                    return false;
-                };
-                if *ack {
-                    self.hub
-                        .push_to(client, event::left(&room.name).bytes(), Priority::Normal);
-                }
+                // The local removal waits for the reply, in order with the batch's joins (a
+                // join and the disconnect right after it often share a batch).
                 let keys = settings.keys.room(&room.name);
                 let mut cmd = evalsha(&self.scripts.leave, &[&keys.members]);
                 cmd.arg(&keys.channel)
                     .arg(wire::head(Kind::Presence, node, now_us()))
                     .arg(format!("{node}|{}", client.client_id))
                     .arg(&*client.client_id)
-                    .arg(&*username)
+                    .arg(&**username)
                     .arg(settings.presence_list_max)
                     .arg(&*room.name);
                 pipe.add_command(cmd);
             }
         }
-        true
     }
 
     /// Applies a join script's reply: loads the room if this join did, then adds the member
@@ -275,7 +279,9 @@ impl Task {
                     self.local_presence(&room, "user_joined", &conn.client_id, &username);
                 }
             }
-            Command::Leave { conn, room, ack } => {
+            Command::Leave {
+                conn, room, ack, ..
+            } => {
                 if let Some(username) = room.cluster_remove(&conn) {
                     if ack {
                         self.hub

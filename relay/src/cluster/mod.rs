@@ -47,6 +47,8 @@ pub enum Command {
     Leave {
         conn: Arc<Conn>,
         room: Arc<Room>,
+        /// The name the member had in the room (for `user_left`).
+        username: Arc<str>,
         /// Send the client `left` once done (an explicit `leave`, not a disconnect).
         ack: bool,
     },
@@ -192,11 +194,12 @@ impl Backplane {
     }
 
     /// Never refused: a lost leave would leave a ghost in the room's presence.
-    pub fn leave(&self, conn: &Arc<Conn>, room: Arc<Room>, ack: bool) {
+    pub fn leave(&self, conn: &Arc<Conn>, room: Arc<Room>, username: Arc<str>, ack: bool) {
         let _ = self.send(
             Command::Leave {
                 conn: conn.clone(),
                 room,
+                username,
                 ack,
             },
             false,
