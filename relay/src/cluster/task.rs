@@ -29,6 +29,10 @@ pub(super) const BATCH: usize = 512;
 /// Pushed events handled per wake-up.
 const PUSH_BATCH: usize = 4096;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a Redis command may take before the connection counts as lost. A closed
+/// connection is noticed at once; this only bounds a Redis that stopped answering. Short
+/// values turn a CPU-starved machine's slow replies into needless failovers.
+const REDIS_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Metric handles, created once (per-call `counter!` with labels would allocate).
 pub(super) struct Metrics {
@@ -168,7 +172,7 @@ impl Task {
         let config = redis::AsyncConnectionConfig::new()
             .set_push_sender(tx)
             .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(3)));
+            .set_response_timeout(Some(REDIS_TIMEOUT));
         let mut conn = client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
