@@ -16,7 +16,14 @@ RELAY_FLAGS=${RELAY_FLAGS:-"--cluster-queue 0 --ping-interval 120s --max-outboun
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# Relays first (their goodbye needs Redis), then Redis.
+cleanup() {
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    ((i == 0)) || wait "${pids[i]}" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+}
 trap cleanup EXIT
 
 redis_port=$(free_port)
