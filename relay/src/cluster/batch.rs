@@ -87,9 +87,16 @@ impl Task {
                 return Err(err);
             }
         };
+        // Every reply is applied even if Redis fails meanwhile (a join's catch-up needs it):
+        // the members are then local, and the reconnect restores them in Redis.
+        let mut failure = None;
         for (command, reply) in sent.into_iter().zip(replies.iter()) {
             match command {
-                Command::Join { .. } => self.joined(conn, command, reply).await?,
+                Command::Join { .. } => {
+                    if let Err(err) = self.joined(conn, command, reply).await {
+                        failure.get_or_insert(err);
+                    }
+                }
                 Command::Leave {
                     conn: client,
                     room,
@@ -108,7 +115,7 @@ impl Task {
                 _ => {}
             }
         }
-        Ok(())
+        failure.map_or(Ok(()), Err)
     }
 
     /// Adds one command (one reply) to the pipeline.
@@ -216,14 +223,17 @@ impl Task {
             return Ok(());
         };
         let (known, _) = room.cluster_position();
+        let mut outcome = Ok(());
         if reply.loaded {
             room.cluster_reset(reply.epoch.clone().into(), reply.seq, reply.history);
         } else if known.as_deref() != Some(&*reply.epoch) {
             // The room's keys vanished (expiry, Redis restart) without this node noticing
             // yet: adopt the new life now.
             room.cluster_reset(reply.epoch.clone().into(), 0, Vec::new());
-            self.catch_up(conn, &room, &reply.epoch, 1, reply.seq)
-                .await?;
+            outcome = self
+                .catch_up(conn, &room, &reply.epoch, 1, reply.seq)
+                .await
+                .map(drop);
         }
         for _ in 0..3 {
             let outcome = room.cluster_join(
@@ -245,7 +255,7 @@ impl Task {
             self.rooms.insert(room.name.clone(), fresh.clone());
             room = fresh;
         }
-        Ok(())
+        outcome
     }
     /// A command while Redis is unreachable: served for local members only.
     pub(super) fn offline(&mut self, command: Command) {
