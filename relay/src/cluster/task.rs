@@ -197,7 +197,7 @@ impl Task {
         stop: &mut watch::Receiver<bool>,
         first: bool,
     ) -> Exit {
-        if let Err(err) = self.restore(&mut conn, &mut pushes, first).await {
+        if let Err(err) = self.restore(&mut conn, first).await {
             self.metrics.subscribe_errors.increment(1);
             return Exit::Lost(format!("restoring subscriptions: {err}"));
         }
@@ -212,8 +212,9 @@ impl Task {
         let mut last_probe = Instant::now();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
+            // Not biased: under a flood of pushes, commands and the liveness refresh must
+            // still get their turn (a starved refresh would get this node's members pruned).
             let result = tokio::select! {
-                biased;
                 _ = stop.changed() => {
                     self.goodbye(&mut conn).await;
                     return Exit::Stop;
@@ -247,7 +248,6 @@ impl Task {
     pub(super) async fn restore(
         &mut self,
         conn: &mut MultiplexedConnection,
-        pushes: &mut mpsc::UnboundedReceiver<PushInfo>,
         first: bool,
     ) -> RedisResult<()> {
         self.rooms.retain(|_, room| !room.is_retired());
@@ -290,9 +290,8 @@ impl Task {
                 info!(room = %room.name, epoch = %epoch, seq = now, recovered, "room resynchronised after reconnect");
             }
         }
-        // Pushes that arrived meanwhile are older than what was just replayed, or will be
-        // recognised as duplicates; they are handled normally by the loop.
-        let _ = pushes;
+        // Pushes that arrived meanwhile wait in their channel: the loop delivers the newer
+        // ones and drops what was just replayed as duplicates.
         Ok(())
     }
 
