@@ -408,3 +408,44 @@ async fn a_join_and_a_disconnect_in_one_batch_leave_no_ghost() {
     assert_eq!(joined["count"], 1, "carol left no ghost: {joined}");
     assert_eq!(joined["users"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn members_pruned_while_their_node_was_cut_off_are_announced_again() {
+    let redis = Redis::start().await;
+    let reply = redis_command(
+        &redis,
+        &["ACL", "SETUSER", "nodea", "on", ">pw", "~*", "&*", "+@all"],
+    )
+    .await;
+    assert!(reply.starts_with("+OK"), "{reply}");
+    let ttl = Duration::from_millis(600);
+    let url = format!("redis://nodea:pw@127.0.0.1:{}", redis.port);
+    let a = TestRelay::with(|c| {
+        c.redis_url = Some(url);
+        c.cluster_name = "test".into();
+        c.presence_ttl = ttl;
+    })
+    .await;
+    wait_ready(&a.addr.to_string(), true).await;
+    let b = node(&redis, |c| c.presence_ttl = ttl).await;
+    let (_alice, _) = join(&a, "cut", "alice").await;
+    let (mut bob, _) = join(&b, "cut", "bob").await;
+
+    // A is cut off longer than the TTL: B prunes alice and tells bob.
+    redis_command(&redis, &["ACL", "SETUSER", "nodea", "off"]).await;
+    redis_command(&redis, &["CLIENT", "KILL", "USER", "nodea"]).await;
+    let left = bob.recv_until("user_left").await;
+    assert_eq!(
+        (left["username"].as_str(), left["count"].as_u64()),
+        (Some("alice"), Some(1))
+    );
+    // A comes back: alice is still there, so bob hears she is back.
+    redis_command(&redis, &["ACL", "SETUSER", "nodea", "on"]).await;
+    let back = bob.recv_until("user_joined").await;
+    assert_eq!(
+        (back["username"].as_str(), back["count"].as_u64()),
+        (Some("alice"), Some(2))
+    );
+    let (_carol, joined) = join(&b, "cut", "carol").await;
+    assert_eq!(joined["count"], 3, "{joined}");
+}

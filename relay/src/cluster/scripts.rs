@@ -12,11 +12,12 @@
 //! persistence) starts a new life of the room: a new epoch (the candidate the node passed),
 //! seq from 0, an empty stream.
 
-/// Shared prologue: `epoch` exists afterwards. KEYS[1] epoch, KEYS[2] seq, KEYS[3] stream;
-/// ARGV[1] candidate epoch.
+/// Shared prologue: `epoch` exists afterwards (`fresh`: it was just created). KEYS[1] epoch,
+/// KEYS[2] seq, KEYS[3] stream; ARGV[1] candidate epoch.
 const ENSURE_EPOCH: &str = r"
 local epoch = redis.call('GET', KEYS[1])
-if not epoch then
+local fresh = not epoch
+if fresh then
   epoch = ARGV[1]
   redis.call('SET', KEYS[1], epoch)
   redis.call('DEL', KEYS[2], KEYS[3])
@@ -145,19 +146,44 @@ return removed
     )
 }
 
-/// After a reconnect: re-registers this node's members of a room (Redis may have restarted
-/// empty; some may have left meanwhile) without presence events. KEYS epoch, seq, stream,
-/// members; ARGV: 1 candidate epoch, 2 key TTL ms, 3 this node's field prefix (`node|`),
-/// then field, username pairs. Returns `{epoch, seq}`.
+/// After a reconnect, or after this node's liveness key expired: makes the room's members of
+/// this node in Redis exactly the given ones, announcing the difference within the same life
+/// of the room (others may have pruned these members, some may have joined or left while
+/// Redis was away); a room whose keys Redis lost is re-registered silently.
+/// KEYS epoch, seq, stream, members; ARGV: 1 candidate epoch, 2 key TTL ms, 3 this node's
+/// field prefix (`node|`), 4 channel, 5 header head (`j|node|µs|`), 6 presence list max,
+/// 7 room, 8 the epoch this node knew for the room (or ''), then field, username pairs.
+/// Returns `{epoch, seq}`.
 pub fn resync() -> String {
     format!(
-        "{ENSURE_EPOCH}{}",
+        "{ENSURE_EPOCH}{USERS}{}",
         r"
-local all = redis.call('HKEYS', KEYS[4])
-for i = 1, #all do
-  if string.sub(all[i], 1, #ARGV[3]) == ARGV[3] then redis.call('HDEL', KEYS[4], all[i]) end
+local wanted = {}
+for i = 9, #ARGV, 2 do wanted[ARGV[i]] = true end
+local max = tonumber(ARGV[6])
+-- Only within the life this node knew: in a new one (Redis lost the room) nobody was told
+-- anyone left, and every member gets `restored` with the new epoch instead.
+local same_life = ARGV[8] == epoch
+local function announce(kind, field, username)
+  if not same_life then return end
+  local id = string.sub(field, #ARGV[3] + 1)
+  local count, users = users_json(KEYS[4], max)
+  local json = presence(kind, ARGV[7], id, username, count, users)
+  redis.call('PUBLISH', ARGV[4], ARGV[5] .. '0|-|' .. id .. '|' .. json)
 end
-for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]) end
+local all = redis.call('HGETALL', KEYS[4])
+for i = 1, #all, 2 do
+  local field = all[i]
+  if string.sub(field, 1, #ARGV[3]) == ARGV[3] and not wanted[field] then
+    redis.call('HDEL', KEYS[4], field)
+    announce('user_left', field, all[i + 1])
+  end
+end
+for i = 9, #ARGV, 2 do
+  if redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]) == 1 then
+    announce('user_joined', ARGV[i], ARGV[i + 1])
+  end
+end
 for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
 return {epoch, tonumber(redis.call('GET', KEYS[2]) or '0')}
 "

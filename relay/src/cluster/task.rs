@@ -244,7 +244,9 @@ impl Task {
         }
     }
 
-    /// After (re)connecting: subscribe, re-register local members, replay what was missed.
+    /// After (re)connecting, or when this node's liveness key had expired: subscribe, make
+    /// Redis list exactly the local members (announcing differences), replay what was missed.
+    /// `first`: no `restored` notices (nothing was degraded).
     pub(super) async fn restore(
         &mut self,
         conn: &mut MultiplexedConnection,
@@ -262,18 +264,23 @@ impl Task {
         let rooms: Vec<Arc<Room>> = self.rooms.values().cloned().collect();
         for room in rooms {
             let keys = self.bp.settings.keys.room(&room.name);
+            let (known, have) = room.cluster_position();
             let mut cmd = evalsha(
                 &self.scripts.resync,
                 &[&keys.epoch, &keys.seq, &keys.stream, &keys.members],
             );
             cmd.arg(candidate_epoch())
                 .arg(self.key_ttl_ms)
-                .arg(format!("{}|", self.bp.node()));
+                .arg(format!("{}|", self.bp.node()))
+                .arg(&keys.channel)
+                .arg(wire::head(Kind::Presence, self.bp.node(), now_us()))
+                .arg(self.bp.settings.presence_list_max)
+                .arg(&*room.name)
+                .arg(known.as_deref().unwrap_or(""));
             for (id, username) in room.cluster_members() {
                 cmd.arg(format!("{}|{id}", self.bp.node())).arg(&*username);
             }
             let (epoch, seq): (String, u64) = cmd.query_async(conn).await?;
-            let (known, have) = room.cluster_position();
             let recovered = if known.as_deref() == Some(&*epoch) && seq >= have {
                 self.catch_up(conn, &room, &epoch, have + 1, seq).await?
             } else {

@@ -14,17 +14,20 @@ use super::task::Task;
 use super::wire::{self, Kind};
 
 impl Task {
+    /// Sets this node's liveness key; returns whether it was still there.
     pub(super) async fn refresh_liveness(
         &self,
         conn: &mut MultiplexedConnection,
-    ) -> RedisResult<()> {
-        redis::cmd("SET")
+    ) -> RedisResult<bool> {
+        let previous: Option<String> = redis::cmd("SET")
             .arg(&self.node_key)
             .arg(1)
             .arg("PX")
             .arg(self.bp.settings.presence_ttl.as_millis() as u64)
-            .query_async::<()>(conn)
-            .await
+            .arg("GET")
+            .query_async(conn)
+            .await?;
+        Ok(previous.is_some())
     }
 
     /// Every tick: liveness key, probe; every few: prune dead nodes' members, keep room keys
@@ -34,7 +37,12 @@ impl Task {
         conn: &mut MultiplexedConnection,
         prune: bool,
     ) -> RedisResult<()> {
-        self.refresh_liveness(conn).await?;
+        if !self.refresh_liveness(conn).await? {
+            // This node looked dead to the others for a moment (a stall longer than
+            // --presence-ttl): they may have pruned its members. Put them back, announced.
+            warn!("this node's liveness key had expired; re-registering its members");
+            self.restore(conn, true).await?;
+        }
         let probe = wire::unsequenced(Kind::Probe, self.bp.node(), now_us(), "", b"{}");
         redis::cmd("PUBLISH")
             .arg(&self.probe_channel)
