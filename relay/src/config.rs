@@ -168,6 +168,27 @@ pub struct Config {
     /// PEM private key for `--tls-cert`.
     #[arg(long, env = "RELAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
+
+    // --- Cluster mode (docs/CLUSTER.md). ---
+    /// Redis to join a cluster through (e.g. "redis://127.0.0.1:6379"): every relay using the
+    /// same Redis and `--cluster-name` serves one chat. Unset: a single in-memory node.
+    #[arg(long, env = "RELAY_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel this cluster uses, so several apps can share
+    /// one Redis.
+    #[arg(long, env = "RELAY_CLUSTER_NAME", default_value = "chatrelay")]
+    pub cluster_name: String,
+
+    /// Presence entries of a node that stopped refreshing its liveness key (crashed, cut
+    /// off) are pruned after this long (cluster mode).
+    #[arg(long, env = "RELAY_PRESENCE_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub presence_ttl: Duration,
+
+    /// Commands (messages, joins) waiting for Redis before new ones are refused with
+    /// `server_busy` (cluster mode); 0 means no limit, for benchmarks.
+    #[arg(long, env = "RELAY_CLUSTER_QUEUE", default_value_t = 16384)]
+    pub cluster_queue: usize,
 }
 
 impl Default for Config {

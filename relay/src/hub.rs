@@ -84,6 +84,9 @@ pub struct Hub {
     pub security: Security,
     /// Connection limits at accept.
     pub admission: Arc<Admission>,
+    /// Cluster mode (`--redis-url`): the Redis backplane. `None` on a single node, whose
+    /// path is then exactly the in-memory one.
+    pub backplane: Option<Arc<crate::cluster::Backplane>>,
 }
 
 pub fn now_ms() -> u64 {
@@ -107,11 +110,13 @@ fn random_u64() -> u64 {
 
 impl Hub {
     pub fn new(config: &Config) -> Self {
+        let node_tag: Arc<str> = format!("{:06x}", random_u64() & 0xFF_FFFF).into();
         Self {
             limits: Limits::from(config),
             stats: Stats::default(),
             readiness: Readiness::default(),
-            node_tag: format!("{:06x}", random_u64() & 0xFF_FFFF).into(),
+            backplane: crate::cluster::Backplane::from_config(config, &node_tag).map(Arc::new),
+            node_tag,
             rooms: DashMap::new(),
             conns: DashMap::new(),
             next_conn: AtomicU64::new(1),
@@ -222,6 +227,28 @@ impl Hub {
                 JoinOutcome::Retired => continue,
                 outcome => return (room, outcome),
             }
+        }
+    }
+
+    /// Cluster mode: the live room called `name`, created if needed (the backplane task adds
+    /// members; see `cluster`).
+    pub fn cluster_room(&self, name: &str) -> Arc<Room> {
+        loop {
+            let room = self
+                .rooms
+                .entry(Arc::from(name))
+                .or_insert_with(|| {
+                    // Replaced by the cluster-wide epoch once Redis is reached.
+                    let epoch = format!("{:016x}", random_u64());
+                    Arc::new(Room::new(Arc::from(name), epoch.into()))
+                })
+                .value()
+                .clone();
+            if !room.is_retired() {
+                return room;
+            }
+            // Retired but not yet swept by housekeeping: sweep it now and make a new one.
+            self.rooms.remove_if(name, |_, r| Arc::ptr_eq(r, &room));
         }
     }
 

@@ -15,6 +15,8 @@
 //! - [`outbox`]: a connection's outbound queue with the slow-consumer cap.
 //! - [`writer`]: turns a connection's queued frames into vectored writes.
 //! - [`readiness`]: why the node is not ready, if it is not (`/readyz`).
+//! - [`cluster`]: cluster mode (`--redis-url`): the Redis backplane that makes many nodes one
+//!   chat (cluster-wide seq, history and presence); absent on a single node.
 //! - [`stats`]: counters; [`metrics`]: the Prometheus exposition of them and of latencies
 //!   (`docs/METRICS.md`); [`limits`]: the open-files limit; [`shutdown`]: SIGINT/SIGTERM;
 //!   [`telemetry`]: logging; [`error`]: the crate's error type.
@@ -38,6 +40,7 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod connection;

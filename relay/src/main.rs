@@ -56,7 +56,9 @@ fn main() -> anyhow::Result<()> {
             allowed_origins = config.allowed_origins.len(),
             message_rate = config.message_rate,
             max_connections_per_ip = config.max_connections_per_ip,
-            "relay listening (single node, in memory)"
+            cluster = config.redis_url.as_ref().map(|_| config.cluster_name.as_str()),
+            "relay listening ({})",
+            if config.redis_url.is_some() { "cluster mode, Redis backplane" } else { "single node, in memory" }
         );
         let relay = relay::Relay::new(config);
         // The admin listener outlives the main one: it stops only after the drain, so

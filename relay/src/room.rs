@@ -34,15 +34,18 @@ impl Member {
 }
 
 #[derive(Debug)]
-struct State {
-    members: Vec<Member>,
+pub(crate) struct State {
+    pub(crate) members: Vec<Member>,
     /// Seq of the latest message (0 before the first).
-    seq: u64,
+    pub(crate) seq: u64,
     /// The last messages, contiguous in seq, oldest first: their shared frames themselves.
-    history: VecDeque<Frame>,
+    pub(crate) history: VecDeque<Frame>,
     /// Set once the room is removed from the hub; a join that raced the removal retries.
-    dead: bool,
-    empty_since: Option<Instant>,
+    pub(crate) dead: bool,
+    pub(crate) empty_since: Option<Instant>,
+    /// Cluster mode: the room's cluster-wide epoch, once loaded from Redis (`self.epoch` is
+    /// then unused).
+    pub(crate) cluster_epoch: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -82,11 +85,12 @@ impl Room {
                 history: VecDeque::new(),
                 dead: false,
                 empty_since: None,
+                cluster_epoch: None,
             }),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // Every update under this lock leaves the state consistent between statements that
         // can panic, so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -161,7 +165,7 @@ impl Room {
     }
 
     /// Which history entries a join with `since` gets, and whether nothing was missed.
-    fn resume_point(
+    pub(crate) fn resume_point(
         &self,
         state: &State,
         since: Option<u64>,
@@ -172,7 +176,8 @@ impl Room {
         };
         let kept = state.history.len() as u64;
         let oldest_kept = state.seq + 1 - kept;
-        let same_life = epoch.is_none_or(|e| e == &*self.epoch);
+        let current = state.cluster_epoch.as_deref().unwrap_or(&self.epoch);
+        let same_life = epoch.is_none_or(|e| e == current);
         if !same_life || since > state.seq || since.saturating_add(1) < oldest_kept {
             // A different life of the room, a seq from the future, or a gap older than the
             // history kept: send everything kept and say so.
@@ -294,7 +299,7 @@ impl Room {
 ///
 /// This is the per-recipient loop: a reference-count bump and a queue push per member, no
 /// encoding, no allocation (beyond a queue growing), no per-member metrics.
-fn fan_out(
+pub(crate) fn fan_out(
     hub: &Hub,
     members: &[Member],
     frame: &Bytes,

@@ -91,6 +91,11 @@ impl Relay {
         let housekeeping = tokio::spawn(self.hub.clone().housekeeping(stop_rx.clone()));
         let metrics_upkeep =
             tokio::spawn(crate::metrics::upkeep(self.hub.clone(), stop_rx.clone()));
+        let backplane = self
+            .hub
+            .backplane
+            .as_ref()
+            .and_then(|b| b.start(self.hub.clone(), stop_rx.clone()));
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
         loop {
@@ -146,6 +151,15 @@ impl Relay {
         }
         housekeeping.abort();
         metrics_upkeep.abort();
+        if let Some(backplane) = backplane {
+            // Let it tell Redis this node's members are gone (bounded: Redis may be away).
+            if tokio::time::timeout(Duration::from_secs(3), backplane)
+                .await
+                .is_err()
+            {
+                warn!("the Redis backplane did not finish its goodbye in time");
+            }
+        }
         Ok(())
     }
 

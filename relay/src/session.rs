@@ -172,24 +172,55 @@ impl Session {
         }
         // A repeated join keeps the name the others already know.
         let name_in_room = at.map_or_else(|| username.clone(), |i| self.rooms[i].username.clone());
+        if let Some(backplane) = &self.hub.backplane {
+            // Cluster mode: the backplane task joins (it needs Redis) and sends `joined`.
+            let room = match at {
+                Some(i) => self.rooms[i].room.clone(),
+                None => self.hub.cluster_room(name),
+            };
+            let queued =
+                backplane.join(&self.conn, room.clone(), name_in_room.clone(), since, epoch);
+            if queued.is_err() {
+                return self.busy();
+            }
+            return self.joined(at, room, name_in_room, username);
+        }
         let request = JoinRequest {
             username: &name_in_room,
             since,
             epoch,
         };
         let (room, outcome) = self.hub.join(&self.conn, name, request);
+        debug_assert!(at.is_some() || outcome == JoinOutcome::Joined);
+        self.joined(at, room, name_in_room, username);
+    }
+
+    /// Records a join: the room becomes current.
+    fn joined(
+        &mut self,
+        at: Option<usize>,
+        room: Arc<Room>,
+        name_in_room: Arc<str>,
+        username: Arc<str>,
+    ) {
         if let Some(i) = at {
             // Rejoining makes the room current again.
             let membership = self.rooms.remove(i);
             self.rooms.push(membership);
         } else {
-            debug_assert_eq!(outcome, JoinOutcome::Joined);
             self.rooms.push(Membership {
                 room,
                 username: name_in_room,
             });
         }
         self.username = Some(username);
+    }
+
+    fn busy(&self) {
+        self.error(
+            ErrorCode::ServerBusy,
+            "the relay is busy (cluster backplane queue full); retry shortly",
+        );
     }
 
     /// The named joined room, or the current one.
@@ -226,6 +257,19 @@ impl Session {
             );
         }
         let membership = &self.rooms[at];
+        if let Some(backplane) = &self.hub.backplane {
+            let sent = backplane.message(
+                &self.hub,
+                &self.conn,
+                &membership.room,
+                &membership.username,
+                text,
+            );
+            if sent.is_err() {
+                self.busy();
+            }
+            return;
+        }
         membership
             .room
             .publish(&self.hub, &self.conn, &membership.username, text);
@@ -236,6 +280,15 @@ impl Session {
             return self.not_joined(room);
         };
         let membership = &self.rooms[at];
+        if let Some(backplane) = &self.hub.backplane {
+            return backplane.typing(
+                &self.hub,
+                &membership.room,
+                &self.conn,
+                &membership.username,
+                is_typing,
+            );
+        }
         membership
             .room
             .typing(&self.hub, &self.conn, &membership.username, is_typing);
@@ -246,6 +299,10 @@ impl Session {
             return self.not_joined(room);
         };
         let membership = self.rooms.remove(at);
+        if let Some(backplane) = &self.hub.backplane {
+            // The task sends `left` once the room no longer delivers to this client.
+            return backplane.leave(&self.conn, membership.room, membership.username, true);
+        }
         membership.room.leave(&self.hub, &self.conn);
         self.hub.push_to(
             &self.conn,
@@ -257,6 +314,10 @@ impl Session {
     /// Leaves every room (the connection ended).
     pub fn leave_all(&mut self) {
         for membership in self.rooms.drain(..) {
+            if let Some(backplane) = &self.hub.backplane {
+                backplane.leave(&self.conn, membership.room, membership.username, false);
+                continue;
+            }
             membership.room.leave(&self.hub, &self.conn);
         }
     }

@@ -279,6 +279,7 @@
       case 'left': return undefined;
       case 'pong': return undefined;
       case 'error': return onError(msg);
+      case 'cluster': return onCluster(msg);
       default: return undefined;
     }
   }
@@ -323,6 +324,19 @@
     else addSystem('You joined #' + state.room);
     setStatus('connected', 'Connected');
     scrollToBottom();
+  }
+
+  // Cluster mode only: the relay lost or regained Redis (docs/CLUSTER.md). While degraded,
+  // messages reach only people on the same server; after a restore that may have missed
+  // messages, rejoining with since/epoch fetches what the room still keeps.
+  function onCluster(msg) {
+    if (!isCurrentRoom(msg)) return;
+    if (msg.state === 'degraded') {
+      addSystem('Cluster connection lost: messages reach only people on this server for now', 'warn');
+    } else if (msg.state === 'restored') {
+      if (msg.recovered === false) sendJoin();
+      else addSystem('Cluster connection restored');
+    }
   }
 
   function latestSeqOf(history) {

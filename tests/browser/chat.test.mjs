@@ -648,3 +648,50 @@ test('with authentication the page sends its token as a subprotocol and the name
   assert.equal(await stranger.page.evaluate(() => window.__closes[0]), 1006);
   assertClean(alice.problems);
 });
+
+// Cluster mode: a private redis-server on a free port and two relays using it.
+async function startRedis(port) {
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' });
+  const exited = new Promise((resolve) => proc.once('exit', resolve));
+  // Bounded poll until it accepts connections (200 x 25 ms).
+  for (let i = 0; i < 200; i++) {
+    const up = await new Promise((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => { s.destroy(); resolve(true); });
+      s.on('error', () => resolve(false));
+    });
+    if (up) return { proc, kill: async () => { if (proc.exitCode === null && proc.signalCode === null) { proc.kill('SIGKILL'); await exited; } } };
+    await delay(25);
+  }
+  proc.kill('SIGKILL');
+  throw new Error(`redis-server did not start on port ${port}`);
+}
+
+test('cluster: users on two relays chat, and the page says when Redis is lost and resumes after', { timeout: 60_000 }, async (t) => {
+  const redisPort = await freePort();
+  let redis = await startRedis(redisPort);
+  t.after(() => redis.kill());
+  const args = ['--redis-url', `redis://127.0.0.1:${redisPort}`, '--cluster-name', 'browser'];
+  const one = await startRelay(undefined, args);
+  const two = await startRelay(undefined, args);
+  t.after(() => Promise.all([one.kill(), two.kill()]));
+  const alice = await openJoined(t, one, 'alice', 'cl', { instrument: true });
+  const bob = await openJoined(t, two, 'bob', 'cl');
+  await waitForUsers(alice.page, ['alice', 'bob']);
+  await sendMessage(alice.page, 'hello from relay one');
+  await waitForMessage(bob.page, 'hello from relay one');
+  await sendMessage(bob.page, 'hello from relay two');
+  await waitForMessage(alice.page, 'hello from relay two');
+
+  await redis.kill();
+  await alice.page.locator('#messages .system', { hasText: 'Cluster connection lost' }).waitFor();
+  await alice.page.evaluate(() => { window.__sent.length = 0; });
+  redis = await startRedis(redisPort);
+  // Redis came back empty: the relay says so and the page rejoins with since and epoch.
+  await alice.page.locator('#messages .system', { hasText: 'may be missing' }).waitFor({ timeout: 20_000 });
+  const rejoin = (await sentFrames(alice.page)).find((m) => m.type === 'join');
+  assert.equal(rejoin.since, 2, 'the page resumes after the last seq it saw');
+  await sendMessage(bob.page, 'after the outage');
+  await waitForMessage(alice.page, 'after the outage');
+  assertClean(alice.problems, { console: false });
+});

@@ -17,11 +17,13 @@ pub enum ErrorCode {
     ForbiddenRoom,
     /// Over the connection's message or command rate; the command was not carried out.
     RateLimited,
+    /// Cluster mode: too many commands are waiting for Redis.
+    ServerBusy,
 }
 
 impl ErrorCode {
     /// Every code (the documentation test walks it; `position` keeps it complete).
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         ErrorCode::InvalidJson,
         ErrorCode::MissingField,
         ErrorCode::UnknownType,
@@ -34,6 +36,7 @@ impl ErrorCode {
         ErrorCode::BinaryNotSupported,
         ErrorCode::ForbiddenRoom,
         ErrorCode::RateLimited,
+        ErrorCode::ServerBusy,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +53,7 @@ impl ErrorCode {
             ErrorCode::BinaryNotSupported => "binary_not_supported",
             ErrorCode::ForbiddenRoom => "forbidden_room",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::ServerBusy => "server_busy",
         }
     }
 }
@@ -129,6 +133,7 @@ mod tests {
             ErrorCode::BinaryNotSupported => 9,
             ErrorCode::ForbiddenRoom => 10,
             ErrorCode::RateLimited => 11,
+            ErrorCode::ServerBusy => 12,
         }
     }
 

@@ -14,6 +14,7 @@
 
 pub mod http;
 pub mod raw;
+pub mod redis;
 pub mod upgrade;
 
 use std::net::SocketAddr;

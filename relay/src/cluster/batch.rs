@@ -1,0 +1,341 @@
+//! The backplane task's session commands: one pipeline per batch while connected, local
+//! service while Redis is unreachable.
+
+use std::sync::Arc;
+
+use redis::aio::MultiplexedConnection;
+use redis::{RedisResult, Value};
+use tracing::warn;
+
+use super::reply::{candidate_epoch, evalsha, JoinReply};
+use super::task::Task;
+use super::wire::{self, Kind};
+use super::{now_us, Command};
+use crate::outbox::Priority;
+use crate::protocol::event::{self, UserRef};
+use crate::room::{JoinOutcome, Room};
+use crate::ws::{Frame, OpCode};
+
+impl Task {
+    /// Runs a batch of session commands as one pipeline (one round trip), in the order they
+    /// were queued: rooms new to this node are subscribed first, then every message, typing
+    /// event, join and leave goes out, then the join replies are applied in order.
+    pub(super) async fn commands(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        batch: &mut Vec<Command>,
+    ) -> RedisResult<()> {
+        let commands = std::mem::take(batch);
+        // Subscribe before the join scripts run, so nothing published after them is missed.
+        let mut loading: Vec<Arc<Room>> = Vec::new();
+        for command in &commands {
+            if let Command::Join { room, .. } = command {
+                let known = self
+                    .rooms
+                    .get(&room.name)
+                    .is_some_and(|r| Arc::ptr_eq(r, room));
+                if !known && !loading.iter().any(|r| Arc::ptr_eq(r, room)) {
+                    loading.push(room.clone());
+                }
+            }
+        }
+        if !loading.is_empty() {
+            let channels: Vec<String> = loading
+                .iter()
+                .map(|room| self.bp.settings.keys.room(&room.name).channel)
+                .collect();
+            if let Err(err) = conn.subscribe(&channels).await {
+                self.metrics.subscribe_errors.increment(1);
+                for command in commands {
+                    self.offline(command);
+                }
+                return Err(err);
+            }
+            for room in &loading {
+                self.rooms.insert(room.name.clone(), room.clone());
+            }
+        }
+        let mut pipe = redis::pipe();
+        let mut sent: Vec<Command> = Vec::with_capacity(commands.len());
+        for command in commands {
+            let load = match &command {
+                Command::Join { room, .. } => {
+                    let at = loading.iter().position(|r| Arc::ptr_eq(r, room));
+                    // Only the room's first join in the batch loads its history.
+                    at.map(|i| loading.swap_remove(i)).is_some()
+                }
+                _ => false,
+            };
+            self.add_to_pipe(&mut pipe, &command, load);
+            sent.push(command);
+        }
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let replies: Vec<Value> = match pipe.query_async(conn).await {
+            Ok(replies) => replies,
+            Err(err) => {
+                let messages = sent
+                    .iter()
+                    .filter(|c| matches!(c, Command::Message { .. }))
+                    .count();
+                self.metrics.publish_errors.increment(messages as u64);
+                warn!(error = %err, messages, "Redis failed mid-batch; serving the batch locally");
+                for command in sent {
+                    self.offline(command);
+                }
+                return Err(err);
+            }
+        };
+        // Every reply is applied even if Redis fails meanwhile (a join's catch-up needs it):
+        // the members are then local, and the reconnect restores them in Redis.
+        let mut failure = None;
+        for (command, reply) in sent.into_iter().zip(replies.iter()) {
+            match command {
+                Command::Join { .. } => {
+                    if let Err(err) = self.joined(conn, command, reply).await {
+                        failure.get_or_insert(err);
+                    }
+                }
+                Command::Leave {
+                    conn: client,
+                    room,
+                    ack,
+                    ..
+                } => {
+                    room.cluster_remove(&client);
+                    if ack {
+                        self.hub.push_to(
+                            &client,
+                            event::left(&room.name).bytes(),
+                            Priority::Normal,
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Adds one command (one reply) to the pipeline.
+    pub(super) fn add_to_pipe(&self, pipe: &mut redis::Pipeline, command: &Command, load: bool) {
+        let settings = &self.bp.settings;
+        let node = self.bp.node();
+        match command {
+            Command::Message {
+                room,
+                sender,
+                prefix,
+                suffix,
+                sent_us,
+            } => {
+                let keys = settings.keys.room(&room.name);
+                let mut cmd = evalsha(
+                    &self.scripts.publish,
+                    &[&keys.epoch, &keys.seq, &keys.stream],
+                );
+                cmd.arg(candidate_epoch())
+                    .arg(settings.history)
+                    .arg(self.key_ttl_ms)
+                    .arg(&keys.channel)
+                    .arg(wire::head(Kind::Message, node, *sent_us))
+                    .arg(&*sender.client_id)
+                    .arg(prefix.as_slice())
+                    .arg(&suffix[..]);
+                pipe.add_command(cmd);
+            }
+            Command::Typing { room, payload } => {
+                let keys = settings.keys.room(&room.name);
+                pipe.cmd("PUBLISH")
+                    .arg(&keys.channel)
+                    .arg(payload.as_slice());
+            }
+            Command::Join {
+                conn: client,
+                room,
+                username,
+                ..
+            } => {
+                let keys = settings.keys.room(&room.name);
+                let mut cmd = evalsha(
+                    &self.scripts.join,
+                    &[&keys.epoch, &keys.seq, &keys.stream, &keys.members],
+                );
+                cmd.arg(candidate_epoch())
+                    .arg(self.key_ttl_ms)
+                    .arg(&keys.channel)
+                    .arg(wire::head(Kind::Presence, node, now_us()))
+                    .arg(format!("{node}|{}", client.client_id))
+                    .arg(&*client.client_id)
+                    .arg(&**username)
+                    .arg(settings.presence_list_max)
+                    .arg(&*room.name)
+                    .arg(match (load, settings.history) {
+                        (false, _) => 0,
+                        (true, 0) => -1,
+                        (true, n) => n as i64,
+                    });
+                pipe.add_command(cmd);
+            }
+            Command::Leave {
+                conn: client,
+                room,
+                username,
+                ..
+            } => {
+                // The local removal waits for the reply, in order with the batch's joins (a
+                // join and the disconnect right after it often share a batch).
+                let keys = settings.keys.room(&room.name);
+                let mut cmd = evalsha(&self.scripts.leave, &[&keys.members]);
+                cmd.arg(&keys.channel)
+                    .arg(wire::head(Kind::Presence, node, now_us()))
+                    .arg(format!("{node}|{}", client.client_id))
+                    .arg(&*client.client_id)
+                    .arg(&**username)
+                    .arg(settings.presence_list_max)
+                    .arg(&*room.name);
+                pipe.add_command(cmd);
+            }
+        }
+    }
+
+    /// Applies a join script's reply: loads the room if this join did, then adds the member
+    /// and sends `joined`.
+    pub(super) async fn joined(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        command: Command,
+        reply: &Value,
+    ) -> RedisResult<()> {
+        let Command::Join {
+            conn: client,
+            mut room,
+            username,
+            since,
+            epoch,
+        } = command
+        else {
+            return Ok(());
+        };
+        let Some(reply) = JoinReply::parse(reply) else {
+            warn!(room = %room.name, "unexpected reply from the join script");
+            return Ok(());
+        };
+        let (known, _) = room.cluster_position();
+        let mut outcome = Ok(());
+        if reply.loaded {
+            room.cluster_reset(reply.epoch.clone().into(), reply.seq, reply.history);
+        } else if known.as_deref() != Some(&*reply.epoch) {
+            // The room's keys vanished (expiry, Redis restart) without this node noticing
+            // yet: adopt the new life now.
+            room.cluster_reset(reply.epoch.clone().into(), 0, Vec::new());
+            outcome = self
+                .catch_up(conn, &room, &reply.epoch, 1, reply.seq)
+                .await
+                .map(drop);
+        }
+        for _ in 0..3 {
+            let outcome = room.cluster_join(
+                &self.hub,
+                &client,
+                &username,
+                (since, epoch.as_deref()),
+                reply.count,
+                reply.users.as_deref(),
+            );
+            if outcome != JoinOutcome::Retired {
+                break;
+            }
+            // The room emptied and was retired meanwhile; its successor carries on.
+            let fresh = self.hub.cluster_room(&room.name);
+            let (_, seq) = room.cluster_position();
+            let history = room.cluster_history();
+            fresh.cluster_reset(reply.epoch.clone().into(), seq, history);
+            self.rooms.insert(room.name.clone(), fresh.clone());
+            room = fresh;
+        }
+        outcome
+    }
+    /// A command while Redis is unreachable: served for local members only.
+    pub(super) fn offline(&mut self, command: Command) {
+        match command {
+            Command::Join {
+                conn,
+                room,
+                username,
+                since,
+                epoch,
+            } => {
+                self.rooms.insert(room.name.clone(), room.clone());
+                let members = room.cluster_members();
+                let users: Vec<(String, String)> = members
+                    .iter()
+                    .map(|(id, name)| (id.to_string(), name.to_string()))
+                    .chain(std::iter::once((
+                        conn.client_id.to_string(),
+                        username.to_string(),
+                    )))
+                    .collect();
+                let outcome = room.cluster_join(
+                    &self.hub,
+                    &conn,
+                    &username,
+                    (since, epoch.as_deref()),
+                    users.len(),
+                    Some(&users),
+                );
+                if outcome == JoinOutcome::Joined {
+                    self.local_presence(&room, "user_joined", &conn.client_id, &username);
+                }
+            }
+            Command::Leave {
+                conn, room, ack, ..
+            } => {
+                if let Some(username) = room.cluster_remove(&conn) {
+                    if ack {
+                        self.hub
+                            .push_to(&conn, event::left(&room.name).bytes(), Priority::Normal);
+                    }
+                    self.local_presence(&room, "user_left", &conn.client_id, &username);
+                }
+            }
+            Command::Message {
+                room,
+                prefix,
+                suffix,
+                ..
+            } => {
+                let (_, seq) = room.cluster_position();
+                let mut json = prefix;
+                json.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+                json.extend_from_slice(&suffix);
+                json.extend_from_slice(b",\"local\":true}");
+                room.cluster_fan_out(
+                    &self.hub,
+                    &Frame::new(OpCode::Text, &json),
+                    Priority::Normal,
+                    "",
+                );
+            }
+            Command::Typing { .. } => {}
+        }
+    }
+
+    /// A presence event for this node's members only (Redis is unreachable).
+    pub(super) fn local_presence(&self, room: &Room, kind: &str, id: &str, username: &str) {
+        let members = room.cluster_members();
+        let frame = event::presence(
+            kind,
+            &room.name,
+            UserRef { id, username },
+            members.len(),
+            (members.len() <= self.bp.settings.presence_list_max).then(|| {
+                members
+                    .iter()
+                    .map(|(id, username)| UserRef { id, username })
+            }),
+        );
+        room.cluster_fan_out(&self.hub, &frame, Priority::Normal, id);
+    }
+}

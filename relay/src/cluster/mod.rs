@@ -1,0 +1,281 @@
+//! Cluster mode: many relay nodes behind a load balancer act as one chat through Redis.
+//!
+//! - [`Backplane`] is what sessions talk to. Session commands stay synchronous: they queue a
+//!   [`Command`] (bounded by `--cluster-queue`; `server_busy` when full) and return.
+//! - [`task`] is the node's one backplane task: it owns the Redis connection (RESP3, pushes for
+//!   pub/sub), runs the Lua [`scripts`], subscribes to exactly the rooms with local members,
+//!   and fans what comes back out locally through the rooms ([`room_ops`]), one shared frame
+//!   per event per node. Losing Redis degrades the node to local delivery (see
+//!   docs/CLUSTER.md) until it reconnects.
+//!   Its session commands are in `batch`, its periodic work in `upkeep`, reply parsing in
+//!   `reply`.
+//! - [`wire`]: the pub/sub payloads; [`keys`]: key and channel names.
+//!
+//! Without `--redis-url` none of this exists and the single-node path runs unchanged.
+
+mod batch;
+pub mod keys;
+mod reply;
+pub mod room_ops;
+pub mod scripts;
+pub mod task;
+mod upkeep;
+pub mod wire;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::hub::{now_ms, Hub};
+use crate::room::Room;
+
+/// What sessions ask of the backplane task, in the order they asked.
+#[derive(Debug)]
+pub enum Command {
+    Join {
+        conn: Arc<Conn>,
+        room: Arc<Room>,
+        username: Arc<str>,
+        since: Option<u64>,
+        epoch: Option<Box<str>>,
+    },
+    Leave {
+        conn: Arc<Conn>,
+        room: Arc<Room>,
+        /// The name the member had in the room (for `user_left`).
+        username: Arc<str>,
+        /// Send the client `left` once done (an explicit `leave`, not a disconnect).
+        ack: bool,
+    },
+    Message {
+        room: Arc<Room>,
+        sender: Arc<Conn>,
+        /// The event's JSON before and after its seq (encoded once, on the sender's node).
+        prefix: Vec<u8>,
+        suffix: BytesMut,
+        sent_us: u64,
+    },
+    Typing {
+        room: Arc<Room>,
+        payload: Vec<u8>,
+    },
+}
+
+/// Settings the backplane task needs, copied out of `Config`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub url: String,
+    pub keys: keys::Keys,
+    pub presence_ttl: Duration,
+    pub history: usize,
+    pub presence_list_max: usize,
+    pub room_linger: Duration,
+}
+
+/// Queue full: the client gets `server_busy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+#[derive(Debug)]
+pub struct Backplane {
+    pub settings: Settings,
+    node: Arc<str>,
+    tx: mpsc::UnboundedSender<Command>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+    /// Commands queued and not yet taken by the task. The channel itself is unbounded so
+    /// that leaves (which must never be lost) always go in; this count bounds the rest.
+    queued: AtomicUsize,
+    cap: usize,
+    /// Whether the task has a working Redis connection; while not, messages are delivered
+    /// locally by the session itself.
+    connected: AtomicBool,
+}
+
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl Backplane {
+    /// The backplane for `config`, if it names a Redis.
+    pub fn from_config(config: &Config, node: &Arc<str>) -> Option<Self> {
+        let url = config.redis_url.clone()?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        Some(Self {
+            settings: Settings {
+                url,
+                keys: keys::Keys::new(&config.cluster_name),
+                presence_ttl: config.presence_ttl,
+                history: config.history,
+                presence_list_max: config.presence_list_max,
+                room_linger: config.room_linger,
+            },
+            node: node.clone(),
+            tx,
+            rx: Mutex::new(Some(rx)),
+            queued: AtomicUsize::new(0),
+            cap: if config.cluster_queue == 0 {
+                usize::MAX
+            } else {
+                config.cluster_queue
+            },
+            connected: AtomicBool::new(false),
+        })
+    }
+
+    /// Starts the backplane task (once; later calls return `None`). It ends after `stop`
+    /// turns true and it has removed this node's members from Redis.
+    pub fn start(
+        self: &Arc<Self>,
+        hub: Arc<Hub>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let rx = self
+            .rx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        // Unready from the start, not from whenever the task first runs.
+        hub.readiness.set_unready("redis", "connecting to Redis");
+        Some(tokio::spawn(task::run(self.clone(), hub, rx, stop)))
+    }
+
+    pub fn node(&self) -> &Arc<str> {
+        &self.node
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Acquire)
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.connected.store(connected, Ordering::Release);
+    }
+
+    fn send(&self, command: Command, bounded: bool) -> Result<(), Busy> {
+        if bounded && self.queued.load(Ordering::Relaxed) >= self.cap {
+            return Err(Busy);
+        }
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        if self.tx.send(command).is_err() {
+            // The task has stopped (shutdown): nothing more reaches Redis.
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return Err(Busy);
+        }
+        Ok(())
+    }
+
+    fn taken(&self, n: usize) {
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    pub fn join(
+        &self,
+        conn: &Arc<Conn>,
+        room: Arc<Room>,
+        username: Arc<str>,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Result<(), Busy> {
+        let command = Command::Join {
+            conn: conn.clone(),
+            room,
+            username,
+            since,
+            epoch: epoch.map(Into::into),
+        };
+        self.send(command, true)
+    }
+
+    /// Never refused: a lost leave would leave a ghost in the room's presence.
+    pub fn leave(&self, conn: &Arc<Conn>, room: Arc<Room>, username: Arc<str>, ack: bool) {
+        let _ = self.send(
+            Command::Leave {
+                conn: conn.clone(),
+                room,
+                username,
+                ack,
+            },
+            false,
+        );
+    }
+
+    /// A chat message: through Redis while connected, else straight to local members.
+    pub fn message(
+        &self,
+        hub: &Hub,
+        sender: &Arc<Conn>,
+        room: &Arc<Room>,
+        username: &str,
+        text: &str,
+    ) -> Result<(), Busy> {
+        let parts = wire::MessageParts {
+            id_tag: &hub.node_tag,
+            number: hub.next_message_number(),
+            room: &room.name,
+            user_id: &sender.client_id,
+            username,
+            text,
+            timestamp_ms: now_ms(),
+        };
+        if !self.is_connected() {
+            room.cluster_local_message(hub, &parts);
+            return Ok(());
+        }
+        let (prefix, suffix) = wire::message_halves(&parts);
+        self.send(
+            Command::Message {
+                room: room.clone(),
+                sender: sender.clone(),
+                prefix,
+                suffix,
+                sent_us: now_us(),
+            },
+            true,
+        )
+    }
+
+    /// A typing indicator; dropped when the queue is full (typing is ephemeral), local only
+    /// while Redis is unreachable.
+    pub fn typing(
+        &self,
+        hub: &Hub,
+        room: &Arc<Room>,
+        typist: &Conn,
+        username: &str,
+        is_typing: bool,
+    ) {
+        if !self.is_connected() {
+            room.typing(hub, typist, username, is_typing);
+            return;
+        }
+        let frame = crate::protocol::event::typing(
+            &room.name,
+            crate::protocol::event::UserRef {
+                id: &typist.client_id,
+                username,
+            },
+            is_typing,
+        );
+        let payload = wire::unsequenced(
+            wire::Kind::Typing,
+            &self.node,
+            now_us(),
+            &typist.client_id,
+            frame.payload(),
+        );
+        let _ = self.send(
+            Command::Typing {
+                room: room.clone(),
+                payload,
+            },
+            true,
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! The Lua scripts that make each cluster operation one atomic step in Redis.
+//!
+//! Atomicity is what gives one order per room: `INCR` (the seq), `XADD` (history) and
+//! `PUBLISH` happen in one script, so the publish order on a room's channel is seq order and
+//! the stream never lacks a seq that was published.
+//!
+//! Keys of one room share the hash tag `{<cluster>:<room>}`, so they sit in one slot. The
+//! prune script reads node liveness keys it was not given, which plain Redis allows and Redis
+//! Cluster does not (see docs/CLUSTER.md).
+//!
+//! Every script that can find a room's keys gone (first use, expiry, a Redis restart without
+//! persistence) starts a new life of the room: a new epoch (the candidate the node passed),
+//! seq from 0, an empty stream.
+
+/// Shared prologue: `epoch` exists afterwards (`fresh`: it was just created). KEYS[1] epoch,
+/// KEYS[2] seq, KEYS[3] stream; ARGV[1] candidate epoch.
+const ENSURE_EPOCH: &str = r"
+local epoch = redis.call('GET', KEYS[1])
+local fresh = not epoch
+if fresh then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
+";
+
+/// Lists members (`users` JSON) while the room has at most `max` of them, else ''.
+const USERS: &str = r#"
+local function users_json(members_key, max)
+  local count = redis.call('HLEN', members_key)
+  if count > max then return count, '' end
+  local all = redis.call('HGETALL', members_key)
+  local users = {}
+  for i = 1, #all, 2 do
+    local field = all[i]
+    local bar = string.find(field, '|', 1, true)
+    users[#users + 1] = {id = string.sub(field, bar + 1), username = all[i + 1]}
+  end
+  if #users == 0 then return count, '[]' end
+  return count, cjson.encode(users)
+end
+local function presence(kind, room, id, username, count, users)
+  local ev = {type = kind, room = room, userId = id, username = username, count = count}
+  local json = cjson.encode(ev)
+  if users ~= '' then
+    json = string.sub(json, 1, -2) .. ',"users":' .. users .. '}'
+  end
+  return json
+end
+"#;
+
+/// A chat message. KEYS epoch, seq, stream; ARGV: 1 candidate epoch, 2 history length,
+/// 3 key TTL ms, 4 channel, 5 header head (`m|node|µs|`), 6 sender client id, 7 JSON before
+/// the seq, 8 JSON after it. Returns the seq.
+pub fn publish() -> String {
+    format!(
+        "{ENSURE_EPOCH}{}",
+        r"
+local seq = redis.call('INCR', KEYS[2])
+local json = ARGV[7] .. seq .. ARGV[8] .. '}'
+local max = tonumber(ARGV[2])
+if max > 0 then
+  redis.call('XADD', KEYS[3], 'MAXLEN', max, seq .. '-1', 'e', json)
+end
+for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. seq .. '|' .. epoch .. '|' .. ARGV[6] .. '|' .. json)
+return seq
+"
+    )
+}
+
+/// A join. KEYS epoch, seq, stream, members; ARGV: 1 candidate epoch, 2 key TTL ms,
+/// 3 channel, 4 header head (`j|node|µs|`), 5 member field (`node|client id`), 6 client id,
+/// 7 username, 8 presence list max, 9 room, 10 history entries to return, or `0` when the
+/// node has the room loaded already (`-1`: load, but history is off). Returns `{epoch, seq,
+/// count, users JSON or '', history (newest first), loaded 0/1}`.
+pub fn join() -> String {
+    format!(
+        "{ENSURE_EPOCH}{USERS}{}",
+        r"
+local added = redis.call('HSET', KEYS[4], ARGV[5], ARGV[7])
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+local count, users = users_json(KEYS[4], tonumber(ARGV[8]))
+local seq = tonumber(redis.call('GET', KEYS[2]) or '0')
+if added == 1 then
+  local json = presence('user_joined', ARGV[9], ARGV[6], ARGV[7], count, users)
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. '0|-|' .. ARGV[6] .. '|' .. json)
+end
+local history = {}
+local n = tonumber(ARGV[10])
+local loaded = 0
+if ARGV[10] ~= '0' then
+  loaded = 1
+  if n > 0 then history = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', n) end
+end
+return {epoch, seq, count, users, history, loaded}
+"
+    )
+}
+
+/// A leave. KEYS members; ARGV: 1 channel, 2 header head (`j|node|µs|`), 3 member field,
+/// 4 client id, 5 username, 6 presence list max, 7 room. Returns 1 if it was a member.
+pub fn leave() -> String {
+    format!(
+        "{USERS}{}",
+        r"
+local removed = redis.call('HDEL', KEYS[1], ARGV[3])
+if removed == 1 then
+  local count, users = users_json(KEYS[1], tonumber(ARGV[6]))
+  local json = presence('user_left', ARGV[7], ARGV[4], ARGV[5], count, users)
+  redis.call('PUBLISH', ARGV[1], ARGV[2] .. '0|-|' .. ARGV[4] .. '|' .. json)
+end
+return removed
+"
+    )
+}
+
+/// Removes members of nodes whose liveness key expired and tells the room. KEYS members;
+/// ARGV: 1 channel, 2 header head, 3 liveness key prefix, 4 presence list max, 5 room.
+/// Returns how many were removed.
+pub fn prune() -> String {
+    format!(
+        "{USERS}{}",
+        r"
+local all = redis.call('HGETALL', KEYS[1])
+local alive = {}
+local removed = 0
+for i = 1, #all, 2 do
+  local field = all[i]
+  local bar = string.find(field, '|', 1, true)
+  local node = string.sub(field, 1, bar - 1)
+  if alive[node] == nil then
+    alive[node] = redis.call('EXISTS', ARGV[3] .. node) == 1
+  end
+  if not alive[node] then
+    redis.call('HDEL', KEYS[1], field)
+    removed = removed + 1
+    local id = string.sub(field, bar + 1)
+    local count, users = users_json(KEYS[1], tonumber(ARGV[4]))
+    local json = presence('user_left', ARGV[5], id, all[i + 1], count, users)
+    redis.call('PUBLISH', ARGV[1], ARGV[2] .. '0|-|' .. id .. '|' .. json)
+  end
+end
+return removed
+"
+    )
+}
+
+/// After a reconnect, or after this node's liveness key expired: makes the room's members of
+/// this node in Redis exactly the given ones, announcing the difference within the same life
+/// of the room (others may have pruned these members, some may have joined or left while
+/// Redis was away); a room whose keys Redis lost is re-registered silently.
+/// KEYS epoch, seq, stream, members; ARGV: 1 candidate epoch, 2 key TTL ms, 3 this node's
+/// field prefix (`node|`), 4 channel, 5 header head (`j|node|µs|`), 6 presence list max,
+/// 7 room, 8 the epoch this node knew for the room (or ''), then field, username pairs.
+/// Returns `{epoch, seq}`.
+pub fn resync() -> String {
+    format!(
+        "{ENSURE_EPOCH}{USERS}{}",
+        r"
+local wanted = {}
+for i = 9, #ARGV, 2 do wanted[ARGV[i]] = true end
+local max = tonumber(ARGV[6])
+-- Only within the life this node knew: in a new one (Redis lost the room) nobody was told
+-- anyone left, and every member gets `restored` with the new epoch instead.
+local same_life = ARGV[8] == epoch
+local function announce(kind, field, username)
+  if not same_life then return end
+  local id = string.sub(field, #ARGV[3] + 1)
+  local count, users = users_json(KEYS[4], max)
+  local json = presence(kind, ARGV[7], id, username, count, users)
+  redis.call('PUBLISH', ARGV[4], ARGV[5] .. '0|-|' .. id .. '|' .. json)
+end
+local all = redis.call('HGETALL', KEYS[4])
+for i = 1, #all, 2 do
+  local field = all[i]
+  if string.sub(field, 1, #ARGV[3]) == ARGV[3] and not wanted[field] then
+    redis.call('HDEL', KEYS[4], field)
+    announce('user_left', field, all[i + 1])
+  end
+end
+for i = 9, #ARGV, 2 do
+  if redis.call('HSET', KEYS[4], ARGV[i], ARGV[i + 1]) == 1 then
+    announce('user_joined', ARGV[i], ARGV[i + 1])
+  end
+end
+for i = 1, 4 do redis.call('PEXPIRE', KEYS[i], ARGV[2]) end
+return {epoch, tonumber(redis.call('GET', KEYS[2]) or '0')}
+"
+    )
+}
