@@ -215,9 +215,11 @@ impl Backplane {
         username: &str,
         text: &str,
     ) -> Result<(), Busy> {
-        let parts = wire::MessageParts {
-            id_tag: &hub.node_tag,
+        let parts = crate::protocol::event::MessageEvent {
+            node_tag: &hub.node_tag,
             number: hub.next_message_number(),
+            // Assigned by Redis; the halves leave it out.
+            seq: 0,
             room: &room.name,
             user_id: &sender.client_id,
             username,

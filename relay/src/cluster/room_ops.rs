@@ -168,7 +168,11 @@ impl Room {
 
     /// While Redis is unreachable: delivers a message to this node's members only, marked
     /// `"local":true`, with the room's last cluster seq (see docs/CLUSTER.md).
-    pub fn cluster_local_message(&self, hub: &Hub, parts: &wire::MessageParts<'_>) {
+    pub fn cluster_local_message(
+        &self,
+        hub: &Hub,
+        parts: &crate::protocol::event::MessageEvent<'_>,
+    ) {
         let state = self.lock();
         let frame = wire::local_message(parts, state.seq);
         let delivered = fan_out(hub, &state.members, frame.bytes(), Priority::Normal, None);

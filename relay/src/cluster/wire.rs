@@ -7,6 +7,7 @@
 use bytes::BufMut;
 use bytes::BytesMut;
 
+use crate::protocol::event::{self, MessageEvent};
 use crate::protocol::json::{put_key, put_str, put_u64};
 use crate::ws::{Frame, FrameBuilder, OpCode};
 
@@ -95,50 +96,21 @@ pub fn unsequenced(kind: Kind, node: &str, sent_us: u64, subject: &str, json: &[
     out
 }
 
-/// The fields of a chat message that the sending node knows (everything but `seq`).
-#[derive(Debug, Clone, Copy)]
-pub struct MessageParts<'a> {
-    pub id_tag: &'a str,
-    pub number: u64,
-    pub room: &'a str,
-    pub user_id: &'a str,
-    pub username: &'a str,
-    pub text: &'a str,
-    pub timestamp_ms: u64,
-}
-
-/// The message event's JSON around its `seq`: `prefix + seq + suffix`, the same bytes
-/// `protocol::event::message` writes. The suffix lacks its closing `}` so a local-only
-/// message can add `"local":true` first.
-pub fn message_halves(m: &MessageParts<'_>) -> (Vec<u8>, BytesMut) {
-    let mut prefix = BytesMut::with_capacity(48 + m.id_tag.len());
-    prefix.put_slice(b"{\"type\":\"message\"");
-    put_key(&mut prefix, "id");
-    prefix.put_u8(b'"');
-    prefix.put_slice(m.id_tag.as_bytes());
-    prefix.put_slice(b"-m");
-    put_u64(&mut prefix, m.number);
-    prefix.put_u8(b'"');
-    put_key(&mut prefix, "seq");
-    let mut suffix = BytesMut::with_capacity(
-        96 + m.room.len() + m.user_id.len() + m.username.len() + m.text.len() * 6 / 5,
-    );
-    put_key(&mut suffix, "room");
-    put_str(&mut suffix, m.room);
-    put_key(&mut suffix, "userId");
-    put_str(&mut suffix, m.user_id);
-    put_key(&mut suffix, "username");
-    put_str(&mut suffix, m.username);
-    put_key(&mut suffix, "text");
-    put_str(&mut suffix, m.text);
-    put_key(&mut suffix, "timestamp");
-    put_u64(&mut suffix, m.timestamp_ms);
+/// The message event's JSON around its `seq`: `prefix + seq + suffix`, written by
+/// `protocol::event`'s own halves, so a cluster message is byte for byte what a single node
+/// sends. `m.seq` is not used (Redis assigns it). The suffix lacks its closing `}` so a
+/// local-only message can add `"local":true` first.
+pub fn message_halves(m: &MessageEvent<'_>) -> (Vec<u8>, BytesMut) {
+    let mut prefix = BytesMut::with_capacity(48 + m.node_tag.len());
+    event::put_message_head(&mut prefix, m);
+    let mut suffix = BytesMut::with_capacity(event::message_capacity(m));
+    event::put_message_tail(&mut suffix, m);
     (prefix.to_vec(), suffix)
 }
 
 /// A message delivered only on this node while Redis is unreachable: it carries the room's
 /// last cluster `seq` (it has none of its own) and `"local":true`.
-pub fn local_message(m: &MessageParts<'_>, seq: u64) -> Frame {
+pub fn local_message(m: &MessageEvent<'_>, seq: u64) -> Frame {
     let (prefix, suffix) = message_halves(m);
     let mut frame = FrameBuilder::with_capacity(prefix.len() + suffix.len() + 40);
     let buf = frame.payload();
@@ -182,7 +154,7 @@ pub fn restored(room: &str, epoch: &str, seq: u64, recovered: bool) -> Frame {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::event::{self, MessageEvent};
+    use crate::protocol::event;
 
     #[test]
     fn payload_round_trips_with_pipes_in_the_json() {
@@ -199,9 +171,10 @@ mod tests {
 
     #[test]
     fn halves_spell_the_same_event_as_the_single_node_encoder() {
-        let parts = MessageParts {
-            id_tag: "ab12",
+        let parts = MessageEvent {
+            node_tag: "ab12",
             number: 7,
+            seq: 0,
             room: "general",
             user_id: "ab12-1",
             username: "al\"ice",

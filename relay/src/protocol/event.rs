@@ -1,6 +1,6 @@
 //! Encoding server events, each straight into its one shared frame.
 
-use bytes::BufMut;
+use bytes::{BufMut, BytesMut};
 
 use super::codes::ErrorCode;
 use super::json::{put_key, put_str, put_u64};
@@ -42,11 +42,24 @@ fn end(mut frame: FrameBuilder) -> Frame {
 }
 
 pub fn message(m: &MessageEvent<'_>) -> Frame {
-    let mut frame = begin(
-        "message",
-        160 + m.room.len() + m.user_id.len() + m.username.len() + m.text.len() * 6 / 5,
-    );
+    let mut frame = FrameBuilder::with_capacity(message_capacity(m));
     let buf = frame.payload();
+    put_message_head(buf, m);
+    put_u64(buf, m.seq);
+    put_message_tail(buf, m);
+    end(frame)
+}
+
+/// Bytes a message event's JSON needs, give or take escapes.
+pub fn message_capacity(m: &MessageEvent<'_>) -> usize {
+    160 + m.room.len() + m.user_id.len() + m.username.len() + m.text.len() * 6 / 5
+}
+
+/// The message event up to its seq value: `{"type":"message","id":"..","seq":`. With
+/// [`put_message_tail`] this is the one place the event's layout is written; the cluster
+/// sends the two halves through Redis, which puts the seq between them.
+pub fn put_message_head(buf: &mut BytesMut, m: &MessageEvent<'_>) {
+    buf.put_slice(b"{\"type\":\"message\"");
     put_key(buf, "id");
     buf.put_u8(b'"');
     buf.put_slice(m.node_tag.as_bytes());
@@ -54,7 +67,11 @@ pub fn message(m: &MessageEvent<'_>) -> Frame {
     put_u64(buf, m.number);
     buf.put_u8(b'"');
     put_key(buf, "seq");
-    put_u64(buf, m.seq);
+}
+
+/// The message event after its seq value, without the closing `}`:
+/// `,"room":..,"userId":..,"username":..,"text":..,"timestamp":N`.
+pub fn put_message_tail(buf: &mut BytesMut, m: &MessageEvent<'_>) {
     put_key(buf, "room");
     put_str(buf, m.room);
     put_key(buf, "userId");
@@ -65,7 +82,6 @@ pub fn message(m: &MessageEvent<'_>) -> Frame {
     put_str(buf, m.text);
     put_key(buf, "timestamp");
     put_u64(buf, m.timestamp_ms);
-    end(frame)
 }
 
 fn put_users<'a>(frame: &mut FrameBuilder, users: impl Iterator<Item = UserRef<'a>>) {
