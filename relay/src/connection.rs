@@ -68,6 +68,81 @@ enum ReadOutcome {
     Eof,
 }
 
+/// What both connection drivers (plain TCP here, TLS in `tls_connection`) keep besides the
+/// stream: set up by [`Link::open`], ended by [`Link::finish`].
+pub(crate) struct Link {
+    pub(crate) conn: Arc<Conn>,
+    pub(crate) session: Session,
+    pub(crate) reader: FrameReader,
+    pub(crate) writer: Writer,
+    pub(crate) closing: Closing,
+}
+
+impl Link {
+    /// Registers the connection and handles what the HTTP layer read past the upgrade.
+    /// `label` names the transport in the log ("connection", "TLS connection").
+    pub(crate) fn open(
+        hub: &Arc<Hub>,
+        peer: SocketAddr,
+        identity: Option<Identity>,
+        leftover: Bytes,
+        label: &str,
+    ) -> Self {
+        let conn = hub.register_as(peer, identity);
+        debug!(peer = %peer, client = %conn.client_id, "{label} open");
+        let mut link = Link {
+            session: Session::new(hub.clone(), conn.clone()),
+            conn,
+            reader: FrameReader::default(),
+            writer: Writer::default(),
+            closing: Closing::default(),
+        };
+        if !leftover.is_empty() {
+            hub.stats
+                .bytes_in
+                .fetch_add(leftover.len() as u64, Ordering::Relaxed);
+            let mut early = leftover.to_vec();
+            on_input(
+                &mut early,
+                &mut link.reader,
+                &mut link.session,
+                &link.conn,
+                hub,
+                &mut link.closing,
+                hub.limits.max_message_bytes,
+            );
+        }
+        // `leftover` is a slice of hyper's whole read buffer (8 KiB or more): it is dropped
+        // here, not held for the life of the connection, which would pin that buffer per
+        // idle client.
+        link
+    }
+
+    /// Counts and logs how the connection ended, then takes it out of its rooms and the hub.
+    pub(crate) fn finish(mut self, hub: &Hub, peer: SocketAddr, end: &str, label: &str) {
+        let closing = &self.closing;
+        let ending = match closing.code {
+            _ if closing.client_first => Ending::ClientClosed,
+            Some(code) => Ending::Relay(code),
+            None => Ending::NoHandshake,
+        };
+        hub.metrics.connection_ended(ending);
+        debug!(
+            peer = %peer,
+            client = %self.conn.client_id,
+            code = closing.code,
+            reason = closing.reason,
+            client_closed_first = closing.client_first,
+            outcome = end,
+            "{label} closed"
+        );
+        // After the count: a member who sees this connection's `user_left` can rely on it
+        // (the metrics tests do).
+        self.session.leave_all();
+        hub.unregister(&self.conn);
+    }
+}
+
 /// Serves one connection until it closes. `leftover` holds bytes the HTTP layer read past
 /// the upgrade request.
 pub async fn drive(
@@ -77,32 +152,14 @@ pub async fn drive(
     peer: SocketAddr,
     identity: Option<Identity>,
 ) {
-    let conn = hub.register_as(peer, identity);
-    debug!(peer = %peer, client = %conn.client_id, "connection open");
-    let mut session = Session::new(hub.clone(), conn.clone());
-    let mut reader = FrameReader::default();
-    let mut writer = Writer::default();
-    let mut closing = Closing::default();
+    let Link {
+        conn,
+        mut session,
+        mut reader,
+        mut writer,
+        mut closing,
+    } = Link::open(&hub, peer, identity, leftover, "connection");
     let max_message = hub.limits.max_message_bytes;
-
-    if !leftover.is_empty() {
-        hub.stats
-            .bytes_in
-            .fetch_add(leftover.len() as u64, Ordering::Relaxed);
-        let mut early = leftover.to_vec();
-        on_input(
-            &mut early,
-            &mut reader,
-            &mut session,
-            &conn,
-            &hub,
-            &mut closing,
-            max_message,
-        );
-    }
-    // `leftover` is a slice of hyper's whole read buffer (8 KiB or more): holding it for the
-    // life of the connection would pin that buffer per idle client.
-    drop(leftover);
 
     let end: &str = loop {
         if closing.sent && !writer.has_pending() && !closing.finished_writing {
@@ -171,25 +228,14 @@ pub async fn drive(
         }
     };
 
-    let ending = match closing.code {
-        _ if closing.client_first => Ending::ClientClosed,
-        Some(code) => Ending::Relay(code),
-        None => Ending::NoHandshake,
+    let link = Link {
+        conn,
+        session,
+        reader,
+        writer,
+        closing,
     };
-    hub.metrics.connection_ended(ending);
-    debug!(
-        peer = %peer,
-        client = %conn.client_id,
-        code = closing.code,
-        reason = closing.reason,
-        client_closed_first = closing.client_first,
-        outcome = end,
-        "connection closed"
-    );
-    // After the count: a member who sees this connection's `user_left` can rely on it
-    // (the metrics tests do).
-    session.leave_all();
-    hub.unregister(&conn);
+    link.finish(&hub, peer, end, "connection");
 }
 
 /// Writes what the writer holds and counts the bytes once for the whole wake-up.

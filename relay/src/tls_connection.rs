@@ -17,12 +17,8 @@ use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
 use crate::auth::Identity;
-use crate::connection::{on_input, start_close, wait_deadline, Closing};
+use crate::connection::{on_input, start_close, wait_deadline, Link};
 use crate::hub::Hub;
-use crate::metrics::Ending;
-use crate::session::Session;
-use crate::writer::Writer;
-use crate::ws::reader::FrameReader;
 
 /// Plaintext bytes per read: one maximal TLS record.
 const READ_BYTES: usize = 16 * 1024;
@@ -35,32 +31,17 @@ pub async fn drive(
     peer: SocketAddr,
     identity: Option<Identity>,
 ) {
-    let conn = hub.register_as(peer, identity);
-    debug!(peer = %peer, client = %conn.client_id, "TLS connection open");
-    let mut session = Session::new(hub.clone(), conn.clone());
-    let mut reader = FrameReader::default();
-    let mut writer = Writer::default();
-    let mut closing = Closing::default();
+    let Link {
+        conn,
+        mut session,
+        mut reader,
+        mut writer,
+        mut closing,
+    } = Link::open(&hub, peer, identity, leftover, "TLS connection");
     let max_message = hub.limits.max_message_bytes;
     let (mut read_half, mut write_half) = tokio::io::split(stream);
     let mut buf = vec![0u8; READ_BYTES];
 
-    if !leftover.is_empty() {
-        hub.stats
-            .bytes_in
-            .fetch_add(leftover.len() as u64, Ordering::Relaxed);
-        let mut early = leftover.to_vec();
-        on_input(
-            &mut early,
-            &mut reader,
-            &mut session,
-            &conn,
-            &hub,
-            &mut closing,
-            max_message,
-        );
-    }
-    drop(leftover);
     // Written into rustls but maybe not yet flushed to the socket.
     let mut unflushed = false;
 
@@ -113,21 +94,12 @@ pub async fn drive(
         }
     };
 
-    let ending = match closing.code {
-        _ if closing.client_first => Ending::ClientClosed,
-        Some(code) => Ending::Relay(code),
-        None => Ending::NoHandshake,
+    let link = Link {
+        conn,
+        session,
+        reader,
+        writer,
+        closing,
     };
-    hub.metrics.connection_ended(ending);
-    debug!(
-        peer = %peer,
-        client = %conn.client_id,
-        code = closing.code,
-        reason = closing.reason,
-        client_closed_first = closing.client_first,
-        outcome = end,
-        "TLS connection closed"
-    );
-    session.leave_all();
-    hub.unregister(&conn);
+    link.finish(&hub, peer, end, "TLS connection");
 }
