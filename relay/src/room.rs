@@ -48,6 +48,21 @@ pub(crate) struct State {
     pub(crate) cluster_epoch: Option<Arc<str>>,
 }
 
+impl State {
+    /// Adds `conn` as a member unless it already is one; returns whether it already was.
+    pub(crate) fn admit(&mut self, conn: &Arc<Conn>, username: &Arc<str>) -> bool {
+        let already = self.members.iter().any(|m| m.conn.id == conn.id);
+        if !already {
+            self.members.push(Member {
+                conn: conn.clone(),
+                username: username.clone(),
+            });
+            self.empty_since = None;
+        }
+        already
+    }
+}
+
 #[derive(Debug)]
 pub struct Room {
     pub name: Arc<str>,
@@ -117,14 +132,7 @@ impl Room {
         if state.dead {
             return JoinOutcome::Retired;
         }
-        let already = state.members.iter().any(|m| m.conn.id == conn.id);
-        if !already {
-            state.members.push(Member {
-                conn: conn.clone(),
-                username: request.username.clone(),
-            });
-            state.empty_since = None;
-        }
+        let already = state.admit(conn, request.username);
         let count = state.members.len();
         let list_users = count <= limits.presence_list_max;
 

@@ -13,7 +13,7 @@ use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::outbox::Priority;
 use crate::protocol::event::{self, UserRef};
-use crate::room::{fan_out, JoinOutcome, Member, Room};
+use crate::room::{fan_out, JoinOutcome, Room};
 use crate::ws::Frame;
 
 use super::wire;
@@ -99,14 +99,7 @@ impl Room {
         if state.dead {
             return JoinOutcome::Retired;
         }
-        let already = state.members.iter().any(|m| m.conn.id == conn.id);
-        if !already {
-            state.members.push(Member {
-                conn: conn.clone(),
-                username: username.clone(),
-            });
-            state.empty_since = None;
-        }
+        let already = state.admit(conn, username);
         let (skip, recovered) = self.resume_point(&state, resume.0, resume.1);
         let epoch = state
             .cluster_epoch
