@@ -59,6 +59,15 @@ pub struct Admission {
     per_ip: DashMap<IpAddr, usize>,
 }
 
+/// What an admitted connection holds until it ends: its place under the limits and a clone
+/// of the shutdown drain's sender (shutdown waits until every clone is gone). One allocation
+/// for both, shared by the HTTP phase and the connection's task.
+#[derive(Debug)]
+pub struct Held {
+    pub permit: Permit,
+    pub drain: tokio::sync::mpsc::Sender<()>,
+}
+
 /// Held for the life of an admitted connection; gives its place back when dropped.
 #[derive(Debug)]
 pub struct Permit {

@@ -12,12 +12,11 @@ use hyper::header::{CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, error};
 
 use crate::admin;
-use crate::admission::{Permit, Refusal};
+use crate::admission::{Held, Refusal};
 use crate::connection;
 use crate::hub::Hub;
 use crate::metrics::Rejection;
@@ -70,14 +69,13 @@ pub fn refused(refusal: Refusal) -> Response<Body> {
     response
 }
 
-/// Routes one request. `drain` and `permit` are held by the connection task after an upgrade
-/// so shutdown can wait for it and the connection keeps its place under the limits.
+/// Routes one request. `held` is kept by the connection task after an upgrade so shutdown
+/// can wait for it and the connection keeps its place under the limits.
 pub async fn route(
     mut req: Request<Incoming>,
     hub: Arc<Hub>,
     peer: SocketAddr,
-    drain: mpsc::Sender<()>,
-    permit: Arc<Permit>,
+    held: Arc<Held>,
 ) -> Result<Response<Body>, Infallible> {
     if admin::is_admin_path(req.uri().path()) {
         // Off, or served on the admin listener only: as if there were no such path.
@@ -92,7 +90,7 @@ pub async fn route(
     }
     let response = match path {
         "/" | "/ws" if fastwebsockets::upgrade::is_upgrade_request(&req) => {
-            upgrade(&mut req, hub, peer, drain, permit)
+            upgrade(&mut req, hub, peer, held)
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => readyz(&hub),
@@ -134,8 +132,7 @@ fn upgrade(
     req: &mut Request<Incoming>,
     hub: Arc<Hub>,
     peer: SocketAddr,
-    drain: mpsc::Sender<()>,
-    permit: Arc<Permit>,
+    held: Arc<Held>,
 ) -> Response<Body> {
     let admitted = match hub.security.check(req.headers(), req.uri().query(), peer) {
         Ok(admitted) => admitted,
@@ -192,18 +189,27 @@ fn upgrade(
             .downcast::<TokioIo<TcpStream>>()
         {
             Ok(parts) => {
-                connection::drive(hub, parts.io.into_inner(), parts.read_buf, peer, identity).await
+                // Yet another task, sized exactly for the connection (see `Driver`): this
+                // one's future also holds the upgrade's and the TLS path's state.
+                let stream = parts.io.into_inner();
+                tokio::spawn(connection::Driver::new(
+                    &hub,
+                    stream,
+                    parts.read_buf,
+                    peer,
+                    identity,
+                    held,
+                ));
             }
             Err(upgraded) => match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
                 Ok(parts) => {
                     let stream = parts.io.into_inner();
-                    tls_connection::drive(hub, stream, parts.read_buf, peer, identity).await
+                    tls_connection::drive(hub, stream, parts.read_buf, peer, identity).await;
+                    drop(held);
                 }
                 Err(_) => error!(peer = %peer, "upgraded connection is neither TCP nor TLS"),
             },
         }
-        drop(drain);
-        drop(permit);
     });
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, Full::new(Bytes::new()))

@@ -14,6 +14,7 @@ use crate::admission::Admission;
 use crate::auth::Identity;
 use crate::config::Config;
 use crate::conn::Conn;
+use crate::flush::FlushList;
 use crate::metrics::Metrics;
 use crate::outbox::{CloseRequest, Priority, Push};
 use crate::protocol::CloseCode;
@@ -87,6 +88,9 @@ pub struct Hub {
     /// Cluster mode (`--redis-url`): the Redis backplane. `None` on a single node, whose
     /// path is then exactly the in-memory one.
     pub backplane: Option<Arc<crate::cluster::Backplane>>,
+    /// One flush list per worker thread; connection `id` uses list `id % len`. Each has a
+    /// flusher task ([`crate::flush::run`]) while the relay serves.
+    pub(crate) flush_lists: Box<[FlushList]>,
 }
 
 pub fn now_ms() -> u64 {
@@ -124,6 +128,9 @@ impl Hub {
             next_room: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             ping: Frame::new(OpCode::Ping, b""),
+            flush_lists: (0..flush_list_count(config))
+                .map(|_| FlushList::default())
+                .collect(),
             metrics: Metrics::new(),
             admin: AdminSettings::from(config),
             security: Security::default(),
@@ -253,14 +260,28 @@ impl Hub {
     }
 
     /// Pushes a frame to one connection (replies, errors).
-    pub fn push_to(&self, conn: &Conn, frame: &bytes::Bytes, priority: Priority) {
-        if conn
+    pub fn push_to(&self, conn: &Arc<Conn>, frame: &bytes::Bytes, priority: Priority) {
+        match conn
             .outbox
             .push(frame, priority, self.limits.max_outbound_bytes)
-            == Push::Overflow
         {
-            self.note_slow_consumer(conn);
+            Push::Enlist => self.enlist(conn),
+            Push::Overflow => self.note_slow_consumer(conn),
+            Push::Queued | Push::Dropped | Push::Closed => {}
         }
+    }
+
+    /// Puts a connection whose outbox answered [`Push::Enlist`] on its flush list.
+    pub fn enlist(&self, conn: &Arc<Conn>) {
+        let lists = self.flush_lists.len() as u64;
+        if let Some(list) = self.flush_lists.get((conn.id % lists.max(1)) as usize) {
+            list.enlist(conn);
+        }
+    }
+
+    /// How many flush lists (and flusher tasks) there are.
+    pub fn flush_list_count(&self) -> usize {
+        self.flush_lists.len()
     }
 
     pub fn note_slow_consumer(&self, conn: &Conn) {
@@ -303,6 +324,8 @@ impl Hub {
             if now.duration_since(last_ping) >= self.limits.ping_interval {
                 last_ping = now;
                 self.heartbeat();
+            } else {
+                self.trim_idle_queues();
             }
             if self.security.auth_enabled() {
                 self.close_expired();
@@ -315,6 +338,13 @@ impl Hub {
             if retired > 0 {
                 debug!(retired, rooms = self.rooms.len(), "retired empty rooms");
             }
+        }
+    }
+
+    /// Frees the queue rings of connections that received nothing for a whole tick.
+    fn trim_idle_queues(&self) {
+        for conn in self.conns.iter() {
+            conn.outbox.trim();
         }
     }
 
@@ -369,6 +399,15 @@ impl Hub {
             info!(expired, "closed connections whose token expired");
         }
     }
+}
+
+/// One flush list per worker thread: flushers then spread over the workers like the
+/// connections they write.
+fn flush_list_count(config: &Config) -> usize {
+    if config.worker_threads > 0 {
+        return config.worker_threads;
+    }
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 fn going_away() -> CloseRequest {

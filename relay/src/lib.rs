@@ -12,8 +12,11 @@
 //! - [`session`]: a connection's rooms and username; turns commands into room operations.
 //! - [`hub`]: the node's rooms (a sharded map) and connections; heartbeats, room expiry.
 //! - [`room`]: one room's members, seq, history and fan-out.
-//! - [`outbox`]: a connection's outbound queue with the slow-consumer cap.
-//! - [`writer`]: turns a connection's queued frames into vectored writes.
+//! - [`outbox`]: a connection's outbound queue with the slow-consumer cap, and (plain TCP)
+//!   the vectored writes to its socket.
+//! - [`flush`]: per-worker flush lists and their flusher tasks, which write every connection
+//!   that got frames this scheduler round.
+//! - [`writer`]: the TLS connection's batch of frames, written with vectored writes.
 //! - [`readiness`]: why the node is not ready, if it is not (`/readyz`).
 //! - [`cluster`]: cluster mode (`--redis-url`): the Redis backplane that makes many nodes one
 //!   chat (cluster-wide seq, history and presence); absent on a single node.
@@ -34,8 +37,10 @@
 //!    lock, assigns the next `seq`, encodes the event once and frames it once into a
 //!    [`ws::Frame`] (a `bytes::Bytes`), keeps it in history, and pushes a clone (a
 //!    reference-count bump) into every member's [`outbox`].
-//! 5. Each member's outbox wakes its connection task only if it was empty; the task takes
-//!    everything queued and [`writer`] sends it with one `writev`.
+//! 5. A member's outbox that was idle enlists the connection on its worker's [`flush`] list
+//!    (no task wake-up). After the I/O driver's next poll the flusher writes each enlisted
+//!    queue with one `writev`; only a socket that would block wakes its connection task,
+//!    which then waits for writability and writes the rest.
 
 pub mod admin;
 pub mod admission;
@@ -45,6 +50,7 @@ pub mod config;
 pub mod conn;
 pub mod connection;
 pub mod error;
+pub mod flush;
 pub mod http;
 pub mod hub;
 pub mod limits;

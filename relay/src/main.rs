@@ -25,8 +25,7 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("--admin-listen needs --admin-token");
     }
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
+        let listener = relay::server::bind(config.listen)
             .with_context(|| format!("binding {}", config.listen))?;
         let admin_listener = match config.admin_listen {
             Some(addr) => Some(

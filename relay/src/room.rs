@@ -323,6 +323,10 @@ pub(crate) fn fan_out(
         }
         match member.conn.outbox.push(frame, priority, cap) {
             Push::Queued => queued += 1,
+            Push::Enlist => {
+                queued += 1;
+                hub.enlist(&member.conn);
+            }
             Push::Dropped => dropped += 1,
             Push::Overflow => hub.note_slow_consumer(&member.conn),
             Push::Closed => {}

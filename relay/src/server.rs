@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::admission::{Permit, Refusal};
+use crate::admission::{Held, Permit, Refusal};
 use crate::config::Config;
 use crate::error::Error;
 use crate::http;
@@ -89,6 +89,9 @@ impl Relay {
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         let (stop_tx, stop_rx) = watch::channel(false);
         let housekeeping = tokio::spawn(self.hub.clone().housekeeping(stop_rx.clone()));
+        let flushers: Vec<_> = (0..self.hub.flush_list_count())
+            .map(|slot| tokio::spawn(crate::flush::run(self.hub.clone(), slot)))
+            .collect();
         let metrics_upkeep =
             tokio::spawn(crate::metrics::upkeep(self.hub.clone(), stop_rx.clone()));
         let backplane = self
@@ -150,6 +153,9 @@ impl Relay {
             ),
         }
         housekeeping.abort();
+        for flusher in flushers {
+            flusher.abort();
+        }
         metrics_upkeep.abort();
         if let Some(backplane) = backplane {
             // Let it tell Redis this node's members are gone (bounded: Redis may be away).
@@ -196,12 +202,12 @@ async fn serve_http(
             Refusal::Rate => Rejection::ConnectionRate,
         });
     }
-    let permit = admitted.map(Arc::new);
+    let held = admitted.map(|permit| Arc::new(Held { permit, drain }));
     let service = service_fn(move |req| {
-        let (hub, drain, permit) = (hub.clone(), drain.clone(), permit.clone());
+        let (hub, held) = (hub.clone(), held.clone());
         async move {
-            match permit {
-                Ok(permit) => http::route(req, hub, peer, drain, permit).await,
+            match held {
+                Ok(held) => http::route(req, hub, peer, held).await,
                 Err(refusal) => Ok(http::refused(refusal)),
             }
         }
@@ -242,6 +248,25 @@ where
     if let Err(err) = connection.await {
         debug!(error = %err, "HTTP connection error");
     }
+}
+
+/// Pending connections the kernel queues before `accept`. tokio's default (1024) overflows in
+/// a connect storm (thousands of clients reconnecting at once after a deploy): each dropped
+/// SYN is retried by the client only a second later. The kernel caps it at
+/// `net.core.somaxconn` (4096 on current kernels).
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// Binds the relay's listener (with `SO_REUSEADDR`, so a restart does not wait out
+/// `TIME_WAIT`) and a backlog sized for reconnect storms.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Runs a relay on `listener` until `shutdown` resolves (see [`Relay::serve`]).

@@ -48,6 +48,23 @@ impl Session {
         }
     }
 
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub(crate) fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
+    /// Answers a WebSocket ping.
+    pub(crate) fn pong(&self, payload: &[u8]) {
+        self.hub.push_to(
+            &self.conn,
+            crate::ws::Frame::new(crate::ws::OpCode::Pong, payload).bytes(),
+            Priority::Normal,
+        );
+    }
+
     /// Charges one command to the rate limits; false when it must not be carried out (the
     /// client got a `rate_limited` error, or is being closed with 4029).
     fn within_rate(&mut self, kind: Kind) -> bool {
@@ -208,6 +225,9 @@ impl Session {
             let membership = self.rooms.remove(i);
             self.rooms.push(membership);
         } else {
+            // Most clients sit in one room: room for exactly one (32 bytes, not the four
+            // slots `Vec` would start with) in every connection.
+            self.rooms.reserve_exact(1);
             self.rooms.push(Membership {
                 room,
                 username: name_in_room,

@@ -1,10 +1,11 @@
 //! The connection task over TLS: the same framing, session and close handshake as
 //! [`crate::connection`], with reads and writes through tokio-rustls.
 //!
-//! The plain-TCP task reads with `try_read` into a per-thread scratch buffer and writes with
-//! `try_write_vectored`, which a TLS stream cannot offer (its bytes pass through rustls). This
-//! task awaits `read` into a buffer of its own (one TLS record, 16 KiB) and `write_vectored`
-//! instead; it is separate so the plain path stays exactly as it was.
+//! The plain-TCP task reads with non-blocking reads into a per-thread scratch buffer and leaves
+//! most writes to the flushers, which write straight to its socket; a TLS stream cannot offer
+//! either (its bytes pass through rustls). This task awaits `read` into a buffer of its own
+//! (one TLS record, 16 KiB), takes its queued frames when its outbox signals, and awaits
+//! `write_vectored` instead.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -17,8 +18,9 @@ use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
 use crate::auth::Identity;
-use crate::connection::{on_input, start_close, wait_deadline, Link};
+use crate::connection::{on_input, start_close, Link};
 use crate::hub::Hub;
+use crate::writer::Writer;
 
 /// Plaintext bytes per read: one maximal TLS record.
 const READ_BYTES: usize = 16 * 1024;
@@ -32,12 +34,12 @@ pub async fn drive(
     identity: Option<Identity>,
 ) {
     let Link {
-        conn,
         mut session,
         mut reader,
-        mut writer,
         mut closing,
     } = Link::open(&hub, peer, identity, leftover, "TLS connection");
+    let conn = session.conn().clone();
+    let mut writer = Writer::default();
     let max_message = hub.limits.max_message_bytes;
     let (mut read_half, mut write_half) = tokio::io::split(stream);
     let mut buf = vec![0u8; READ_BYTES];
@@ -52,7 +54,7 @@ pub async fn drive(
             // close deadline bounds it.
             tokio::select! {
                 _ = write_half.shutdown() => {}
-                () = wait_deadline(&mut closing.deadline) => break "close handshake timed out",
+                () = closing.deadline() => break "close handshake timed out",
             }
         }
         if closing.finished_writing && closing.received {
@@ -60,7 +62,7 @@ pub async fn drive(
         }
         tokio::select! {
             biased;
-            () = conn.outbox.notified() => {
+            () = conn.outbox.signalled() => {
                 if let Some(request) = conn.outbox.take(writer.batch()) {
                     start_close(&mut writer, &mut closing, &conn, &hub, request);
                 }
@@ -82,7 +84,7 @@ pub async fn drive(
                 Ok(n) => {
                     hub.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     if !closing.ignore_input {
-                        on_input(&mut buf[..n], &mut reader, &mut session, &conn, &hub, &mut closing, max_message);
+                        on_input(&mut buf[..n], &mut reader, &mut session, &mut closing, max_message);
                     }
                 }
                 Err(err) => {
@@ -90,16 +92,15 @@ pub async fn drive(
                     break "read error";
                 }
             },
-            () = wait_deadline(&mut closing.deadline) => break "close handshake timed out",
+            () = closing.deadline() => break "close handshake timed out",
         }
     };
 
+    drop(conn);
     let link = Link {
-        conn,
         session,
         reader,
-        writer,
         closing,
     };
-    link.finish(&hub, peer, end, "TLS connection");
+    link.finish(peer, end, "TLS connection");
 }

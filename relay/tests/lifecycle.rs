@@ -82,6 +82,51 @@ async fn a_connection_that_never_finishes_its_upgrade_is_dropped() {
 }
 
 #[tokio::test]
+async fn a_client_that_pauses_reading_gets_everything_in_order_when_it_resumes() {
+    // 6 MB: more than the kernel's socket buffers hold on loopback (they grow to 4 MB), less
+    // than this test's slow-consumer cap. The relay's writes to `paused` must block, so its
+    // connection task takes over from the flusher and finishes the queue once it drains.
+    const MESSAGES: u64 = 4000;
+    let relay = TestRelay::with(|c| c.max_outbound_bytes = 64 << 20).await;
+    let (mut sender, _) = relay.joined("pause", "sender").await;
+    let mut paused = RawClient::connect(relay.addr, Some(4096)).await;
+    paused
+        .send_frame(
+            true,
+            raw::TEXT,
+            br#"{"type":"join","room":"pause","username":"paused"}"#,
+        )
+        .await;
+    sender.recv_until("user_joined").await;
+    let text = "y".repeat(1500);
+    for _ in 0..MESSAGES {
+        sender.send(json!({"type":"message","text":text})).await;
+    }
+    // Our own echoes: every message has been fanned out (and queued for `paused`).
+    for _ in 0..MESSAGES {
+        sender.recv_until("message").await;
+    }
+    let written_before = relay.relay.stats().bytes_out;
+
+    let mut next_seq = 1;
+    while next_seq <= MESSAGES {
+        let frame = paused.read_frame().await.expect("the stream ended early");
+        let event: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
+        if event["type"] == "message" {
+            assert_eq!(event["seq"], next_seq, "messages arrive once, in order");
+            next_seq += 1;
+        }
+    }
+    let written_after = relay.relay.stats().bytes_out;
+    assert!(
+        written_after - written_before > 100_000,
+        "most of the burst was written after the client resumed reading \
+         ({written_before} bytes before, {written_after} after)"
+    );
+    assert_eq!(relay.relay.stats().slow_consumer_closes, 0);
+}
+
+#[tokio::test]
 async fn a_client_that_stops_reading_is_closed_with_4008_and_nobody_else_waits() {
     const CAP: usize = 64 * 1024;
     let relay = TestRelay::with(|c| c.max_outbound_bytes = CAP).await;

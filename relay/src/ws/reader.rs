@@ -145,7 +145,8 @@ struct Partial {
 #[derive(Debug, Default)]
 pub struct FrameReader {
     stash: Vec<u8>,
-    partial: Option<Partial>,
+    /// Boxed: rare, and every connection's task holds a reader.
+    partial: Option<Box<Partial>>,
 }
 
 impl FrameReader {
@@ -233,10 +234,10 @@ impl FrameReader {
                 if head.fin {
                     deliver(head.opcode, payload, on)
                 } else {
-                    self.partial = Some(Partial {
+                    self.partial = Some(Box::new(Partial {
                         opcode: head.opcode,
                         data: payload.to_vec(),
-                    });
+                    }));
                     Ok(ControlFlow::Continue(()))
                 }
             }

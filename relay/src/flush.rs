@@ -1,0 +1,103 @@
+//! Flush lists: the write side of every plain-TCP connection, one flusher task per list.
+//!
+//! A publisher that pushes into an idle queue enlists the connection here instead of waking its
+//! task. The flusher wakes once for the whole list, yields so that every reader the I/O driver
+//! reported ready fans out first, then writes each enlisted connection's queue with one
+//! vectored write. That is uWebSockets' corking done per scheduler round: many frames per
+//! `writev`, one task poll per round instead of two per recipient, and no run-queue churn of
+//! thousands of writer tasks (which is what made tail latency grow under load).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Poll, Waker};
+
+use crate::conn::Conn;
+use crate::hub::Hub;
+
+/// Connections written between yields. A round for a 10,000-member room is thousands of
+/// `writev`s; yielding between chunks lets readers and timers run meanwhile.
+const CHUNK: usize = 512;
+
+#[derive(Debug, Default)]
+struct Pending {
+    conns: Vec<Arc<Conn>>,
+    flusher: Option<Waker>,
+}
+
+/// Connections with frames queued and nobody writing them yet.
+#[derive(Debug, Default)]
+pub struct FlushList {
+    // A std Mutex: held for a push or a swap, never across an await.
+    pending: Mutex<Pending>,
+}
+
+impl FlushList {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // Every update is a single push or swap: a poisoned lock is still consistent.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a connection whose outbox answered [`crate::outbox::Push::Enlist`].
+    pub fn enlist(&self, conn: &Arc<Conn>) {
+        let mut pending = self.lock();
+        pending.conns.push(conn.clone());
+        if pending.conns.len() == 1 {
+            if let Some(flusher) = pending.flusher.take() {
+                drop(pending);
+                flusher.wake();
+            }
+        }
+    }
+
+    /// Resolves once the list is not empty.
+    async fn ready(&self) {
+        std::future::poll_fn(|cx| {
+            let mut pending = self.lock();
+            if pending.conns.is_empty() {
+                pending.flusher = Some(cx.waker().clone());
+                Poll::Pending
+            } else {
+                Poll::Ready(())
+            }
+        })
+        .await;
+    }
+
+    /// Takes the whole list into `batch` (empty), leaving `batch`'s old allocation behind.
+    fn take(&self, batch: &mut Vec<Arc<Conn>>) {
+        std::mem::swap(&mut self.lock().conns, batch);
+    }
+}
+
+/// Writes `list`'s connections, round after round, until the task is aborted (after
+/// shutdown has drained every connection).
+pub async fn run(hub: Arc<Hub>, slot: usize) {
+    let Some(list) = hub.flush_lists.get(slot) else {
+        return;
+    };
+    let mut batch = Vec::new();
+    loop {
+        list.ready().await;
+        // Write at the end of the scheduler's round, not at once: tokio runs a yielded task
+        // only after the I/O driver has been polled, so every reader that is ready now fans
+        // out into this round first.
+        tokio::task::yield_now().await;
+        list.take(&mut batch);
+        let mut written = 0u64;
+        let mut done = 0;
+        for conn in batch.drain(..) {
+            written += conn.outbox.flush();
+            done += 1;
+            if done % CHUNK == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        if written > 0 {
+            hub.stats.bytes_out.fetch_add(written, Ordering::Relaxed);
+        }
+        // A list that grew huge once (a burst to a big room) should not stay that size.
+        if batch.capacity() > 4 * CHUNK {
+            batch = Vec::new();
+        }
+    }
+}
