@@ -38,7 +38,7 @@ server logs go to results/compare-<stamp>-raw/.
 
 Smoke run (a few minutes, small scale):  python3 benches/compare.py --quick --repeats 1
 Subset:     python3 benches/compare.py --targets 3,4 --repeats 5
-Full run:   python3 benches/compare.py      (about an hour on two cores; needs them to itself)
+Full run:   python3 benches/compare.py      (about half an hour on two cores; needs them to itself)
 Extra relay flags (recorded in the markdown): --relay-args "--event-interval 256"
 """
 
