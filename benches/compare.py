@@ -293,7 +293,12 @@ class Bench:
         except (OSError, ValueError, KeyError) as e:
             s = {"error": f"no usable report: {e}"}
         finally:
+            # A server that is gone before we stop it crashed or was killed from outside (some
+            # other process's `pkill`): its run did not measure it.
+            died = srv.proc.poll()
             srv.stop()
+        if died is not None and "error" not in s:
+            s = {"error": f"the server exited during the run (status {died}; see {self.logdir.name}/{name}.log)"}
         time.sleep(0.3)
         if "error" in s:
             log(f"{tag}: {s['error']}")
