@@ -699,7 +699,7 @@ def target3(bench, a):
     if r is None or b is None or not r["ok"] or not b["ok"]:
         verdict, why = "INCONCLUSIVE", "relay or bun not measured"
     else:
-        problems = [f"{p['server']}: {why_not(p, math.inf) or 'saturated'}" for p in (r, b)
+        problems = [f"{p['server']}: {why_not(p, math.inf) or notes(p)}" for p in (r, b)
                     if not p["clean"] or why_not(p, math.inf)]
         verdict = "INCONCLUSIVE" if problems else ("PASS" if r["p99"] <= b["p99"] else "FAIL")
         why = "; ".join(problems)
