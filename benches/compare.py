@@ -824,7 +824,8 @@ def main():
     p.add_argument("--storm-clients", type=int, help="target 5: clients (default 10000; quick 2000)")
     p.add_argument("--storm-connect-rate", type=float, help="target 5: loadgen --connect-rate (default 50000)")
     p.add_argument("--connect-rate", type=float, default=5000, help="loadgen --connect-rate for targets 1-4")
-    p.add_argument("--relay-args", default="", help='extra relay flags, e.g. "--event-interval 256" (recorded)')
+    p.add_argument("--relay-args", default="", help='extra relay flags, e.g. "--event-interval 256" (recorded in the markdown); '
+                        'one word alone needs the = form: --relay-args=--flag')
     p.add_argument("--server-cpus", default="0", help="taskset -c list for the servers (default 0)")
     p.add_argument("--loadgen-cpus", default="1", help="taskset -c list for the loadgen; --threads = its size (default 1)")
     p.add_argument("--port", type=int, default=18090, help="first port; each server start takes the next one")
