@@ -40,6 +40,10 @@ use crate::ws::Frame;
 /// that sends without pause must not hold its worker.
 const READS_PER_POLL: usize = 4;
 
+/// A connection stops reading while its own queue holds more than this share of the
+/// slow-consumer cap (a quarter): what it reads would only grow the queue further.
+const READ_PAUSE_DIVISOR: usize = 4;
+
 /// Bytes read per `read` call. Large enough to take a burst of small frames (or one maximal
 /// 64 KiB message) in one syscall; it exists once per worker thread, not per connection.
 const SCRATCH_BYTES: usize = 64 * 1024 + 16;
@@ -229,6 +233,7 @@ impl Driver {
     /// Does everything that can be done now; `Some(outcome)` once the connection is over.
     fn step(&mut self, link: &mut Link, cx: &mut Context<'_>) -> Option<&'static str> {
         let mut reads = 0;
+        let read_pause = link.hub().limits.max_outbound_bytes / READ_PAUSE_DIVISOR;
         loop {
             let work = link.conn().outbox.poll_task(cx.waker());
             if work.failed {
@@ -237,7 +242,12 @@ impl Driver {
             if let Some(request) = work.close {
                 start_close_queued(link, request);
             }
-            if work.write || link.closing.sent {
+            // Our own queue backed up (a client that sends faster than it reads its
+            // replies, a ping flood): write it ourselves and stop reading until it drains,
+            // so the client feels TCP backpressure instead of growing our memory.
+            let backed_up = link.conn().outbox.queued_bytes() > read_pause;
+            let mut blocked = false;
+            if work.write || link.closing.sent || backed_up {
                 loop {
                     let (wrote, bytes) = link.conn().outbox.write_now();
                     if bytes > 0 {
@@ -252,7 +262,10 @@ impl Driver {
                         Wrote::Blocked => match self.stream.poll_write_ready(cx) {
                             Poll::Ready(Ok(())) => continue,
                             Poll::Ready(Err(_)) => return Some("write error"),
-                            Poll::Pending => break,
+                            Poll::Pending => {
+                                blocked = true;
+                                break;
+                            }
                         },
                     }
                 }
@@ -276,6 +289,13 @@ impl Driver {
             }
             if closing.received {
                 return None;
+            }
+            if link.conn().outbox.queued_bytes() > read_pause {
+                if blocked {
+                    // Writability wakes us; we read again once the queue is written.
+                    return None;
+                }
+                continue;
             }
             match self.stream.poll_read_ready(cx) {
                 Poll::Pending => return None,

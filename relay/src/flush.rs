@@ -13,6 +13,7 @@ use std::task::{Poll, Waker};
 
 use crate::conn::Conn;
 use crate::hub::Hub;
+use crate::room::Room;
 
 /// Connections written between yields. A round for a 10,000-member room is thousands of
 /// `writev`s; yielding between chunks lets readers and timers run meanwhile.
@@ -20,8 +21,17 @@ const CHUNK: usize = 512;
 
 #[derive(Debug, Default)]
 struct Pending {
+    /// Rooms with events fanned out this round ([`Room::fan_out`]): delivered to their
+    /// members' queues first, which enlists those connections for this same round.
+    rooms: Vec<Arc<Room>>,
     conns: Vec<Arc<Conn>>,
     flusher: Option<Waker>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.rooms.is_empty() && self.conns.is_empty()
+    }
 }
 
 /// Connections with frames queued and nobody writing them yet.
@@ -40,8 +50,22 @@ impl FlushList {
     /// Adds a connection whose outbox answered [`crate::outbox::Push::Enlist`].
     pub fn enlist(&self, conn: &Arc<Conn>) {
         let mut pending = self.lock();
+        let wake = pending.is_empty();
         pending.conns.push(conn.clone());
-        if pending.conns.len() == 1 {
+        if wake {
+            if let Some(flusher) = pending.flusher.take() {
+                drop(pending);
+                flusher.wake();
+            }
+        }
+    }
+
+    /// Adds a room whose first event of the round is pending.
+    pub fn enlist_room(&self, room: Arc<Room>) {
+        let mut pending = self.lock();
+        let wake = pending.is_empty();
+        pending.rooms.push(room);
+        if wake {
             if let Some(flusher) = pending.flusher.take() {
                 drop(pending);
                 flusher.wake();
@@ -53,7 +77,7 @@ impl FlushList {
     async fn ready(&self) {
         std::future::poll_fn(|cx| {
             let mut pending = self.lock();
-            if pending.conns.is_empty() {
+            if pending.is_empty() {
                 pending.flusher = Some(cx.waker().clone());
                 Poll::Pending
             } else {
@@ -67,6 +91,10 @@ impl FlushList {
     fn take(&self, batch: &mut Vec<Arc<Conn>>) {
         std::mem::swap(&mut self.lock().conns, batch);
     }
+
+    fn take_rooms(&self, rooms: &mut Vec<Arc<Room>>) {
+        std::mem::swap(&mut self.lock().rooms, rooms);
+    }
 }
 
 /// Writes `list`'s connections, round after round, until the task is aborted (after
@@ -76,12 +104,17 @@ pub async fn run(hub: Arc<Hub>, slot: usize) {
         return;
     };
     let mut batch = Vec::new();
+    let mut rooms = Vec::new();
     loop {
         list.ready().await;
         // Write at the end of the scheduler's round, not at once: tokio runs a yielded task
         // only after the I/O driver has been polled, so every reader that is ready now fans
         // out into this round first.
         tokio::task::yield_now().await;
+        list.take_rooms(&mut rooms);
+        for room in rooms.drain(..) {
+            room.deliver(&hub);
+        }
         list.take(&mut batch);
         let mut written = 0u64;
         let mut done = 0;

@@ -91,6 +91,9 @@ pub struct Hub {
     /// One flush list per worker thread; connection `id` uses list `id % len`. Each has a
     /// flusher task ([`crate::flush::run`]) while the relay serves.
     pub(crate) flush_lists: Box<[FlushList]>,
+    /// Flusher tasks are running (the relay serves): rooms batch their fan-out per round.
+    /// Without them (a hub driven directly, as the benchmarks do) fan-out is immediate.
+    flushing: AtomicBool,
 }
 
 pub fn now_ms() -> u64 {
@@ -128,6 +131,7 @@ impl Hub {
             next_room: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             ping: Frame::new(OpCode::Ping, b""),
+            flushing: AtomicBool::new(false),
             flush_lists: (0..flush_list_count(config))
                 .map(|_| FlushList::default())
                 .collect(),
@@ -225,7 +229,7 @@ impl Hub {
                     .or_insert_with(|| {
                         let n = self.next_room.fetch_add(1, Ordering::Relaxed);
                         let epoch = format!("{:016x}", random_u64() ^ n.rotate_left(32));
-                        Arc::new(Room::new(Arc::from(name), epoch.into()))
+                        Room::new_shared(Arc::from(name), epoch.into())
                     })
                     .value()
                     .clone(),
@@ -247,7 +251,7 @@ impl Hub {
                 .or_insert_with(|| {
                     // Replaced by the cluster-wide epoch once Redis is reached.
                     let epoch = format!("{:016x}", random_u64());
-                    Arc::new(Room::new(Arc::from(name), epoch.into()))
+                    Room::new_shared(Arc::from(name), epoch.into())
                 })
                 .value()
                 .clone();
@@ -277,6 +281,25 @@ impl Hub {
         if let Some(list) = self.flush_lists.get((conn.id % lists.max(1)) as usize) {
             list.enlist(conn);
         }
+    }
+
+    /// Puts a room with events pending for this round on a flush list.
+    pub fn enlist_room(&self, room: &Arc<Room>) {
+        let lists = self.flush_lists.len();
+        let slot = (Arc::as_ptr(room) as usize >> 6) % lists.max(1);
+        if let Some(list) = self.flush_lists.get(slot) {
+            list.enlist_room(room.clone());
+        }
+    }
+
+    /// Whether flusher tasks run (see [`Hub::set_flushing`]).
+    pub fn is_flushing(&self) -> bool {
+        self.flushing.load(Ordering::Relaxed)
+    }
+
+    /// Set by the server around the life of its flusher tasks.
+    pub fn set_flushing(&self, on: bool) {
+        self.flushing.store(on, Ordering::Relaxed);
     }
 
     /// How many flush lists (and flusher tasks) there are.

@@ -103,7 +103,7 @@ impl Task {
                     ack,
                     ..
                 } => {
-                    room.cluster_remove(&client);
+                    room.cluster_remove(&self.hub, &client);
                     if ack {
                         self.hub.push_to(
                             &client,
@@ -292,7 +292,7 @@ impl Task {
             Command::Leave {
                 conn, room, ack, ..
             } => {
-                if let Some(username) = room.cluster_remove(&conn) {
+                if let Some(username) = room.cluster_remove(&self.hub, &conn) {
                     if ack {
                         self.hub
                             .push_to(&conn, event::left(&room.name).bytes(), Priority::Normal);

@@ -13,7 +13,7 @@ use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::outbox::Priority;
 use crate::protocol::event::{self, UserRef};
-use crate::room::{fan_out, JoinOutcome, Room};
+use crate::room::{JoinOutcome, Room};
 use crate::ws::Frame;
 
 use super::wire;
@@ -76,7 +76,7 @@ impl Room {
             }
             state.history.push_back(frame.clone());
         }
-        let delivered = fan_out(hub, &state.members, frame.bytes(), Priority::Normal, None);
+        let delivered = self.fan_out(&mut state, hub, frame.bytes(), Priority::Normal, None);
         drop(state);
         hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
         hub.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
@@ -100,6 +100,9 @@ impl Room {
             return JoinOutcome::Retired;
         }
         let already = state.admit(conn, username);
+        if already {
+            state.deliver_pending(hub);
+        }
         let (skip, recovered) = self.resume_point(&state, resume.0, resume.1);
         let epoch = state
             .cluster_epoch
@@ -124,10 +127,10 @@ impl Room {
     }
 
     /// Removes `conn` locally; returns its username if it was a member.
-    pub fn cluster_remove(&self, conn: &Conn) -> Option<Arc<str>> {
+    pub fn cluster_remove(&self, hub: &Hub, conn: &Conn) -> Option<Arc<str>> {
         let mut state = self.lock();
         let at = state.members.iter().position(|m| m.conn.id == conn.id)?;
-        let gone = state.members.swap_remove(at);
+        let gone = state.remove_member(hub, at);
         if state.members.is_empty() {
             state.empty_since = Some(Instant::now());
         }
@@ -136,13 +139,13 @@ impl Room {
 
     /// Fans an event from Redis out to local members but the one it is about.
     pub fn cluster_fan_out(&self, hub: &Hub, frame: &Frame, priority: Priority, skip: &str) {
-        let state = self.lock();
+        let mut state = self.lock();
         let skip = state
             .members
             .iter()
             .find(|m| &*m.conn.client_id == skip)
             .map(|m| m.conn.id);
-        fan_out(hub, &state.members, frame.bytes(), priority, skip);
+        self.fan_out(&mut state, hub, frame.bytes(), priority, skip);
     }
 
     /// The history frames kept here, oldest first.
@@ -166,9 +169,9 @@ impl Room {
         hub: &Hub,
         parts: &crate::protocol::event::MessageEvent<'_>,
     ) {
-        let state = self.lock();
+        let mut state = self.lock();
         let frame = wire::local_message(parts, state.seq);
-        let delivered = fan_out(hub, &state.members, frame.bytes(), Priority::Normal, None);
+        let delivered = self.fan_out(&mut state, hub, frame.bytes(), Priority::Normal, None);
         drop(state);
         hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
         hub.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
