@@ -535,3 +535,91 @@ pub(crate) fn fan_out(
     }
     queued
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use super::*;
+    use crate::config::Config;
+
+    /// The JSON `type` of every frame queued for `conn`, in order.
+    fn queued_types(conn: &Conn) -> Vec<String> {
+        let mut batch = VecDeque::new();
+        let _ = conn.outbox.take(&mut batch);
+        let mut bytes = Vec::new();
+        for frame in batch {
+            bytes.extend_from_slice(&frame);
+        }
+        let mut types = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            // Server frames: unmasked, FIN text, 7-bit or 16-bit length in these tests.
+            let (len, head) = match bytes[at + 1] {
+                126 => (
+                    usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])),
+                    4,
+                ),
+                n => (usize::from(n), 2),
+            };
+            let payload = &bytes[at + head..at + head + len];
+            let value: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
+            let kind = value["type"].as_str().unwrap_or("?").to_owned();
+            types.push(match value["text"].as_str() {
+                Some(text) => format!("{kind}:{text}"),
+                None => kind,
+            });
+            at += head + len;
+        }
+        types
+    }
+
+    #[test]
+    fn a_rounds_events_reach_exactly_the_members_they_were_published_to() {
+        let hub = Hub::new(&Config::default());
+        hub.set_flushing(true);
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+        let join = |name: &str| {
+            let conn = hub.register(peer);
+            let username: Arc<str> = Arc::from(name);
+            let request = JoinRequest {
+                username: &username,
+                since: None,
+                epoch: None,
+            };
+            let (room, _) = hub.join(&conn, "r", request);
+            (conn, room)
+        };
+        let (a, room) = join("a");
+        let (b, _) = join("b");
+        room.deliver(&hub);
+        let _ = (queued_types(&a), queued_types(&b));
+
+        // One round: a message, a join, a typing indicator from `a`, another message.
+        room.publish(&hub, &a, "a", "one");
+        let (c, _) = join("c");
+        room.typing(&hub, &a, "a", true);
+        room.publish(&hub, &b, "b", "two");
+        assert!(
+            queued_types(&b).is_empty(),
+            "nothing goes out before the round ends"
+        );
+        room.deliver(&hub);
+
+        assert_eq!(
+            queued_types(&a),
+            ["message:one", "user_joined", "message:two"],
+            "the typist does not get its own typing"
+        );
+        assert_eq!(
+            queued_types(&b),
+            ["message:one", "user_joined", "typing", "message:two"]
+        );
+        assert_eq!(
+            queued_types(&c),
+            ["joined", "typing", "message:two"],
+            "the joiner gets its `joined` first, then only what was published after it"
+        );
+    }
+}
