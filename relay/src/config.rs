@@ -62,10 +62,10 @@ pub struct Config {
     #[arg(long, env = "RELAY_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 
-    /// Scheduler ticks between I/O polls (tokio's event interval). Writers flush once per
-    /// poll round, so a larger value packs more frames into each write under load at the cost
-    /// of slower reaction to new input; see docs/PERFORMANCE.md.
-    #[arg(long, env = "RELAY_EVENT_INTERVAL", default_value_t = 61)]
+    /// Scheduler ticks between I/O polls (tokio's event interval; tokio's own default is 61).
+    /// Flushers write once per poll round, so a longer round packs more frames into each
+    /// write under load; at light load rounds end early anyway. See docs/PERFORMANCE.md.
+    #[arg(long, env = "RELAY_EVENT_INTERVAL", default_value_t = 1024)]
     pub event_interval: u32,
 
     /// Log format: "text" for people, "json" for log pipelines. Level comes from RUST_LOG.
