@@ -90,13 +90,7 @@ async fn a_client_that_pauses_reading_gets_everything_in_order_when_it_resumes()
     let relay = TestRelay::with(|c| c.max_outbound_bytes = 64 << 20).await;
     let (mut sender, _) = relay.joined("pause", "sender").await;
     let mut paused = RawClient::connect(relay.addr, Some(4096)).await;
-    paused
-        .send_frame(
-            true,
-            raw::TEXT,
-            br#"{"type":"join","room":"pause","username":"paused"}"#,
-        )
-        .await;
+    paused.send_join("pause", "paused").await;
     sender.recv_until("user_joined").await;
     let text = "y".repeat(1500);
     for _ in 0..MESSAGES {
@@ -134,12 +128,7 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_nobody_else_waits()
     let (mut watcher, _) = relay.joined("busy", "watcher").await;
     // Joins and then never reads again; a small receive buffer fills up quickly.
     let mut slow = RawClient::connect(relay.addr, Some(4096)).await;
-    slow.send_frame(
-        true,
-        raw::TEXT,
-        br#"{"type":"join","room":"busy","username":"slow"}"#,
-    )
-    .await;
+    slow.send_join("busy", "slow").await;
     sender.recv_until("user_joined").await;
     sender.recv_until("user_joined").await;
     watcher.recv_until("user_joined").await;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use relay::metrics::{names, LATENCY_SAMPLE_EVERY};
 use serde_json::json;
 use support::http::{self, scrape};
-use support::raw::{self, RawClient};
+use support::raw::RawClient;
 use support::TestRelay;
 
 /// `after - before` of one series.
@@ -106,13 +106,7 @@ async fn closes_are_counted_by_code() {
 
     // A client that never answers pings: closed with 4001.
     let mut silent = RawClient::connect(relay.addr, None).await;
-    silent
-        .send_frame(
-            true,
-            raw::TEXT,
-            br#"{"type":"join","room":"closes","username":"silent"}"#,
-        )
-        .await;
+    silent.send_join("closes", "silent").await;
     observer.recv_until("user_joined").await;
     let silent_side = async move {
         let (code, _) = silent.read_until_close().await;

@@ -110,6 +110,12 @@ impl RawClient {
         self.send_raw(&frame(fin, opcode, payload)).await;
     }
 
+    /// Sends a `join` (and does not wait for `joined`: the point is often not to read).
+    pub async fn send_join(&mut self, room: &str, username: &str) {
+        let join = format!(r#"{{"type":"join","room":"{room}","username":"{username}"}}"#);
+        self.send_frame(true, TEXT, join.as_bytes()).await;
+    }
+
     /// The next frame, or `None` at end of stream.
     pub async fn read_frame_within(&mut self, limit: Duration) -> Option<RawFrame> {
         loop {
