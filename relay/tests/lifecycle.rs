@@ -121,6 +121,59 @@ async fn a_client_that_pauses_reading_gets_everything_in_order_when_it_resumes()
 }
 
 #[tokio::test]
+async fn a_client_that_sends_without_reading_meets_backpressure_not_a_close() {
+    // Pings without reading the pongs: the relay must stop reading once its queue for this
+    // client is a quarter full, so the client's own writes stall, instead of reading on and
+    // closing it as a slow consumer when the pongs pass the cap.
+    const CAP: usize = 256 * 1024;
+    let relay = TestRelay::with(|c| c.max_outbound_bytes = CAP).await;
+    let client = RawClient::connect(relay.addr, Some(4096)).await;
+    let (mut read, mut write) = client.stream.into_split();
+    let ping = raw::frame(true, raw::PING, &[7; 125]);
+    let batch: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 64).collect();
+
+    // Write until the socket would block: the relay stopped reading.
+    let mut sent = 0usize;
+    let mut unsent: &[u8] = &[];
+    loop {
+        write.writable().await.unwrap();
+        match write.try_write(&batch) {
+            Ok(n) => {
+                sent += n;
+                if n < batch.len() {
+                    unsent = &batch[n..];
+                    break;
+                }
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(err) => panic!("write failed: {err}"),
+        }
+        assert!(sent < 64 << 20, "the relay never pushed back");
+    }
+    let tail = unsent.to_vec();
+    let pings = (sent + tail.len()) / ping.len();
+    let writer = tokio::spawn(async move {
+        write.write_all(&tail).await.unwrap();
+        write
+    });
+
+    // Now read: every ping gets its pong (127 bytes each), and the connection stays open.
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    while received < pings * 127 {
+        let n = tokio::time::timeout(Duration::from_secs(10), read.read(&mut buf))
+            .await
+            .expect("pongs keep coming")
+            .unwrap();
+        assert!(n > 0, "the relay closed the connection");
+        received += n;
+    }
+    assert_eq!(received, pings * 127, "one pong per ping, nothing else");
+    writer.await.unwrap();
+    assert_eq!(relay.relay.stats().slow_consumer_closes, 0);
+}
+
+#[tokio::test]
 async fn a_client_that_stops_reading_is_closed_with_4008_and_nobody_else_waits() {
     const CAP: usize = 64 * 1024;
     let relay = TestRelay::with(|c| c.max_outbound_bytes = CAP).await;
