@@ -58,7 +58,8 @@ pub struct Config {
     #[arg(long, env = "RELAY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// Runtime worker threads (0 = one per available core).
+    /// Runtime worker threads (0 = tokio's `TOKIO_WORKER_THREADS` if set, else one per
+    /// available core). With one, the relay runs a single-threaded runtime.
     #[arg(long, env = "RELAY_WORKER_THREADS", default_value_t = 0)]
     pub worker_threads: usize,
 
@@ -263,6 +264,22 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("invalid duration {text:?}"));
     }
     Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Worker threads the runtime gets for `--worker-threads` (`configured`, 0 = automatic):
+/// `TOKIO_WORKER_THREADS` if set (as tokio itself reads it), else the CPUs this process may
+/// run on (`taskset` counts).
+pub fn worker_count(configured: usize) -> usize {
+    if configured > 0 {
+        return configured;
+    }
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
 }
 
 #[cfg(test)]

@@ -427,10 +427,7 @@ impl Hub {
 /// One flush list per worker thread: flushers then spread over the workers like the
 /// connections they write.
 fn flush_list_count(config: &Config) -> usize {
-    if config.worker_threads > 0 {
-        return config.worker_threads;
-    }
-    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    crate::config::worker_count(config.worker_threads)
 }
 
 fn going_away() -> CloseRequest {
