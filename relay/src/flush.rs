@@ -49,22 +49,19 @@ impl FlushList {
 
     /// Adds a connection whose outbox answered [`crate::outbox::Push::Enlist`].
     pub fn enlist(&self, conn: &Arc<Conn>) {
-        let mut pending = self.lock();
-        let wake = pending.is_empty();
-        pending.conns.push(conn.clone());
-        if wake {
-            if let Some(flusher) = pending.flusher.take() {
-                drop(pending);
-                flusher.wake();
-            }
-        }
+        self.add(|pending| pending.conns.push(conn.clone()));
     }
 
     /// Adds a room whose first event of the round is pending.
     pub fn enlist_room(&self, room: Arc<Room>) {
+        self.add(|pending| pending.rooms.push(room));
+    }
+
+    /// Applies `push` and wakes the flusher if the list was empty.
+    fn add(&self, push: impl FnOnce(&mut Pending)) {
         let mut pending = self.lock();
         let wake = pending.is_empty();
-        pending.rooms.push(room);
+        push(&mut pending);
         if wake {
             if let Some(flusher) = pending.flusher.take() {
                 drop(pending);

@@ -263,16 +263,18 @@ impl Hub {
         }
     }
 
-    /// Pushes a frame to one connection (replies, errors).
-    pub fn push_to(&self, conn: &Arc<Conn>, frame: &bytes::Bytes, priority: Priority) {
-        match conn
+    /// Pushes a frame to one connection and does what the outcome asks: enlist it for the
+    /// flusher, or count a slow consumer. Replies and errors, and every member of a fan-out.
+    pub fn push_to(&self, conn: &Arc<Conn>, frame: &bytes::Bytes, priority: Priority) -> Push {
+        let push = conn
             .outbox
-            .push(frame, priority, self.limits.max_outbound_bytes)
-        {
+            .push(frame, priority, self.limits.max_outbound_bytes);
+        match push {
             Push::Enlist => self.enlist(conn),
             Push::Overflow => self.note_slow_consumer(conn),
             Push::Queued | Push::Dropped | Push::Closed => {}
         }
+        push
     }
 
     /// Puts a connection whose outbox answered [`Push::Enlist`] on its flush list.

@@ -440,9 +440,13 @@ fn deliver_pending(state: &mut State, hub: &Hub) {
                 bytes,
                 _frames: pending,
             });
-            let cap = hub.limits.max_outbound_bytes;
             let mut first = 0;
             let mut dropped = 0u64;
+            let mut push = |member: &Member, part: Bytes| {
+                if hub.push_to(&member.conn, &part, priority) == Push::Dropped {
+                    dropped += 1;
+                }
+            };
             for (i, member) in state.members.iter().enumerate() {
                 while first < uptos.len() && uptos[first] <= i {
                     first += 1;
@@ -452,8 +456,7 @@ fn deliver_pending(state: &mut State, hub: &Hub) {
                 }
                 let id = member.conn.id;
                 if !skips.contains(&id) {
-                    let part = all.slice(offsets[first]..);
-                    push_one(hub, member, &part, priority, cap, &mut dropped);
+                    push(member, all.slice(offsets[first]..));
                     continue;
                 }
                 // Cut out the events that skip this member: a slice per run of the rest.
@@ -461,8 +464,7 @@ fn deliver_pending(state: &mut State, hub: &Hub) {
                 for (at, skip) in skip_of.iter().enumerate().skip(first) {
                     match (*skip == Some(id), run) {
                         (true, Some(start)) => {
-                            let part = all.slice(offsets[start]..offsets[at]);
-                            push_one(hub, member, &part, priority, cap, &mut dropped);
+                            push(member, all.slice(offsets[start]..offsets[at]));
                             run = None;
                         }
                         (false, None) => run = Some(at),
@@ -470,32 +472,20 @@ fn deliver_pending(state: &mut State, hub: &Hub) {
                     }
                 }
                 if let Some(start) = run {
-                    let part = all.slice(offsets[start]..);
-                    push_one(hub, member, &part, priority, cap, &mut dropped);
+                    push(member, all.slice(offsets[start]..));
                 }
             }
-            if dropped > 0 {
-                hub.stats
-                    .typing_dropped
-                    .fetch_add(dropped, Ordering::Relaxed);
-            }
+            count_dropped(hub, dropped);
         }
     }
 }
 
-fn push_one(
-    hub: &Hub,
-    member: &Member,
-    frame: &Bytes,
-    priority: Priority,
-    cap: usize,
-    dropped: &mut u64,
-) {
-    match member.conn.outbox.push(frame, priority, cap) {
-        Push::Enlist => hub.enlist(&member.conn),
-        Push::Dropped => *dropped += 1,
-        Push::Overflow => hub.note_slow_consumer(&member.conn),
-        Push::Queued | Push::Closed => {}
+/// Adds typing indicators a fan-out dropped (queues past half their cap) to the counter.
+fn count_dropped(hub: &Hub, dropped: u64) {
+    if dropped > 0 {
+        hub.stats
+            .typing_dropped
+            .fetch_add(dropped, Ordering::Relaxed);
     }
 }
 
@@ -510,29 +500,19 @@ pub(crate) fn fan_out(
     priority: Priority,
     skip: Option<u64>,
 ) -> u64 {
-    let cap = hub.limits.max_outbound_bytes;
     let mut queued = 0u64;
     let mut dropped = 0u64;
     for member in members {
         if Some(member.conn.id) == skip {
             continue;
         }
-        match member.conn.outbox.push(frame, priority, cap) {
-            Push::Queued => queued += 1,
-            Push::Enlist => {
-                queued += 1;
-                hub.enlist(&member.conn);
-            }
+        match hub.push_to(&member.conn, frame, priority) {
+            Push::Queued | Push::Enlist => queued += 1,
             Push::Dropped => dropped += 1,
-            Push::Overflow => hub.note_slow_consumer(&member.conn),
-            Push::Closed => {}
+            Push::Overflow | Push::Closed => {}
         }
     }
-    if dropped > 0 {
-        hub.stats
-            .typing_dropped
-            .fetch_add(dropped, Ordering::Relaxed);
-    }
+    count_dropped(hub, dropped);
     queued
 }
 

@@ -137,7 +137,7 @@ impl Session {
             Ok(Command::Leave { room }) => self.leave(room.as_deref()),
             Ok(Command::Ping) => {
                 self.hub
-                    .push_to(&self.conn, event::pong().bytes(), Priority::Normal)
+                    .push_to(&self.conn, event::pong().bytes(), Priority::Normal);
             }
         }
     }

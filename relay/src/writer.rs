@@ -11,7 +11,7 @@ use crate::outbox::Outbox;
 
 /// Frames per `writev`. 64 x 16-byte `IoSlice`s stay on the stack; the field notes measured
 /// 16 frames per call already cutting the per-frame kernel cost 13x against one per call.
-const MAX_SLICES: usize = 64;
+pub(crate) const MAX_SLICES: usize = 64;
 
 /// Ring slots a drained queue keeps (4 x 32 bytes): the allocator's smallest ring.
 pub const KEEP_SLOTS: usize = 4;
@@ -62,12 +62,7 @@ impl Writer {
     pub fn flush(&mut self, stream: &TcpStream, outbox: &Outbox) -> io::Result<bool> {
         while !self.pending.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (slot, frame) in slices.iter_mut().zip(self.pending.iter()) {
-                let start = if count == 0 { self.offset } else { 0 };
-                *slot = IoSlice::new(&frame[start..]);
-                count += 1;
-            }
+            let count = gather(&self.pending, self.offset, &mut slices);
             match stream.try_write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => self.advance(written, outbox),
@@ -98,12 +93,7 @@ impl Writer {
     ) -> io::Result<()> {
         while !self.pending.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let mut count = 0;
-            for (slot, frame) in slices.iter_mut().zip(self.pending.iter()) {
-                let start = if count == 0 { self.offset } else { 0 };
-                *slot = IoSlice::new(&frame[start..]);
-                count += 1;
-            }
+            let count = gather(&self.pending, self.offset, &mut slices);
             match stream.write_vectored(&slices[..count]).await? {
                 0 => return Err(io::ErrorKind::WriteZero.into()),
                 written => self.advance(written, outbox),
@@ -115,18 +105,40 @@ impl Writer {
         stream.flush().await
     }
 
-    fn advance(&mut self, mut written: usize, outbox: &Outbox) {
+    fn advance(&mut self, written: usize, outbox: &Outbox) {
         outbox.release(written);
         self.written += written as u64;
-        while let Some(front) = self.pending.front() {
-            let left = front.len() - self.offset;
-            if written < left {
-                self.offset += written;
-                return;
-            }
-            written -= left;
-            self.offset = 0;
-            self.pending.pop_front();
+        consume(&mut self.pending, &mut self.offset, written);
+    }
+}
+
+/// Points `slices` at the unwritten bytes of up to [`MAX_SLICES`] frames from the front of
+/// `frames`, the first from `offset`; returns how many it filled. Shared by the TLS writer,
+/// the benchmark's writer and the plain-TCP outbox.
+pub(crate) fn gather<'a>(
+    frames: &'a VecDeque<Bytes>,
+    offset: usize,
+    slices: &mut [IoSlice<'a>; MAX_SLICES],
+) -> usize {
+    let mut count = 0;
+    for (slot, frame) in slices.iter_mut().zip(frames.iter()) {
+        let start = if count == 0 { offset } else { 0 };
+        *slot = IoSlice::new(&frame[start..]);
+        count += 1;
+    }
+    count
+}
+
+/// Takes `written` bytes off the front of `frames`, `offset` bytes into the first of them.
+pub(crate) fn consume(frames: &mut VecDeque<Bytes>, offset: &mut usize, mut written: usize) {
+    while let Some(front) = frames.front() {
+        let left = front.len() - *offset;
+        if written < left {
+            *offset += written;
+            return;
         }
+        written -= left;
+        *offset = 0;
+        frames.pop_front();
     }
 }
