@@ -19,6 +19,32 @@ pub struct Config {
     #[arg(long, env = "RELAY_HISTORY", default_value_t = 100)]
     pub history: usize,
 
+    /// Bytes of history one room keeps at most (its oldest messages go first); a message is
+    /// stored at its exact encoded size.
+    #[arg(long, env = "RELAY_HISTORY_ROOM_BYTES", default_value_t = 256 * 1024)]
+    pub history_room_bytes: usize,
+
+    /// Bytes of history the whole node keeps at most. Past it, lingering (empty) rooms lose
+    /// their history first, oldest first; rooms still in use then keep their fair share.
+    #[arg(long, env = "RELAY_HISTORY_TOTAL_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub history_total_bytes: usize,
+
+    /// Bytes of history one `joined` carries at most (newest kept; `historyTruncated` says
+    /// when older ones were left out). At most a quarter of --max-outbound-bytes, so a join
+    /// never trips the slow-consumer cap.
+    #[arg(long, env = "RELAY_JOINED_HISTORY_BYTES", default_value_t = 128 * 1024)]
+    pub joined_history_bytes: usize,
+
+    /// Rooms the node holds at most, in use or lingering; at the limit the oldest lingering
+    /// room is retired to make room, and with none a join of a new room gets `room_limit`.
+    #[arg(long, env = "RELAY_MAX_ROOMS", default_value_t = 50_000)]
+    pub max_rooms: usize,
+
+    /// Rooms that connections from one address (IPv6: one /64) may have created and that
+    /// still exist, lingering ones included; more get `room_limit` (0: no limit).
+    #[arg(long, env = "RELAY_IP_ROOMS", default_value_t = 1_000)]
+    pub ip_rooms: usize,
+
     /// Most rooms one connection may be in at once.
     #[arg(long, env = "RELAY_MAX_ROOMS_PER_CONNECTION", default_value_t = 16)]
     pub max_rooms_per_connection: usize,
@@ -144,6 +170,35 @@ pub struct Config {
     #[arg(long, env = "RELAY_COMMAND_BURST", default_value_t = 30)]
     pub command_burst: u32,
 
+    /// Chat messages per second all connections from one address (IPv6: one /64) may send
+    /// together, so reconnecting does not refill a burst (0 turns the limit off).
+    #[arg(long, env = "RELAY_IP_MESSAGE_RATE", default_value_t = 20.0)]
+    pub ip_message_rate: f64,
+
+    /// Chat messages one address may send in a burst above `--ip-message-rate`.
+    #[arg(long, env = "RELAY_IP_MESSAGE_BURST", default_value_t = 100)]
+    pub ip_message_burst: u32,
+
+    /// Other commands per second all connections from one address may send together (0
+    /// turns the limit off).
+    #[arg(long, env = "RELAY_IP_COMMAND_RATE", default_value_t = 50.0)]
+    pub ip_command_rate: f64,
+
+    /// Other commands one address may send in a burst above `--ip-command-rate`.
+    #[arg(long, env = "RELAY_IP_COMMAND_BURST", default_value_t = 200)]
+    pub ip_command_burst: u32,
+
+    /// WebSocket frames of any kind (text, binary, ping, pong, continuation, close) per
+    /// second one connection may send on average; past its burst the relay stops reading the
+    /// connection until the budget refills, so a flood slows its sender, not the relay
+    /// (0 turns the limit off).
+    #[arg(long, env = "RELAY_FRAME_RATE", default_value_t = 100.0)]
+    pub frame_rate: f64,
+
+    /// Frames one connection may send in a burst above `--frame-rate`.
+    #[arg(long, env = "RELAY_FRAME_BURST", default_value_t = 200)]
+    pub frame_burst: u32,
+
     /// A connection refused by the rate limits more than this many times within 10 seconds is
     /// closed with 4029 (0: never closed, only refused).
     #[arg(long, env = "RELAY_RATE_LIMIT_STRIKES", default_value_t = 20)]
@@ -232,10 +287,35 @@ impl Config {
     pub fn limits_off(mut self) -> Self {
         self.message_rate = 0.0;
         self.command_rate = 0.0;
+        self.ip_message_rate = 0.0;
+        self.ip_command_rate = 0.0;
+        self.frame_rate = 0.0;
         self.rate_limit_strikes = 0;
         self.max_connections_per_ip = 0;
         self.connection_rate = 0.0;
         self
+    }
+}
+
+impl Config {
+    /// Checks the combinations clap cannot: the error names the flag and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.joined_history_bytes > self.max_outbound_bytes / 4 {
+            return Err(format!(
+                "--joined-history-bytes ({}) must be at most a quarter of --max-outbound-bytes ({}): lower it or raise --max-outbound-bytes",
+                self.joined_history_bytes, self.max_outbound_bytes
+            ));
+        }
+        if self.history_room_bytes > self.history_total_bytes {
+            return Err(format!(
+                "--history-room-bytes ({}) must not exceed --history-total-bytes ({})",
+                self.history_room_bytes, self.history_total_bytes
+            ));
+        }
+        if self.max_rooms == 0 {
+            return Err("--max-rooms must be at least 1".into());
+        }
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::auth::Identity;
 use crate::outbox::Outbox;
+use crate::per_ip::Source;
 
 /// A connected client as seen from outside its own task. Kept small: one of these lives for
 /// every open connection.
@@ -24,11 +25,14 @@ pub struct Conn {
     pub user_id: Arc<str>,
     /// Who the token says this is (authentication on); boxed: most relays run without.
     pub identity: Option<Box<Identity>>,
+    /// The budgets of the address it comes from, shared with its other connections.
+    pub source: Arc<Source>,
 }
 
 impl Conn {
-    pub fn new(id: u64, client_id: Arc<str>, peer: SocketAddr) -> Self {
+    pub fn new(id: u64, client_id: Arc<str>, peer: SocketAddr, source: Arc<Source>) -> Self {
         Self {
+            source,
             id,
             user_id: client_id.clone(),
             client_id,
@@ -45,8 +49,9 @@ impl Conn {
         client_id: Arc<str>,
         peer: SocketAddr,
         identity: Option<Identity>,
+        source: Arc<Source>,
     ) -> Self {
-        let mut conn = Self::new(id, client_id, peer);
+        let mut conn = Self::new(id, client_id, peer, source);
         if let Some(identity) = identity {
             conn.user_id = identity.user_id.clone();
             conn.identity = Some(Box::new(identity));

@@ -142,13 +142,7 @@ impl Link {
                 .bytes_in
                 .fetch_add(leftover.len() as u64, Ordering::Relaxed);
             let mut early = leftover.to_vec();
-            on_input(
-                &mut early,
-                &mut link.reader,
-                &mut link.session,
-                &mut link.closing,
-                hub.limits.max_message_bytes,
-            );
+            link.input(&mut early);
         }
         // `leftover` is a slice of hyper's whole read buffer (8 KiB or more): it is dropped
         // here, not held for the life of the connection, which would pin that buffer per
@@ -156,7 +150,23 @@ impl Link {
         link
     }
 
-    /// Counts and logs how the connection ended, then takes it out of its rooms and the hub.
+    /// Handles bytes read from the client, and pauses reading if they went over the frame
+    /// budget.
+    pub(crate) fn input(&mut self, data: &mut [u8]) {
+        if self.closing.ignore_input {
+            return;
+        }
+        let max_message = self.hub().limits.max_message_bytes;
+        on_input(
+            data,
+            &mut self.reader,
+            &mut self.session,
+            &mut self.closing,
+            max_message,
+        );
+        self.session.charge_frames(self.reader.take_frames());
+    }
+
     pub(crate) fn conn(&self) -> &Arc<Conn> {
         self.session.conn()
     }
@@ -165,6 +175,7 @@ impl Link {
         self.session.hub()
     }
 
+    /// Counts and logs how the connection ended, then takes it out of its rooms and the hub.
     pub(crate) fn finish(mut self, peer: SocketAddr, end: &str, label: &str) {
         let hub = self.session.hub().clone();
         let closing = &self.closing;
@@ -297,14 +308,23 @@ impl Driver {
                 }
                 continue;
             }
+            if link.session.poll_paused(cx) {
+                // Over the frame budget: the timer wakes us.
+                return None;
+            }
             match self.stream.poll_read_ready(cx) {
                 Poll::Pending => return None,
                 Poll::Ready(Err(_)) => return Some("read error"),
                 Poll::Ready(Ok(())) => {}
             }
             if reads == READS_PER_POLL {
-                // Still readable: let the other tasks run, and come back.
-                cx.waker().wake_by_ref();
+                // Still readable: come back after the I/O driver's next poll, not at once.
+                // A plain wake-up would run this task again before any socket that became
+                // readable meanwhile is even seen (the scheduler polls I/O only every
+                // `--event-interval` tasks), so a few flooding clients could hold every
+                // other client's reads back for seconds; tokio's `yield_now` defers the
+                // wake-up past that poll.
+                let _ = std::pin::pin!(tokio::task::yield_now()).poll(cx);
                 return None;
             }
             reads += 1;
@@ -369,19 +389,9 @@ fn read(stream: &TcpStream, link: &mut Link) -> io::Result<ReadOutcome> {
             Err(err) => return Err(err),
         };
         if n > 0 {
-            let hub = link.hub();
             // Per read call (a burst of frames), not per frame.
-            hub.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-            let max_message = hub.limits.max_message_bytes;
-            if !link.closing.ignore_input {
-                on_input(
-                    &mut scratch[..n],
-                    &mut link.reader,
-                    &mut link.session,
-                    &mut link.closing,
-                    max_message,
-                );
-            }
+            link.hub().stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            link.input(&mut scratch[..n]);
         }
         Ok(ReadOutcome::Open)
     })

@@ -1,8 +1,9 @@
 //! The node's shared state: rooms in a sharded map, open connections, counters, and the
 //! housekeeping task (heartbeats, retiring empty rooms).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -15,14 +16,17 @@ use crate::auth::Identity;
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::flush::FlushList;
+use crate::history::{HistoryBudget, HistoryLimits};
 use crate::metrics::Metrics;
 use crate::outbox::{CloseRequest, Priority, Push};
+use crate::per_ip::{SourceLimits, Sources};
 use crate::protocol::CloseCode;
 use crate::ratelimit::{self, Rate};
 use crate::readiness::Readiness;
 use crate::room::{JoinOutcome, JoinRequest, Room};
 use crate::security::Security;
 use crate::stats::Stats;
+use crate::telemetry::Sampled;
 use crate::ws::{Frame, OpCode};
 
 /// The limits the hot path consults, copied out of `Config` once.
@@ -42,6 +46,10 @@ pub struct Limits {
     pub command_rate: Rate,
     /// Refusals before a 4029 close (`--rate-limit-strikes`); `None`: never closed.
     pub strike_rate: Option<Rate>,
+    /// Frames of any opcode per connection (`--frame-rate`, `--frame-burst`).
+    pub frame_rate: Rate,
+    /// Rooms on the node, in use or lingering (`--max-rooms`).
+    pub max_rooms: usize,
 }
 
 impl From<&Config> for Limits {
@@ -58,6 +66,8 @@ impl From<&Config> for Limits {
             message_rate: Rate::new(c.message_rate, c.message_burst),
             command_rate: Rate::new(c.command_rate, c.command_burst),
             strike_rate: ratelimit::strike_rate(c.rate_limit_strikes),
+            frame_rate: Rate::new(c.frame_rate, c.frame_burst),
+            max_rooms: c.max_rooms,
         }
     }
 }
@@ -94,6 +104,33 @@ pub struct Hub {
     /// Flusher tasks are running (the relay serves): rooms batch their fan-out per round.
     /// Without them (a hub driven directly, as the benchmarks do) fan-out is immediate.
     flushing: AtomicBool,
+    /// Every room's history counts against this (`--history-total-bytes`).
+    history: Arc<HistoryBudget>,
+    /// Per-address budgets (messages, commands, rooms created).
+    pub sources: Sources,
+    /// Rooms that became empty, oldest first: they give way first when the node runs out of
+    /// rooms or history. Entries can be stale (the room filled again or was retired); they
+    /// are checked when used and pruned by housekeeping.
+    // A std Mutex: pushed to under a room's lock (never the reverse), held for a push or a
+    // short scan.
+    lingering: Mutex<VecDeque<Weak<Room>>>,
+    /// Held by the one thread reclaiming history; others skip it rather than wait.
+    reclaiming: Mutex<()>,
+    /// Joins refused with `room_limit`.
+    pub(crate) rooms_refused: AtomicU64,
+    /// Lingering rooms retired early to make room for new ones.
+    pub(crate) rooms_evicted: AtomicU64,
+    slow_consumer_log: Sampled,
+    pub(crate) rate_limit_log: Sampled,
+}
+
+/// Why a join may not create its room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomRefusal {
+    /// The node holds `--max-rooms` rooms and none lingers.
+    NodeFull,
+    /// The address created `--ip-rooms` rooms that still exist.
+    SourceFull,
 }
 
 pub fn now_ms() -> u64 {
@@ -142,7 +179,29 @@ impl Hub {
                 config,
                 crate::limits::current_capacity() as usize,
             )),
+            history: HistoryBudget::new(HistoryLimits {
+                count: config.history,
+                room_bytes: config.history_room_bytes,
+                total_bytes: config.history_total_bytes,
+                joined_bytes: config.joined_history_bytes,
+            }),
+            sources: Sources::new(SourceLimits {
+                message: Rate::new(config.ip_message_rate, config.ip_message_burst),
+                command: Rate::new(config.ip_command_rate, config.ip_command_burst),
+                rooms: config.ip_rooms,
+            }),
+            lingering: Mutex::new(VecDeque::new()),
+            reclaiming: Mutex::new(()),
+            rooms_refused: AtomicU64::new(0),
+            rooms_evicted: AtomicU64::new(0),
+            slow_consumer_log: Sampled::default(),
+            rate_limit_log: Sampled::default(),
         }
+    }
+
+    /// The node's history budget.
+    pub fn history_budget(&self) -> &Arc<HistoryBudget> {
+        &self.history
     }
 
     pub fn next_message_number(&self) -> u64 {
@@ -162,6 +221,7 @@ impl Hub {
             format!("{}-{id}", self.node_tag).into(),
             peer,
             identity,
+            self.sources.get(peer.ip()),
         ));
         self.conns.insert(id, conn.clone());
         self.stats
@@ -209,58 +269,177 @@ impl Hub {
             .collect()
     }
 
-    /// Joins `conn` to the room called `name`, creating the room if needed.
+    /// Joins `conn` to the room called `name`, creating the room if needed (within the
+    /// node's and the address's room budgets).
     pub fn join(
         &self,
         conn: &Arc<Conn>,
         name: &str,
         request: JoinRequest<'_>,
-    ) -> (Arc<Room>, JoinOutcome) {
+    ) -> Result<(Arc<Room>, JoinOutcome), RoomRefusal> {
         loop {
-            // Clone the room out and let the shard lock go before taking the room's lock:
-            // the shard lock is only ever held briefly and never while a room is locked,
-            // except by `housekeeping`'s retain, which takes them in the same order.
-            let existing = self.rooms.get(name).map(|r| r.value().clone());
-            let room = match existing {
-                Some(room) => room,
-                None => self
-                    .rooms
-                    .entry(Arc::from(name))
-                    .or_insert_with(|| {
-                        let n = self.next_room.fetch_add(1, Ordering::Relaxed);
-                        let epoch = format!("{:016x}", random_u64() ^ n.rotate_left(32));
-                        Room::new_shared(Arc::from(name), epoch.into())
-                    })
-                    .value()
-                    .clone(),
-            };
+            let room = self.room_or_create(conn, name, |epoch| epoch)?;
             match room.join(self, conn, request) {
                 JoinOutcome::Retired => continue,
-                outcome => return (room, outcome),
+                outcome => return Ok((room, outcome)),
             }
         }
     }
 
-    /// Cluster mode: the live room called `name`, created if needed (the backplane task adds
-    /// members; see `cluster`).
-    pub fn cluster_room(&self, name: &str) -> Arc<Room> {
-        loop {
-            let room = self
-                .rooms
-                .entry(Arc::from(name))
-                .or_insert_with(|| {
-                    // Replaced by the cluster-wide epoch once Redis is reached.
-                    let epoch = format!("{:016x}", random_u64());
-                    Room::new_shared(Arc::from(name), epoch.into())
-                })
-                .value()
-                .clone();
+    /// The live room called `name`, or a new one charged to `conn`'s address. `epoch`
+    /// picks the new room's epoch from a fresh random one.
+    fn room_or_create(
+        &self,
+        conn: &Conn,
+        name: &str,
+        epoch: impl FnOnce(String) -> String,
+    ) -> Result<Arc<Room>, RoomRefusal> {
+        // Clone the room out and let the shard lock go before taking the room's lock: the
+        // shard lock is only ever held briefly and never while a room is locked, except by
+        // `housekeeping`'s retain, which takes them in the same order.
+        if let Some(room) = self.rooms.get(name).map(|r| r.value().clone()) {
             if !room.is_retired() {
-                return room;
+                return Ok(room);
             }
             // Retired but not yet swept by housekeeping: sweep it now and make a new one.
             self.rooms.remove_if(name, |_, r| Arc::ptr_eq(r, &room));
         }
+        // The budgets are checked before the map's entry is taken: making room locks other
+        // rooms, which must not happen under a shard lock. Racing creators can pass the node's
+        // limit by at most one room each.
+        if self.rooms.len() >= self.limits.max_rooms && !self.evict_lingering_room() {
+            self.rooms_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(RoomRefusal::NodeFull);
+        }
+        let Some(charge) = self.sources.charge_room(&conn.source) else {
+            self.rooms_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(RoomRefusal::SourceFull);
+        };
+        let room = self
+            .rooms
+            .entry(Arc::from(name))
+            .or_insert_with(|| {
+                let n = self.next_room.fetch_add(1, Ordering::Relaxed);
+                let fresh = format!("{:016x}", random_u64() ^ n.rotate_left(32));
+                Room::new_shared(
+                    Arc::from(name),
+                    epoch(fresh).into(),
+                    self.history.clone(),
+                    Some(charge),
+                )
+            })
+            .value()
+            .clone();
+        Ok(room)
+    }
+
+    /// Cluster mode: the live room called `name`, created if needed (the backplane task adds
+    /// members; see `cluster`).
+    pub fn cluster_room(&self, conn: &Conn, name: &str) -> Result<Arc<Room>, RoomRefusal> {
+        // The epoch is replaced by the cluster-wide one once Redis is reached.
+        self.room_or_create(conn, name, |fresh| fresh)
+    }
+
+    /// Records that `room` became empty (see [`Hub::lingering`]).
+    pub(crate) fn note_lingering(&self, room: &Arc<Room>) {
+        self.lingering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_back(Arc::downgrade(room));
+    }
+
+    /// Retires the oldest lingering room to make room for a new one; false if none lingers.
+    fn evict_lingering_room(&self) -> bool {
+        loop {
+            let next = self
+                .lingering
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop_front();
+            let Some(weak) = next else {
+                return false;
+            };
+            let Some(room) = weak.upgrade() else {
+                continue;
+            };
+            if room.unqueue_lingering() && room.retire_if_empty() {
+                self.rooms.remove_if(&room.name, |_, r| Arc::ptr_eq(r, &room));
+                self.rooms_evicted.fetch_add(1, Ordering::Relaxed);
+                return true;
+            }
+        }
+    }
+
+    /// The history bytes a publishing room may keep: unbounded by the node while it is under
+    /// its budget, else the budget shared among the rooms in use.
+    pub(crate) fn history_fair_share(&self) -> usize {
+        if !self.history.over() {
+            return usize::MAX;
+        }
+        let lingering = self
+            .lingering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        let in_use = self.rooms.len().saturating_sub(lingering).max(1);
+        self.history.limits.total_bytes / in_use
+    }
+
+    /// Past the node's history budget: drops lingering rooms' history, oldest first, until
+    /// it is a tenth under. One thread at a time; the others go on (the fair share bounds
+    /// them meanwhile). Call without any room locked.
+    pub(crate) fn reclaim_history_if_over(&self) {
+        if !self.history.over() {
+            return;
+        }
+        let Ok(_one) = self.reclaiming.try_lock() else {
+            return;
+        };
+        let target = self.history.reclaim_target();
+        let mut at = 0;
+        while self.history.used() > target {
+            // A few at a time: the queue's lock must not be held while a room is locked
+            // (rooms take it under their own lock).
+            let chunk: Vec<Arc<Room>> = {
+                let queue = self.lingering.lock().unwrap_or_else(PoisonError::into_inner);
+                queue
+                    .iter()
+                    .skip(at)
+                    .take(64)
+                    .filter_map(Weak::upgrade)
+                    .collect()
+            };
+            if chunk.is_empty() {
+                return;
+            }
+            at += 64;
+            for room in chunk {
+                room.reclaim_if_empty();
+                if self.history.used() <= target {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Drops stale entries (retired, refilled, gone) from the lingering queue, keeping order.
+    fn prune_lingering(&self) {
+        let old = std::mem::take(&mut *self.lingering.lock().unwrap_or_else(PoisonError::into_inner));
+        let kept: VecDeque<Weak<Room>> = old
+            .into_iter()
+            .filter(|weak| weak.upgrade().is_some_and(|room| room.still_lingering()))
+            .collect();
+        let mut queue = self.lingering.lock().unwrap_or_else(PoisonError::into_inner);
+        let added = std::mem::replace(&mut *queue, kept);
+        queue.extend(added);
+    }
+
+    /// Rooms on the lingering queue (some possibly stale).
+    pub fn lingering_rooms(&self) -> usize {
+        self.lingering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Pushes a frame to one connection and does what the outcome asks: enlist it for the
@@ -269,6 +448,23 @@ impl Hub {
         let push = conn
             .outbox
             .push(frame, priority, self.limits.max_outbound_bytes);
+        self.after_push(conn, push)
+    }
+
+    /// [`Hub::push_to`] for the fragments of one message, queued together.
+    pub fn push_parts_to<'b>(
+        &self,
+        conn: &Arc<Conn>,
+        parts: impl Iterator<Item = &'b bytes::Bytes> + Clone,
+        priority: Priority,
+    ) -> Push {
+        let push = conn
+            .outbox
+            .push_parts(parts, priority, self.limits.max_outbound_bytes);
+        self.after_push(conn, push)
+    }
+
+    fn after_push(&self, conn: &Arc<Conn>, push: Push) -> Push {
         match push {
             Push::Enlist => self.enlist(conn),
             Push::Overflow => self.note_slow_consumer(conn),
@@ -313,7 +509,9 @@ impl Hub {
         self.stats
             .slow_consumer_closes
             .fetch_add(1, Ordering::Relaxed);
-        warn!(peer = %conn.peer, client = %conn.client_id, code = CloseCode::SlowConsumer.code(), "closing slow consumer");
+        if let Some(unlogged) = self.slow_consumer_log.due() {
+            warn!(peer = %conn.peer, client = %conn.client_id, code = CloseCode::SlowConsumer.code(), unlogged, "closing slow consumer (at most one line a second; `unlogged` counts the others since the last line)");
+        }
     }
 
     /// Starts shutdown: every connection is asked to close with 1001 after what it has queued.
@@ -359,6 +557,8 @@ impl Hub {
             let linger = self.limits.room_linger;
             self.rooms
                 .retain(|_, room| !room.retire_if_idle(now, linger));
+            self.prune_lingering();
+            self.sources.sweep();
             let retired = before.saturating_sub(self.rooms.len());
             if retired > 0 {
                 debug!(retired, rooms = self.rooms.len(), "retired empty rooms");

@@ -29,6 +29,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .event_interval(config.event_interval.max(1));
     let runtime = builder.build().context("starting the runtime")?;
+    if let Err(problem) = config.validate() {
+        eprintln!("error: {problem}");
+        std::process::exit(2);
+    }
     if config.admin_listen.is_some() && config.admin_token.is_none() {
         anyhow::bail!("--admin-listen needs --admin-token");
     }

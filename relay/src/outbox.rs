@@ -176,7 +176,18 @@ impl Outbox {
 
     /// Queues a frame for this connection unless that would pass `cap` bytes.
     pub fn push(&self, frame: &Bytes, priority: Priority, cap: usize) -> Push {
-        let len = frame.len();
+        self.push_parts(std::iter::once(frame), priority, cap)
+    }
+
+    /// Queues `parts` back to back, all or none, unless that would pass `cap` bytes: the
+    /// fragments of one message (a spliced `joined`), which nothing may come between.
+    pub fn push_parts<'b>(
+        &self,
+        parts: impl Iterator<Item = &'b Bytes> + Clone,
+        priority: Priority,
+        cap: usize,
+    ) -> Push {
+        let len: usize = parts.clone().map(Bytes::len).sum();
         let queued = self.queued.load(Ordering::Relaxed);
         if priority == Priority::Droppable && queued > cap / 2 {
             return Push::Dropped;
@@ -195,7 +206,7 @@ impl Outbox {
             return Push::Closed;
         }
         let was_empty = queue.frames.is_empty();
-        queue.frames.push_back(frame.clone());
+        queue.frames.extend(parts.cloned());
         queue.touched = true;
         self.queued.fetch_add(len, Ordering::Relaxed);
         if queue.socket.is_some() {
@@ -311,7 +322,8 @@ impl Outbox {
     }
 
     /// Drops unsent frames, except one already partly written: cutting a frame in half would
-    /// corrupt the stream for the close frame that follows. Returns how many it dropped.
+    /// corrupt the stream for the close frame that follows. (Dropping the rest of a fragmented
+    /// message is fine: a close frame may come between fragments.) Returns how many it dropped.
     pub fn discard(&self) -> usize {
         let mut queue = self.lock();
         let keep = usize::from(queue.offset > 0);

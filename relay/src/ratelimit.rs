@@ -39,7 +39,8 @@ pub fn clock_ms() -> u32 {
     start.elapsed().as_millis() as u32
 }
 
-/// A token bucket; starts full.
+/// A token bucket; starts full. [`TokenBucket::take_many`] lets it go into debt, which
+/// is then paid back at the rate before anything more is taken.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenBucket {
     tokens: f32,
@@ -54,11 +55,21 @@ impl TokenBucket {
         }
     }
 
-    /// Takes one token if there is one. Always succeeds when `rate` is off.
-    pub fn try_take(&mut self, rate: &Rate, now_ms: u32) -> bool {
-        if rate.is_off() {
-            return true;
+    /// Takes `n` tokens, into debt if need be; returns how long until the debt is paid (zero
+    /// when there was enough). Always zero when `rate` is off.
+    pub fn take_many(&mut self, rate: &Rate, now_ms: u32, n: u32) -> std::time::Duration {
+        if rate.is_off() || n == 0 {
+            return std::time::Duration::ZERO;
         }
+        self.refill(rate, now_ms);
+        self.tokens -= n as f32;
+        if self.tokens >= 0.0 {
+            return std::time::Duration::ZERO;
+        }
+        std::time::Duration::from_secs_f64(f64::from(-self.tokens) / rate.per_second)
+    }
+
+    fn refill(&mut self, rate: &Rate, now_ms: u32) {
         let elapsed = now_ms.wrapping_sub(self.last_ms);
         // A "negative" difference (a bucket stamped later than `now` on another thread's
         // clock read) shows up as a huge wrap: treat it as no time passed.
@@ -67,6 +78,14 @@ impl TokenBucket {
             self.tokens = (self.tokens + refill).min(rate.burst as f32);
             self.last_ms = now_ms;
         }
+    }
+
+    /// Takes one token if there is one. Always succeeds when `rate` is off.
+    pub fn try_take(&mut self, rate: &Rate, now_ms: u32) -> bool {
+        if rate.is_off() {
+            return true;
+        }
+        self.refill(rate, now_ms);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -105,17 +124,20 @@ pub enum Verdict {
     Close,
 }
 
-/// One connection's buckets (24 bytes), kept in its session.
+/// One connection's buckets (32 bytes), kept in its session.
 #[derive(Debug, Clone, Copy)]
 pub struct Throttle {
     message: TokenBucket,
     command: TokenBucket,
     strikes: TokenBucket,
+    /// Frames of any opcode (`--frame-rate`).
+    pub frames: TokenBucket,
 }
 
 impl Throttle {
-    pub fn new(message: &Rate, command: &Rate, strikes: Option<&Rate>) -> Self {
+    pub fn new(message: &Rate, command: &Rate, strikes: Option<&Rate>, frames: &Rate) -> Self {
         Self {
+            frames: TokenBucket::full(frames),
             message: TokenBucket::full(message),
             command: TokenBucket::full(command),
             strikes: strikes.map_or(
@@ -148,8 +170,14 @@ impl Throttle {
         if bucket.try_take(rate, now) {
             return Verdict::Allow;
         }
+        self.strike(strikes)
+    }
+
+    /// Counts a refusal (by this bucket or another, such as the address's): `Close` once
+    /// they come too often.
+    pub fn strike(&mut self, strikes: Option<&Rate>) -> Verdict {
         match strikes {
-            Some(strike_rate) if !self.strikes.try_take(strike_rate, now) => Verdict::Close,
+            Some(strike_rate) if !self.strikes.try_take(strike_rate, clock_ms()) => Verdict::Close,
             _ => Verdict::Refuse,
         }
     }
@@ -179,6 +207,20 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_of_frames_goes_into_debt_and_says_how_long_it_lasts() {
+        let rate = Rate::new(100.0, 200);
+        let mut bucket = TokenBucket {
+            tokens: 200.0,
+            last_ms: 0,
+        };
+        assert_eq!(bucket.take_many(&rate, 0, 150), std::time::Duration::ZERO);
+        let wait = bucket.take_many(&rate, 0, 250);
+        assert_eq!(wait.as_millis(), 2000, "200 frames of debt at 100/s");
+        assert_eq!(bucket.take_many(&rate, 2000, 0), std::time::Duration::ZERO);
+        assert!(bucket.take_many(&rate, 2000, 1) > std::time::Duration::ZERO, "debt paid, none left");
+    }
+
+    #[test]
     fn off_always_allows_and_clock_wraps() {
         let off = Rate::new(0.0, 10);
         let mut bucket = TokenBucket::full(&off);
@@ -190,7 +232,7 @@ mod tests {
         };
         assert!(bucket.try_take(&rate, 600), "1.1 s across the wrap");
         assert!(strike_rate(0).is_none());
-        let _ = Throttle::new(&off, &off, None);
+        let _ = Throttle::new(&off, &off, None, &off);
         assert_eq!(strike_rate(20), Some(Rate::new(2.0, 20)));
     }
 }

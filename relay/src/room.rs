@@ -5,7 +5,6 @@
 //! member's queue receives the room's events in the same order. The lock is never held across
 //! an await and never taken while another room's lock is held.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
@@ -13,10 +12,11 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use crate::conn::Conn;
+use crate::history::{History, HistoryBudget};
 use crate::hub::Hub;
 use crate::outbox::{Priority, Push};
+use crate::per_ip::RoomCharge;
 use crate::protocol::event::{self, MessageEvent, UserRef};
-use crate::ws::Frame;
 
 #[derive(Debug)]
 pub struct Member {
@@ -38,11 +38,13 @@ pub(crate) struct State {
     pub(crate) members: Vec<Member>,
     /// Seq of the latest message (0 before the first).
     pub(crate) seq: u64,
-    /// The last messages, contiguous in seq, oldest first: their shared frames themselves.
-    pub(crate) history: VecDeque<Frame>,
+    /// The last messages, contiguous in seq, oldest first.
+    pub(crate) history: History,
     /// Set once the room is removed from the hub; a join that raced the removal retries.
     pub(crate) dead: bool,
     pub(crate) empty_since: Option<Instant>,
+    /// On the hub's queue of lingering rooms (see [`Hub::note_lingering`]).
+    pub(crate) lingering_queued: bool,
     /// Cluster mode: the room's cluster-wide epoch, once loaded from Redis (`self.epoch` is
     /// then unused).
     pub(crate) cluster_epoch: Option<Arc<str>>,
@@ -96,6 +98,8 @@ pub struct Room {
     /// This room itself, for putting it on a flush list; empty for a room not made by
     /// [`Room::new_shared`] (unit tests), which then fans out at once.
     this: Weak<Room>,
+    /// Counts the room against the address that created it (`--ip-rooms`) while it exists.
+    _charge: Option<RoomCharge>,
     pub name: Arc<str>,
     /// Changes whenever a room of this name is created anew, so `since` from an older life
     /// of the room is recognised (see `docs/PROTOCOL.md`).
@@ -122,25 +126,33 @@ pub struct JoinRequest<'a> {
 
 impl Room {
     /// A room that batches its fan-out per scheduler round (what the hub creates).
-    pub fn new_shared(name: Arc<str>, epoch: Arc<str>) -> Arc<Self> {
+    pub fn new_shared(
+        name: Arc<str>,
+        epoch: Arc<str>,
+        budget: Arc<HistoryBudget>,
+        charge: Option<RoomCharge>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|this| {
-            let mut room = Self::new(name, epoch);
+            let mut room = Self::new(name, epoch, budget);
             room.this = this.clone();
+            room._charge = charge;
             room
         })
     }
 
-    pub fn new(name: Arc<str>, epoch: Arc<str>) -> Self {
+    pub fn new(name: Arc<str>, epoch: Arc<str>, budget: Arc<HistoryBudget>) -> Self {
         Self {
             this: Weak::new(),
+            _charge: None,
             name,
             epoch,
             state: Mutex::new(State {
                 members: Vec::new(),
                 seq: 0,
-                history: VecDeque::new(),
+                history: History::new(budget),
                 dead: false,
                 empty_since: None,
+                lingering_queued: false,
                 cluster_epoch: None,
                 pending: Vec::new(),
             }),
@@ -181,19 +193,13 @@ impl Room {
         }
         let count = state.members.len();
         let list_users = count <= limits.presence_list_max;
-
-        let (skip, recovered) = self.resume_point(&state, request.since, request.epoch);
-        let joined = event::joined(event::Joined {
-            client_id: &conn.client_id,
-            room: &self.name,
-            epoch: &self.epoch,
-            seq: state.seq,
-            count,
-            users: list_users.then(|| state.members.iter().map(Member::user)),
-            history: state.history.iter().skip(skip),
-            recovered,
-        });
-        hub.push_to(conn, joined.bytes(), Priority::Normal);
+        self.send_joined(
+            &state,
+            hub,
+            conn,
+            (count, list_users.then(|| state.members.iter().map(Member::user))),
+            (request.since, request.epoch),
+        );
         if already {
             return JoinOutcome::AlreadyMember;
         }
@@ -216,6 +222,38 @@ impl Room {
             Some(conn.id),
         );
         JoinOutcome::Joined
+    }
+
+    /// Sends `conn` its `joined`: `presence` is the count and (under the presence-list
+    /// cut-off) the users, `resume` the join's `since` and `epoch`. Nothing is built for a
+    /// connection already being closed (a slow consumer rejoining in a loop).
+    pub(crate) fn send_joined<'u>(
+        &self,
+        state: &State,
+        hub: &Hub,
+        conn: &Arc<Conn>,
+        presence: (usize, Option<impl Iterator<Item = UserRef<'u>>>),
+        resume: (Option<u64>, Option<&str>),
+    ) {
+        if conn.outbox.is_closing() {
+            return;
+        }
+        let (skip, recovered) = self.resume_point(state, resume.0, resume.1);
+        let (first, truncated) = state.history.joined_range(skip);
+        let epoch = state.cluster_epoch.as_deref().unwrap_or(&self.epoch);
+        let joined = event::joined(event::Joined {
+            client_id: &conn.client_id,
+            room: &self.name,
+            epoch,
+            seq: state.seq,
+            count: presence.0,
+            users: presence.1,
+            history: state.history.entries().range(first..),
+            // Left out by the byte bound is missed too.
+            recovered: recovered.map(|r| r && !truncated),
+            truncated,
+        });
+        hub.push_parts_to(conn, joined.parts(), Priority::Normal);
     }
 
     /// Which history entries a join with `since` gets, and whether nothing was missed.
@@ -250,7 +288,7 @@ impl Room {
         let gone = state.remove_member(hub, at);
         let count = state.members.len();
         if count == 0 {
-            state.empty_since = Some(Instant::now());
+            self.became_empty(&mut state, hub);
             return true;
         }
         let frame = event::presence(
@@ -294,12 +332,7 @@ impl Room {
             text,
             timestamp_ms,
         });
-        if hub.limits.history > 0 {
-            if state.history.len() == hub.limits.history {
-                state.history.pop_front();
-            }
-            state.history.push_back(frame.clone());
-        }
+        state.history.push(&frame, hub.history_fair_share());
         // A sampled message goes out as a probe: the same bytes, timed until the last
         // member's writer drops them. History keeps the plain frame, or the probe would
         // only fire when the message left history.
@@ -313,6 +346,7 @@ impl Room {
         drop(state);
         drop(probe);
         hub.metrics.fanout_done(started);
+        hub.reclaim_history_if_over();
         (seq, delivered)
     }
 
@@ -370,6 +404,64 @@ impl Room {
             hub.enlist_room(&this);
         }
         (members - usize::from(skip.is_some())) as u64
+    }
+
+    /// The last member left: the room lingers (keeping its history for `--room-linger`) and
+    /// joins the hub's queue of lingering rooms, whose oldest give way first when the node's
+    /// room or history budget runs out.
+    pub(crate) fn became_empty(&self, state: &mut State, hub: &Hub) {
+        state.empty_since = Some(Instant::now());
+        if !state.lingering_queued {
+            if let Some(this) = self.this.upgrade() {
+                state.lingering_queued = true;
+                hub.note_lingering(&this);
+            }
+        }
+    }
+
+    /// Whether the room has no members (it lingers).
+    pub fn is_empty(&self) -> bool {
+        self.lock().members.is_empty()
+    }
+
+    /// Drops a lingering room's history for the node's history budget; returns the bytes
+    /// freed (0 when the room has members again).
+    pub(crate) fn reclaim_if_empty(&self) -> usize {
+        let mut state = self.lock();
+        if state.members.is_empty() {
+            state.history.clear()
+        } else {
+            0
+        }
+    }
+
+    /// Retires the room now if it is empty (the node needs its place); whether it did.
+    pub(crate) fn retire_if_empty(&self) -> bool {
+        let mut state = self.lock();
+        if state.members.is_empty() && !state.dead {
+            state.dead = true;
+            return true;
+        }
+        false
+    }
+
+    /// Whether the room still lingers, for the queue's pruning; a room that does not is
+    /// taken off its books (it is queued again when it next empties).
+    pub(crate) fn still_lingering(&self) -> bool {
+        let mut state = self.lock();
+        let lingers = state.members.is_empty() && !state.dead;
+        if !lingers {
+            state.lingering_queued = false;
+        }
+        lingers
+    }
+
+    /// Takes the room off the lingering queue's books (the hub popped its entry); whether it
+    /// still lingers.
+    pub(crate) fn unqueue_lingering(&self) -> bool {
+        let mut state = self.lock();
+        state.lingering_queued = false;
+        state.members.is_empty() && !state.dead
     }
 
     /// Pushes the events of this round to the members (the flusher calls this).
@@ -568,7 +660,7 @@ mod tests {
                 since: None,
                 epoch: None,
             };
-            let (room, _) = hub.join(&conn, "r", request);
+            let (room, _) = hub.join(&conn, "r", request).expect("within the room budgets");
             (conn, room)
         };
         let (a, room) = join("a");

@@ -59,6 +59,7 @@ impl Relay {
     pub fn try_new(config: Config) -> Result<Self, Error> {
         // Here and not in `Hub::new`, which benchmarks use: installing it calibrates a clock.
         let _ = crate::metrics::install_process_recorder();
+        config.validate().map_err(Error::Config)?;
         let mut hub = Hub::new(&config);
         hub.security = Security::from_config(&config)?;
         let tls = tls::acceptor_from_config(&config)?;

@@ -3,11 +3,16 @@
 //! Runs inside the connection's task, synchronously: every command completes without an
 //! await, so it can borrow straight from the frame in the read buffer.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::time::Sleep;
 
 use crate::conn::Conn;
-use crate::hub::Hub;
+use crate::hub::{Hub, RoomRefusal};
 use crate::outbox::Priority;
 use crate::protocol::command::valid_name;
 use crate::protocol::{decode, event, CloseCode, Command, ErrorCode};
@@ -27,24 +32,42 @@ pub struct Session {
     /// Joined rooms, the current room last.
     rooms: Vec<Membership>,
     username: Option<Arc<str>>,
-    /// The connection's rate-limit buckets.
+    /// The connection's own rate limits; `None` when every one is off (benchmarks).
+    budget: Option<Box<Budget>>,
+}
+
+/// A connection's rate-limit buckets and frame-budget pause. Boxed: inline they would grow
+/// every connection's task past its 256-byte cell (see `connection::Driver`).
+#[derive(Debug)]
+struct Budget {
     throttle: Throttle,
+    /// Over its frame budget: the connection is not read until this fires.
+    paused: Option<Pin<Box<Sleep>>>,
 }
 
 impl Session {
     pub fn new(hub: Arc<Hub>, conn: Arc<Conn>) -> Self {
         let limits = &hub.limits;
-        let throttle = Throttle::new(
-            &limits.message_rate,
-            &limits.command_rate,
-            limits.strike_rate.as_ref(),
-        );
+        let any_on = !(limits.message_rate.is_off()
+            && limits.command_rate.is_off()
+            && limits.frame_rate.is_off());
+        let budget = any_on.then(|| {
+            Box::new(Budget {
+                throttle: Throttle::new(
+                    &limits.message_rate,
+                    &limits.command_rate,
+                    limits.strike_rate.as_ref(),
+                    &limits.frame_rate,
+                ),
+                paused: None,
+            })
+        });
         Self {
             hub,
             conn,
             rooms: Vec::new(),
             username: None,
-            throttle,
+            budget,
         }
     }
 
@@ -65,16 +88,80 @@ impl Session {
         );
     }
 
+    /// Charges `frames` just read to the frame budget; past it the connection is paused
+    /// (not read) until the debt is paid.
+    pub(crate) fn charge_frames(&mut self, frames: u32) {
+        let rate = &self.hub.limits.frame_rate;
+        let Some(budget) = &mut self.budget else {
+            return;
+        };
+        if rate.is_off() || frames == 0 {
+            return;
+        }
+        let wait = budget
+            .throttle
+            .frames
+            .take_many(rate, crate::ratelimit::clock_ms(), frames);
+        if !wait.is_zero() {
+            self.hub.stats.frame_pauses.fetch_add(1, Ordering::Relaxed);
+            budget.paused = Some(Box::pin(tokio::time::sleep(wait)));
+        }
+    }
+
+    /// Whether the connection is paused for its frame budget.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.budget.as_ref().is_some_and(|b| b.paused.is_some())
+    }
+
+    /// Polls the frame-budget pause: true while the connection must not be read.
+    pub(crate) fn poll_paused(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(pause) = self.budget.as_mut().and_then(|b| b.paused.as_mut()) else {
+            return false;
+        };
+        if pause.as_mut().poll(cx).is_pending() {
+            return true;
+        }
+        if let Some(budget) = &mut self.budget {
+            budget.paused = None;
+        }
+        false
+    }
+
+    /// Resolves when the frame-budget pause is over (never while there is none).
+    pub(crate) async fn pause_over(&mut self) {
+        std::future::poll_fn(|cx| {
+            if self.is_paused() && !self.poll_paused(cx) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+
     /// Charges one command to the rate limits; false when it must not be carried out (the
     /// client got a `rate_limited` error, or is being closed with 4029).
     fn within_rate(&mut self, kind: Kind) -> bool {
         let limits = &self.hub.limits;
-        match self.throttle.check(
-            kind,
-            &limits.message_rate,
-            &limits.command_rate,
-            limits.strike_rate.as_ref(),
-        ) {
+        let verdict = self.budget.as_mut().map_or(Verdict::Allow, |b| {
+            b.throttle.check(
+                kind,
+                &limits.message_rate,
+                &limits.command_rate,
+                limits.strike_rate.as_ref(),
+            )
+        });
+        // The address's bucket after the connection's own: a refusal by either counts as a
+        // strike the same way.
+        let verdict = match verdict {
+            Verdict::Allow if !self.conn.source.allow(kind, &self.hub.sources.limits) => {
+                self.budget.as_mut().map_or(Verdict::Refuse, |b| {
+                    b.throttle.strike(limits.strike_rate.as_ref())
+                })
+            }
+            verdict => verdict,
+        };
+        match verdict {
             Verdict::Allow => true,
             Verdict::Refuse => {
                 self.hub.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
@@ -97,7 +184,9 @@ impl Session {
                         .stats
                         .rate_limit_closes
                         .fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(peer = %self.conn.peer, client = %self.conn.client_id, "closing connection that keeps exceeding the rate limit");
+                    if let Some(unlogged) = self.hub.rate_limit_log.due() {
+                        tracing::info!(peer = %self.conn.peer, client = %self.conn.client_id, unlogged, "closing connection that keeps exceeding the rate limit (at most one line a second; `unlogged` counts the others since the last line)");
+                    }
                 }
                 false
             }
@@ -193,7 +282,10 @@ impl Session {
             // Cluster mode: the backplane task joins (it needs Redis) and sends `joined`.
             let room = match at {
                 Some(i) => self.rooms[i].room.clone(),
-                None => self.hub.cluster_room(name),
+                None => match self.hub.cluster_room(&self.conn, name) {
+                    Ok(room) => room,
+                    Err(refusal) => return self.room_refused(refusal),
+                },
             };
             let queued =
                 backplane.join(&self.conn, room.clone(), name_in_room.clone(), since, epoch);
@@ -207,9 +299,23 @@ impl Session {
             since,
             epoch,
         };
-        let (room, outcome) = self.hub.join(&self.conn, name, request);
-        debug_assert!(at.is_some() || outcome == JoinOutcome::Joined);
-        self.joined(at, room, name_in_room, username);
+        match self.hub.join(&self.conn, name, request) {
+            Ok((room, outcome)) => {
+                debug_assert!(at.is_some() || outcome == JoinOutcome::Joined);
+                self.joined(at, room, name_in_room, username);
+            }
+            Err(refusal) => self.room_refused(refusal),
+        }
+    }
+
+    fn room_refused(&self, refusal: RoomRefusal) {
+        self.error(
+            ErrorCode::RoomLimit,
+            match refusal {
+                RoomRefusal::NodeFull => "the relay holds too many rooms; join an existing room or retry later",
+                RoomRefusal::SourceFull => "too many rooms created from your address; retry once some have expired",
+            },
+        );
     }
 
     /// Records a join: the room becomes current.

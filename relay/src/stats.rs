@@ -58,4 +58,6 @@ stats! {
     rate_limited,
     /// Connections closed with 4029.
     rate_limit_closes,
+    /// Times a connection went over its frame budget and stopped being read for a while.
+    frame_pauses,
 }

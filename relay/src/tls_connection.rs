@@ -18,7 +18,7 @@ use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
 use crate::auth::Identity;
-use crate::connection::{on_input, start_close, Link};
+use crate::connection::{start_close, Link};
 use crate::hub::Hub;
 use crate::writer::Writer;
 
@@ -33,14 +33,9 @@ pub async fn drive(
     peer: SocketAddr,
     identity: Option<Identity>,
 ) {
-    let Link {
-        mut session,
-        mut reader,
-        mut closing,
-    } = Link::open(&hub, peer, identity, leftover, "TLS connection");
-    let conn = session.conn().clone();
+    let mut link = Link::open(&hub, peer, identity, leftover, "TLS connection");
+    let conn = link.conn().clone();
     let mut writer = Writer::default();
-    let max_message = hub.limits.max_message_bytes;
     let (mut read_half, mut write_half) = tokio::io::split(stream);
     let mut buf = vec![0u8; READ_BYTES];
 
@@ -48,23 +43,23 @@ pub async fn drive(
     let mut unflushed = false;
 
     let end: &str = loop {
-        if closing.sent && !writer.has_pending() && !unflushed && !closing.finished_writing {
-            closing.finished_writing = true;
+        if link.closing.sent && !writer.has_pending() && !unflushed && !link.closing.finished_writing {
+            link.closing.finished_writing = true;
             // close_notify, then FIN. A client that does not read could stall this: the
             // close deadline bounds it.
             tokio::select! {
                 _ = write_half.shutdown() => {}
-                () = closing.deadline() => break "close handshake timed out",
+                () = link.closing.deadline() => break "close handshake timed out",
             }
         }
-        if closing.finished_writing && closing.received {
+        if link.closing.finished_writing && link.closing.received {
             break "closed";
         }
         tokio::select! {
             biased;
             () = conn.outbox.signalled() => {
                 if let Some(request) = conn.outbox.take(writer.batch()) {
-                    start_close(&mut writer, &mut closing, &conn, &hub, request);
+                    start_close(&mut writer, &mut link.closing, &conn, &hub, request);
                 }
                 unflushed |= writer.has_pending();
             }
@@ -79,28 +74,22 @@ pub async fn drive(
                 }
                 unflushed = false;
             }
-            read = read_half.read(&mut buf), if !closing.received => match read {
+            read = read_half.read(&mut buf), if !link.closing.received && !link.session.is_paused() => match read {
                 Ok(0) => break "client went away",
                 Ok(n) => {
                     hub.stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                    if !closing.ignore_input {
-                        on_input(&mut buf[..n], &mut reader, &mut session, &mut closing, max_message);
-                    }
+                    link.input(&mut buf[..n]);
                 }
                 Err(err) => {
                     debug!(peer = %peer, error = %err, "read failed");
                     break "read error";
                 }
             },
-            () = closing.deadline() => break "close handshake timed out",
+            () = link.session.pause_over() => {}
+            () = link.closing.deadline() => break "close handshake timed out",
         }
     };
 
     drop(conn);
-    let link = Link {
-        session,
-        reader,
-        closing,
-    };
     link.finish(peer, end, "TLS connection");
 }

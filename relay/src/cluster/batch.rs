@@ -248,10 +248,14 @@ impl Task {
                 break;
             }
             // The room emptied and was retired meanwhile; its successor carries on.
-            let fresh = self.hub.cluster_room(&room.name);
+            let Ok(fresh) = self.hub.cluster_room(&client, &room.name) else {
+                // The node is out of rooms meanwhile: the join is dropped, as a retired
+                // room's would be.
+                break;
+            };
             let (_, seq) = room.cluster_position();
             let history = room.cluster_history();
-            fresh.cluster_reset(reply.epoch.clone().into(), seq, history);
+            fresh.cluster_succeed(reply.epoch.clone().into(), seq, history);
             self.rooms.insert(room.name.clone(), fresh.clone());
             room = fresh;
         }

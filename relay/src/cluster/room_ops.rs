@@ -7,12 +7,11 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::outbox::Priority;
-use crate::protocol::event::{self, UserRef};
+use crate::protocol::event::UserRef;
 use crate::room::{JoinOutcome, Room};
 use crate::ws::Frame;
 
@@ -45,8 +44,16 @@ impl Room {
         let mut state = self.lock();
         state.cluster_epoch = Some(epoch);
         state.seq = seq;
-        state.history.clear();
-        state.history.extend(history);
+        state.history.reset(&history);
+    }
+
+    /// Carries on a retired room's life (its successor after a join raced the retirement):
+    /// `entries` are the predecessor's stored history ([`Room::cluster_history`]).
+    pub fn cluster_succeed(&self, epoch: Arc<str>, seq: u64, entries: Vec<Frame>) {
+        let mut state = self.lock();
+        state.cluster_epoch = Some(epoch);
+        state.seq = seq;
+        state.history.adopt(entries);
     }
 
     /// Delivers message `seq` to every local member if it is the next one; `force` delivers
@@ -70,14 +77,10 @@ impl Room {
             return Delivery::Gap { have: state.seq };
         }
         state.seq = seq;
-        if hub.limits.history > 0 {
-            if state.history.len() >= hub.limits.history {
-                state.history.pop_front();
-            }
-            state.history.push_back(frame.clone());
-        }
+        state.history.push(frame, hub.history_fair_share());
         let delivered = self.fan_out(&mut state, hub, frame.bytes(), Priority::Normal, None);
         drop(state);
+        hub.reclaim_history_if_over();
         hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
         hub.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
         Delivery::Delivered
@@ -103,22 +106,16 @@ impl Room {
         if already {
             state.deliver_pending(hub);
         }
-        let (skip, recovered) = self.resume_point(&state, resume.0, resume.1);
-        let epoch = state
-            .cluster_epoch
-            .clone()
-            .unwrap_or_else(|| self.epoch.clone());
-        let joined = event::joined(event::Joined {
-            client_id: &conn.client_id,
-            room: &self.name,
-            epoch: &epoch,
-            seq: state.seq,
-            count: count.max(state.members.len()),
-            users: users.map(|u| u.iter().map(|(id, username)| UserRef { id, username })),
-            history: state.history.iter().skip(skip),
-            recovered,
-        });
-        hub.push_to(conn, joined.bytes(), Priority::Normal);
+        self.send_joined(
+            &state,
+            hub,
+            conn,
+            (
+                count.max(state.members.len()),
+                users.map(|u| u.iter().map(|(id, username)| UserRef { id, username })),
+            ),
+            resume,
+        );
         if already {
             JoinOutcome::AlreadyMember
         } else {
@@ -132,7 +129,7 @@ impl Room {
         let at = state.members.iter().position(|m| m.conn.id == conn.id)?;
         let gone = state.remove_member(hub, at);
         if state.members.is_empty() {
-            state.empty_since = Some(Instant::now());
+            self.became_empty(&mut state, hub);
         }
         Some(gone.username)
     }
@@ -148,9 +145,9 @@ impl Room {
         self.fan_out(&mut state, hub, frame.bytes(), priority, skip);
     }
 
-    /// The history frames kept here, oldest first.
+    /// The history entries kept here, oldest first (for [`Room::cluster_succeed`]).
     pub fn cluster_history(&self) -> Vec<Frame> {
-        self.lock().history.iter().cloned().collect()
+        self.lock().history.entries().iter().cloned().collect()
     }
 
     /// Local members as `(client id, username)`.
@@ -187,7 +184,7 @@ mod tests {
     #[test]
     fn delivery_is_in_seq_order_within_one_life() {
         let hub = Hub::new(&Config::default());
-        let room = Room::new("r".into(), "local".into());
+        let room = Room::new("r".into(), "local".into(), hub.history_budget().clone());
         let frame = Frame::new(OpCode::Text, b"{}");
         assert_eq!(
             room.cluster_deliver(&hub, "e1", 1, &frame, false),

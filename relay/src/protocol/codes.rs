@@ -19,11 +19,13 @@ pub enum ErrorCode {
     RateLimited,
     /// Cluster mode: too many commands are waiting for Redis.
     ServerBusy,
+    /// A join would create a room past the node's or the address's room budget.
+    RoomLimit,
 }
 
 impl ErrorCode {
     /// Every code (the documentation test walks it; `position` keeps it complete).
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::InvalidJson,
         ErrorCode::MissingField,
         ErrorCode::UnknownType,
@@ -37,6 +39,7 @@ impl ErrorCode {
         ErrorCode::ForbiddenRoom,
         ErrorCode::RateLimited,
         ErrorCode::ServerBusy,
+        ErrorCode::RoomLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +57,7 @@ impl ErrorCode {
             ErrorCode::ForbiddenRoom => "forbidden_room",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::ServerBusy => "server_busy",
+            ErrorCode::RoomLimit => "room_limit",
         }
     }
 }
@@ -134,6 +138,7 @@ mod tests {
             ErrorCode::ForbiddenRoom => 10,
             ErrorCode::RateLimited => 11,
             ErrorCode::ServerBusy => 12,
+            ErrorCode::RoomLimit => 13,
         }
     }
 

@@ -1,9 +1,9 @@
 //! Encoding server events, each straight into its one shared frame.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::codes::ErrorCode;
-use super::json::{put_key, put_str, put_u64};
+use super::json::{put_key, put_str, put_u64, str_len, u64_len};
 use crate::ws::{Frame, FrameBuilder, OpCode};
 
 /// A member as listed in `users`.
@@ -50,9 +50,27 @@ pub fn message(m: &MessageEvent<'_>) -> Frame {
     end(frame)
 }
 
-/// Bytes a message event's JSON needs, give or take escapes.
+/// Bytes of a message event's JSON, exactly (escapes counted): the frame's buffer is
+/// allocated once at its final size, so what history keeps is what the message takes.
 pub fn message_capacity(m: &MessageEvent<'_>) -> usize {
-    160 + m.room.len() + m.user_id.len() + m.username.len() + m.text.len() * 6 / 5
+    // `{"type":"message"` `,"id":"` tag `-m` number `"` `,"seq":` seq, then the tail, then `}`.
+    17 + 7 + m.node_tag.len() + 2 + u64_len(m.number) + 1 + 7 + u64_len(m.seq)
+        + key_len("room")
+        + str_len(m.room)
+        + key_len("userId")
+        + str_len(m.user_id)
+        + key_len("username")
+        + str_len(m.username)
+        + key_len("text")
+        + str_len(m.text)
+        + key_len("timestamp")
+        + u64_len(m.timestamp_ms)
+        + 1
+}
+
+/// Bytes `put_key` writes for `key`.
+fn key_len(key: &str) -> usize {
+    key.len() + 4
 }
 
 /// The message event up to its seq value: `{"type":"message","id":"..","seq":`. With
@@ -111,19 +129,66 @@ pub struct Joined<'a, U, H> {
     pub count: usize,
     /// `None` above the presence-list cut-off.
     pub users: Option<U>,
-    /// Past message frames, oldest first; their payloads are spliced in as they are.
+    /// Stored history entries to send, oldest first: the `,{message}` fragments of
+    /// [`crate::history`].
     pub history: H,
     pub recovered: Option<bool>,
+    /// `--joined-history-bytes` left older messages out (`historyTruncated`).
+    pub truncated: bool,
 }
 
-pub fn joined<'a, U, H>(j: Joined<'a, U, H>) -> Frame
+/// History up to this size is copied into one `joined` frame; past it the stored fragments
+/// are sent as they are. A copy of a few KiB costs less than a queue entry and a frame per
+/// message, and most joins (small or empty history) stay one plain frame.
+pub const INLINE_HISTORY_BYTES: usize = 8 * 1024;
+
+/// A `joined` event on the wire: one frame, or a fragmented message whose middle fragments are
+/// the room's stored history entries themselves, shared by every joiner.
+#[derive(Debug)]
+pub enum JoinedFrames<H> {
+    Whole(Frame),
+    Spliced { head: Frame, history: H, tail: Frame },
+}
+
+impl<'a, H: Iterator<Item = &'a Frame> + Clone> JoinedFrames<H> {
+    /// The frames to queue, in order; they must be queued together (one message).
+    pub fn parts<'s>(&'s self) -> impl Iterator<Item = &'s Bytes> + Clone + use<'s, 'a, H>
+    where
+        'a: 's,
+    {
+        let (head, history, tail) = match self {
+            JoinedFrames::Whole(frame) => (frame, None, None),
+            JoinedFrames::Spliced {
+                head,
+                history,
+                tail,
+            } => (head, Some(history.clone()), Some(tail)),
+        };
+        std::iter::once(head.bytes())
+            .chain(
+                history
+                    .into_iter()
+                    .flatten()
+                    .map(|f: &'a Frame| -> &'s Bytes { f.bytes() }),
+            )
+            .chain(tail.map(Frame::bytes))
+    }
+}
+
+pub fn joined<'a, 'u, 'h, U, H>(j: Joined<'a, U, H>) -> JoinedFrames<H>
 where
-    U: Iterator<Item = UserRef<'a>>,
-    H: Iterator<Item = &'a Frame> + Clone,
+    U: Iterator<Item = UserRef<'u>>,
+    H: Iterator<Item = &'h Frame> + Clone,
 {
-    let history_bytes: usize = j.history.clone().map(|f| f.payload().len() + 1).sum();
+    let history_bytes: usize = j.history.clone().map(|f| f.payload().len()).sum();
+    let inline = history_bytes <= INLINE_HISTORY_BYTES;
     let users_bytes = if j.users.is_some() { j.count * 48 } else { 0 };
-    let mut frame = begin("joined", 160 + j.room.len() + history_bytes + users_bytes);
+    let head_history = if inline {
+        history_bytes
+    } else {
+        j.history.clone().next().map_or(0, |f| f.payload().len())
+    };
+    let mut frame = begin("joined", 160 + j.room.len() + head_history + users_bytes);
     let buf = frame.payload();
     put_key(buf, "clientId");
     put_str(buf, j.client_id);
@@ -141,18 +206,41 @@ where
     let buf = frame.payload();
     put_key(buf, "history");
     buf.put_u8(b'[');
-    for (i, past) in j.history.enumerate() {
-        if i > 0 {
-            buf.put_u8(b',');
-        }
-        buf.put_slice(past.payload());
+    let mut history = j.history;
+    // Entries are `,{message}`: the first goes in without its comma.
+    if let Some(first) = history.next() {
+        buf.put_slice(crate::history::entry_json(first));
     }
+    if inline {
+        for entry in history {
+            buf.put_slice(entry.payload());
+        }
+        let buf = frame.payload();
+        put_joined_tail(buf, j.recovered, j.truncated);
+        return JoinedFrames::Whole(end(frame));
+    }
+    let head = frame.finish_fragment(OpCode::Text, false);
+    let mut tail = FrameBuilder::with_capacity(48);
+    put_joined_tail(tail.payload(), j.recovered, j.truncated);
+    tail.payload().put_u8(b'}');
+    JoinedFrames::Spliced {
+        head,
+        history,
+        tail: tail.finish_fragment(OpCode::Continuation, true),
+    }
+}
+
+/// `joined` after its history entries, without the closing `}`.
+fn put_joined_tail(buf: &mut BytesMut, recovered: Option<bool>, truncated: bool) {
     buf.put_u8(b']');
-    if let Some(recovered) = j.recovered {
+    if let Some(recovered) = recovered {
         put_key(buf, "recovered");
         buf.put_slice(if recovered { b"true" } else { b"false" });
     }
-    end(frame)
+    if truncated {
+        put_key(buf, "historyTruncated");
+        buf.put_slice(b"true");
+    }
 }
 
 /// `user_joined` or `user_left`.
@@ -247,34 +335,113 @@ mod tests {
     }
 
     #[test]
-    fn joined_splices_history_frames() {
-        let past = message(&MessageEvent {
-            node_tag: "n",
-            number: 1,
-            seq: 1,
-            room: "r",
-            user_id: "u",
-            username: "bob",
-            text: "x",
-            timestamp_ms: 5,
+    fn a_message_frame_is_allocated_at_its_exact_size() {
+        for text in ["x", "plain text", "\u{1}\u{2}\u{1f}".repeat(700).as_str(), "é🎉\"\\"] {
+            let m = MessageEvent {
+                node_tag: "ab12",
+                number: 1234,
+                seq: 99,
+                room: "r\t1",
+                user_id: "ab12-1",
+                username: "bob",
+                text,
+                timestamp_ms: 1_763_800_000_000,
+            };
+            let frame = message(&m);
+            assert_eq!(frame.payload().len(), message_capacity(&m), "{text:?}");
+        }
+    }
+
+    /// The message a `joined` puts on the wire, its fragments reassembled, and how many
+    /// frames it took.
+    fn reassemble<'a, H: Iterator<Item = &'a Frame> + Clone>(
+        joined: &JoinedFrames<H>,
+    ) -> (Value, usize) {
+        let parts: Vec<&Bytes> = joined.parts().collect();
+        let mut payload = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            // Server frames: unmasked; FIN on the last fragment only; text, then
+            // continuations.
+            let last = i + 1 == parts.len();
+            assert_eq!(part[0] & 0x80 != 0, last, "FIN on fragment {i}");
+            assert_eq!(part[0] & 0x0F, if i == 0 { 1 } else { 0 }, "opcode of fragment {i}");
+            let (len, head) = match part[1] {
+                126 => (usize::from(u16::from_be_bytes([part[2], part[3]])), 4),
+                n => (usize::from(n), 2),
+            };
+            assert_eq!(part.len(), head + len);
+            payload.extend_from_slice(&part[head..]);
+        }
+        (
+            serde_json::from_slice(&payload).expect("valid JSON"),
+            parts.len(),
+        )
+    }
+
+    fn history_of(texts: &[String]) -> (crate::history::History, Vec<Frame>) {
+        let budget = crate::history::HistoryBudget::new(crate::history::HistoryLimits {
+            count: 100,
+            room_bytes: 1 << 20,
+            total_bytes: 1 << 20,
+            joined_bytes: 1 << 20,
         });
+        let mut history = crate::history::History::new(budget);
+        let mut frames = Vec::new();
+        for (i, text) in texts.iter().enumerate() {
+            let frame = message(&MessageEvent {
+                node_tag: "n",
+                number: i as u64,
+                seq: i as u64 + 1,
+                room: "r",
+                user_id: "u",
+                username: "bob",
+                text,
+                timestamp_ms: 5,
+            });
+            history.push(&frame, usize::MAX);
+            frames.push(frame);
+        }
+        (history, frames)
+    }
+
+    #[test]
+    fn joined_carries_small_history_in_one_frame_and_large_history_by_reference() {
         let users = [UserRef {
             id: "u",
             username: "bob",
         }];
-        let frame = joined(Joined {
-            client_id: "c",
-            room: "r",
-            epoch: "e",
-            seq: 1,
-            count: 1,
-            users: Some(users.iter().copied()),
-            history: std::iter::once(&past),
-            recovered: Some(true),
-        });
-        let v = parse(&frame);
-        assert_eq!(v["history"][0], parse(&past));
-        assert_eq!(v["users"], json!([{"id":"u","username":"bob"}]));
-        assert_eq!(v["recovered"], json!(true));
+        for (texts, spliced) in [
+            (vec![], false),
+            (vec!["x".to_owned(), "y".to_owned()], false),
+            (vec!["z".repeat(3000); 5], true),
+        ] {
+            let (history, frames) = history_of(&texts);
+            let joined = joined(Joined {
+                client_id: "c",
+                room: "r",
+                epoch: "e",
+                seq: 1,
+                count: 1,
+                users: Some(users.iter().copied()),
+                history: history.entries().iter(),
+                recovered: Some(true),
+                truncated: spliced,
+            });
+            assert_eq!(matches!(joined, JoinedFrames::Spliced { .. }), spliced);
+            let (v, parts) = reassemble(&joined);
+            assert_eq!(parts, if spliced { texts.len() + 1 } else { 1 });
+            let sent: Vec<Value> = frames.iter().map(parse).collect();
+            assert_eq!(v["history"], Value::Array(sent));
+            assert_eq!(v["users"], json!([{"id":"u","username":"bob"}]));
+            assert_eq!(v["recovered"], json!(true));
+            assert_eq!(v.get("historyTruncated").is_some(), spliced);
+            if let JoinedFrames::Spliced { history: shared, .. } = &joined {
+                let first_shared = shared.clone().next().expect("entries");
+                assert!(
+                    std::ptr::eq(first_shared, &history.entries()[1]),
+                    "the stored entries themselves are queued"
+                );
+            }
+        }
     }
 }

@@ -42,6 +42,25 @@ pub fn put_str(buf: &mut BytesMut, s: &str) {
     buf.put_u8(b'"');
 }
 
+/// Bytes `put_str` writes for `s`, exactly: frames are sized to their content, because room
+/// history keeps them and a guessed capacity (doubled on overflow) once made a stored message
+/// cost four times its size.
+pub fn str_len(s: &str) -> usize {
+    2 + s
+        .bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
+            0x00..=0x1F => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+}
+
+/// Digits of `n` in decimal.
+pub fn u64_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |l| l as usize + 1)
+}
+
 /// Appends an unsigned integer.
 pub fn put_u64(buf: &mut BytesMut, n: u64) {
     let mut digits = itoa::Buffer::new();
@@ -61,6 +80,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn integer_lengths() {
+        for n in [0u64, 9, 10, 99, 100, 12345, u64::MAX] {
+            assert_eq!(u64_len(n), n.to_string().len());
+        }
+    }
+
+    #[test]
     fn strings_round_trip_through_serde_json() {
         for s in [
             "plain",
@@ -73,6 +99,7 @@ mod tests {
             put_str(&mut buf, s);
             let back: String = serde_json::from_slice(&buf).expect("valid JSON string");
             assert_eq!(back, s);
+            assert_eq!(str_len(s), buf.len(), "exact length of {s:?}");
         }
     }
 }

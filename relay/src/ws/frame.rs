@@ -108,10 +108,19 @@ impl FrameBuilder {
         self.buf.len() - MAX_HEADER
     }
 
-    pub fn finish(mut self, opcode: OpCode) -> Frame {
+    pub fn finish(self, opcode: OpCode) -> Frame {
+        self.finish_fragment(opcode, true)
+    }
+
+    /// Finishes one fragment of a message: `opcode` is the message's for the first fragment
+    /// and [`OpCode::Continuation`] after it; `fin` marks the last.
+    pub fn finish_fragment(mut self, opcode: OpCode, fin: bool) -> Frame {
         let len = self.payload_len();
         let mut header = [0u8; MAX_HEADER];
         let header_len = write_header(&mut header, opcode, len);
+        if !fin {
+            header[0] &= 0x7F;
+        }
         let start = MAX_HEADER - header_len;
         self.buf[start..MAX_HEADER].copy_from_slice(&header[..header_len]);
         self.buf.advance(start);

@@ -145,11 +145,19 @@ struct Partial {
 #[derive(Debug, Default)]
 pub struct FrameReader {
     stash: Vec<u8>,
+    /// Frames parsed since the last [`FrameReader::take_frames`], of every opcode: the
+    /// connection's frame budget is charged with them.
+    frames: u32,
     /// Boxed: rare, and every connection's task holds a reader.
     partial: Option<Box<Partial>>,
 }
 
 impl FrameReader {
+    /// Frames parsed since the last call.
+    pub fn take_frames(&mut self) -> u32 {
+        std::mem::take(&mut self.frames)
+    }
+
     /// Bytes held for this connection between reads (zero when idle).
     pub fn buffered(&self) -> usize {
         self.stash.capacity() + self.partial.as_ref().map_or(0, |p| p.data.capacity())
@@ -196,6 +204,7 @@ impl FrameReader {
             let payload = &mut buf[pos + head.header_len..end];
             unmask(payload, head.mask);
             pos = end;
+            self.frames = self.frames.saturating_add(1);
             let flow = self.on_frame(head, payload, max_message, on)?;
             if flow.is_break() {
                 return Ok((pos, flow));
