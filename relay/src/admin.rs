@@ -70,10 +70,16 @@ impl FromStr for AdminToken {
 
 impl AdminToken {
     /// Whether `header` is `Bearer <this token>`, compared in constant time so response
-    /// timing does not reveal how much of a guess was right.
+    /// timing does not reveal how much of a guess was right. The scheme name is
+    /// case-insensitive (RFC 9110 section 11.1): `bearer x` is the same credential.
     fn accepts(&self, header: Option<&HeaderValue>) -> bool {
         let presented = header
-            .and_then(|h| h.as_bytes().strip_prefix(b"Bearer "))
+            .map(HeaderValue::as_bytes)
+            .and_then(|h| {
+                let (scheme, rest) = h.split_at_checked(7)?;
+                (scheme.eq_ignore_ascii_case(b"bearer ")).then_some(rest)
+            })
+            .map(|token| token.trim_ascii_start())
             .unwrap_or_default();
         // `ct_eq` on slices of different lengths is false without comparing: the length of
         // the token is the only thing a wrong guess can learn.
@@ -134,7 +140,13 @@ pub async fn handle(req: Request<Incoming>, hub: &Arc<Hub>) -> Response<Body> {
     let Some(token) = &hub.admin.token else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
-    if !token.accepts(req.headers().get(AUTHORIZATION)) {
+    let mut authorization = req.headers().get_all(AUTHORIZATION).iter();
+    let authorization = match (authorization.next(), authorization.next()) {
+        (Some(value), None) => Some(value),
+        // Two Authorization headers: neither is taken as the credential.
+        _ => None,
+    };
+    if !token.accepts(authorization) {
         debug!(
             path = req.uri().path(),
             "admin request without a valid token"
@@ -313,6 +325,9 @@ fn disconnect(hub: &Hub, target: Disconnect) -> Response<Body> {
 
 /// The admin listener's routes: the admin API and the operations endpoints.
 async fn route_ops(req: Request<Incoming>, hub: Arc<Hub>) -> Result<Response<Body>, Infallible> {
+    if let Err(response) = http::require_host(&req) {
+        return Ok(response);
+    }
     let path = req.uri().path();
     if is_admin_path(path) {
         return Ok(handle(req, &hub).await);

@@ -84,6 +84,12 @@ pub async fn route(
         }
         return Ok(text(StatusCode::NOT_FOUND, "not found\n"));
     }
+    if let Err(response) = require_host(&req) {
+        if fastwebsockets::upgrade::is_upgrade_request(&req) {
+            hub.metrics.rejected(Rejection::BadUpgrade);
+        }
+        return Ok(response);
+    }
     let path = req.uri().path();
     if req.method() != Method::GET {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"));
@@ -105,6 +111,47 @@ pub async fn route(
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     };
     Ok(response)
+}
+
+/// RFC 9112 section 3.2: an HTTP/1.1 request without exactly one `Host` is answered 400.
+/// hyper does not check it; a request that names no host (or two) is not from a browser or a
+/// proxy that follows the standard, and whatever looked at "the" Host would be guessing.
+pub(crate) fn require_host<B>(req: &Request<B>) -> Result<(), Response<Body>> {
+    if req.version() != hyper::Version::HTTP_11 {
+        return Ok(());
+    }
+    let mut hosts = req.headers().get_all(hyper::header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), None) => Ok(()),
+        _ => Err(text(
+            StatusCode::BAD_REQUEST,
+            "an HTTP/1.1 request needs exactly one Host header\n",
+        )),
+    }
+}
+
+/// Whether the request has exactly one `Sec-WebSocket-Key` that is the base64 of 16 bytes
+/// (RFC 6455 section 4.2.1): 22 characters of the standard alphabet, the last of which
+/// carries only 2 bits of data, then `==`.
+fn valid_websocket_key(headers: &hyper::HeaderMap) -> bool {
+    let mut keys = headers.get_all(hyper::header::SEC_WEBSOCKET_KEY).iter();
+    let (Some(key), None) = (keys.next(), keys.next()) else {
+        return false;
+    };
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => Some(c - b'A'),
+        b'a'..=b'z' => Some(c - b'a' + 26),
+        b'0'..=b'9' => Some(c - b'0' + 52),
+        b'+' => Some(62),
+        b'/' => Some(63),
+        _ => None,
+    };
+    match key.as_bytes() {
+        [data @ .., last, b'=', b'='] if data.len() == 21 => {
+            data.iter().all(|&c| value(c).is_some()) && value(*last).is_some_and(|v| v & 0x0F == 0)
+        }
+        _ => false,
+    }
 }
 
 pub(crate) fn readyz(hub: &Hub) -> Response<Body> {
@@ -151,6 +198,11 @@ fn upgrade(
             return response;
         }
     };
+    if !valid_websocket_key(req.headers()) {
+        hub.metrics.rejected(Rejection::BadUpgrade);
+        debug!(peer = %peer, "bad upgrade request: Sec-WebSocket-Key");
+        return text(StatusCode::BAD_REQUEST, "bad WebSocket upgrade request\n");
+    }
     let (mut response, upgrade) = match fastwebsockets::upgrade::upgrade(&mut *req) {
         Ok(parts) => parts,
         Err(err) => {
@@ -213,4 +265,42 @@ fn upgrade(
     });
     let (parts, _) = response.into_parts();
     Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key_ok(keys: &[&'static str]) -> bool {
+        let mut headers = hyper::HeaderMap::new();
+        for key in keys {
+            headers.append(
+                hyper::header::SEC_WEBSOCKET_KEY,
+                hyper::header::HeaderValue::from_static(key),
+            );
+        }
+        valid_websocket_key(&headers)
+    }
+
+    #[test]
+    fn websocket_keys_are_16_bytes_of_base64() {
+        assert!(key_ok(&["dGhlIHNhbXBsZSBub25jZQ=="]), "RFC 6455's example");
+        assert!(key_ok(&["AAAAAAAAAAAAAAAAAAAAAA=="]));
+        assert!(key_ok(&["/+/+/+/+/+/+/+/+/+/+/w=="]));
+        assert!(!key_ok(&[]));
+        assert!(!key_ok(&[
+            "dGhlIHNhbXBsZSBub25jZQ==",
+            "dGhlIHNhbXBsZSBub25jZQ=="
+        ]));
+        assert!(!key_ok(&["x"]));
+        assert!(!key_ok(&["dGhlIHNhbXBsZSBub25jZQ"]), "no padding");
+        assert!(
+            !key_ok(&["dGhlIHNhbXBsZSBub25jZR=="]),
+            "bits past the 16 bytes"
+        );
+        assert!(!key_ok(&["dGhlIHNhbXBsZSBub25jZ-=="]), "base64url");
+        assert!(!key_ok(&["dGhlIHNhbXBsZSBub25jZQ=a"]));
+        assert!(!key_ok(&["dGhlIHNhbXBsZSBub25jZXh4eA=="]), "17 bytes");
+        assert!(!key_ok(&["dGhlIHNhbXBsZSBub25j"]), "15 bytes");
+    }
 }
