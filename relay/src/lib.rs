@@ -23,9 +23,11 @@
 //! - [`stats`]: counters; [`metrics`]: the Prometheus exposition of them and of latencies
 //!   (`docs/METRICS.md`); [`limits`]: the open-files limit; [`shutdown`]: SIGINT/SIGTERM;
 //!   [`telemetry`]: logging; [`error`]: the crate's error type.
-//! - Security: [`admission`] (connection limits at accept), [`security`] (Origin and token at
-//!   the upgrade, with [`auth`]), [`ratelimit`] (token buckets), [`tls`] (rustls) and
-//!   [`tls_connection`] (the connection task over TLS).
+//! - Security: [`admission`] (connection limits at accept, or at the first request behind a
+//!   trusted proxy), [`forwarded`] (client addresses behind `--trusted-proxy`), [`security`]
+//!   (Origin and token at the upgrade, with [`auth`]), [`ratelimit`] (token buckets), [`tls`]
+//!   (rustls) and [`tls_connection`] (the connection task over TLS). docs/SECURITY.md has
+//!   every budget.
 //!
 //! # One chat message, from socket to sockets
 //! 1. The sender's [`connection`] task wakes on readable and reads into its worker thread's
@@ -51,6 +53,7 @@ pub mod conn;
 pub mod connection;
 pub mod error;
 pub mod flush;
+pub mod forwarded;
 pub mod http;
 pub mod hub;
 pub mod limits;

@@ -8,6 +8,7 @@ use tracing::debug;
 use crate::auth::{self, Identity, Verifier};
 use crate::config::Config;
 use crate::error::Error;
+use crate::forwarded::TrustedProxies;
 
 /// One `--allowed-origin` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,11 +193,13 @@ pub struct Admitted {
     pub subprotocol: Option<String>,
 }
 
-/// Origin allow-list and token verifier; both off by default.
+/// Origin allow-list, token verifier and trusted proxies; all off by default.
 #[derive(Debug, Default)]
 pub struct Security {
     origins: Vec<OriginPattern>,
     pub verifier: Option<Verifier>,
+    /// `--trusted-proxy`: peers whose forwarding headers name the client.
+    pub proxies: TrustedProxies,
 }
 
 impl Security {
@@ -209,6 +212,7 @@ impl Security {
                 .map(|o| OriginPattern::parse(o))
                 .collect::<Result<_, _>>()?,
             verifier: Verifier::from_config(config)?,
+            proxies: TrustedProxies::new(&config.trusted_proxies),
         })
     }
 

@@ -114,14 +114,24 @@ impl Relay {
                     if let Err(err) = stream.set_nodelay(true) {
                         debug!(peer = %peer, error = %err, "set_nodelay failed");
                     }
-                    let admitted = self.hub.admission.admit(peer.ip());
+                    // A trusted proxy carries many users: its requests are admitted by the
+                    // client address each one names (see `admission`).
+                    let proxied = self.hub.security.proxies.is_trusted(peer.ip());
+                    let admitted = if proxied {
+                        self.hub.admission.admit_proxy()
+                    } else {
+                        self.hub.admission.admit(peer.ip())
+                    };
                     if let Err(refusal) = admitted {
                         debug!(peer = %peer, ?refusal, "connection refused by a limit");
                     }
                     let task = serve_http(
                         self.hub.clone(),
                         stream,
-                        peer,
+                        Peer {
+                            addr: peer,
+                            proxied,
+                        },
                         self.tls.clone(),
                         self.config.handshake_timeout,
                         stop_rx.clone(),
@@ -179,6 +189,33 @@ impl Relay {
     }
 }
 
+/// The TCP peer of a connection, and whether it is a `--trusted-proxy`.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    addr: std::net::SocketAddr,
+    proxied: bool,
+}
+
+/// The client behind one request: the peer itself, or behind a trusted proxy the address its
+/// headers name, now counted under the per-address limits (or the refusal to answer with).
+fn client_of(
+    hub: &Hub,
+    peer: Peer,
+    held: &Held,
+    headers: &hyper::HeaderMap,
+) -> Result<std::net::SocketAddr, Refusal> {
+    if !peer.proxied {
+        return Ok(peer.addr);
+    }
+    let client = hub.security.proxies.client_addr(peer.addr, headers);
+    if let Err(refusal) = held.permit.assign(client.ip()) {
+        hub.metrics.rejected(refusal.into());
+        debug!(peer = %peer.addr, client = %client, ?refusal, "request refused by a limit");
+        return Err(refusal);
+    }
+    Ok(client)
+}
+
 /// One TCP connection's HTTP phase (after its TLS handshake, with TLS), bounded as a whole
 /// by the handshake timeout.
 #[allow(
@@ -188,7 +225,7 @@ impl Relay {
 async fn serve_http(
     hub: Arc<Hub>,
     stream: TcpStream,
-    peer: std::net::SocketAddr,
+    peer: Peer,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
     mut stop: watch::Receiver<bool>,
@@ -197,19 +234,19 @@ async fn serve_http(
 ) {
     let deadline = tokio::time::Instant::now() + handshake_timeout;
     let hub_for_metrics = hub.clone();
-    if let Err(refusal) = &admitted {
-        hub.metrics.rejected(match refusal {
-            Refusal::PerIp => Rejection::PerIpLimit,
-            Refusal::Total => Rejection::ConnectionLimit,
-            Refusal::Rate => Rejection::ConnectionRate,
-        });
+    if let Err(refusal) = admitted {
+        hub.metrics.rejected(refusal.into());
     }
     let held = admitted.map(|permit| Arc::new(Held { permit, drain }));
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let (hub, held) = (hub.clone(), held.clone());
         async move {
-            match held {
-                Ok(held) => http::route(req, hub, peer, held).await,
+            let held = match held {
+                Ok(held) => held,
+                Err(refusal) => return Ok(http::refused(refusal)),
+            };
+            match client_of(&hub, peer, &held, req.headers()) {
+                Ok(client) => http::route(req, hub, client, held).await,
                 Err(refusal) => Ok(http::refused(refusal)),
             }
         }
@@ -219,7 +256,7 @@ async fn serve_http(
             None => serve_io(stream, service).await,
             Some(acceptor) => match acceptor.accept(stream).await {
                 Ok(tls_stream) => serve_io(tls_stream, service).await,
-                Err(err) => debug!(peer = %peer, error = %err, "TLS handshake failed"),
+                Err(err) => debug!(peer = %peer.addr, error = %err, "TLS handshake failed"),
             },
         }
     };
@@ -228,7 +265,7 @@ async fn serve_http(
     tokio::select! {
         result = tokio::time::timeout_at(deadline, served) => if result.is_err() {
             hub_for_metrics.metrics.rejected(Rejection::HandshakeTimeout);
-            debug!(peer = %peer, "handshake timeout: dropping connection");
+            debug!(peer = %peer.addr, "handshake timeout: dropping connection");
         },
         _ = stop.changed() => {}
     }

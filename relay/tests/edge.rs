@@ -10,9 +10,12 @@
 
 mod support;
 
-use support::upgrade::request_over;
-use support::TestRelay;
-use tokio::net::TcpStream;
+use std::net::{IpAddr, SocketAddr};
+
+use support::upgrade::{request_over, upgrade_over};
+use support::{TestRelay, EVENT_TIMEOUT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 
 async fn raw_request(addr: std::net::SocketAddr, request: &str) -> u16 {
     let stream = TcpStream::connect(addr).await.unwrap();
@@ -85,4 +88,203 @@ async fn an_http11_request_without_exactly_one_host_gets_400() {
         200
     );
     assert_eq!(relay.relay.stats().connections_opened, 0);
+}
+
+/// A connection from loopback address `source` (127.0.0.2, ...: one host, many addresses).
+async fn connect_from(source: [u8; 4], addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((source, 0))).unwrap();
+    tokio::time::timeout(EVENT_TIMEOUT, socket.connect(addr))
+        .await
+        .expect("connect in time")
+        .unwrap()
+}
+
+/// An upgrade from `source` with `headers`; the stream stays open for the caller.
+async fn upgrade_from(
+    source: [u8; 4],
+    addr: SocketAddr,
+    headers: &[(&str, &str)],
+) -> (u16, TcpStream) {
+    let mut stream = connect_from(source, addr).await;
+    let head = upgrade_over(&mut stream, "/ws", headers).await;
+    (head.status, stream)
+}
+
+/// Joins `room` over an upgraded raw stream and waits for `joined`: after it the relay has
+/// registered the connection.
+async fn join(stream: &mut TcpStream, room: &str) {
+    let join = format!(r#"{{"type":"join","room":"{room}","username":"u"}}"#);
+    let frame = support::raw::frame(true, support::raw::TEXT, join.as_bytes());
+    stream.write_all(&frame).await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.windows(8).any(|w| w == b"\"joined\"") {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(EVENT_TIMEOUT, stream.read(&mut chunk))
+            .await
+            .expect("joined in time")
+            .unwrap();
+        assert!(n > 0, "closed before joined");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The addresses the relay registered its open connections under.
+fn registered(relay: &TestRelay) -> Vec<SocketAddr> {
+    let mut peers = Vec::new();
+    relay
+        .relay
+        .hub()
+        .for_each_connection(|c| peers.push(c.peer));
+    peers.sort();
+    peers
+}
+
+fn rejected(scrape: &support::http::Scrape, reason: &str) -> f64 {
+    scrape.get(&format!(
+        "relay_connections_rejected_total{{reason=\"{reason}\"}}"
+    ))
+}
+
+#[tokio::test]
+async fn forwarding_headers_are_ignored_unless_the_peer_is_a_trusted_proxy() {
+    // No --trusted-proxy, then one that is not this peer: the same either way.
+    for trusted in [vec![], vec!["127.0.0.9".parse().unwrap()]] {
+        let relay = TestRelay::with(|c| {
+            c.max_connections_per_ip = 1;
+            c.trusted_proxies = trusted;
+        })
+        .await;
+        let spoof = [("X-Forwarded-For", "127.0.0.50")];
+        let (status, mut first) = upgrade_from([127, 0, 0, 2], relay.addr, &spoof).await;
+        assert_eq!(status, 101);
+        join(&mut first, "r").await;
+        let peers = registered(&relay);
+        assert_eq!(peers.len(), 1);
+        assert_eq!(
+            peers[0].ip(),
+            IpAddr::from([127, 0, 0, 2]),
+            "not the header's"
+        );
+        let other_client = [
+            ("X-Forwarded-For", "127.0.0.51"),
+            ("Forwarded", "for=127.0.0.52"),
+        ];
+        let (status, _) = upgrade_from([127, 0, 0, 2], relay.addr, &other_client).await;
+        assert_eq!(status, 429, "one address, whatever its headers say");
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_registered_and_counted() {
+    let relay = TestRelay::with(|c| {
+        c.max_connections_per_ip = 1;
+        c.trusted_proxies = vec!["127.0.0.2".parse().unwrap()];
+    })
+    .await;
+    let proxy = [127, 0, 0, 2];
+    // The client wrote 127.0.0.66 itself; the proxy appended the address it saw.
+    let alice = [("X-Forwarded-For", "127.0.0.66, 127.0.0.50")];
+    let (status, mut a) = upgrade_from(proxy, relay.addr, &alice).await;
+    assert_eq!(status, 101);
+    join(&mut a, "r").await;
+    assert_eq!(registered(&relay), ["127.0.0.50:0".parse().unwrap()]);
+
+    // Many connections from the proxy's one address: each counted as its own client.
+    let (status, mut b) = upgrade_from(
+        proxy,
+        relay.addr,
+        &[("Forwarded", "for=\"127.0.0.51:4711\"")],
+    )
+    .await;
+    assert_eq!(status, 101);
+    join(&mut b, "r").await;
+    let (status, mut own) = upgrade_from(proxy, relay.addr, &[]).await;
+    assert_eq!(
+        status, 101,
+        "no header: the proxy's own address, counted once"
+    );
+    join(&mut own, "r").await;
+    let (status, _) = upgrade_from(
+        proxy,
+        relay.addr,
+        &[("X-Forwarded-For", "127.0.0.52, junk")],
+    )
+    .await;
+    assert_eq!(
+        status, 429,
+        "a header it cannot read counts as the proxy itself"
+    );
+    let peers = registered(&relay);
+    let ips: Vec<IpAddr> = peers.iter().map(SocketAddr::ip).collect();
+    let expected: [IpAddr; 3] = [proxy.into(), [127, 0, 0, 50].into(), [127, 0, 0, 51].into()];
+    assert_eq!(ips, expected);
+    assert!(
+        peers.contains(&"127.0.0.51:4711".parse().unwrap()),
+        "{peers:?}"
+    );
+
+    // Alice again, through the proxy: her one connection is open.
+    let (status, _) = upgrade_from(proxy, relay.addr, &[("X-Forwarded-For", "127.0.0.50")]).await;
+    assert_eq!(status, 429);
+    let scrape = support::http::scrape(relay.addr).await;
+    assert_eq!(rejected(&scrape, "per_ip_limit"), 2.0);
+}
+
+#[tokio::test]
+async fn one_address_flooding_new_connections_leaves_the_node_rate_to_others() {
+    let relay = TestRelay::with(|c| {
+        c.connection_rate = 12.0; // a burst of 12 for the whole node
+        c.connection_rate_per_ip = 0.001; // nothing refills during the test
+        c.connection_burst_per_ip = 5;
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..50 {
+        let mut stream = connect_from([127, 0, 0, 2], relay.addr).await;
+        let head = upgrade_over(&mut stream, "/ws", &[]).await;
+        if head.status == 429 {
+            assert_eq!(head.header("retry-after"), Some("1"));
+        }
+        statuses.push(head.status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 101).count(), 5);
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 45);
+    // The flood spent 5 of the node's 12 tokens, not all of them (one is for the scrape).
+    for i in 0..5 {
+        let (status, _) = upgrade_from([127, 0, 0, 3], relay.addr, &[]).await;
+        assert_eq!(status, 101, "the other address's connection {i}");
+    }
+    let scrape = support::http::scrape(relay.addr).await;
+    assert_eq!(rejected(&scrape, "per_ip_rate"), 45.0);
+    assert_eq!(rejected(&scrape, "connection_rate"), 0.0);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_new_connection_rate_is_per_client() {
+    let relay = TestRelay::with(|c| {
+        c.connection_rate_per_ip = 0.001;
+        c.connection_burst_per_ip = 2;
+        c.trusted_proxies = vec!["127.0.0.2/32".parse().unwrap()];
+    })
+    .await;
+    let proxy = [127, 0, 0, 2];
+    let flooder = [("X-Forwarded-For", "127.0.0.50")];
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let (status, stream) = upgrade_from(proxy, relay.addr, &flooder).await;
+        assert_eq!(status, 101);
+        open.push(stream);
+    }
+    let (status, _) = upgrade_from(proxy, relay.addr, &flooder).await;
+    assert_eq!(status, 429);
+    for client in ["127.0.0.51", "127.0.0.52"] {
+        let (status, stream) =
+            upgrade_from(proxy, relay.addr, &[("X-Forwarded-For", client)]).await;
+        assert_eq!(
+            status, 101,
+            "{client}: the proxy's address is not what is counted"
+        );
+        open.push(stream);
+    }
 }

@@ -173,6 +173,8 @@ pub enum Rejection {
     Unauthorized,
     /// Past `--max-connections-per-ip` (429).
     PerIpLimit,
+    /// Past `--connection-rate-per-ip` (429).
+    PerIpRate,
     /// Past `--max-connections` (503).
     ConnectionLimit,
     /// Past `--connection-rate` (503).
@@ -180,13 +182,14 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    const ALL: [Rejection; 8] = [
+    const ALL: [Rejection; 9] = [
         Rejection::BadUpgrade,
         Rejection::HandshakeTimeout,
         Rejection::AcceptError,
         Rejection::Origin,
         Rejection::Unauthorized,
         Rejection::PerIpLimit,
+        Rejection::PerIpRate,
         Rejection::ConnectionLimit,
         Rejection::ConnectionRate,
     ];
@@ -199,8 +202,21 @@ impl Rejection {
             Rejection::Origin => "origin",
             Rejection::Unauthorized => "unauthorized",
             Rejection::PerIpLimit => "per_ip_limit",
+            Rejection::PerIpRate => "per_ip_rate",
             Rejection::ConnectionLimit => "connection_limit",
             Rejection::ConnectionRate => "connection_rate",
+        }
+    }
+}
+
+impl From<crate::admission::Refusal> for Rejection {
+    fn from(refusal: crate::admission::Refusal) -> Self {
+        use crate::admission::Refusal;
+        match refusal {
+            Refusal::PerIp => Rejection::PerIpLimit,
+            Refusal::PerIpRate => Rejection::PerIpRate,
+            Refusal::Total => Rejection::ConnectionLimit,
+            Refusal::Rate => Rejection::ConnectionRate,
         }
     }
 }
