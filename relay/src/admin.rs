@@ -325,7 +325,7 @@ fn disconnect(hub: &Hub, target: Disconnect) -> Response<Body> {
 
 /// The admin listener's routes: the admin API and the operations endpoints.
 async fn route_ops(req: Request<Incoming>, hub: Arc<Hub>) -> Result<Response<Body>, Infallible> {
-    if let Err(response) = http::require_host(&req) {
+    if let Some(response) = http::require_host(&req) {
         return Ok(response);
     }
     let path = req.uri().path();

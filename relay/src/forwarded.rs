@@ -120,7 +120,7 @@ impl TrustedProxies {
             return peer;
         }
         let walked = if headers.contains_key(&X_FORWARDED_FOR) {
-            self.walk(headers, &X_FORWARDED_FOR, |entry| Some(entry))
+            self.walk(headers, &X_FORWARDED_FOR, Some)
         } else if headers.contains_key(FORWARDED) {
             self.walk(headers, &FORWARDED, forwarded_for)
         } else {

@@ -84,7 +84,7 @@ pub async fn route(
         }
         return Ok(text(StatusCode::NOT_FOUND, "not found\n"));
     }
-    if let Err(response) = require_host(&req) {
+    if let Some(response) = require_host(&req) {
         if fastwebsockets::upgrade::is_upgrade_request(&req) {
             hub.metrics.rejected(Rejection::BadUpgrade);
         }
@@ -116,14 +116,15 @@ pub async fn route(
 /// RFC 9112 section 3.2: an HTTP/1.1 request without exactly one `Host` is answered 400.
 /// hyper does not check it; a request that names no host (or two) is not from a browser or a
 /// proxy that follows the standard, and whatever looked at "the" Host would be guessing.
-pub(crate) fn require_host<B>(req: &Request<B>) -> Result<(), Response<Body>> {
+/// `None` when the request may go on, else the 400 to answer.
+pub(crate) fn require_host<B>(req: &Request<B>) -> Option<Response<Body>> {
     if req.version() != hyper::Version::HTTP_11 {
-        return Ok(());
+        return None;
     }
     let mut hosts = req.headers().get_all(hyper::header::HOST).iter();
     match (hosts.next(), hosts.next()) {
-        (Some(_), None) => Ok(()),
-        _ => Err(text(
+        (Some(_), None) => None,
+        _ => Some(text(
             StatusCode::BAD_REQUEST,
             "an HTTP/1.1 request needs exactly one Host header\n",
         )),
