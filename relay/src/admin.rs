@@ -18,7 +18,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -363,7 +362,7 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, shutdown: impl Future<O
         let hub = hub.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| route_ops(req, hub.clone()));
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let connection = http::http1_builder().serve_connection(TokioIo::new(stream), service);
             match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => debug!(peer = %peer, error = %err, "admin connection error"),

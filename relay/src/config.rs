@@ -183,6 +183,20 @@ pub struct Config {
     )]
     pub trusted_proxies: Vec<crate::forwarded::Cidr>,
 
+    /// Requests one HTTP connection may make (keep-alive included): the answer to the last
+    /// carries `Connection: close` and the connection ends (0: no limit).
+    #[arg(
+        long,
+        env = "RELAY_HTTP_REQUESTS_PER_CONNECTION",
+        default_value_t = 100
+    )]
+    pub http_requests_per_connection: u32,
+
+    /// Requests per second one HTTP connection may make, with one second's worth as burst;
+    /// later ones (pipelined, say) wait their turn (0 turns the limit off).
+    #[arg(long, env = "RELAY_HTTP_REQUEST_RATE", default_value_t = 10.0)]
+    pub http_request_rate: f64,
+
     /// PEM certificate chain: with `--tls-key`, serves wss:// and https:// directly.
     #[arg(long, env = "RELAY_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -243,8 +257,9 @@ impl std::str::FromStr for Secret {
 }
 
 impl Config {
-    /// These defaults with every abuse limit off (message, command and connection rates,
-    /// per-IP and total connection caps): what benchmarks and load tests run with.
+    /// These defaults with every abuse limit off (message, command, connection and HTTP
+    /// request rates, per-IP and total connection caps): what benchmarks and load tests run
+    /// with. `--http-requests-per-connection` stays: it never slows a load test.
     pub fn without_limits() -> Self {
         Self::default().limits_off()
     }
@@ -257,6 +272,7 @@ impl Config {
         self.max_connections_per_ip = 0;
         self.connection_rate = 0.0;
         self.connection_rate_per_ip = 0.0;
+        self.http_request_rate = 0.0;
         self
     }
 }
@@ -328,6 +344,8 @@ mod tests {
         assert_eq!(config.connection_rate_per_ip, 20.0);
         assert_eq!(config.connection_burst_per_ip, 40);
         assert!(config.trusted_proxies.is_empty());
+        assert_eq!(config.http_requests_per_connection, 100);
+        assert_eq!(config.http_request_rate, 10.0);
     }
 
     #[test]

@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -134,6 +133,10 @@ impl Relay {
                         },
                         self.tls.clone(),
                         self.config.handshake_timeout,
+                        http::RequestBudget::new(
+                            self.config.http_requests_per_connection,
+                            self.config.http_request_rate,
+                        ),
                         stop_rx.clone(),
                         drain_tx.clone(),
                         admitted,
@@ -228,6 +231,7 @@ async fn serve_http(
     peer: Peer,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
+    budget: http::RequestBudget,
     mut stop: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
     admitted: Result<Permit, Refusal>,
@@ -238,17 +242,26 @@ async fn serve_http(
         hub.metrics.rejected(refusal.into());
     }
     let held = admitted.map(|permit| Arc::new(Held { permit, drain }));
+    let budget = Arc::new(budget);
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let (hub, held) = (hub.clone(), held.clone());
+        let (hub, held, budget) = (hub.clone(), held.clone(), budget.clone());
         async move {
             let held = match held {
                 Ok(held) => held,
                 Err(refusal) => return Ok(http::refused(refusal)),
             };
-            match client_of(&hub, peer, &held, req.headers()) {
-                Ok(client) => http::route(req, hub, client, held).await,
-                Err(refusal) => Ok(http::refused(refusal)),
+            let (start, last) = budget.charge(tokio::time::Instant::now());
+            if let Some(start) = start {
+                tokio::time::sleep_until(start).await;
             }
+            let mut response = match client_of(&hub, peer, &held, req.headers()) {
+                Ok(client) => http::route(req, hub, client, held).await?,
+                Err(refusal) => http::refused(refusal),
+            };
+            if last {
+                http::close_after(&mut response);
+            }
+            Ok(response)
         }
     });
     let served = async {
@@ -271,6 +284,123 @@ async fn serve_http(
     }
 }
 
+/// How long a connection the relay ends after its last answer keeps draining what the client
+/// still sends (see [`Linger`]).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The HTTP phase's socket. When hyper has sent its last answer and shut the write side (a
+/// `Connection: close`, the request budget spent) the client may still have pipelined
+/// requests in flight: closing the socket with them unread makes the kernel send a reset,
+/// which can destroy answers the client has not read yet. So on drop a socket whose write
+/// side was shut is read and discarded until the client closes too, for at most [`LINGER`]
+/// (what Apache calls a lingering close). A socket dropped without that (the handshake
+/// timeout, an upgrade, which takes the stream out with [`Linger::into_inner`]) just closes.
+#[derive(Debug)]
+pub struct Linger<S: AsyncRead + Unpin + Send + 'static> {
+    io: Option<S>,
+    shut: bool,
+}
+
+impl<S: AsyncRead + Unpin + Send + 'static> Linger<S> {
+    fn new(io: S) -> Self {
+        Self {
+            io: Some(io),
+            shut: false,
+        }
+    }
+
+    /// The socket itself, for the WebSocket after an upgrade.
+    pub fn into_inner(mut self) -> Option<S> {
+        self.io.take()
+    }
+
+    fn io(&mut self) -> std::io::Result<&mut S> {
+        self.io
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+    }
+}
+
+impl<S: AsyncRead + Unpin + Send + 'static> Drop for Linger<S> {
+    fn drop(&mut self) {
+        let Some(mut io) = self.io.take().filter(|_| self.shut) else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut sink = [0u8; 4096];
+                let drain = async {
+                    use tokio::io::AsyncReadExt;
+                    while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+                };
+                let _ = tokio::time::timeout(LINGER, drain).await;
+            });
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin + Send + 'static> AsyncRead for Linger<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            Err(err) => std::task::Poll::Ready(Err(err)),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Linger<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            Err(err) => std::task::Poll::Ready(Err(err)),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
+            Err(err) => std::task::Poll::Ready(Err(err)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(AsyncWrite::is_write_vectored)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_flush(cx),
+            Err(err) => std::task::Poll::Ready(Err(err)),
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.shut = true;
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            Err(err) => std::task::Poll::Ready(Err(err)),
+        }
+    }
+}
+
 async fn serve_io<I, S>(io: I, service: S)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -281,8 +411,8 @@ where
         > + Send,
     S::Future: Send + 'static,
 {
-    let connection = http1::Builder::new()
-        .serve_connection(TokioIo::new(io), service)
+    let connection = http::http1_builder()
+        .serve_connection(TokioIo::new(Linger::new(io)), service)
         .with_upgrades();
     if let Err(err) = connection.await {
         debug!(error = %err, "HTTP connection error");

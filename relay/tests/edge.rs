@@ -288,3 +288,72 @@ async fn behind_a_trusted_proxy_the_new_connection_rate_is_per_client() {
         open.push(stream);
     }
 }
+
+/// Writes `count` pipelined `GET path` requests on one connection (without waiting for any
+/// answer) and reads until the relay closes it; returns the answers' heads.
+async fn pipeline(addr: SocketAddr, path: &str, count: usize) -> Vec<String> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let all = request.repeat(count);
+    // Written concurrently with reading: once the relay stops reading, a large pipeline
+    // would otherwise fill both socket buffers and block the write forever.
+    let (mut reader, mut writer) = stream.split();
+    let write = async {
+        // The relay may close before reading it all: a reset is what the test expects then.
+        let _ = writer.write_all(all.as_bytes()).await;
+    };
+    let read = async {
+        let mut raw = Vec::new();
+        tokio::time::timeout(EVENT_TIMEOUT, reader.read_to_end(&mut raw))
+            .await
+            .expect("the relay ends the connection in time")
+            .ok();
+        raw
+    };
+    let ((), raw) = tokio::join!(write, read);
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    text.split("http/1.1 ")
+        .skip(1)
+        .map(|answer| answer.split("\r\n\r\n").next().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_connection_gets_at_most_its_request_budget_then_eof() {
+    let relay = TestRelay::with(|c| c.http_requests_per_connection = 100).await;
+    let answers = pipeline(relay.addr, "/healthz", 1000).await;
+    assert_eq!(answers.len(), 100, "then EOF");
+    assert!(answers.iter().all(|a| a.starts_with("200 ok")));
+    assert!(
+        answers[99].contains("connection: close"),
+        "the last says so: {}",
+        answers[99]
+    );
+    assert!(!answers[98].contains("connection: close"));
+    // Not a limit on the address: a new connection gets a new budget.
+    assert_eq!(support::http::get(relay.addr, "/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn requests_past_the_rate_wait_and_the_handshake_timeout_ends_them() {
+    let relay = TestRelay::with(|c| {
+        c.http_request_rate = 0.01; // a burst of 1, then one per 100 s
+        c.handshake_timeout = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let answers = pipeline(relay.addr, "/metrics", 50).await;
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    let scrape = support::http::scrape(relay.addr).await;
+    assert_eq!(rejected(&scrape, "handshake_timeout"), 1.0);
+}
+
+#[tokio::test]
+async fn a_request_head_past_the_buffer_gets_431() {
+    let relay = TestRelay::start().await;
+    let big = "x".repeat(relay::http::MAX_REQUEST_BUFFER);
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nCookie: {big}\r\n\r\n");
+    assert_eq!(raw_request(relay.addr, &request).await, 431);
+    let fits = "x".repeat(relay::http::MAX_REQUEST_BUFFER / 2);
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nCookie: {fits}\r\n\r\n");
+    assert_eq!(raw_request(relay.addr, &request).await, 200);
+}
