@@ -313,6 +313,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn what_a_connection_holds_stays_small() {
+        // One per open connection; docs/PERFORMANCE.md counts it (56 bytes with the Arc's
+        // counts): the per-address key behind a mutex costs no more than the bare key did.
+        assert!(std::mem::size_of::<Held>() <= 40, "{}", std::mem::size_of::<Held>());
+    }
+
+    #[test]
     fn per_ip_and_total_caps_free_their_place_on_drop() {
         let config = Config {
             max_connections_per_ip: 2,
