@@ -316,7 +316,11 @@ mod tests {
     fn what_a_connection_holds_stays_small() {
         // One per open connection; docs/PERFORMANCE.md counts it (56 bytes with the Arc's
         // counts): the per-address key behind a mutex costs no more than the bare key did.
-        assert!(std::mem::size_of::<Held>() <= 40, "{}", std::mem::size_of::<Held>());
+        assert!(
+            std::mem::size_of::<Held>() <= 40,
+            "{}",
+            std::mem::size_of::<Held>()
+        );
     }
 
     #[test]
