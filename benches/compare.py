@@ -48,6 +48,7 @@ import json
 import math
 import os
 import platform
+import re
 import resource
 import shlex
 import shutil
@@ -163,8 +164,10 @@ def relay_limit_flags():
     if _relay_help is None:
         _relay_help = output_all([str(RELAY), "--help"]) or ""
     flags = []
-    for flag in ("--message-rate", "--command-rate", "--max-connections-per-ip", "--connection-rate"):
-        if flag in _relay_help:
+    for flag in ("--message-rate", "--command-rate", "--max-connections-per-ip", "--connection-rate",
+                 "--connection-rate-per-ip", "--http-request-rate"):
+        # Whole flags only: "--connection-rate" is a prefix of "--connection-rate-per-ip".
+        if re.search(re.escape(flag) + r"(?![\w-])", _relay_help):
             flags += [flag, "0"]
     return flags
 

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -70,10 +69,16 @@ impl FromStr for AdminToken {
 
 impl AdminToken {
     /// Whether `header` is `Bearer <this token>`, compared in constant time so response
-    /// timing does not reveal how much of a guess was right.
+    /// timing does not reveal how much of a guess was right. The scheme name is
+    /// case-insensitive (RFC 9110 section 11.1): `bearer x` is the same credential.
     fn accepts(&self, header: Option<&HeaderValue>) -> bool {
         let presented = header
-            .and_then(|h| h.as_bytes().strip_prefix(b"Bearer "))
+            .map(HeaderValue::as_bytes)
+            .and_then(|h| {
+                let (scheme, rest) = h.split_at_checked(7)?;
+                (scheme.eq_ignore_ascii_case(b"bearer ")).then_some(rest)
+            })
+            .map(|token| token.trim_ascii_start())
             .unwrap_or_default();
         // `ct_eq` on slices of different lengths is false without comparing: the length of
         // the token is the only thing a wrong guess can learn.
@@ -134,7 +139,13 @@ pub async fn handle(req: Request<Incoming>, hub: &Arc<Hub>) -> Response<Body> {
     let Some(token) = &hub.admin.token else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
-    if !token.accepts(req.headers().get(AUTHORIZATION)) {
+    let mut authorization = req.headers().get_all(AUTHORIZATION).iter();
+    let authorization = match (authorization.next(), authorization.next()) {
+        (Some(value), None) => Some(value),
+        // Two Authorization headers: neither is taken as the credential.
+        _ => None,
+    };
+    if !token.accepts(authorization) {
         debug!(
             path = req.uri().path(),
             "admin request without a valid token"
@@ -313,6 +324,9 @@ fn disconnect(hub: &Hub, target: Disconnect) -> Response<Body> {
 
 /// The admin listener's routes: the admin API and the operations endpoints.
 async fn route_ops(req: Request<Incoming>, hub: Arc<Hub>) -> Result<Response<Body>, Infallible> {
+    if let Some(response) = http::require_host(&req) {
+        return Ok(response);
+    }
     let path = req.uri().path();
     if is_admin_path(path) {
         return Ok(handle(req, &hub).await);
@@ -348,7 +362,7 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, shutdown: impl Future<O
         let hub = hub.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| route_ops(req, hub.clone()));
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let connection = http::http1_builder().serve_connection(TokioIo::new(stream), service);
             match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
                 Ok(Ok(())) => {}
                 Ok(Err(err)) => debug!(peer = %peer, error = %err, "admin connection error"),

@@ -147,6 +147,9 @@ impl Verifier {
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.auth_leeway.as_secs();
         validation.set_required_spec_claims(&["exp", "sub"]);
+        // Off by default in jsonwebtoken: a token issued for later (`nbf`) would otherwise
+        // work at once. Optional claim: checked when present, with the same leeway as `exp`.
+        validation.validate_nbf = true;
         match &config.auth_audience {
             Some(aud) => {
                 validation.set_audience(&[aud]);

@@ -217,6 +217,41 @@ pub struct Config {
     #[arg(long, env = "RELAY_CONNECTION_RATE", default_value_t = 1000.0)]
     pub connection_rate: f64,
 
+    /// New connections per second from one address (an IPv6 address counts by its /64),
+    /// checked before `--connection-rate` so one address cannot use up the node's; more get
+    /// HTTP 429 (0 turns the limit off).
+    #[arg(long, env = "RELAY_CONNECTION_RATE_PER_IP", default_value_t = 20.0)]
+    pub connection_rate_per_ip: f64,
+
+    /// New connections one address may open at once above `--connection-rate-per-ip`.
+    #[arg(long, env = "RELAY_CONNECTION_BURST_PER_IP", default_value_t = 40)]
+    pub connection_burst_per_ip: u32,
+
+    /// Reverse proxy whose `X-Forwarded-For` (or `Forwarded`) header names the client, for
+    /// the per-address limits and logs (repeatable, or comma-separated in the environment): a
+    /// CIDR range (`10.0.0.0/8`, `fd00::/8`) or one address. Without it those headers are
+    /// ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "RELAY_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<crate::forwarded::Cidr>,
+
+    /// Requests one HTTP connection may make (keep-alive included): the answer to the last
+    /// carries `Connection: close` and the connection ends (0: no limit).
+    #[arg(
+        long,
+        env = "RELAY_HTTP_REQUESTS_PER_CONNECTION",
+        default_value_t = 100
+    )]
+    pub http_requests_per_connection: u32,
+
+    /// Requests per second one HTTP connection may make, with one second's worth as burst;
+    /// later ones (pipelined, say) wait their turn (0 turns the limit off).
+    #[arg(long, env = "RELAY_HTTP_REQUEST_RATE", default_value_t = 10.0)]
+    pub http_request_rate: f64,
+
     /// PEM certificate chain: with `--tls-key`, serves wss:// and https:// directly.
     #[arg(long, env = "RELAY_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<std::path::PathBuf>,
@@ -277,8 +312,9 @@ impl std::str::FromStr for Secret {
 }
 
 impl Config {
-    /// These defaults with every abuse limit off (message, command and connection rates,
-    /// per-IP and total connection caps): what benchmarks and load tests run with.
+    /// These defaults with every abuse limit off (message, command, connection and HTTP
+    /// request rates, per-IP and total connection caps): what benchmarks and load tests run
+    /// with. `--http-requests-per-connection` stays: it never slows a load test.
     pub fn without_limits() -> Self {
         Self::default().limits_off()
     }
@@ -293,6 +329,8 @@ impl Config {
         self.rate_limit_strikes = 0;
         self.max_connections_per_ip = 0;
         self.connection_rate = 0.0;
+        self.connection_rate_per_ip = 0.0;
+        self.http_request_rate = 0.0;
         self
     }
 }
@@ -383,5 +421,34 @@ mod tests {
         assert_eq!(config.history, 100);
         assert_eq!(config.max_outbound_bytes, 1 << 20);
         assert_eq!(config.ping_interval, Duration::from_secs(30));
+        assert_eq!(config.connection_rate_per_ip, 20.0);
+        assert_eq!(config.connection_burst_per_ip, 40);
+        assert!(config.trusted_proxies.is_empty());
+        assert_eq!(config.http_requests_per_connection, 100);
+        assert_eq!(config.http_request_rate, 10.0);
+    }
+
+    #[test]
+    fn trusted_proxies_from_flags_or_the_environment_and_bad_ones_are_errors() {
+        let config = Config::try_parse_from([
+            "relay",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "::1,192.0.2.7",
+        ])
+        .expect("valid ranges");
+        let shown: Vec<String> = config
+            .trusted_proxies
+            .iter()
+            .map(|r| r.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.0.0/8", "::1/128", "192.0.2.7/32"]);
+        let err = Config::try_parse_from(["relay", "--trusted-proxy", "10.0.0.0/40"])
+            .expect_err("prefix too long");
+        let message = err.to_string();
+        assert!(message.contains("--trusted-proxy"), "{message}");
+        assert!(message.contains("prefix length"), "{message}");
+        assert!(Config::try_parse_from(["relay", "--trusted-proxy", "nginx"]).is_err());
     }
 }

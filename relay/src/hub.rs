@@ -261,6 +261,11 @@ impl Hub {
         self.rooms.get(name).map(|r| r.value().clone())
     }
 
+    /// Rooms in memory; O(shards), not O(rooms): `/metrics` reads it on every scrape.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
     /// Rooms with their member counts (for the admin view and tests).
     pub fn rooms(&self) -> Vec<(Arc<str>, usize)> {
         self.rooms

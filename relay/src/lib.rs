@@ -12,6 +12,9 @@
 //! - [`session`]: a connection's rooms and username; turns commands into room operations.
 //! - [`hub`]: the node's rooms (a sharded map) and connections; heartbeats, room expiry.
 //! - [`room`]: one room's members, seq, history and fan-out.
+//! - [`history`]: a room's kept messages, bounded by count and bytes, and the node's history
+//!   budget; [`per_ip`]: what one source address may do across its connections (messages,
+//!   commands, rooms created). Every budget is listed in `docs/SECURITY.md`.
 //! - [`outbox`]: a connection's outbound queue with the slow-consumer cap, and (plain TCP)
 //!   the vectored writes to its socket.
 //! - [`flush`]: per-worker flush lists and their flusher tasks, which write every connection
@@ -23,9 +26,11 @@
 //! - [`stats`]: counters; [`metrics`]: the Prometheus exposition of them and of latencies
 //!   (`docs/METRICS.md`); [`limits`]: the open-files limit; [`shutdown`]: SIGINT/SIGTERM;
 //!   [`telemetry`]: logging; [`error`]: the crate's error type.
-//! - Security: [`admission`] (connection limits at accept), [`security`] (Origin and token at
-//!   the upgrade, with [`auth`]), [`ratelimit`] (token buckets), [`tls`] (rustls) and
-//!   [`tls_connection`] (the connection task over TLS).
+//! - Security: [`admission`] (connection limits at accept, or at the first request behind a
+//!   trusted proxy), [`forwarded`] (client addresses behind `--trusted-proxy`), [`security`]
+//!   (Origin and token at the upgrade, with [`auth`]), [`ratelimit`] (token buckets), [`tls`]
+//!   (rustls) and [`tls_connection`] (the connection task over TLS). docs/SECURITY.md has
+//!   every budget.
 //!
 //! # One chat message, from socket to sockets
 //! 1. The sender's [`connection`] task wakes on readable and reads into its worker thread's
@@ -51,6 +56,7 @@ pub mod conn;
 pub mod connection;
 pub mod error;
 pub mod flush;
+pub mod forwarded;
 pub mod history;
 pub mod http;
 pub mod hub;

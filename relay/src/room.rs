@@ -76,13 +76,15 @@ impl State {
     /// Removes the member at `at`, after delivering what was published while it was one.
     pub(crate) fn remove_member(&mut self, hub: &Hub, at: usize) -> Member {
         deliver_pending(self, hub);
+        hub.metrics.member_removed();
         self.members.swap_remove(at)
     }
 
     /// Adds `conn` as a member unless it already is one; returns whether it already was.
-    pub(crate) fn admit(&mut self, conn: &Arc<Conn>, username: &Arc<str>) -> bool {
+    pub(crate) fn admit(&mut self, hub: &Hub, conn: &Arc<Conn>, username: &Arc<str>) -> bool {
         let already = self.members.iter().any(|m| m.conn.id == conn.id);
         if !already {
+            hub.metrics.member_added();
             self.members.push(Member {
                 conn: conn.clone(),
                 username: username.clone(),
@@ -186,7 +188,7 @@ impl Room {
         if state.dead {
             return JoinOutcome::Retired;
         }
-        let already = state.admit(conn, request.username);
+        let already = state.admit(hub, conn, request.username);
         if already {
             // Its `joined` lists history up to now: what is still pending must reach it first.
             state.deliver_pending(hub);

@@ -8,52 +8,154 @@ use tracing::debug;
 use crate::auth::{self, Identity, Verifier};
 use crate::config::Config;
 use crate::error::Error;
+use crate::forwarded::TrustedProxies;
 
 /// One `--allowed-origin` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct OriginPattern {
     /// `https`, `http`, ...; `None` matches any scheme.
     scheme: Option<String>,
-    /// Lowercase host with an optional `:port`; with `wildcard`, the suffix after `*.`.
+    /// Lowercase host; with `wildcard`, the suffix after `*.`.
     host: String,
+    /// An explicit port other than the scheme's default; `None` matches only origins on the
+    /// default port (which browsers leave out of `Origin`).
+    port: Option<u16>,
     /// `*.example.com`: any subdomain of `example.com` (not `example.com` itself).
     wildcard: bool,
 }
 
-impl OriginPattern {
-    fn parse(text: &str) -> Result<Self, Error> {
-        let text = text.trim().to_ascii_lowercase();
-        let (scheme, rest) = match text.split_once("://") {
-            Some((scheme, rest)) => (Some(scheme.to_owned()), rest.trim_end_matches('/')),
-            None => (None, text.trim_end_matches('/')),
-        };
-        let rest = rest.to_owned();
-        let (wildcard, host) = match rest.strip_prefix("*.") {
-            Some(suffix) => (true, suffix.to_owned()),
-            None => (false, rest),
-        };
-        if host.is_empty() || host.contains(['*', '/']) {
-            return Err(Error::Config(format!(
-                "--allowed-origin {text:?}: expected e.g. https://chat.example.com or *.example.com"
-            )));
+/// An `Origin` header as RFC 6454 serializes one: `scheme://host[:port]` and nothing else.
+/// Comparing parsed parts (not raw strings) is what keeps `https://evil.com/.example.com` and
+/// `https://a.example.com@evil.com` from passing `*.example.com`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Origin<'a> {
+    scheme: &'a str,
+    host: &'a str,
+    port: Option<u16>,
+}
+
+impl<'a> Origin<'a> {
+    /// Parses a lowercased origin; `None` for anything else (`null`, a path, userinfo, ...).
+    fn parse(text: &'a str) -> Option<Self> {
+        let (scheme, authority) = text.split_once("://")?;
+        if !valid_scheme(scheme) {
+            return None;
         }
-        Ok(Self {
+        let (host, port) = split_host_port(authority)?;
+        Some(Self {
             scheme,
             host,
+            port: port.filter(|&p| Some(p) != default_port(scheme)),
+        })
+    }
+}
+
+fn valid_scheme(scheme: &str) -> bool {
+    scheme.starts_with(|c: char| c.is_ascii_lowercase())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+-.".contains(&b))
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    }
+}
+
+/// Splits `host[:port]` (or `[v6]:port`), refusing anything that is not a plain host name or
+/// address with an optional numeric port.
+fn split_host_port(authority: &str) -> Option<(&str, Option<u16>)> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(rest) => {
+            let end = rest.find(']')?;
+            let address = &rest[..end];
+            if address.is_empty()
+                || !address
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            {
+                return None;
+            }
+            let port = match &rest[end + 1..] {
+                "" => None,
+                after => Some(after.strip_prefix(':')?),
+            };
+            (&authority[..end + 2], port)
+        }
+        None => {
+            let (host, port) = match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            };
+            let label_ok = |l: &str| {
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_".contains(&b))
+            };
+            if !host.split('.').all(label_ok) {
+                return None;
+            }
+            (host, port)
+        }
+    };
+    let port = match port {
+        None => None,
+        Some(digits) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(digits.parse::<u16>().ok()?)
+        }
+        Some(_) => return None,
+    };
+    Some((host, port))
+}
+
+impl OriginPattern {
+    fn parse(text: &str) -> Result<Self, Error> {
+        let lower = text.trim().to_ascii_lowercase();
+        let invalid = || {
+            Error::Config(format!(
+                "--allowed-origin {text:?}: expected e.g. https://chat.example.com, \
+                 http://localhost:8080 or *.example.com"
+            ))
+        };
+        let (scheme, rest) = match lower.split_once("://") {
+            Some((scheme, rest)) if valid_scheme(scheme) => (Some(scheme), rest),
+            Some(_) => return Err(invalid()),
+            None => (None, lower.as_str()),
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        let (wildcard, authority) = match rest.strip_prefix("*.") {
+            Some(suffix) => (true, suffix),
+            None => (false, rest),
+        };
+        let (host, port) = split_host_port(authority).ok_or_else(invalid)?;
+        Ok(Self {
+            scheme: scheme.map(str::to_owned),
+            host: host.to_owned(),
+            port: port.filter(|&p| scheme.is_none_or(|s| Some(p) != default_port(s))),
             wildcard,
         })
     }
 
-    fn matches(&self, scheme: &str, host: &str) -> bool {
-        if self.scheme.as_deref().is_some_and(|s| s != scheme) {
+    fn matches(&self, origin: &Origin<'_>) -> bool {
+        if self.scheme.as_deref().is_some_and(|s| s != origin.scheme) {
+            return false;
+        }
+        // Both sides have the default port taken out, so `https://a.example.com:443` is
+        // `https://a.example.com`, as a browser would send it.
+        if self.port != origin.port {
             return false;
         }
         if self.wildcard {
-            host.len() > self.host.len() + 1
-                && host.ends_with(&self.host)
-                && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
+            origin
+                .host
+                .strip_suffix(self.host.as_str())
+                .and_then(|sub| sub.strip_suffix('.'))
+                .is_some_and(|sub| !sub.is_empty())
         } else {
-            host == self.host
+            origin.host == self.host
         }
     }
 }
@@ -91,11 +193,13 @@ pub struct Admitted {
     pub subprotocol: Option<String>,
 }
 
-/// Origin allow-list and token verifier; both off by default.
+/// Origin allow-list, token verifier and trusted proxies; all off by default.
 #[derive(Debug, Default)]
 pub struct Security {
     origins: Vec<OriginPattern>,
     pub verifier: Option<Verifier>,
+    /// `--trusted-proxy`: peers whose forwarding headers name the client.
+    pub proxies: TrustedProxies,
 }
 
 impl Security {
@@ -108,6 +212,7 @@ impl Security {
                 .map(|o| OriginPattern::parse(o))
                 .collect::<Result<_, _>>()?,
             verifier: Verifier::from_config(config)?,
+            proxies: TrustedProxies::new(&config.trusted_proxies),
         })
     }
 
@@ -153,14 +258,20 @@ impl Security {
     }
 
     fn origin_allowed(&self, headers: &HeaderMap) -> bool {
-        let Some(origin) = headers.get(ORIGIN).and_then(|o| o.to_str().ok()) else {
+        // Two Origin headers: a browser never sends that, and which one a proxy or a check
+        // looks at would be a guess.
+        let mut values = headers.get_all(ORIGIN).iter();
+        let (Some(origin), None) = (values.next(), values.next()) else {
+            return false;
+        };
+        let Ok(origin) = origin.to_str() else {
             return false;
         };
         let origin = origin.trim().to_ascii_lowercase();
-        let Some((scheme, host)) = origin.split_once("://") else {
+        let Some(origin) = Origin::parse(&origin) else {
             return false;
         };
-        self.origins.iter().any(|p| p.matches(scheme, host))
+        self.origins.iter().any(|p| p.matches(&origin))
     }
 }
 
@@ -175,7 +286,7 @@ mod tests {
                 .iter()
                 .map(|p| OriginPattern::parse(p).expect("valid pattern"))
                 .collect(),
-            verifier: None,
+            ..Security::default()
         };
         let mut headers = HeaderMap::new();
         if let Some(origin) = origin {
@@ -201,7 +312,62 @@ mod tests {
         let port = ["http://localhost:8080"];
         assert!(allowed(&port, Some("http://localhost:8080")));
         assert!(!allowed(&port, Some("http://localhost:9090")));
+        assert!(!allowed(&port, Some("http://localhost")));
         assert!(OriginPattern::parse("https://").is_err());
         assert!(OriginPattern::parse("a.*.com").is_err());
+        assert!(OriginPattern::parse("https://a.example.com/path").is_err());
+        assert!(OriginPattern::parse("https://user@a.example.com").is_err());
+    }
+
+    #[test]
+    fn origins_match_by_parsed_parts_not_by_string() {
+        let wild = ["*.example.com"];
+        for hostile in [
+            "https://evil.com/.example.com",
+            "https://evil.com?.example.com",
+            "https://evil.com#.example.com",
+            "https://a.example.com@evil.com",
+            "https://evil.com\\.example.com",
+            "https://user@a.example.com",
+            "https://a.example.com:evil",
+            "https://a.example.com:99999",
+            "https://a.example.com/",
+            "https://.example.com",
+            "https://a..example.com",
+            "https://a.example.com, https://evil.com",
+        ] {
+            assert!(!allowed(&wild, Some(hostile)), "{hostile}");
+        }
+        // Ports: a pattern without one allows only the scheme's default port.
+        assert!(!allowed(&wild, Some("https://a.example.com:8443")));
+        assert!(allowed(&wild, Some("https://a.example.com:443")));
+        assert!(allowed(
+            &["*.example.com:8443"],
+            Some("https://a.example.com:8443")
+        ));
+        assert!(allowed(
+            &["https://*.example.com"],
+            Some("https://a.example.com")
+        ));
+        assert!(!allowed(
+            &["https://*.example.com"],
+            Some("http://a.example.com")
+        ));
+        let v6 = ["http://[::1]:8080"];
+        assert!(allowed(&v6, Some("http://[::1]:8080")));
+        assert!(!allowed(&v6, Some("http://[::1]:8080@evil.com")));
+    }
+
+    #[test]
+    fn two_origin_headers_are_refused() {
+        let security = Security {
+            origins: vec![OriginPattern::parse("https://chat.example.com").expect("valid")],
+            ..Security::default()
+        };
+        let mut headers = HeaderMap::new();
+        headers.append(ORIGIN, HeaderValue::from_static("https://chat.example.com"));
+        assert!(security.origin_allowed(&headers));
+        headers.append(ORIGIN, HeaderValue::from_static("https://chat.example.com"));
+        assert!(!security.origin_allowed(&headers));
     }
 }

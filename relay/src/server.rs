@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -115,16 +114,30 @@ impl Relay {
                     if let Err(err) = stream.set_nodelay(true) {
                         debug!(peer = %peer, error = %err, "set_nodelay failed");
                     }
-                    let admitted = self.hub.admission.admit(peer.ip());
+                    // A trusted proxy carries many users: its requests are admitted by the
+                    // client address each one names (see `admission`).
+                    let proxied = self.hub.security.proxies.is_trusted(peer.ip());
+                    let admitted = if proxied {
+                        self.hub.admission.admit_proxy()
+                    } else {
+                        self.hub.admission.admit(peer.ip())
+                    };
                     if let Err(refusal) = admitted {
                         debug!(peer = %peer, ?refusal, "connection refused by a limit");
                     }
                     let task = serve_http(
                         self.hub.clone(),
                         stream,
-                        peer,
+                        Peer {
+                            addr: peer,
+                            proxied,
+                        },
                         self.tls.clone(),
                         self.config.handshake_timeout,
+                        http::RequestBudget::new(
+                            self.config.http_requests_per_connection,
+                            self.config.http_request_rate,
+                        ),
                         stop_rx.clone(),
                         drain_tx.clone(),
                         admitted,
@@ -180,6 +193,33 @@ impl Relay {
     }
 }
 
+/// The TCP peer of a connection, and whether it is a `--trusted-proxy`.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    addr: std::net::SocketAddr,
+    proxied: bool,
+}
+
+/// The client behind one request: the peer itself, or behind a trusted proxy the address its
+/// headers name, now counted under the per-address limits (or the refusal to answer with).
+fn client_of(
+    hub: &Hub,
+    peer: Peer,
+    held: &Held,
+    headers: &hyper::HeaderMap,
+) -> Result<std::net::SocketAddr, Refusal> {
+    if !peer.proxied {
+        return Ok(peer.addr);
+    }
+    let client = hub.security.proxies.client_addr(peer.addr, headers);
+    if let Err(refusal) = held.permit.assign(client.ip()) {
+        hub.metrics.rejected(refusal.into());
+        debug!(peer = %peer.addr, client = %client, ?refusal, "request refused by a limit");
+        return Err(refusal);
+    }
+    Ok(client)
+}
+
 /// One TCP connection's HTTP phase (after its TLS handshake, with TLS), bounded as a whole
 /// by the handshake timeout.
 #[allow(
@@ -189,30 +229,40 @@ impl Relay {
 async fn serve_http(
     hub: Arc<Hub>,
     stream: TcpStream,
-    peer: std::net::SocketAddr,
+    peer: Peer,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
+    budget: http::RequestBudget,
     mut stop: watch::Receiver<bool>,
     drain: mpsc::Sender<()>,
     admitted: Result<Permit, Refusal>,
 ) {
     let deadline = tokio::time::Instant::now() + handshake_timeout;
     let hub_for_metrics = hub.clone();
-    if let Err(refusal) = &admitted {
-        hub.metrics.rejected(match refusal {
-            Refusal::PerIp => Rejection::PerIpLimit,
-            Refusal::Total => Rejection::ConnectionLimit,
-            Refusal::Rate => Rejection::ConnectionRate,
-        });
+    if let Err(refusal) = admitted {
+        hub.metrics.rejected(refusal.into());
     }
     let held = admitted.map(|permit| Arc::new(Held { permit, drain }));
-    let service = service_fn(move |req| {
-        let (hub, held) = (hub.clone(), held.clone());
+    let budget = Arc::new(budget);
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let (hub, held, budget) = (hub.clone(), held.clone(), budget.clone());
         async move {
-            match held {
-                Ok(held) => http::route(req, hub, peer, held).await,
-                Err(refusal) => Ok(http::refused(refusal)),
+            let held = match held {
+                Ok(held) => held,
+                Err(refusal) => return Ok(http::refused(refusal)),
+            };
+            let (start, last) = budget.charge(tokio::time::Instant::now());
+            if let Some(start) = start {
+                tokio::time::sleep_until(start).await;
             }
+            let mut response = match client_of(&hub, peer, &held, req.headers()) {
+                Ok(client) => http::route(req, hub, client, held).await?,
+                Err(refusal) => http::refused(refusal),
+            };
+            if last {
+                http::close_after(&mut response);
+            }
+            Ok(response)
         }
     });
     let served = async {
@@ -220,7 +270,7 @@ async fn serve_http(
             None => serve_io(stream, service).await,
             Some(acceptor) => match acceptor.accept(stream).await {
                 Ok(tls_stream) => serve_io(tls_stream, service).await,
-                Err(err) => debug!(peer = %peer, error = %err, "TLS handshake failed"),
+                Err(err) => debug!(peer = %peer.addr, error = %err, "TLS handshake failed"),
             },
         }
     };
@@ -229,9 +279,126 @@ async fn serve_http(
     tokio::select! {
         result = tokio::time::timeout_at(deadline, served) => if result.is_err() {
             hub_for_metrics.metrics.rejected(Rejection::HandshakeTimeout);
-            debug!(peer = %peer, "handshake timeout: dropping connection");
+            debug!(peer = %peer.addr, "handshake timeout: dropping connection");
         },
         _ = stop.changed() => {}
+    }
+}
+
+/// How long a connection the relay ends after its last answer keeps draining what the client
+/// still sends (see [`Linger`]).
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The HTTP phase's socket. When hyper has sent its last answer and shut the write side (a
+/// `Connection: close`, the request budget spent) the client may still have pipelined
+/// requests in flight: closing the socket with them unread makes the kernel send a reset,
+/// which can destroy answers the client has not read yet. So on drop a socket whose write
+/// side was shut is read and discarded until the client closes too, for at most [`LINGER`]
+/// (what Apache calls a lingering close). A socket dropped without that (the handshake
+/// timeout, an upgrade, which takes the stream out with [`Linger::into_inner`]) just closes.
+#[derive(Debug)]
+pub struct Linger<S: AsyncRead + Unpin + Send + 'static> {
+    io: Option<S>,
+    shut: bool,
+}
+
+impl<S: AsyncRead + Unpin + Send + 'static> Linger<S> {
+    fn new(io: S) -> Self {
+        Self {
+            io: Some(io),
+            shut: false,
+        }
+    }
+
+    /// The socket itself, for the WebSocket after an upgrade.
+    pub fn into_inner(mut self) -> Option<S> {
+        self.io.take()
+    }
+
+    fn io(&mut self) -> std::io::Result<&mut S> {
+        self.io
+            .as_mut()
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+    }
+}
+
+impl<S: AsyncRead + Unpin + Send + 'static> Drop for Linger<S> {
+    fn drop(&mut self) {
+        let Some(mut io) = self.io.take().filter(|_| self.shut) else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let mut sink = [0u8; 4096];
+                let drain = async {
+                    use tokio::io::AsyncReadExt;
+                    while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
+                };
+                let _ = tokio::time::timeout(LINGER, drain).await;
+            });
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin + Send + 'static> AsyncRead for Linger<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_read(cx, buf),
+            Err(err) => std::task::Poll::Ready(Err(err)),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Linger<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_write(cx, buf),
+            Err(err) => std::task::Poll::Ready(Err(err)),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
+            Err(err) => std::task::Poll::Ready(Err(err)),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(AsyncWrite::is_write_vectored)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_flush(cx),
+            Err(err) => std::task::Poll::Ready(Err(err)),
+        }
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.shut = true;
+        match self.io() {
+            Ok(io) => std::pin::Pin::new(io).poll_shutdown(cx),
+            Err(err) => std::task::Poll::Ready(Err(err)),
+        }
     }
 }
 
@@ -245,8 +412,8 @@ where
         > + Send,
     S::Future: Send + 'static,
 {
-    let connection = http1::Builder::new()
-        .serve_connection(TokioIo::new(io), service)
+    let connection = http::http1_builder()
+        .serve_connection(TokioIo::new(Linger::new(io)), service)
         .with_upgrades();
     if let Err(err) = connection.await {
         debug!(error = %err, "HTTP connection error");

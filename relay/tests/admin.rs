@@ -98,6 +98,26 @@ async fn a_missing_or_wrong_token_is_refused() {
 }
 
 #[tokio::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let relay = with_admin().await;
+    let status = |authorization: String| {
+        let addr = relay.addr;
+        async move {
+            let headers = [("Authorization", authorization.as_str())];
+            http::request(addr, "GET", "/admin/rooms", &headers, None)
+                .await
+                .status
+        }
+    };
+    for scheme in ["bearer", "BEARER", "BeArEr", "Bearer "] {
+        assert_eq!(status(format!("{scheme} {TOKEN}")).await, 200, "{scheme:?}");
+    }
+    assert_eq!(status(format!("bearer {TOKEN}x")).await, 401);
+    assert_eq!(status(format!("bearerx {TOKEN}")).await, 401);
+    assert_eq!(status(format!("bearer{TOKEN}")).await, 401);
+}
+
+#[tokio::test]
 async fn list_rooms_and_members_publish_and_disconnect() {
     let relay = with_admin().await;
     let (mut alice, alice_joined) = relay.joined("lobby", "alice").await;

@@ -345,3 +345,88 @@ async fn new_connections_past_the_rate_get_503() {
     assert_eq!(refused.status, 503);
     assert_eq!(refused.header("retry-after"), Some("1"));
 }
+
+#[tokio::test]
+async fn wildcard_origins_match_the_parsed_host_and_port() {
+    let relay = TestRelay::with(|c| c.allowed_origins = vec!["*.example.com".into()]).await;
+    let status = |origins: &'static [&'static str]| {
+        let addr = relay.addr;
+        async move {
+            let headers: Vec<(&str, &str)> = origins.iter().map(|o| ("Origin", *o)).collect();
+            upgrade(addr, "/ws", &headers).await.status
+        }
+    };
+    assert_eq!(status(&["https://evil.com/.example.com"]).await, 403);
+    assert_eq!(status(&["https://a.example.com@evil.com"]).await, 403);
+    assert_eq!(status(&["https://user@a.example.com"]).await, 403);
+    assert_eq!(status(&["https://a.example.com:8443"]).await, 403);
+    assert_eq!(
+        status(&["https://a.example.com", "https://evil.com"]).await,
+        403
+    );
+    assert_eq!(
+        status(&["https://a.example.com", "https://a.example.com"]).await,
+        403,
+        "two Origin headers, even equal ones"
+    );
+    assert_eq!(status(&["https://a.example.com"]).await, 101);
+    let scrape = support::http::scrape(relay.addr).await;
+    assert_eq!(
+        scrape.get(r#"relay_connections_rejected_total{reason="origin"}"#),
+        6.0
+    );
+}
+
+#[tokio::test]
+async fn a_token_not_valid_yet_gets_401() {
+    let relay = hs256_relay().await;
+    let early = hs256(
+        &json!({"sub":"erin","nbf": now() + 120,"exp": now() + 600}),
+        SECRET,
+    );
+    assert_eq!(
+        upgrade(relay.addr, &format!("/ws?token={early}"), &[])
+            .await
+            .status,
+        401
+    );
+    let started = hs256(
+        &json!({"sub":"erin","nbf": now() - 5,"exp": now() + 600}),
+        SECRET,
+    );
+    assert_eq!(
+        upgrade(relay.addr, &format!("/ws?token={started}"), &[])
+            .await
+            .status,
+        101
+    );
+}
+
+#[tokio::test]
+async fn nbf_within_the_leeway_is_accepted() {
+    let relay = TestRelay::with(|c| {
+        c.auth_secret = Some(relay::config::Secret(SECRET.into()));
+        c.auth_leeway = std::time::Duration::from_secs(60);
+    })
+    .await;
+    let skewed = hs256(
+        &json!({"sub":"f","nbf": now() + 20,"exp": now() + 600}),
+        SECRET,
+    );
+    assert_eq!(
+        upgrade(relay.addr, &format!("/ws?token={skewed}"), &[])
+            .await
+            .status,
+        101
+    );
+    let future = hs256(
+        &json!({"sub":"f","nbf": now() + 300,"exp": now() + 600}),
+        SECRET,
+    );
+    assert_eq!(
+        upgrade(relay.addr, &format!("/ws?token={future}"), &[])
+            .await
+            .status,
+        401
+    );
+}

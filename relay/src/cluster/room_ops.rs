@@ -102,7 +102,7 @@ impl Room {
         if state.dead {
             return JoinOutcome::Retired;
         }
-        let already = state.admit(conn, username);
+        let already = state.admit(hub, conn, username);
         if already {
             state.deliver_pending(hub);
         }

@@ -7,6 +7,12 @@
 //! latency) go into this relay's own fixed-bucket [`Histogram`]s, once per message or per
 //! sampled message, never per recipient; the queue-depth histogram is sampled by a timer.
 //!
+//! A scrape costs the same with 10 rooms or 300,000: `/metrics` needs no token, so whatever
+//! it walks an anonymous client could make the relay walk at will. [`Metrics::render`]
+//! therefore reads only atomics and O(shard) lengths: room memberships are counted as they
+//! change ([`Metrics::member_added`]), and the total of queued bytes is summed by the upkeep
+//! timer in the same once-a-second walk that samples the queue-depth histogram.
+//!
 //! The names reserved for the Redis backplane ([`names::REDIS_PUBLISH_ERRORS`] and the
 //! others) are recorded with the `metrics` crate's macros, which go to a process-wide
 //! `metrics-exporter-prometheus` recorder: [`install_process_recorder`] (called by
@@ -18,7 +24,7 @@
 mod histogram;
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -75,7 +81,7 @@ pub mod names {
         (BYTES_SENT, "Bytes written to WebSocket clients."),
         (EVENTS_DROPPED, "Outbound events not delivered, by kind."),
         (ERROR_EVENTS, "error events sent to clients."),
-        (OUTBOUND_QUEUED_BYTES, "Bytes queued for all clients and not yet written, now."),
+        (OUTBOUND_QUEUED_BYTES, "Bytes queued for all clients and not yet written, sampled every second."),
         (OUTBOUND_QUEUE_BYTES, "Each connection's queued bytes, sampled every second."),
         (FANOUT_SECONDS, "Time to publish one chat message to every member's queue."),
         (DELIVERY_LATENCY_SECONDS, "Time from accepting a chat message to its write to the last member's socket (1 message in 16)."),
@@ -167,6 +173,8 @@ pub enum Rejection {
     Unauthorized,
     /// Past `--max-connections-per-ip` (429).
     PerIpLimit,
+    /// Past `--connection-rate-per-ip` (429).
+    PerIpRate,
     /// Past `--max-connections` (503).
     ConnectionLimit,
     /// Past `--connection-rate` (503).
@@ -174,13 +182,14 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    const ALL: [Rejection; 8] = [
+    const ALL: [Rejection; 9] = [
         Rejection::BadUpgrade,
         Rejection::HandshakeTimeout,
         Rejection::AcceptError,
         Rejection::Origin,
         Rejection::Unauthorized,
         Rejection::PerIpLimit,
+        Rejection::PerIpRate,
         Rejection::ConnectionLimit,
         Rejection::ConnectionRate,
     ];
@@ -193,8 +202,21 @@ impl Rejection {
             Rejection::Origin => "origin",
             Rejection::Unauthorized => "unauthorized",
             Rejection::PerIpLimit => "per_ip_limit",
+            Rejection::PerIpRate => "per_ip_rate",
             Rejection::ConnectionLimit => "connection_limit",
             Rejection::ConnectionRate => "connection_rate",
+        }
+    }
+}
+
+impl From<crate::admission::Refusal> for Rejection {
+    fn from(refusal: crate::admission::Refusal) -> Self {
+        use crate::admission::Refusal;
+        match refusal {
+            Refusal::PerIp => Rejection::PerIpLimit,
+            Refusal::PerIpRate => Rejection::PerIpRate,
+            Refusal::Total => Rejection::ConnectionLimit,
+            Refusal::Rate => Rejection::ConnectionRate,
         }
     }
 }
@@ -258,6 +280,11 @@ pub struct Metrics {
     rejected: [AtomicU64; Rejection::ALL.len()],
     /// One per [`close_labels`] entry.
     closed: Box<[AtomicU64]>,
+    /// Room memberships now, kept by the rooms as members come and go. Signed: an add and a
+    /// remove on different threads may land in either order.
+    members: AtomicI64,
+    /// Bytes queued for all connections at the last upkeep sample.
+    queued: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -274,7 +301,29 @@ impl Metrics {
             queue: Histogram::new(QUEUE_BYTES, 1.0),
             rejected: Default::default(),
             closed: close_labels().map(|_| AtomicU64::new(0)).collect(),
+            members: AtomicI64::new(0),
+            queued: AtomicU64::new(0),
         }
+    }
+
+    /// A room gained a member (called under the room's lock, once per membership).
+    pub fn member_added(&self) {
+        self.members.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A room lost a member.
+    pub fn member_removed(&self) {
+        self.members.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Room memberships now (`relay_room_members`).
+    pub fn room_members(&self) -> u64 {
+        u64::try_from(self.members.load(Ordering::Relaxed)).unwrap_or(0)
+    }
+
+    /// Bytes queued for all connections at the last sample (`relay_outbound_queued_bytes`).
+    pub fn queued_bytes(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
     }
 
     pub fn rejected(&self, why: Rejection) {
@@ -322,10 +371,6 @@ impl Metrics {
     /// process-wide metrics.
     pub fn render(&self, hub: &Hub) -> String {
         let stats = hub.stats.snapshot();
-        let rooms = hub.rooms();
-        let members: usize = rooms.iter().map(|(_, members)| *members).sum();
-        let mut queued = 0usize;
-        hub.for_each_connection(|conn| queued += conn.outbox.queued_bytes());
         let ready = u64::from(hub.readiness.check().is_ok());
 
         let mut out = String::with_capacity(8 * 1024);
@@ -361,8 +406,8 @@ impl Metrics {
                 names::CONNECTIONS_CLOSED
             );
         }
-        single(o, names::ROOMS, "gauge", rooms.len() as u64);
-        single(o, names::ROOM_MEMBERS, "gauge", members as u64);
+        single(o, names::ROOMS, "gauge", hub.room_count() as u64);
+        single(o, names::ROOM_MEMBERS, "gauge", self.room_members());
         single(o, names::FRAMES_RECEIVED, "counter", stats.frames_in);
         single(
             o,
@@ -382,7 +427,12 @@ impl Metrics {
             let _ = writeln!(o, "{}{{kind=\"{kind}\"}} {count}", names::EVENTS_DROPPED);
         }
         single(o, names::ERROR_EVENTS, "counter", stats.errors_sent);
-        single(o, names::OUTBOUND_QUEUED_BYTES, "gauge", queued as u64);
+        single(
+            o,
+            names::OUTBOUND_QUEUED_BYTES,
+            "gauge",
+            self.queued_bytes(),
+        );
         header(o, names::OUTBOUND_QUEUE_BYTES, "histogram");
         self.queue.render(names::OUTBOUND_QUEUE_BYTES, o);
         header(o, names::FANOUT_SECONDS, "histogram");
@@ -396,9 +446,16 @@ impl Metrics {
         out
     }
 
-    /// Samples every connection's queue depth.
-    fn sample_queues(&self, hub: &Hub) {
-        hub.for_each_connection(|conn| self.queue.record(conn.outbox.queued_bytes() as u64));
+    /// Samples every connection's queue depth, and their total for the gauge: the one walk
+    /// over the connections, once per upkeep interval, whatever the scrape rate.
+    pub fn sample_queues(&self, hub: &Hub) {
+        let mut total = 0u64;
+        hub.for_each_connection(|conn| {
+            let queued = conn.outbox.queued_bytes() as u64;
+            total += queued;
+            self.queue.record(queued);
+        });
+        self.queued.store(total, Ordering::Relaxed);
     }
 }
 
@@ -462,6 +519,78 @@ impl Drop for Probe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::outbox::Priority;
+    use crate::room::JoinRequest;
+
+    /// The value of an unlabelled series in a rendered exposition.
+    fn sample(text: &str, name: &str) -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn a_scrape_reads_counters_and_samples_not_rooms_or_queues() {
+        let hub = Arc::new(Hub::new(&crate::Config::without_limits()));
+        let username: Arc<str> = "u".into();
+        let peer: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
+        let request = JoinRequest {
+            username: &username,
+            since: None,
+            epoch: None,
+        };
+        let a = hub.register(peer);
+        let b = hub.register(peer);
+        let (room, _) = hub.join(&a, "one", request);
+        hub.join(&b, "one", request);
+        hub.join(&b, "two", request);
+        let text = hub.metrics.render(&hub);
+        assert_eq!(sample(&text, names::ROOMS), Some(2));
+        assert_eq!(sample(&text, names::ROOM_MEMBERS), Some(3));
+        assert!(room.leave(&hub, &b));
+        assert_eq!(hub.metrics.room_members(), 2, "counted as members go");
+
+        // With a room's lock held elsewhere, a scrape that walked the rooms would block.
+        let state = room.lock();
+        let scraper = {
+            let hub = hub.clone();
+            std::thread::spawn(move || hub.metrics.render(&hub))
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !scraper.is_finished() && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(
+            scraper.is_finished(),
+            "render waited for a room's lock: it walks the rooms"
+        );
+        drop(state);
+        let text = scraper.join().expect("render does not panic");
+        assert_eq!(sample(&text, names::ROOM_MEMBERS), Some(2));
+
+        // Queued bytes are the upkeep's sample: a scrape between samples repeats it. No
+        // flusher runs here, so what is queued (the `joined` events too) stays queued.
+        let queued = || (a.outbox.queued_bytes() + b.outbox.queued_bytes()) as u64;
+        assert!(queued() > 0);
+        assert_eq!(
+            sample(&hub.metrics.render(&hub), names::OUTBOUND_QUEUED_BYTES),
+            Some(0),
+            "not sampled yet"
+        );
+        hub.metrics.sample_queues(&hub);
+        let sampled = queued();
+        let frame = Bytes::from_static(&[0x81, 3, b'a', b'b', b'c']);
+        hub.push_to(&b, &frame, Priority::Normal);
+        assert_eq!(queued(), sampled + frame.len() as u64);
+        let first = sample(&hub.metrics.render(&hub), names::OUTBOUND_QUEUED_BYTES);
+        let second = sample(&hub.metrics.render(&hub), names::OUTBOUND_QUEUED_BYTES);
+        assert_eq!(first, Some(sampled));
+        assert_eq!(second, first, "two scrapes between samples agree");
+        hub.metrics.sample_queues(&hub);
+        assert_eq!(
+            sample(&hub.metrics.render(&hub), names::OUTBOUND_QUEUED_BYTES),
+            Some(queued())
+        );
+    }
 
     #[test]
     fn a_probe_records_when_its_last_clone_goes() {
