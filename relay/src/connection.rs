@@ -453,7 +453,7 @@ pub(crate) fn on_input(
         }
         match message {
             Message::Text(text) => session.on_text(text),
-            Message::Binary => session.error(
+            Message::Binary(_) => session.error(
                 ErrorCode::BinaryNotSupported,
                 "binary messages are not supported; send JSON text",
             ),
@@ -487,10 +487,10 @@ pub(crate) fn on_input(
     if let Some(code) = peer_close {
         closing.received = true;
         closing.client_first = !closing.sent;
-        // Echo the client's code as RFC 6455 asks; codes it may not send become 1000.
-        let echo = code
-            .filter(|c| matches!(c, 1000..=1003 | 1007..=1014 | 3000..=4999))
-            .unwrap_or(1000);
+        // Echo the client's code as RFC 6455 asks. A code it may not send never gets here:
+        // the reader fails that close with 1002 (section 7.4), so it is not answered 1000.
+        // A close without a code is answered 1000.
+        let echo = code.unwrap_or(1000);
         session.conn().outbox.close(CloseRequest {
             code: echo,
             reason: "",

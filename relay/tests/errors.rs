@@ -178,6 +178,86 @@ async fn a_client_close_is_answered_with_the_same_code() {
     );
 }
 
+/// RFC 6455 section 7.4: a close carrying a code a peer may not send fails the connection
+/// with 1002; it is not echoed, nor answered 1000. Autobahn's case 7.9 sends these codes.
+#[tokio::test]
+async fn a_close_with_an_invalid_code_is_failed_with_1002() {
+    let relay = TestRelay::start().await;
+    for code in [
+        0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000,
+    ] {
+        let mut client = RawClient::connect(relay.addr, None).await;
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"bye");
+        client.send_frame(true, raw::CLOSE, &payload).await;
+        assert_eq!(
+            client.read_until_close().await,
+            (Some(1002), 0),
+            "close code {code}"
+        );
+        assert!(
+            client.read_frame().await.is_none(),
+            "then the server closes the TCP connection (code {code})"
+        );
+    }
+    assert_eq!(relay.relay.stats().protocol_closes, 11);
+}
+
+#[tokio::test]
+async fn valid_close_codes_are_echoed() {
+    let relay = TestRelay::start().await;
+    for code in [1000u16, 1001, 1003, 1007, 1011, 1014, 3000, 4999] {
+        let mut client = RawClient::connect(relay.addr, None).await;
+        client
+            .send_frame(true, raw::CLOSE, &code.to_be_bytes())
+            .await;
+        assert_eq!(
+            client.read_until_close().await,
+            (Some(code), 0),
+            "close code {code}"
+        );
+    }
+    let mut client = RawClient::connect(relay.addr, None).await;
+    client.send_frame(true, raw::CLOSE, b"").await;
+    assert_eq!(client.read_until_close().await, (Some(1000), 0));
+}
+
+#[tokio::test]
+async fn a_close_payload_of_one_byte_closes_with_1002() {
+    let relay = TestRelay::start().await;
+    let mut client = RawClient::connect(relay.addr, None).await;
+    client.send_frame(true, raw::CLOSE, &[0x03]).await;
+    assert_eq!(client.read_until_close().await, (Some(1002), 0));
+}
+
+#[tokio::test]
+async fn a_close_reason_that_is_not_utf8_closes_with_1007() {
+    let relay = TestRelay::start().await;
+    let mut client = RawClient::connect(relay.addr, None).await;
+    // 1000, then "κό" followed by a byte that is never UTF-8 (Autobahn case 7.5.1).
+    client
+        .send_frame(
+            true,
+            raw::CLOSE,
+            &[0x03, 0xE8, 0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xFF],
+        )
+        .await;
+    assert_eq!(client.read_until_close().await, (Some(1007), 0));
+}
+
+/// A 64-bit length whose most significant bit is set is malformed (RFC 6455 section 5.2):
+/// 1002, not the 1009 that a merely large length gets.
+#[tokio::test]
+async fn a_64_bit_length_with_the_top_bit_set_closes_with_1002() {
+    let relay = TestRelay::start().await;
+    let mut client = RawClient::connect(relay.addr, None).await;
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 63 | 5).to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    client.send_raw(&header).await;
+    assert_eq!(client.read_until_close().await, (Some(1002), 0));
+}
+
 #[tokio::test]
 async fn http_routes() {
     let relay = TestRelay::start().await;

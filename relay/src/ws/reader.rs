@@ -13,7 +13,8 @@ use super::frame::OpCode;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message<'a> {
     Text(&'a str),
-    Binary,
+    /// The reassembled payload (the relay refuses binary; the echo example echoes it).
+    Binary(&'a [u8]),
     Ping(&'a [u8]),
     Pong,
     /// The close status the client sent, if any.
@@ -47,6 +48,18 @@ impl Violation {
             Violation::InvalidUtf8 => "text is not valid UTF-8",
         }
     }
+}
+
+/// Whether a peer may send `code` in a close frame (RFC 6455 section 7.4).
+///
+/// 1000-1003 and 1007-1011 are defined by the RFC, 1012-1014 are registered with IANA,
+/// 3000-4999 are for libraries and applications. The rest is refused: 0-999 and 5000+ are
+/// not used, 1004 is reserved, 1005, 1006 and 1015 must never be sent in a frame (they only
+/// report "no code", "abnormal close" and "TLS failure" locally), 1016-2999 are reserved for
+/// future versions of the protocol. A close carrying one of those fails the connection with
+/// 1002 instead of being echoed.
+pub fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
 }
 
 /// A parsed client frame header.
@@ -84,11 +97,14 @@ pub fn parse_head(buf: &[u8], max_payload: usize) -> Result<Option<FrameHead>, V
             Some(b) => {
                 let mut raw = [0u8; 8];
                 raw.copy_from_slice(b);
+                let len = u64::from_be_bytes(raw);
+                // RFC 6455 5.2: "the most significant bit MUST be 0". Such a length is a
+                // malformed frame (1002), not merely a large one (1009).
+                if len >> 63 != 0 {
+                    return Err(Violation::Protocol("64-bit length with the top bit set"));
+                }
                 // Anything that does not fit usize is certainly over the limit.
-                (
-                    usize::try_from(u64::from_be_bytes(raw)).unwrap_or(usize::MAX),
-                    8,
-                )
+                (usize::try_from(len).unwrap_or(usize::MAX), 8)
             }
             None => return Ok(None),
         },
@@ -228,10 +244,14 @@ impl FrameReader {
                     0 => None,
                     1 => return Err(Violation::Protocol("close payload of one byte")),
                     _ => {
+                        let code = u16::from_be_bytes([payload[0], payload[1]]);
+                        if !valid_close_code(code) {
+                            return Err(Violation::Protocol("invalid close code"));
+                        }
                         if std::str::from_utf8(&payload[2..]).is_err() {
                             return Err(Violation::InvalidUtf8);
                         }
-                        Some(u16::from_be_bytes([payload[0], payload[1]]))
+                        Some(code)
                     }
                 };
                 Ok(on(Message::Close(code)))
@@ -276,7 +296,7 @@ fn deliver(
     on: &mut impl FnMut(Message<'_>) -> ControlFlow<()>,
 ) -> Result<ControlFlow<()>, Violation> {
     if opcode == OpCode::Binary {
-        return Ok(on(Message::Binary));
+        return Ok(on(Message::Binary(payload)));
     }
     let text = std::str::from_utf8(payload).map_err(|_| Violation::InvalidUtf8)?;
     Ok(on(Message::Text(text)))
@@ -398,5 +418,106 @@ mod tests {
             collect(&mut FrameReader::default(), &bad_utf8, 100),
             Err(Violation::InvalidUtf8)
         );
+    }
+
+    fn close_payload(code: u16, reason: &[u8]) -> Vec<u8> {
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason);
+        client_frame(true, 8, &payload)
+    }
+
+    #[test]
+    fn close_codes_a_peer_may_send_are_delivered() {
+        for code in [
+            1000, 1001, 1002, 1003, 1007, 1010, 1011, 1012, 1014, 3000, 4999,
+        ] {
+            let wire = close_payload(code, b"bye");
+            assert_eq!(
+                collect(&mut FrameReader::default(), &wire, 100),
+                Ok(vec![format!("Close(Some({code}))")]),
+                "code {code}"
+            );
+        }
+        let empty = client_frame(true, 8, b"");
+        assert_eq!(
+            collect(&mut FrameReader::default(), &empty, 100),
+            Ok(vec!["Close(None)".to_owned()])
+        );
+    }
+
+    #[test]
+    fn invalid_close_codes_are_protocol_errors() {
+        // The codes Autobahn's case 7.9 sends, and the edges of the valid ranges.
+        for code in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
+            let wire = close_payload(code, b"");
+            assert_eq!(
+                collect(&mut FrameReader::default(), &wire, 100),
+                Err(Violation::Protocol("invalid close code")),
+                "code {code}"
+            );
+            assert!(!valid_close_code(code));
+        }
+    }
+
+    #[test]
+    fn a_close_payload_of_one_byte_is_a_protocol_error() {
+        let wire = client_frame(true, 8, &[0x03]);
+        assert_eq!(
+            collect(&mut FrameReader::default(), &wire, 100),
+            Err(Violation::Protocol("close payload of one byte"))
+        );
+    }
+
+    #[test]
+    fn a_close_reason_that_is_not_utf8_is_1007() {
+        let wire = close_payload(1000, &[0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xFF]);
+        let verdict = collect(&mut FrameReader::default(), &wire, 100);
+        assert_eq!(verdict, Err(Violation::InvalidUtf8));
+        assert_eq!(Violation::InvalidUtf8.close_code(), 1007);
+    }
+
+    #[test]
+    fn a_64_bit_length_with_the_top_bit_set_is_a_protocol_error() {
+        let key = [1, 2, 3, 4];
+        for (opcode, len) in [(0x82u8, 1u64 << 63), (0x81, u64::MAX), (0x89, 1 << 63)] {
+            let mut wire = vec![opcode, 0x80 | 127];
+            wire.extend_from_slice(&len.to_be_bytes());
+            wire.extend_from_slice(&key);
+            let verdict = collect(&mut FrameReader::default(), &wire, usize::MAX);
+            assert_eq!(
+                verdict,
+                Err(Violation::Protocol("64-bit length with the top bit set")),
+                "opcode {opcode:#x} length {len:#x}"
+            );
+            assert_eq!(Violation::Protocol("").close_code(), 1002);
+        }
+        // Just under: merely too big for the limit.
+        let mut wire = vec![0x82, 0x80 | 127];
+        wire.extend_from_slice(&(u64::MAX >> 1).to_be_bytes());
+        wire.extend_from_slice(&key);
+        assert_eq!(
+            collect(&mut FrameReader::default(), &wire, 1 << 20),
+            Err(Violation::TooBig)
+        );
+    }
+
+    #[test]
+    fn binary_messages_carry_their_reassembled_payload() {
+        let mut wire = client_frame(false, 2, &[0, 1]);
+        wire.extend(client_frame(true, 0, &[2, 0xFF]));
+        let mut seen = Vec::new();
+        let mut input = wire.clone();
+        let flow = FrameReader::default()
+            .feed(&mut input, 100, |m| {
+                if let Message::Binary(data) = m {
+                    seen.push(data.to_vec());
+                }
+                ControlFlow::Continue(())
+            })
+            .expect("valid");
+        assert!(flow.is_continue());
+        assert_eq!(seen, vec![vec![0, 1, 2, 0xFF]]);
     }
 }
