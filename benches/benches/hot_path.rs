@@ -142,9 +142,18 @@ fn fan_out(c: &mut Criterion) {
 fn joined(c: &mut Criterion) {
     let mut group = c.benchmark_group("joined");
     group.throughput(Throughput::Elements(1));
-    let history: Vec<_> = (1..=100)
-        .map(|n| event::message(&message_event(n)))
-        .collect();
+    // Stored as a room stores them: the fragments `joined` splices in.
+    let mut history = relay::history::History::new(relay::history::HistoryBudget::new(
+        relay::history::HistoryLimits {
+            count: 100,
+            room_bytes: 1 << 20,
+            total_bytes: 1 << 20,
+            joined_bytes: 1 << 20,
+        },
+    ));
+    for n in 1..=100 {
+        history.push(&event::message(&message_event(n)), usize::MAX);
+    }
     let ids: Vec<String> = (0..100).map(|i| format!("3fa9c1-{i}")).collect();
     let users: Vec<UserRef<'_>> = ids
         .iter()
@@ -162,8 +171,9 @@ fn joined(c: &mut Criterion) {
                 seq: 100,
                 count: users.len(),
                 users: Some(users.iter().copied()),
-                history: history.iter(),
+                history: history.entries().iter(),
                 recovered: Some(true),
+                truncated: false,
             })
         })
     });

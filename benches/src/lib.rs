@@ -107,7 +107,9 @@ impl FanOut {
                 since: None,
                 epoch: None,
             };
-            let (joined, _) = hub.join(&conn, name, request);
+            let Ok((joined, _)) = hub.join(&conn, name, request) else {
+                panic!("one room is within the room budgets");
+            };
             room = Some(joined);
             conns.push(conn);
             // Each join tells every member so far: drain now and then, or set-up alone would

@@ -390,7 +390,10 @@ fn read(stream: &TcpStream, link: &mut Link) -> io::Result<ReadOutcome> {
         };
         if n > 0 {
             // Per read call (a burst of frames), not per frame.
-            link.hub().stats.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            link.hub()
+                .stats
+                .bytes_in
+                .fetch_add(n as u64, Ordering::Relaxed);
             link.input(&mut scratch[..n]);
         }
         Ok(ReadOutcome::Open)

@@ -261,7 +261,11 @@ mod tests {
         assert_eq!(history.len(), 2);
         assert_eq!(small.evicted(), 3);
         history.push(&message(9), 13);
-        assert_eq!(history.len(), 1, "a fair share of one entry keeps the newest");
+        assert_eq!(
+            history.len(),
+            1,
+            "a fair share of one entry keeps the newest"
+        );
         drop(history);
         assert_eq!(small.used(), 0, "a dropped room gives its bytes back");
     }
@@ -273,8 +277,16 @@ mod tests {
         for n in 0..5 {
             history.push(&message(n), usize::MAX);
         }
-        assert_eq!(history.joined_range(0), (3, true), "two of 13 bytes fit in 30");
-        assert_eq!(history.joined_range(4), (4, false), "one entry after `since`");
+        assert_eq!(
+            history.joined_range(0),
+            (3, true),
+            "two of 13 bytes fit in 30"
+        );
+        assert_eq!(
+            history.joined_range(4),
+            (4, false),
+            "one entry after `since`"
+        );
         assert_eq!(history.joined_range(5), (5, false), "nothing after `since`");
     }
 }

@@ -368,7 +368,8 @@ impl Hub {
                 continue;
             };
             if room.unqueue_lingering() && room.retire_if_empty() {
-                self.rooms.remove_if(&room.name, |_, r| Arc::ptr_eq(r, &room));
+                self.rooms
+                    .remove_if(&room.name, |_, r| Arc::ptr_eq(r, &room));
                 self.rooms_evicted.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
@@ -406,7 +407,10 @@ impl Hub {
             // A few at a time: the queue's lock must not be held while a room is locked
             // (rooms take it under their own lock).
             let chunk: Vec<Arc<Room>> = {
-                let queue = self.lingering.lock().unwrap_or_else(PoisonError::into_inner);
+                let queue = self
+                    .lingering
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
                 queue
                     .iter()
                     .skip(at)
@@ -429,12 +433,20 @@ impl Hub {
 
     /// Drops stale entries (retired, refilled, gone) from the lingering queue, keeping order.
     fn prune_lingering(&self) {
-        let old = std::mem::take(&mut *self.lingering.lock().unwrap_or_else(PoisonError::into_inner));
+        let old = std::mem::take(
+            &mut *self
+                .lingering
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
         let kept: VecDeque<Weak<Room>> = old
             .into_iter()
             .filter(|weak| weak.upgrade().is_some_and(|room| room.still_lingering()))
             .collect();
-        let mut queue = self.lingering.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut queue = self
+            .lingering
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let added = std::mem::replace(&mut *queue, kept);
         queue.extend(added);
     }

@@ -219,6 +219,9 @@ mod tests {
         let _two = sources.charge_room(&again).expect("second room");
         assert!(sources.charge_room(&again).is_none(), "at --ip-rooms");
         drop(one);
-        assert!(sources.charge_room(&again).is_some(), "a dropped room frees its place");
+        assert!(
+            sources.charge_room(&again).is_some(),
+            "a dropped room frees its place"
+        );
     }
 }

@@ -217,7 +217,10 @@ mod tests {
         let wait = bucket.take_many(&rate, 0, 250);
         assert_eq!(wait.as_millis(), 2000, "200 frames of debt at 100/s");
         assert_eq!(bucket.take_many(&rate, 2000, 0), std::time::Duration::ZERO);
-        assert!(bucket.take_many(&rate, 2000, 1) > std::time::Duration::ZERO, "debt paid, none left");
+        assert!(
+            bucket.take_many(&rate, 2000, 1) > std::time::Duration::ZERO,
+            "debt paid, none left"
+        );
     }
 
     #[test]

@@ -199,7 +199,10 @@ impl Room {
             &state,
             hub,
             conn,
-            (count, list_users.then(|| state.members.iter().map(Member::user))),
+            (
+                count,
+                list_users.then(|| state.members.iter().map(Member::user)),
+            ),
             (request.since, request.epoch),
         );
         if already {
@@ -662,7 +665,9 @@ mod tests {
                 since: None,
                 epoch: None,
             };
-            let (room, _) = hub.join(&conn, "r", request).expect("within the room budgets");
+            let (room, _) = hub
+                .join(&conn, "r", request)
+                .expect("within the room budgets");
             (conn, room)
         };
         let (a, room) = join("a");

@@ -312,8 +312,12 @@ impl Session {
         self.error(
             ErrorCode::RoomLimit,
             match refusal {
-                RoomRefusal::NodeFull => "the relay holds too many rooms; join an existing room or retry later",
-                RoomRefusal::SourceFull => "too many rooms created from your address; retry once some have expired",
+                RoomRefusal::NodeFull => {
+                    "the relay holds too many rooms; join an existing room or retry later"
+                }
+                RoomRefusal::SourceFull => {
+                    "too many rooms created from your address; retry once some have expired"
+                }
             },
         );
     }

@@ -58,10 +58,16 @@ mod tests {
         assert_eq!(sampled.due(), None);
         assert_eq!(sampled.due(), None);
         // Pretend the last line was a second ago.
-        let second_ago = crate::ratelimit::clock_ms().wrapping_add(1).wrapping_sub(1000);
+        let second_ago = crate::ratelimit::clock_ms()
+            .wrapping_add(1)
+            .wrapping_sub(1000);
         sampled
             .last_ms
             .store(second_ago, std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(sampled.due(), Some(2), "the next line counts the two left out");
+        assert_eq!(
+            sampled.due(),
+            Some(2),
+            "the next line counts the two left out"
+        );
     }
 }

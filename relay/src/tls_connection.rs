@@ -43,7 +43,11 @@ pub async fn drive(
     let mut unflushed = false;
 
     let end: &str = loop {
-        if link.closing.sent && !writer.has_pending() && !unflushed && !link.closing.finished_writing {
+        if link.closing.sent
+            && !writer.has_pending()
+            && !unflushed
+            && !link.closing.finished_writing
+        {
             link.closing.finished_writing = true;
             // close_notify, then FIN. A client that does not read could stall this: the
             // close deadline bounds it.

@@ -59,6 +59,11 @@ pub mod names {
     pub const FANOUT_SECONDS: &str = "relay_fanout_seconds";
     pub const DELIVERY_LATENCY_SECONDS: &str = "relay_delivery_latency_seconds";
     pub const READY: &str = "relay_ready";
+    pub const HISTORY_BYTES: &str = "relay_history_bytes";
+    pub const HISTORY_EVICTED: &str = "relay_history_evicted_total";
+    pub const ROOMS_REFUSED: &str = "relay_rooms_refused_total";
+    pub const ROOMS_EVICTED: &str = "relay_rooms_evicted_total";
+    pub const FRAME_PAUSES: &str = "relay_frame_pauses_total";
     /// Reserved for the Redis backplane (recorded with the `metrics` macros).
     pub const REDIS_PUBLISH_ERRORS: &str = "relay_redis_publish_errors_total";
     pub const REDIS_SUBSCRIBE_ERRORS: &str = "relay_redis_subscribe_errors_total";
@@ -86,6 +91,11 @@ pub mod names {
         (FANOUT_SECONDS, "Time to publish one chat message to every member's queue."),
         (DELIVERY_LATENCY_SECONDS, "Time from accepting a chat message to its write to the last member's socket (1 message in 16)."),
         (READY, "1 while /readyz answers 200, else 0."),
+        (HISTORY_BYTES, "Bytes of room history held on the node."),
+        (HISTORY_EVICTED, "Messages dropped from history by the room or node byte budget."),
+        (ROOMS_REFUSED, "Joins refused with room_limit."),
+        (ROOMS_EVICTED, "Lingering rooms retired early to make room under --max-rooms."),
+        (FRAME_PAUSES, "Times a connection went over --frame-rate and was paused."),
     ];
 
     /// The names reserved for the Redis backplane, each with its `# HELP` text.
@@ -440,6 +450,22 @@ impl Metrics {
         header(o, names::DELIVERY_LATENCY_SECONDS, "histogram");
         self.delivery.render(names::DELIVERY_LATENCY_SECONDS, o);
         single(o, names::READY, "gauge", ready);
+        let history = hub.history_budget();
+        single(o, names::HISTORY_BYTES, "gauge", history.used() as u64);
+        single(o, names::HISTORY_EVICTED, "counter", history.evicted());
+        single(
+            o,
+            names::ROOMS_REFUSED,
+            "counter",
+            hub.rooms_refused.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        single(
+            o,
+            names::ROOMS_EVICTED,
+            "counter",
+            hub.rooms_evicted.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        single(o, names::FRAME_PAUSES, "counter", stats.frame_pauses);
         if let Some(process) = install_process_recorder() {
             out.push_str(&process.render());
         }
@@ -540,9 +566,13 @@ mod tests {
         };
         let a = hub.register(peer);
         let b = hub.register(peer);
-        let (room, _) = hub.join(&a, "one", request);
-        hub.join(&b, "one", request);
-        hub.join(&b, "two", request);
+        let (room, _) = hub
+            .join(&a, "one", request)
+            .expect("within the room budgets");
+        hub.join(&b, "one", request)
+            .expect("within the room budgets");
+        hub.join(&b, "two", request)
+            .expect("within the room budgets");
         let text = hub.metrics.render(&hub);
         assert_eq!(sample(&text, names::ROOMS), Some(2));
         assert_eq!(sample(&text, names::ROOM_MEMBERS), Some(3));

@@ -54,7 +54,13 @@ pub fn message(m: &MessageEvent<'_>) -> Frame {
 /// allocated once at its final size, so what history keeps is what the message takes.
 pub fn message_capacity(m: &MessageEvent<'_>) -> usize {
     // `{"type":"message"` `,"id":"` tag `-m` number `"` `,"seq":` seq, then the tail, then `}`.
-    17 + 7 + m.node_tag.len() + 2 + u64_len(m.number) + 1 + 7 + u64_len(m.seq)
+    17 + 7
+        + m.node_tag.len()
+        + 2
+        + u64_len(m.number)
+        + 1
+        + 7
+        + u64_len(m.seq)
         + key_len("room")
         + str_len(m.room)
         + key_len("userId")
@@ -147,7 +153,11 @@ pub const INLINE_HISTORY_BYTES: usize = 8 * 1024;
 #[derive(Debug)]
 pub enum JoinedFrames<H> {
     Whole(Frame),
-    Spliced { head: Frame, history: H, tail: Frame },
+    Spliced {
+        head: Frame,
+        history: H,
+        tail: Frame,
+    },
 }
 
 impl<'a, H: Iterator<Item = &'a Frame> + Clone> JoinedFrames<H> {
@@ -336,7 +346,12 @@ mod tests {
 
     #[test]
     fn a_message_frame_is_allocated_at_its_exact_size() {
-        for text in ["x", "plain text", "\u{1}\u{2}\u{1f}".repeat(700).as_str(), "é🎉\"\\"] {
+        for text in [
+            "x",
+            "plain text",
+            "\u{1}\u{2}\u{1f}".repeat(700).as_str(),
+            "é🎉\"\\",
+        ] {
             let m = MessageEvent {
                 node_tag: "ab12",
                 number: 1234,
@@ -364,7 +379,11 @@ mod tests {
             // continuations.
             let last = i + 1 == parts.len();
             assert_eq!(part[0] & 0x80 != 0, last, "FIN on fragment {i}");
-            assert_eq!(part[0] & 0x0F, if i == 0 { 1 } else { 0 }, "opcode of fragment {i}");
+            assert_eq!(
+                part[0] & 0x0F,
+                if i == 0 { 1 } else { 0 },
+                "opcode of fragment {i}"
+            );
             let (len, head) = match part[1] {
                 126 => (usize::from(u16::from_be_bytes([part[2], part[3]])), 4),
                 n => (usize::from(n), 2),
@@ -435,7 +454,10 @@ mod tests {
             assert_eq!(v["users"], json!([{"id":"u","username":"bob"}]));
             assert_eq!(v["recovered"], json!(true));
             assert_eq!(v.get("historyTruncated").is_some(), spliced);
-            if let JoinedFrames::Spliced { history: shared, .. } = &joined {
+            if let JoinedFrames::Spliced {
+                history: shared, ..
+            } = &joined
+            {
                 let first_shared = shared.clone().next().expect("entries");
                 assert!(
                     std::ptr::eq(first_shared, &history.entries()[1]),
