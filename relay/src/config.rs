@@ -30,8 +30,8 @@ pub struct Config {
     pub history_total_bytes: usize,
 
     /// Bytes of history one `joined` carries at most (newest kept; `historyTruncated` says
-    /// when older ones were left out). At most a quarter of --max-outbound-bytes, so a join
-    /// never trips the slow-consumer cap.
+    /// when older ones were left out). A quarter of --max-outbound-bytes is used if that is
+    /// less, so a join never trips the slow-consumer cap.
     #[arg(long, env = "RELAY_JOINED_HISTORY_BYTES", default_value_t = 128 * 1024)]
     pub joined_history_bytes: usize,
 
@@ -338,12 +338,6 @@ impl Config {
 impl Config {
     /// Checks the combinations clap cannot: the error names the flag and the fix.
     pub fn validate(&self) -> Result<(), String> {
-        if self.joined_history_bytes > self.max_outbound_bytes / 4 {
-            return Err(format!(
-                "--joined-history-bytes ({}) must be at most a quarter of --max-outbound-bytes ({}): lower it or raise --max-outbound-bytes",
-                self.joined_history_bytes, self.max_outbound_bytes
-            ));
-        }
         if self.history_room_bytes > self.history_total_bytes {
             return Err(format!(
                 "--history-room-bytes ({}) must not exceed --history-total-bytes ({})",

@@ -183,7 +183,11 @@ impl Hub {
                 count: config.history,
                 room_bytes: config.history_room_bytes,
                 total_bytes: config.history_total_bytes,
-                joined_bytes: config.joined_history_bytes,
+                // A quarter of the outbound cap at most: a `joined` must fit beside what a
+                // joiner already has queued (the read pause keeps that under a quarter too).
+                joined_bytes: config
+                    .joined_history_bytes
+                    .min(config.max_outbound_bytes / 4),
             }),
             sources: Sources::new(SourceLimits {
                 message: Rate::new(config.ip_message_rate, config.ip_message_burst),
