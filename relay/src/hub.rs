@@ -287,7 +287,7 @@ impl Hub {
         request: JoinRequest<'_>,
     ) -> Result<(Arc<Room>, JoinOutcome), RoomRefusal> {
         loop {
-            let room = self.room_or_create(conn, name, |epoch| epoch)?;
+            let room = self.room_or_create(conn, name)?;
             match room.join(self, conn, request) {
                 JoinOutcome::Retired => continue,
                 outcome => return Ok((room, outcome)),
@@ -295,14 +295,8 @@ impl Hub {
         }
     }
 
-    /// The live room called `name`, or a new one charged to `conn`'s address. `epoch`
-    /// picks the new room's epoch from a fresh random one.
-    fn room_or_create(
-        &self,
-        conn: &Conn,
-        name: &str,
-        epoch: impl FnOnce(String) -> String,
-    ) -> Result<Arc<Room>, RoomRefusal> {
+    /// The live room called `name`, or a new one charged to `conn`'s address.
+    fn room_or_create(&self, conn: &Conn, name: &str) -> Result<Arc<Room>, RoomRefusal> {
         // Clone the room out and let the shard lock go before taking the room's lock: the
         // shard lock is only ever held briefly and never while a room is locked, except by
         // `housekeeping`'s retain, which takes them in the same order.
@@ -329,10 +323,10 @@ impl Hub {
             .entry(Arc::from(name))
             .or_insert_with(|| {
                 let n = self.next_room.fetch_add(1, Ordering::Relaxed);
-                let fresh = format!("{:016x}", random_u64() ^ n.rotate_left(32));
+                let epoch = format!("{:016x}", random_u64() ^ n.rotate_left(32));
                 Room::new_shared(
                     Arc::from(name),
-                    epoch(fresh).into(),
+                    epoch.into(),
                     self.history.clone(),
                     Some(charge),
                 )
@@ -346,7 +340,7 @@ impl Hub {
     /// members; see `cluster`).
     pub fn cluster_room(&self, conn: &Conn, name: &str) -> Result<Arc<Room>, RoomRefusal> {
         // The epoch is replaced by the cluster-wide one once Redis is reached.
-        self.room_or_create(conn, name, |fresh| fresh)
+        self.room_or_create(conn, name)
     }
 
     /// Records that `room` became empty (see [`Hub::lingering`]).
@@ -453,14 +447,6 @@ impl Hub {
             .unwrap_or_else(PoisonError::into_inner);
         let added = std::mem::replace(&mut *queue, kept);
         queue.extend(added);
-    }
-
-    /// Rooms on the lingering queue (some possibly stale).
-    pub fn lingering_rooms(&self) -> usize {
-        self.lingering
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
     }
 
     /// Pushes a frame to one connection and does what the outcome asks: enlist it for the

@@ -86,13 +86,6 @@ impl Source {
 #[derive(Debug)]
 pub struct RoomCharge(Arc<Source>);
 
-impl RoomCharge {
-    /// The address this room counts against.
-    pub fn source(&self) -> &Arc<Source> {
-        &self.0
-    }
-}
-
 impl Drop for RoomCharge {
     fn drop(&mut self) {
         self.0.rooms.fetch_sub(1, Ordering::Relaxed);

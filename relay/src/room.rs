@@ -424,11 +424,6 @@ impl Room {
         }
     }
 
-    /// Whether the room has no members (it lingers).
-    pub fn is_empty(&self) -> bool {
-        self.lock().members.is_empty()
-    }
-
     /// Drops a lingering room's history for the node's history budget; returns the bytes
     /// freed (0 when the room has members again).
     pub(crate) fn reclaim_if_empty(&self) -> usize {
