@@ -165,7 +165,8 @@ def relay_limit_flags():
         _relay_help = output_all([str(RELAY), "--help"]) or ""
     flags = []
     for flag in ("--message-rate", "--command-rate", "--max-connections-per-ip", "--connection-rate",
-                 "--connection-rate-per-ip", "--http-request-rate"):
+                 "--connection-rate-per-ip", "--http-request-rate", "--ip-message-rate",
+                 "--ip-command-rate", "--frame-rate", "--ip-rooms"):
         # Whole flags only: "--connection-rate" is a prefix of "--connection-rate-per-ip".
         if re.search(re.escape(flag) + r"(?![\w-])", _relay_help):
             flags += [flag, "0"]

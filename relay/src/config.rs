@@ -312,8 +312,8 @@ impl std::str::FromStr for Secret {
 }
 
 impl Config {
-    /// These defaults with every abuse limit off (message, command, connection and HTTP
-    /// request rates, per-IP and total connection caps): what benchmarks and load tests run
+    /// These defaults with every abuse limit off (message, command, frame, connection and HTTP
+    /// request rates, per-IP and total connection caps, rooms per address): what benchmarks and load tests run
     /// with. `--http-requests-per-connection` stays: it never slows a load test.
     pub fn without_limits() -> Self {
         Self::default().limits_off()
@@ -326,6 +326,7 @@ impl Config {
         self.ip_message_rate = 0.0;
         self.ip_command_rate = 0.0;
         self.frame_rate = 0.0;
+        self.ip_rooms = 0;
         self.rate_limit_strikes = 0;
         self.max_connections_per_ip = 0;
         self.connection_rate = 0.0;
