@@ -327,6 +327,21 @@ async fn a_close_reason_that_is_not_utf8_closes_with_1007() {
     assert_eq!(client.read_until_close().await, (Some(1007), 0));
 }
 
+/// A fragmented text message is failed at the first fragment that makes it invalid UTF-8,
+/// without waiting for a last fragment that may never come (Autobahn case 6.4.1).
+#[tokio::test]
+async fn a_fragment_that_makes_the_text_invalid_closes_with_1007_at_once() {
+    let relay = TestRelay::start().await;
+    let mut client = RawClient::connect(relay.addr, None).await;
+    client
+        .send_frame(false, raw::TEXT, "κόσμε".as_bytes())
+        .await;
+    client
+        .send_frame(false, raw::CONTINUATION, &[0xF4, 0x90, 0x80, 0x80])
+        .await;
+    assert_eq!(client.read_until_close().await, (Some(1007), 0));
+}
+
 /// A 64-bit length whose most significant bit is set is malformed (RFC 6455 section 5.2):
 /// 1002, not the 1009 that a merely large length gets.
 #[tokio::test]
