@@ -83,6 +83,8 @@ python3 - "$out/reports/index.json" "$summary" "$command_line" "$commit" "$elaps
 import collections
 import datetime
 import json
+import os
+import platform
 import sys
 
 index_path, summary_path, command, commit, elapsed, build, kosoku_rc = sys.argv[1:8]
@@ -125,6 +127,7 @@ lines = [
     f"- command: `{command}`",
     f"- date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
     f"- commit: {commit}",
+    f"- machine: {os.cpu_count()} CPUs, {platform.system()} {platform.release()}, Python {platform.python_version()}",
     f"- echo example build: {build}; kosoku wall time: {elapsed} s; kosoku exit status: {kosoku_rc}",
     f"- cases: {len(cases)}",
     "",
