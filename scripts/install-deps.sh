@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need beyond the Rust toolchain, only when it is missing:
 # Debian's chromium (browser tests), redis-server (cluster tests), valgrind (instruction-count
-# guard), and the npm packages of the browser tests. Safe to run repeatedly.
+# guard), python3-venv (the Autobahn runner's venv), and the npm packages of the browser
+# tests. Safe to run repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,8 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v valgrind >/dev/null 2>&1 || need_apt+=(valgrind)
 command -v node >/dev/null 2>&1 || need_apt+=(nodejs npm)
+# scripts/autobahn.sh puts PyPI's kosoku in a venv; Debian's python3 needs python3-venv for it.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if ((${#need_apt[@]})); then
   echo "installing: ${need_apt[*]}" >&2
   SUDO=""

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: Rust unit and integration tests (real sockets), every criterion
+# The whole test suite: Rust unit and integration tests (real sockets), the Autobahn
+# WebSocket conformance cases (scripts/autobahn.sh), every criterion
 # benchmark once in quick mode, the instruction-count regression guard (valgrind), and the
 # browser tests in headless Chromium. Installs missing system packages and npm modules first
 # (scripts/install-deps.sh).
@@ -13,6 +14,11 @@ cargo build -p relay
 export RELAY_BIN="$PWD/target/debug/relay"
 
 cargo test --workspace
+
+# RFC 6455 conformance of the relay's own framing: the Autobahn cases (PyPI kosoku, sections
+# 1-7, 9, 10) against relay/examples/echo.rs, which `cargo test` just built. About 15 s;
+# writes results/autobahn-summary.md and fails on any FAILED or UNIMPLEMENTED case.
+scripts/autobahn.sh
 
 # A longer fuzzing pass (proptest) over the client-command decoder and the frame reader, on
 # random input and mutations of fuzz/corpus/: bounded by the case count (8,000 per property,

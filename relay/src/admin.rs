@@ -5,6 +5,7 @@
 //! address, next to `/metrics`, `/healthz` and `/readyz` ([`serve`]); otherwise under
 //! `/admin/` on the main listener ([`crate::http::route`] hands those paths here).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::fmt;
@@ -32,7 +33,7 @@ use crate::config::Config;
 use crate::http::{self, Body};
 use crate::hub::Hub;
 use crate::outbox::CloseRequest;
-use crate::protocol::command::valid_name;
+use crate::protocol::name::{nfc, normalize_name};
 use crate::protocol::CloseCode;
 
 /// Largest request body the admin API reads.
@@ -168,7 +169,10 @@ pub async fn handle(req: Request<Incoming>, hub: &Arc<Hub>) -> Response<Body> {
     let Ok(segments) = segments else {
         return error(StatusCode::BAD_REQUEST, "the path is not valid UTF-8");
     };
-    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    // Rooms are kept under their NFC names (`protocol::name`): a path in another form names
+    // the same room. The other segments are ASCII, which NFC leaves alone.
+    let segments: Vec<Cow<'_, str>> = segments.iter().map(|s| nfc(s)).collect();
+    let segments: Vec<&str> = segments.iter().map(|s| &**s).collect();
     let method = req.method().clone();
     match (segments.as_slice(), &method) {
         (["rooms"], &Method::GET) => list_rooms(hub),
@@ -247,12 +251,13 @@ fn publish_message(hub: &Hub, name: &str, publish: Publish) -> Response<Body> {
         return error(StatusCode::NOT_FOUND, "no such room");
     };
     let username = publish.username.as_deref().unwrap_or(SERVER_USER_ID);
-    if !valid_name(username) {
+    // Shown in events like a client's name, so kept in the same (NFC) form.
+    let Some(username) = normalize_name(username) else {
         return error(
             StatusCode::BAD_REQUEST,
-            "username must be 1-64 characters without control characters",
+            "username must be 1-64 characters without control or format characters",
         );
-    }
+    };
     let max = hub.limits.max_text_chars;
     if publish.text.is_empty() || publish.text.chars().count() > max {
         return error(
@@ -260,7 +265,7 @@ fn publish_message(hub: &Hub, name: &str, publish: Publish) -> Response<Body> {
             format!("text must be 1-{max} characters"),
         );
     }
-    let (seq, delivered) = room.publish_as(hub, SERVER_USER_ID, username, &publish.text);
+    let (seq, delivered) = room.publish_as(hub, SERVER_USER_ID, &username, &publish.text);
     hub.stats.admin_messages.fetch_add(1, Ordering::Relaxed);
     hub.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
     info!(
@@ -283,15 +288,18 @@ struct Disconnect {
 fn disconnect(hub: &Hub, target: Disconnect) -> Response<Body> {
     let client_ids: BTreeSet<Arc<str>> = match (&target.client_id, &target.username) {
         (Some(client_id), None) => BTreeSet::from([Arc::from(client_id.as_str())]),
-        // Usernames are per room membership, so a user is found through the rooms.
-        (None, Some(username)) => hub
-            .rooms()
-            .iter()
-            .filter_map(|(name, _)| hub.room(name))
-            .flat_map(|room| room.members())
-            .filter(|(_, name)| **name == **username)
-            .map(|(id, _)| id)
-            .collect(),
+        // Usernames are per room membership, so a user is found through the rooms; they
+        // are kept in NFC, so the one asked for is compared in NFC too.
+        (None, Some(username)) => {
+            let username = nfc(username);
+            hub.rooms()
+                .iter()
+                .filter_map(|(name, _)| hub.room(name))
+                .flat_map(|room| room.members())
+                .filter(|(_, name)| **name == *username)
+                .map(|(id, _)| id)
+                .collect()
+        }
         _ => {
             return error(
                 StatusCode::BAD_REQUEST,

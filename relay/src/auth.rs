@@ -4,6 +4,7 @@
 //! The algorithm is pinned by configuration (`--auth-algorithm`): the token's own `alg` header
 //! only has to match it, so `alg: none` and HS256-signed-with-the-public-key tokens fail.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -12,7 +13,7 @@ use serde::Deserialize;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::protocol::command::valid_name;
+use crate::protocol::name::{nfc, normalize_name};
 
 /// The subprotocol the relay selects when a browser sends its token as a
 /// `Sec-WebSocket-Protocol` value next to it (`new WebSocket(url, ["chatrelay", token])`).
@@ -175,26 +176,33 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|err| Rejection::Invalid(err.to_string()))?;
         let claims = data.claims;
-        if !valid_name(&claims.sub) {
+        // The token's names are kept in NFC like every other name, so `sub`, `name` and
+        // the `rooms` claim compare equal to joins whatever form the issuer wrote them in.
+        let Some(user_id) = normalize_name(&claims.sub).map(Cow::into_owned) else {
             return Err(Rejection::Invalid(
-                "sub must be 1-64 characters without control characters".into(),
+                "sub must be 1-64 characters without control or format characters".into(),
             ));
-        }
+        };
         let username = match claims.name {
-            Some(name) if !valid_name(&name) => {
-                return Err(Rejection::Invalid(
-                    "name must be 1-64 characters without control characters".into(),
-                ))
-            }
-            Some(name) => name,
-            None => claims.sub.clone(),
+            Some(name) => match normalize_name(&name) {
+                Some(name) => name.into_owned(),
+                None => {
+                    return Err(Rejection::Invalid(
+                        "name must be 1-64 characters without control or format characters".into(),
+                    ))
+                }
+            },
+            None => user_id.clone(),
         };
         Ok(Identity {
-            user_id: claims.sub.into(),
+            user_id: user_id.into(),
             username: username.into(),
-            rooms: claims
-                .rooms
-                .map(|rooms| rooms.into_iter().map(String::into_boxed_str).collect()),
+            rooms: claims.rooms.map(|rooms| {
+                rooms
+                    .iter()
+                    .map(|room| nfc(room).into_owned().into_boxed_str())
+                    .collect()
+            }),
             expires_at: claims.exp,
         })
     }

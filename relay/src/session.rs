@@ -14,7 +14,7 @@ use tokio::time::Sleep;
 use crate::conn::Conn;
 use crate::hub::{Hub, RoomRefusal};
 use crate::outbox::Priority;
-use crate::protocol::command::valid_name;
+use crate::protocol::name::normalize_name;
 use crate::protocol::{decode, event, CloseCode, Command, ErrorCode};
 use crate::ratelimit::{Kind, Throttle, Verdict};
 use crate::room::{JoinOutcome, JoinRequest, Room};
@@ -238,12 +238,15 @@ impl Session {
         since: Option<u64>,
         epoch: Option<&str>,
     ) {
-        if !valid_name(name) {
+        // From here on the room is its NFC form: the one the room map, the cluster's keys,
+        // a token's `rooms` claim and every event use.
+        let Some(name) = normalize_name(name) else {
             return self.error(
                 ErrorCode::InvalidRoom,
-                "room must be 1-64 characters without control characters",
+                "room must be 1-64 characters without control or format characters",
             );
-        }
+        };
+        let name = &*name;
         if let Some(identity) = &self.conn.identity {
             if !identity.may_join(name) {
                 return self.error(
@@ -256,13 +259,15 @@ impl Session {
             // With authentication the name comes from the token; a `username` in the join
             // is ignored, so nobody can speak as someone else.
             (Some(identity), _) => identity.username.clone(),
-            (None, Some(u)) if !valid_name(u) => {
-                return self.error(
-                    ErrorCode::InvalidUsername,
-                    "username must be 1-64 characters without control characters",
-                )
-            }
-            (None, Some(u)) => u.into(),
+            (None, Some(u)) => match normalize_name(u) {
+                Some(u) => u.into(),
+                None => {
+                    return self.error(
+                        ErrorCode::InvalidUsername,
+                        "username must be 1-64 characters without control or format characters",
+                    )
+                }
+            },
             (None, None) => match &self.username {
                 Some(u) => u.clone(),
                 None => format!("anon-{}", self.conn.client_id).into(),
@@ -356,7 +361,12 @@ impl Session {
     /// The named joined room, or the current one.
     fn resolve(&self, name: Option<&str>) -> Option<usize> {
         match name {
-            Some(name) => self.rooms.iter().position(|m| &*m.room.name == name),
+            Some(name) => {
+                // Joined rooms are kept in NFC: a client may name one in another form. A name
+                // that is not valid was never joined.
+                let name = normalize_name(name)?;
+                self.rooms.iter().position(|m| *m.room.name == *name)
+            }
             None => self.rooms.len().checked_sub(1),
         }
     }

@@ -86,11 +86,12 @@
     return node;
   }
 
-  // Room and user names: 1-64 characters, no control characters (PROTOCOL.md).
+  // Room and user names: 1-64 characters once in NFC, no control or format characters
+  // (PROTOCOL.md, "Names"); the relay normalizes the same way.
   function validName(text) {
-    const chars = Array.from(text);
-    // eslint-disable-next-line no-control-regex
-    return chars.length >= 1 && chars.length <= 64 && !/[\u0000-\u001f\u007f-\u009f]/.test(text);
+    const nfc = text.normalize('NFC');
+    const chars = Array.from(nfc);
+    return chars.length >= 1 && chars.length <= 64 && !/[\p{Cc}\p{Cf}]/u.test(nfc);
   }
 
   const numberFormat = new Intl.NumberFormat('en-US');
@@ -690,7 +691,7 @@
     event.preventDefault();
     const room = el.switchRoom.value.trim().replace(/^#/, '');
     if (!validName(room)) {
-      showBanner('invalid_room', 'Room names are 1-64 characters without control characters.');
+      showBanner('invalid_room', 'Room names are 1-64 characters without control or format characters.');
       return;
     }
     el.switchRoom.value = '';

@@ -74,6 +74,88 @@ async fn every_error_code_and_the_connection_stays_open() {
     assert!(relay.relay.stats().errors_sent >= 17);
 }
 
+/// What every name error says (docs/PROTOCOL.md, error codes).
+const ROOM_RULE: &str = "room must be 1-64 characters without control or format characters";
+const USERNAME_RULE: &str = "username must be 1-64 characters without control or format characters";
+
+#[tokio::test]
+async fn names_with_bidi_overrides_or_zero_width_characters_are_refused() {
+    let relay = TestRelay::start().await;
+    let mut c = relay.client().await;
+    for bad in [
+        // "admin" + RIGHT-TO-LEFT OVERRIDE: the rest of a line renders reversed.
+        "admin\u{202E}gnp.exe",
+        "zero\u{200B}width",
+        "join\u{200D}er",
+        "\u{FEFF}bom",
+        "soft\u{AD}hyphen",
+        "iso\u{2066}late\u{2069}",
+        "mark\u{200F}",
+    ] {
+        c.send(json!({"type":"join","room":bad,"username":"alice"}))
+            .await;
+        let error = c.expect_error("invalid_room").await;
+        assert_eq!(error["message"], ROOM_RULE, "{bad:?}");
+        c.send(json!({"type":"join","room":"ok","username":bad}))
+            .await;
+        let error = c.expect_error("invalid_username").await;
+        assert_eq!(error["message"], USERNAME_RULE, "{bad:?}");
+    }
+    // Nothing was created or joined on the way.
+    c.send(json!({"type":"message","text":"hi"})).await;
+    c.expect_error("not_joined").await;
+    assert!(relay.relay.hub().rooms().is_empty());
+}
+
+#[tokio::test]
+async fn nfc_and_nfd_names_are_one_room_and_one_name() {
+    let relay = TestRelay::start().await;
+    // "café" and "Renée" precomposed (NFC) for one client, decomposed (NFD) for the other.
+    let (mut composed, joined) = relay.joined("caf\u{e9}", "Ren\u{e9}e").await;
+    assert_eq!(joined["room"], "caf\u{e9}");
+    let (mut decomposed, joined) = relay.joined("cafe\u{301}", "Rene\u{301}e").await;
+    assert_eq!(joined["room"], "caf\u{e9}", "joined shows the NFC name");
+    assert_eq!(joined["count"], 2, "the same room: {joined}");
+    let user_joined = composed.recv_type("user_joined").await;
+    assert_eq!(user_joined["room"], "caf\u{e9}");
+    assert_eq!(user_joined["username"], "Ren\u{e9}e");
+
+    // The room may be named in either form in later commands.
+    decomposed
+        .send(json!({"type":"message","room":"cafe\u{301}","text":"bonjour"}))
+        .await;
+    for client in [&mut composed, &mut decomposed] {
+        let message = client.recv_type("message").await;
+        assert_eq!(message["text"], "bonjour");
+        assert_eq!(message["room"], "caf\u{e9}");
+        assert_eq!(message["username"], "Ren\u{e9}e");
+    }
+    composed
+        .send(json!({"type":"message","room":"caf\u{e9}","text":"salut"}))
+        .await;
+    assert_eq!(decomposed.recv_type("message").await["text"], "salut");
+    assert_eq!(
+        relay.relay.hub().rooms().len(),
+        1,
+        "one room, not one per form"
+    );
+}
+
+#[tokio::test]
+async fn name_length_is_counted_after_normalization() {
+    let relay = TestRelay::start().await;
+    let mut c = relay.client().await;
+    // 64 "é" decomposed: 128 code points, 64 characters once composed.
+    let room = "e\u{301}".repeat(64);
+    c.send(json!({"type":"join","room":room,"username":"e\u{301}".repeat(64)}))
+        .await;
+    let joined = c.recv_type("joined").await;
+    assert_eq!(joined["room"], "\u{e9}".repeat(64));
+    c.send(json!({"type":"join","room":"e\u{301}".repeat(65),"username":"alice"}))
+        .await;
+    c.expect_error("invalid_room").await;
+}
+
 #[tokio::test]
 async fn a_message_over_the_payload_limit_closes_with_1009() {
     let relay = TestRelay::start().await;
@@ -241,6 +323,21 @@ async fn a_close_reason_that_is_not_utf8_closes_with_1007() {
             raw::CLOSE,
             &[0x03, 0xE8, 0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xFF],
         )
+        .await;
+    assert_eq!(client.read_until_close().await, (Some(1007), 0));
+}
+
+/// A fragmented text message is failed at the first fragment that makes it invalid UTF-8,
+/// without waiting for a last fragment that may never come (Autobahn case 6.4.1).
+#[tokio::test]
+async fn a_fragment_that_makes_the_text_invalid_closes_with_1007_at_once() {
+    let relay = TestRelay::start().await;
+    let mut client = RawClient::connect(relay.addr, None).await;
+    client
+        .send_frame(false, raw::TEXT, "κόσμε".as_bytes())
+        .await;
+    client
+        .send_frame(false, raw::CONTINUATION, &[0xF4, 0x90, 0x80, 0x80])
         .await;
     assert_eq!(client.read_until_close().await, (Some(1007), 0));
 }

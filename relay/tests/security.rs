@@ -213,6 +213,31 @@ async fn es256_public_key_and_no_algorithm_confusion() {
 }
 
 #[tokio::test]
+async fn token_names_and_rooms_claim_compare_in_nfc() {
+    let relay = hs256_relay().await;
+    // The issuer wrote the names decomposed (NFD); the client joins with the composed form.
+    let token = hs256(
+        &json!({"sub":"u-rene\u{301}e","name":"Rene\u{301}e","rooms":["cafe\u{301}"],"exp": now() + 600}),
+        SECRET,
+    );
+    let mut client = Client::connect(&format!("{}?token={token}", relay.url())).await;
+    client.send(json!({"type":"join","room":"caf\u{e9}"})).await;
+    let joined = client.recv_type("joined").await;
+    assert_eq!(joined["room"], "caf\u{e9}");
+    assert_eq!(
+        joined["users"],
+        json!([{"id":"u-ren\u{e9}e","username":"Ren\u{e9}e"}])
+    );
+    // A bidi override in the token's name refuses the token, as a control character does.
+    let spoof = hs256(
+        &json!({"sub":"u-x","name":"admin\u{202E}","exp": now() + 600}),
+        SECRET,
+    );
+    let refused = upgrade(relay.addr, &format!("/ws?token={spoof}"), &[]).await;
+    assert_eq!(refused.status, 401);
+}
+
+#[tokio::test]
 async fn token_expiry_while_connected_closes_with_4401() {
     let relay = hs256_relay().await;
     let token = hs256(&json!({"sub":"dave","exp": now() + 2}), SECRET);

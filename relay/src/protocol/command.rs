@@ -145,14 +145,6 @@ pub fn decode(text: &str) -> Result<Command<'_>, CommandError> {
     })
 }
 
-/// Checks a room name or username: 1-64 characters, none of them control characters.
-pub fn valid_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64 * 4
-        && name.chars().count() <= 64
-        && !name.chars().any(char::is_control)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,14 +203,5 @@ mod tests {
             code(r#"{"type":"join","room":"x","since":-1}"#),
             Err(ErrorCode::InvalidJson)
         );
-    }
-
-    #[test]
-    fn names_are_validated() {
-        assert!(valid_name("general"));
-        assert!(valid_name(&"é".repeat(64)));
-        assert!(!valid_name(""));
-        assert!(!valid_name(&"a".repeat(65)));
-        assert!(!valid_name("tab\there"));
     }
 }

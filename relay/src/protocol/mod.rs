@@ -4,6 +4,8 @@ pub mod codes;
 pub mod command;
 pub mod event;
 pub mod json;
+pub mod name;
 
 pub use codes::{CloseCode, ErrorCode};
 pub use command::{decode, Command, CommandError};
+pub use name::{normalize_name, valid_name};

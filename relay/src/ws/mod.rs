@@ -6,6 +6,10 @@
 //! messages, (c) answer oversize with a real 1009 close frame, and (d) write pre-built shared
 //! frames with one vectored write: fastwebsockets 0.10 does none of these (see
 //! `../shared/notes/field-notes.md`).
+//!
+//! Conformance: `relay/examples/echo.rs` is an echo server on exactly this reader and frame
+//! builder, and `scripts/autobahn.sh` (part of `scripts/test.sh`) runs the Autobahn cases
+//! against it; `results/autobahn-summary.md` has the last run.
 
 pub mod frame;
 pub mod reader;

@@ -155,6 +155,25 @@ pub fn unmask(payload: &mut [u8], key: [u8; 4]) {
 struct Partial {
     opcode: OpCode,
     data: Vec<u8>,
+    /// Text: how much of `data` is known to be valid UTF-8 (see [`Partial::check_utf8`]).
+    checked: usize,
+}
+
+impl Partial {
+    /// Fails a fragmented text message as soon as its bytes so far cannot be the start of
+    /// valid UTF-8, instead of once its last fragment arrives (RFC 6455 section 8.1 and
+    /// Autobahn 6.4: fail fast), so a client cannot stream a bad message up to the size cap.
+    /// Only the bytes added since the last check are scanned; a character cut by the end of
+    /// a fragment is left for the next one.
+    fn check_utf8(&mut self) -> Result<(), Violation> {
+        let unchecked = self.data.get(self.checked..).unwrap_or_default();
+        match std::str::from_utf8(unchecked) {
+            Ok(_) => self.checked = self.data.len(),
+            Err(err) if err.error_len().is_none() => self.checked += err.valid_up_to(),
+            Err(_) => return Err(Violation::InvalidUtf8),
+        }
+        Ok(())
+    }
 }
 
 /// Turns the byte stream of one connection into messages.
@@ -263,10 +282,15 @@ impl FrameReader {
                 if head.fin {
                     deliver(head.opcode, payload, on)
                 } else {
-                    self.partial = Some(Box::new(Partial {
+                    let mut partial = Box::new(Partial {
                         opcode: head.opcode,
                         data: payload.to_vec(),
-                    }));
+                        checked: 0,
+                    });
+                    if head.opcode == OpCode::Text {
+                        partial.check_utf8()?;
+                    }
+                    self.partial = Some(partial);
                     Ok(ControlFlow::Continue(()))
                 }
             }
@@ -278,6 +302,10 @@ impl FrameReader {
                     return Err(Violation::TooBig);
                 }
                 partial.data.extend_from_slice(payload);
+                if partial.opcode == OpCode::Text && !head.fin {
+                    // The last fragment is checked whole by `deliver`.
+                    partial.check_utf8()?;
+                }
                 match self.partial.take() {
                     Some(mut whole) if head.fin => deliver(whole.opcode, &mut whole.data, on),
                     still_open => {
@@ -500,6 +528,46 @@ mod tests {
         assert_eq!(
             collect(&mut FrameReader::default(), &wire, 1 << 20),
             Err(Violation::TooBig)
+        );
+    }
+
+    #[test]
+    fn a_fragmented_text_message_fails_at_its_first_bad_fragment() {
+        // Autobahn 6.4.1: a valid first fragment, then one that makes the text invalid; the
+        // last fragment has not been sent.
+        let mut wire = client_frame(false, 1, "κόσμε".as_bytes());
+        wire.extend(client_frame(false, 0, &[0xF4, 0x90, 0x80, 0x80]));
+        assert_eq!(
+            collect(&mut FrameReader::default(), &wire, 1024),
+            Err(Violation::InvalidUtf8)
+        );
+        // Bad from the first fragment on.
+        let first = client_frame(false, 1, &[b'a', 0xFF]);
+        assert_eq!(
+            collect(&mut FrameReader::default(), &first, 1024),
+            Err(Violation::InvalidUtf8)
+        );
+    }
+
+    #[test]
+    fn characters_cut_by_fragment_boundaries_are_valid() {
+        // "é" and "🎉" split across fragments, one byte at a time at the end.
+        let text = "é🎉".as_bytes();
+        let mut wire = client_frame(false, 1, &text[..1]);
+        for byte in &text[1..text.len() - 1] {
+            wire.extend(client_frame(false, 0, std::slice::from_ref(byte)));
+        }
+        wire.extend(client_frame(true, 0, &text[text.len() - 1..]));
+        assert_eq!(
+            collect(&mut FrameReader::default(), &wire, 1024),
+            Ok(vec![r#"Text("é🎉")"#.to_owned()])
+        );
+        // A cut character that the last fragment does not complete is still invalid.
+        let mut wire = client_frame(false, 1, &text[..3]);
+        wire.extend(client_frame(true, 0, b""));
+        assert_eq!(
+            collect(&mut FrameReader::default(), &wire, 1024),
+            Err(Violation::InvalidUtf8)
         );
     }
 
