@@ -185,10 +185,11 @@ impl History {
         }
     }
 
-    /// The entries a `joined` sends from `skip` on, bounded by `--joined-history-bytes`:
-    /// the index of the first one sent, and whether the bound cut any (newest are kept).
-    pub fn joined_range(&self, skip: usize) -> (usize, bool) {
-        let max = self.budget.limits.joined_bytes;
+    /// The entries a `joined` sends from `skip` on, bounded by `--joined-history-bytes` and
+    /// by `headroom` (what the joining connection's outbox can still take): the index of the
+    /// first one sent, and whether a bound cut any (newest are kept).
+    pub fn joined_range(&self, skip: usize, headroom: usize) -> (usize, bool) {
+        let max = self.budget.limits.joined_bytes.min(headroom);
         let mut bytes = 0;
         let mut first = self.entries.len();
         for entry in self.entries.iter().skip(skip).rev() {
@@ -278,15 +279,25 @@ mod tests {
             history.push(&message(n), usize::MAX);
         }
         assert_eq!(
-            history.joined_range(0),
+            history.joined_range(0, usize::MAX),
             (3, true),
             "two of 13 bytes fit in 30"
         );
         assert_eq!(
-            history.joined_range(4),
+            history.joined_range(4, usize::MAX),
             (4, false),
             "one entry after `since`"
         );
-        assert_eq!(history.joined_range(5), (5, false), "nothing after `since`");
+        assert_eq!(
+            history.joined_range(5, usize::MAX),
+            (5, false),
+            "nothing after `since`"
+        );
+        assert_eq!(
+            history.joined_range(0, 14),
+            (4, true),
+            "a full outbox leaves room for fewer"
+        );
+        assert_eq!(history.joined_range(0, 0), (5, true), "or none");
     }
 }

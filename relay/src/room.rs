@@ -18,6 +18,10 @@ use crate::outbox::{Priority, Push};
 use crate::per_ip::RoomCharge;
 use crate::protocol::event::{self, MessageEvent, UserRef};
 
+/// `joined` history may fill a connection's outbox up to 1/this of `--max-outbound-bytes`:
+/// the other half is left for live traffic while the joins are written out.
+const JOINED_HEADROOM_DIVISOR: usize = 2;
+
 #[derive(Debug)]
 pub struct Member {
     pub conn: Arc<Conn>,
@@ -244,7 +248,12 @@ impl Room {
             return;
         }
         let (skip, recovered) = self.resume_point(state, resume.0, resume.1);
-        let (first, truncated) = state.history.joined_range(skip);
+        // Several joins read in one go (a client restoring its rooms) queue their `joined`
+        // before the flusher writes any: each takes history only while the outbox stays under
+        // half its cap, so together they cannot close the client as a slow consumer (4008).
+        let headroom = (hub.limits.max_outbound_bytes / JOINED_HEADROOM_DIVISOR)
+            .saturating_sub(conn.outbox.queued_bytes());
+        let (first, truncated) = state.history.joined_range(skip, headroom);
         let epoch = state.cluster_epoch.as_deref().unwrap_or(&self.epoch);
         let joined = event::joined(event::Joined {
             client_id: &conn.client_id,

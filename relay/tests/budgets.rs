@@ -114,3 +114,62 @@ async fn joined_history_is_bounded_in_bytes_and_says_so() {
     let (_, small) = relay.joined("small", "x").await;
     assert!(small.get("historyTruncated").is_none());
 }
+
+#[tokio::test]
+async fn joining_many_full_rooms_in_one_write_truncates_history_instead_of_closing() {
+    // A 256 KiB outbound cap makes each `joined` carry up to 64 KiB of history; eight of them
+    // queued by one read would be 512 KiB, twice the cap, before the flusher writes any.
+    let relay = TestRelay::with(|c| {
+        c.max_outbound_bytes = 256 * 1024;
+        c.message_rate = 0.0;
+        c.ip_message_rate = 0.0;
+    })
+    .await;
+    const ROOMS: usize = 8;
+    let text = "\u{1}".repeat(2000); // 12 KB escaped: six of them are over 64 KiB
+    for r in 0..ROOMS {
+        let (mut writer, _) = relay.joined(&format!("full-{r}"), "w").await;
+        for _ in 0..6 {
+            writer.send(json!({"type":"message","text":text})).await;
+            writer.recv_type("message").await;
+        }
+    }
+
+    let mut client = RawClient::connect(relay.addr, None).await;
+    let mut joins = Vec::new();
+    for r in 0..ROOMS {
+        let join = json!({"type":"join","room":format!("full-{r}"),"username":"back"});
+        joins.extend_from_slice(&raw::frame(true, raw::TEXT, join.to_string().as_bytes()));
+    }
+    client.send_raw(&joins).await;
+
+    let mut message = Vec::new();
+    let mut joined = Vec::new();
+    while joined.len() < ROOMS {
+        let frame = client.read_frame().await.expect("not closed");
+        assert_ne!(
+            frame.opcode,
+            raw::CLOSE,
+            "closed with {:?}",
+            frame.close_code()
+        );
+        message.extend_from_slice(&frame.payload);
+        if frame.fin {
+            let event: serde_json::Value = serde_json::from_slice(&message).expect("JSON");
+            message.clear();
+            if event["type"] == "joined" {
+                joined.push(event);
+            }
+        }
+    }
+    let history = |e: &serde_json::Value| e["history"].as_array().map_or(0, Vec::len);
+    assert!(history(&joined[0]) >= 4, "the first join gets its history");
+    let last = &joined[ROOMS - 1];
+    assert_eq!(
+        last["historyTruncated"],
+        true,
+        "a later one is cut: {}",
+        history(last)
+    );
+    assert!(history(last) < history(&joined[0]));
+}
