@@ -43,7 +43,7 @@ pub struct AttackReport {
     /// The attacker's outcomes: what it sent, HTTP statuses (`http_429`), `error` events
     /// by code, closes by code.
     pub attacker: BTreeMap<String, u64>,
-    /// Share of the attacker's connection attempts not answered with 101 (percent).
+    /// Share of the attacker's HTTP answers that were refusals, not 101 or 200 (percent).
     pub attacker_refused_pct: Option<f64>,
     /// Set when the relay died during the attack (it must not).
     pub relay_exited: Option<String>,
@@ -84,7 +84,11 @@ impl AttackReport {
             .filter(|(k, _)| k.starts_with("http_"))
             .map(|(_, v)| *v)
             .sum();
-        let ok = attacker.get("http_101").copied().unwrap_or(0);
+        // Upgrades (101) and plain answers (200, attack D) are what the attacker asked for.
+        let ok = ["http_101", "http_200"]
+            .iter()
+            .filter_map(|k| attacker.get(*k))
+            .sum::<u64>();
         let attacker_refused_pct =
             (answered > 0).then(|| 100.0 * (answered - ok) as f64 / answered as f64);
         let mut reasons = Vec::new();
