@@ -91,7 +91,7 @@ fn short_form_every_attack_within_bounds() {
         serde_json::from_slice(&std::fs::read(&json).expect("the --json report")).expect("JSON");
     let _ = std::fs::remove_file(&json);
     let attacks = report["attacks"].as_array().expect("attacks");
-    assert_eq!(attacks.len(), 10, "every attack ran");
+    assert_eq!(attacks.len(), 11, "every attack ran");
     let mut failures = Vec::new();
     for a in attacks {
         let name = a["attack"].as_str().unwrap_or("?");

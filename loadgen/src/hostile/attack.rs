@@ -35,6 +35,9 @@ pub enum Attack {
     JoinedAmplify,
     /// F: a room filled to its history cap, then 30 normal clients (victim side) join it.
     HistoryPoison,
+    /// F-restore: 12 rooms filled past the `joined` cap, then 10 normal clients (victim
+    /// side) join all 12 in one write, as after a reconnect (not in the list).
+    HistoryPoisonRestore,
     /// G: one address opening new connections as fast as it can.
     ConnectRate,
     /// Every attack above in turn, each against a fresh relay.
@@ -43,7 +46,7 @@ pub enum Attack {
 
 impl Attack {
     /// Every real attack, in the order `all` runs them.
-    pub const EACH: [Attack; 10] = [
+    pub const EACH: [Attack; 11] = [
         Attack::ReconnectRooms,
         Attack::ReconnectRoomsCtl,
         Attack::HistoryGrowth,
@@ -53,6 +56,7 @@ impl Attack {
         Attack::MetricsPipeline,
         Attack::JoinedAmplify,
         Attack::HistoryPoison,
+        Attack::HistoryPoisonRestore,
         Attack::ConnectRate,
     ];
 
@@ -74,6 +78,7 @@ impl Attack {
             Attack::MetricsPipeline => "D",
             Attack::JoinedAmplify => "E",
             Attack::HistoryPoison => "F",
+            Attack::HistoryPoisonRestore => "F-restore",
             Attack::ConnectRate => "G",
             Attack::All => "all",
         }
@@ -258,7 +263,7 @@ mod tests {
         let h = ws::parse_header(&f).expect("valid").expect("complete");
         assert!(!h.fin);
         assert_eq!(h.opcode, ws::OP_CONT);
-        assert_eq!(Attack::EACH.len(), 10);
+        assert_eq!(Attack::EACH.len(), 11);
         assert_eq!(Attack::HistoryPoison.name(), "history-poison");
     }
 }

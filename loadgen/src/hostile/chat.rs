@@ -115,6 +115,7 @@ async fn fill_room(ctx: &Ctx, room: &str, count: u64, keep_posting: bool) {
     let text = Arc::new(max_text(true));
     let mut done = Vec::new();
     for k in 0..count.div_ceil(10) {
+        let share = (count - k * 10).min(10);
         let (ctx, text, room) = (ctx.clone(), text.clone(), room.to_string());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         done.push(rx);
@@ -133,7 +134,7 @@ async fn fill_room(ctx: &Ctx, room: &str, count: u64, keep_posting: bool) {
                     continue;
                 }
                 let mut burst = Vec::new();
-                for _ in 0..10 {
+                for _ in 0..share {
                     burst.extend(message_frame(&text, None));
                 }
                 let (read, mut write, leftover) = conn.into_split();
@@ -141,7 +142,7 @@ async fn fill_room(ctx: &Ctx, room: &str, count: u64, keep_posting: bool) {
                 if write.write_all(&burst).await.is_err() {
                     continue;
                 }
-                ctx.counts.add("messages_sent", 10);
+                ctx.counts.add("messages_sent", share);
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(());
                 }
@@ -246,7 +247,8 @@ pub async fn history_poison(ctx: Ctx) {
             ctx.victim.refuse("poison_joiner_not_run");
             continue;
         }
-        joiners.push(tokio::spawn(poison_joiner(ctx.clone(), j, POISON, BUSY)));
+        let rooms = vec![POISON.to_string()];
+        joiners.push(tokio::spawn(poison_joiner(ctx.clone(), j, rooms, BUSY)));
         // Spread over ~1.5 s: within the victim address's connection burst either way.
         sleep(Duration::from_millis(50)).await;
     }
@@ -255,14 +257,53 @@ pub async fn history_poison(ctx: Ctx) {
     }
 }
 
-async fn poison_joiner(ctx: Ctx, j: u64, poison: &str, busy: &str) {
+/// F-restore: the attacker fills 12 rooms past the `joined` history cap (11 maximal messages
+/// of 12 KB each); then 10 normal clients from the victim's address each join all 12 in one
+/// write, as a client restoring its rooms after a reconnect does (12 joins: within
+/// --max-rooms-per-connection and the command burst). Each `joined` is capped at 128 KiB,
+/// but 12 of them queued by one read are ~1.4 MB, past the 1 MiB slow-consumer cap.
+pub async fn history_poison_restore(ctx: Ctx) {
+    const ROOMS: usize = 12;
+    let rooms: Vec<String> = (0..ROOMS).map(|r| format!("f-restore-{r}")).collect();
+    let mut fills = Vec::new();
+    for r in &rooms {
+        let (ctx, r) = (ctx.clone(), r.clone());
+        fills.push(tokio::spawn(
+            async move { fill_room(&ctx, &r, 11, false).await },
+        ));
+    }
+    for f in fills {
+        let _ = f.await;
+    }
+    let mut joiners = Vec::new();
+    for j in 0..10u64 {
+        if !ctx.live() {
+            ctx.victim.refuse("poison_joiner_not_run");
+            continue;
+        }
+        joiners.push(tokio::spawn(poison_joiner(
+            ctx.clone(),
+            100 + j,
+            rooms.clone(),
+            "f-lobby",
+        )));
+        sleep(Duration::from_millis(100)).await;
+    }
+    for j in joiners {
+        let _ = j.await;
+    }
+}
+
+/// A normal client: joins `first`, then writes a ping, an app-level ping and a join of each
+/// of `rooms` in one write, waits for every `joined`, and stays a second reading.
+async fn poison_joiner(ctx: Ctx, j: u64, rooms: Vec<String>, first: &str) {
     let victim = ctx.victim.clone();
     let name = format!("normal{j}");
     let Some(mut conn) = open_and_join(
         ctx.relay,
         ctx.victim_ip,
         80_000 + j,
-        busy,
+        first,
         &name,
         &victim,
         Probe::Connect,
@@ -275,14 +316,22 @@ async fn poison_joiner(ctx: Ctx, j: u64, poison: &str, busy: &str) {
     let mut batch = Vec::new();
     conn.frame_into(&mut batch, ws::OP_PING, b"f");
     conn.frame_into(&mut batch, ws::OP_TEXT, br#"{"type":"ping"}"#);
-    let join = serde_json::json!({"type":"join","room":poison}).to_string();
-    conn.frame_into(&mut batch, ws::OP_TEXT, join.as_bytes());
+    for room in &rooms {
+        let join = serde_json::json!({"type":"join","room":room}).to_string();
+        conn.frame_into(&mut batch, ws::OP_TEXT, join.as_bytes());
+    }
     let started = Instant::now();
     if conn.stream.write_all(&batch).await.is_err() {
         victim.refuse("reset");
         return;
     }
-    match timeout(REFUSAL_TIMEOUT, await_joined(&mut conn, poison)).await {
+    let all_joined = async {
+        for room in &rooms {
+            await_joined(&mut conn, room).await?;
+        }
+        Ok::<(), String>(())
+    };
+    match timeout(REFUSAL_TIMEOUT, all_joined).await {
         Ok(Ok(())) => victim.record(Probe::PoisonJoin, started.elapsed()),
         Ok(Err(kind)) => {
             if kind == "close_4008" {

@@ -136,8 +136,8 @@ mod tests {
         let c = HostileConfig::parse_from(["hostile", "--attack", "ping-flood,reconnect-rooms"]);
         assert_eq!(c.attacks(), vec![Attack::ReconnectRooms, Attack::PingFlood]);
         let c = HostileConfig::parse_from(["hostile", "--duration", "5s"]);
-        assert_eq!(c.attacks().len(), 10);
+        assert_eq!(c.attacks().len(), 11);
         assert_eq!(c.duration, Duration::from_secs(5));
-        assert_eq!(c.overall_timeout(), Duration::from_secs(450));
+        assert_eq!(c.overall_timeout(), Duration::from_secs(495));
     }
 }

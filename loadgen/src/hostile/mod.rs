@@ -194,6 +194,7 @@ async fn launch(attack: Attack, ctx: attack::Ctx) {
         Attack::MetricsPipeline => flood::metrics_pipeline(ctx).await,
         Attack::JoinedAmplify => chat::joined_amplify(ctx).await,
         Attack::HistoryPoison => chat::history_poison(ctx).await,
+        Attack::HistoryPoisonRestore => chat::history_poison_restore(ctx).await,
         Attack::ConnectRate => flood::connect_rate(ctx).await,
         Attack::All => {}
     }

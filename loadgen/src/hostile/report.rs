@@ -195,7 +195,7 @@ impl SuiteReport {
                 .map(|(k, s)| format!("{k} p99 {:.2} ms (n={})", s.p99_ms, s.samples))
                 .collect();
             let _ = writeln!(out, "  victim: {}", probes.join(", "));
-            if a.attack == "history-poison" {
+            if a.attack.starts_with("history-poison") {
                 let _ = writeln!(
                     out,
                     "  normal joiners closed with 4008: {}",
