@@ -19,6 +19,8 @@ pub struct RssReport {
     /// Least-squares slope of the last half of the samples: ~0 once memory plateaus.
     pub slope_last_half_mib_per_s: Option<f64>,
     pub samples: usize,
+    /// RSS over time, one point a second: (seconds since the relay started, MiB).
+    pub series_mib: Vec<(f64, f64)>,
 }
 
 /// The victim's side of one attack.
@@ -70,6 +72,9 @@ impl AttackReport {
             final_mib: series.last().map_or(0.0, |s| mib(s.1)),
             slope_last_half_mib_per_s: slope_last_half(series).map(|s| s / MIB),
             samples: series.len(),
+            series_mib: per_second(series)
+                .map(|(t, b)| ((t * 10.0).round() / 10.0, (mib(b) * 10.0).round() / 10.0))
+                .collect(),
         };
         let refusals = stats.refusals.snapshot();
         let victim = VictimReport {
@@ -215,6 +220,20 @@ impl SuiteReport {
     }
 }
 
+/// The first sample of each second (the 100 ms series is for peak and slope; a second's
+/// resolution is enough to read the shape from the JSON).
+fn per_second(series: &[(f64, u64)]) -> impl Iterator<Item = (f64, u64)> + '_ {
+    let mut next = 0.0;
+    series.iter().copied().filter(move |&(t, _)| {
+        if t >= next {
+            next = t.floor() + 1.0;
+            true
+        } else {
+            false
+        }
+    })
+}
+
 /// `a=1 b=2`, skipping the byte and EOF tallies nobody reads.
 fn compact(m: &BTreeMap<String, u64>) -> String {
     m.iter()
@@ -222,4 +241,18 @@ fn compact(m: &BTreeMap<String, u64>) -> String {
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_point_a_second() {
+        let series: Vec<(f64, u64)> = (0..35u32)
+            .map(|i| (f64::from(i) * 0.1, u64::from(i)))
+            .collect();
+        let kept: Vec<u64> = per_second(&series).map(|p| p.1).collect();
+        assert_eq!(kept, vec![0, 10, 20, 30]);
+    }
 }
