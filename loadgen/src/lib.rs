@@ -16,6 +16,8 @@
 //! - [`stats`]: counters, seq tracking, mergeable histograms.
 //! - [`report`]: the report (JSON and table); [`output`] writes `--json`/`--hdr`/`--plot`.
 //! - [`plot`]: the SVG percentile plot. [`sysinfo`]: rlimits, rusage, /proc sampling.
+//! - [`hostile`]: the hostile-load suite (`hostile` binary): attacks against a relay child
+//!   process with a victim measuring alongside.
 //! - [`fake`]: a small in-process relay (optionally stalling) and a frame blaster, for tests
 //!   and the absorb-rate benchmark.
 
@@ -25,6 +27,7 @@ pub mod config;
 pub mod coord;
 mod error;
 pub mod fake;
+pub mod hostile;
 pub mod output;
 pub mod plan;
 pub mod plot;
