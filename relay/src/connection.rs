@@ -30,7 +30,6 @@ use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::metrics::Ending;
 use crate::outbox::{CloseRequest, Wrote};
-use crate::protocol::ErrorCode;
 use crate::session::Session;
 use crate::writer::Writer;
 use crate::ws::reader::{FrameReader, Message};
@@ -456,10 +455,7 @@ pub(crate) fn on_input(
         }
         match message {
             Message::Text(text) => session.on_text(text),
-            Message::Binary(_) => session.error(
-                ErrorCode::BinaryNotSupported,
-                "binary messages are not supported; send JSON text",
-            ),
+            Message::Binary(_) => session.on_binary(),
             Message::Ping(payload) => session.pong(payload),
             Message::Pong => {}
             Message::Close(code) => {

@@ -173,3 +173,41 @@ async fn joining_many_full_rooms_in_one_write_truncates_history_instead_of_closi
     );
     assert!(history(last) < history(&joined[0]));
 }
+
+#[tokio::test]
+async fn a_binary_flood_earns_rate_limited_then_4029_not_a_reply_per_frame() {
+    // Default per-connection limits: 30 commands of burst, 20 strikes before 4029.
+    let relay = TestRelay::with_limits(|c| c.frame_rate = 0.0).await;
+    let mut client = RawClient::connect(relay.addr, None).await;
+    let mut flood = Vec::new();
+    for _ in 0..5_000 {
+        flood.extend_from_slice(&raw::frame(true, raw::BINARY, b"x"));
+    }
+    client.send_raw(&flood).await;
+    let mut errors = Vec::new();
+    let code = loop {
+        let frame = client
+            .read_frame()
+            .await
+            .expect("closed with a close frame");
+        match frame.opcode {
+            raw::CLOSE => break frame.close_code(),
+            raw::TEXT => {
+                let event: serde_json::Value = serde_json::from_slice(&frame.payload).unwrap();
+                errors.push(event["code"].as_str().unwrap_or("?").to_owned());
+            }
+            _ => {}
+        }
+    };
+    assert_eq!(code, Some(4029), "a flood that keeps going is closed");
+    let refused = errors
+        .iter()
+        .filter(|c| *c == "binary_not_supported")
+        .count();
+    assert_eq!(refused, 30, "the command burst is answered: {errors:?}");
+    assert!(
+        errors.len() < 60,
+        "then a few `rate_limited`, not one reply per frame: {}",
+        errors.len()
+    );
+}
