@@ -348,6 +348,11 @@ impl Config {
         if self.max_rooms == 0 {
             return Err("--max-rooms must be at least 1".into());
         }
+        if self.admin_listen.is_some() && self.admin_token.is_none() {
+            return Err(
+                "--admin-listen needs --admin-token (the admin API has no other key)".into(),
+            );
+        }
         Ok(())
     }
 }
