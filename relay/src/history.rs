@@ -4,7 +4,7 @@
 //! History is what a client can make the relay keep after it has gone, so it is bounded three
 //! ways: messages per room (`--history`), bytes per room (`--history-room-bytes`) and bytes on
 //! the node (`--history-total-bytes`). Past the node's budget, lingering (empty) rooms lose
-//! their history first, oldest first ([`crate::hub::Hub::reclaim_history`]); a room that still
+//! their history first, oldest first (`Hub::reclaim_history_if_over`); a room that still
 //! publishes then keeps at most its fair share (the budget over the rooms with members), so
 //! the total stays below twice the budget whatever one client does (`docs/SECURITY.md`).
 //!

@@ -17,8 +17,9 @@
 //!   commands, rooms created). Every budget is listed in `docs/SECURITY.md`.
 //! - [`outbox`]: a connection's outbound queue with the slow-consumer cap, and (plain TCP)
 //!   the vectored writes to its socket.
-//! - [`flush`]: per-worker flush lists and their flusher tasks, which write every connection
-//!   that got frames this scheduler round.
+//! - [`flush`]: flush lists (one per worker thread; a room goes by its address and a
+//!   connection by its id, not by the worker that enlisted it) and their flusher tasks, which deliver each enlisted
+//!   room's pending events and write every connection that got frames this scheduler round.
 //! - [`writer`]: the TLS connection's batch of frames, written with vectored writes.
 //! - [`readiness`]: why the node is not ready, if it is not (`/readyz`).
 //! - [`cluster`]: cluster mode (`--redis-url`): the Redis backplane that makes many nodes one
@@ -40,12 +41,18 @@
 //! 3. [`protocol::decode`] parses `{"type":"message",...}` into borrowed strings.
 //! 4. [`session`] checks the text and picks the room; [`room::Room::publish`] takes the room
 //!    lock, assigns the next `seq`, encodes the event once and frames it once into a
-//!    [`ws::Frame`] (a `bytes::Bytes`), keeps it in history, and pushes a clone (a
-//!    reference-count bump) into every member's [`outbox`].
-//! 5. A member's outbox that was idle enlists the connection on its worker's [`flush`] list
-//!    (no task wake-up). After the I/O driver's next poll the flusher writes each enlisted
-//!    queue with one `writev`; only a socket that would block wakes its connection task,
-//!    which then waits for writability and writes the rest.
+//!    [`ws::Frame`] (a `bytes::Bytes`) and keeps it in history. It does not touch the
+//!    members' outboxes: the frame joins the room's pending events for this scheduler round,
+//!    and a room with none before enlists itself on one of the hub's [`flush`] lists (chosen
+//!    by the room's address, so rooms spread over the lists).
+//! 5. After the I/O driver's next poll, that list's flusher ([`flush::run`]) calls
+//!    [`room::Room::deliver`]: one pending event is pushed as is into every member's
+//!    [`outbox`] (a reference-count bump each); several are copied once into one buffer (one
+//!    copy per room per round, never per member) and each member gets a slice of it. An
+//!    outbox that was idle enlists its connection on a list too (chosen by connection id),
+//!    and that list's flusher writes each enlisted queue with one `writev`; only a socket
+//!    that would block wakes its connection task, which then waits for writability and
+//!    writes the rest.
 
 pub mod admin;
 pub mod admission;

@@ -293,8 +293,8 @@ const LINGER: Duration = Duration::from_secs(2);
 /// `Connection: close`, the request budget spent) the client may still have pipelined
 /// requests in flight: closing the socket with them unread makes the kernel send a reset,
 /// which can destroy answers the client has not read yet. So on drop a socket whose write
-/// side was shut is read and discarded until the client closes too, for at most [`LINGER`]
-/// (what Apache calls a lingering close). A socket dropped without that (the handshake
+/// side was shut is read and discarded until the client closes too, for at most 2 s
+/// (`LINGER`; what Apache calls a lingering close). A socket dropped without that (the handshake
 /// timeout, an upgrade, which takes the stream out with [`Linger::into_inner`]) just closes.
 #[derive(Debug)]
 pub struct Linger<S: AsyncRead + Unpin + Send + 'static> {

@@ -25,7 +25,8 @@ use crate::writer::Writer;
 /// Plaintext bytes per read: one maximal TLS record.
 const READ_BYTES: usize = 16 * 1024;
 
-/// Serves one TLS connection until it closes (see [`crate::connection::drive`]).
+/// Serves one TLS connection until it closes (plain TCP's counterpart is the `Driver`
+/// future in [`crate::connection`]).
 pub async fn drive(
     hub: Arc<Hub>,
     stream: TlsStream<TcpStream>,

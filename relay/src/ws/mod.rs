@@ -4,8 +4,7 @@
 //! frames by hand, because the connection must (a) read into a per-thread scratch buffer
 //! instead of an 8 KiB buffer per connection, (b) cap the *reassembled* size of fragmented
 //! messages, (c) answer oversize with a real 1009 close frame, and (d) write pre-built shared
-//! frames with one vectored write: fastwebsockets 0.10 does none of these (see
-//! `../shared/notes/field-notes.md`).
+//! frames with one vectored write: fastwebsockets 0.10 does none of these.
 //!
 //! Conformance: `relay/examples/echo.rs` is an echo server on exactly this reader and frame
 //! builder, and `scripts/autobahn.sh` (part of `scripts/test.sh`) runs the Autobahn cases
