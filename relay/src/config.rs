@@ -313,8 +313,9 @@ impl std::str::FromStr for Secret {
 
 impl Config {
     /// These defaults with every abuse limit off (message, command, frame, connection and HTTP
-    /// request rates, per-IP and total connection caps, rooms per address): what benchmarks and load tests run
-    /// with. `--http-requests-per-connection` stays: it never slows a load test.
+    /// request rates, per-IP and total connection caps, rooms per address): what benchmarks
+    /// and load tests run with. `--http-requests-per-connection` stays: it never slows a load
+    /// test.
     pub fn without_limits() -> Self {
         Self::default().limits_off()
     }

@@ -31,8 +31,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = builder.build().context("starting the runtime")?;
     // Every configuration problem (flag combinations, unreadable key or certificate files)
     // ends the process here, before anything listens: one line naming the flag, status 2,
-    // as clap does for a malformed flag. Inside the runtime: building the hub arms timers.
-    let relay = match runtime.block_on(async { relay::Relay::try_new(config.clone()) }) {
+    // as clap does for a malformed flag.
+    let relay = match relay::Relay::try_new(config.clone()) {
         Ok(relay) => relay,
         Err(err) => {
             eprintln!("error: {err}");

@@ -202,7 +202,6 @@ impl Session {
         );
     }
 
-    /// Handles one text message from the client.
     /// A binary message: refused with an `error`, and counted as a command first so that a
     /// flood of them earns `rate_limited`, then 4029, not one reply per frame.
     pub fn on_binary(&mut self) {
@@ -215,6 +214,7 @@ impl Session {
         }
     }
 
+    /// Handles one text message from the client.
     pub fn on_text(&mut self, text: &str) {
         self.hub.stats.frames_in.fetch_add(1, Ordering::Relaxed);
         let command = decode(text);
