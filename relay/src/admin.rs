@@ -10,7 +10,6 @@ use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
-use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +24,10 @@ use hyper_util::rt::TokioIo;
 use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{AdminToken, Config};
 use crate::http::{self, Body};
 use crate::hub::Hub;
 use crate::outbox::CloseRequest;
@@ -45,47 +43,6 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// The `userId` of messages published through the admin API.
 pub const SERVER_USER_ID: &str = "server";
-
-/// The admin bearer token. Its `Debug` never shows it, so it cannot leak through a logged
-/// `Config`.
-#[derive(Clone)]
-pub struct AdminToken(Arc<str>);
-
-impl fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
-
-impl FromStr for AdminToken {
-    type Err = String;
-
-    fn from_str(token: &str) -> Result<Self, String> {
-        if token.chars().count() < 16 || token.chars().any(char::is_whitespace) {
-            return Err("the admin token must be at least 16 characters, without spaces".into());
-        }
-        Ok(Self(token.into()))
-    }
-}
-
-impl AdminToken {
-    /// Whether `header` is `Bearer <this token>`, compared in constant time so response
-    /// timing does not reveal how much of a guess was right. The scheme name is
-    /// case-insensitive (RFC 9110 section 11.1): `bearer x` is the same credential.
-    fn accepts(&self, header: Option<&HeaderValue>) -> bool {
-        let presented = header
-            .map(HeaderValue::as_bytes)
-            .and_then(|h| {
-                let (scheme, rest) = h.split_at_checked(7)?;
-                (scheme.eq_ignore_ascii_case(b"bearer ")).then_some(rest)
-            })
-            .map(|token| token.trim_ascii_start())
-            .unwrap_or_default();
-        // `ct_eq` on slices of different lengths is false without comparing: the length of
-        // the token is the only thing a wrong guess can learn.
-        bool::from(presented.ct_eq(self.0.as_bytes()))
-    }
-}
 
 /// Whether and where the admin API is served.
 #[derive(Debug, Clone, Default)]

@@ -26,6 +26,7 @@ use dashmap::DashMap;
 use hyper::StatusCode;
 
 use crate::config::Config;
+use crate::metrics::Rejection;
 use crate::ratelimit::{clock_ms, Rate, TokenBucket};
 
 /// How often idle per-address entries are swept (from `admit`, so only while connections
@@ -305,6 +306,18 @@ impl Admission {
         }
         self.per_ip
             .retain(|_, address| address.open > 0 || !self.refilled(address, now));
+    }
+}
+
+/// How a refusal is counted in `relay_connections_rejected_total`.
+impl From<Refusal> for Rejection {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::PerIp => Rejection::PerIpLimit,
+            Refusal::PerIpRate => Rejection::PerIpRate,
+            Refusal::Total => Rejection::ConnectionLimit,
+            Refusal::Rate => Rejection::ConnectionRate,
+        }
     }
 }
 

@@ -5,41 +5,19 @@
 //! only has to match it, so `alg: none` and HS256-signed-with-the-public-key tokens fail.
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::Config;
+pub use crate::conn::Identity;
 use crate::error::Error;
 use crate::protocol::name::{nfc, normalize_name};
 
 /// The subprotocol the relay selects when a browser sends its token as a
 /// `Sec-WebSocket-Protocol` value next to it (`new WebSocket(url, ["chatrelay", token])`).
 pub const SUBPROTOCOL: &str = "chatrelay";
-
-/// Who a connection is, from its token. Lives behind `Conn::identity` for the connection's
-/// life.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// The `sub` claim: the `userId` other members see.
-    pub user_id: Arc<str>,
-    /// The `name` claim, or `sub` without one; a `join`'s `username` cannot change it.
-    pub username: Arc<str>,
-    /// The `rooms` claim: the only rooms this connection may join (`None`: any room).
-    pub rooms: Option<Box<[Box<str>]>>,
-    /// The `exp` claim, in seconds since the Unix epoch.
-    pub expires_at: u64,
-}
-
-impl Identity {
-    pub fn may_join(&self, room: &str) -> bool {
-        self.rooms
-            .as_ref()
-            .is_none_or(|rooms| rooms.iter().any(|r| &**r == room))
-    }
-}
 
 #[derive(Debug, Deserialize)]
 struct Claims {

@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::auth::Identity;
 use crate::outbox::Outbox;
 use crate::per_ip::Source;
 
@@ -57,5 +56,27 @@ impl Conn {
             conn.identity = Some(Box::new(identity));
         }
         conn
+    }
+}
+
+/// Who a connection is, from its token. Lives behind `Conn::identity` for the connection's
+/// life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The `sub` claim: the `userId` other members see.
+    pub user_id: Arc<str>,
+    /// The `name` claim, or `sub` without one; a `join`'s `username` cannot change it.
+    pub username: Arc<str>,
+    /// The `rooms` claim: the only rooms this connection may join (`None`: any room).
+    pub rooms: Option<Box<[Box<str>]>>,
+    /// The `exp` claim, in seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+impl Identity {
+    pub fn may_join(&self, room: &str) -> bool {
+        self.rooms
+            .as_ref()
+            .is_none_or(|rooms| rooms.iter().any(|r| &**r == room))
     }
 }

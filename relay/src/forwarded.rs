@@ -13,85 +13,13 @@
 //! cloud load balancers append by default; a proxy that sets only `Forwarded` must strip a
 //! client's `X-Forwarded-For` (docs/SECURITY.md).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+pub use crate::config::Cidr;
 
 use hyper::header::{HeaderMap, HeaderName, FORWARDED};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-
-/// One `--trusted-proxy` entry: an address range, or one address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
-
-impl Cidr {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.network, ip.to_canonical()) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                u32::from(ip) & v4_mask(self.prefix) == u32::from(net)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                u128::from(ip) & v6_mask(self.prefix) == u128::from(net)
-            }
-            _ => false,
-        }
-    }
-}
-
-fn v4_mask(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0)
-}
-
-fn v6_mask(prefix: u8) -> u128 {
-    u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0)
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let (address, prefix) = match text.split_once('/') {
-            Some((address, prefix)) => (address, Some(prefix)),
-            None => (text, None),
-        };
-        let network = address
-            .parse::<IpAddr>()
-            .map_err(|_| {
-                format!("{text:?} is not an IP address or CIDR range (e.g. 10.0.0.0/8, fd00::/8, 192.0.2.7)")
-            })?
-            .to_canonical();
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(digits) => digits
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
-        };
-        let masked = match network {
-            IpAddr::V4(ip) => IpAddr::V4(Ipv4Addr::from(u32::from(ip) & v4_mask(prefix))),
-            IpAddr::V6(ip) => IpAddr::V6(Ipv6Addr::from(u128::from(ip) & v6_mask(prefix))),
-        };
-        if masked != network {
-            // A typo more often than not (10.0.0.1/8): say what the range would be.
-            return Err(format!(
-                "{text:?} has bits set past its /{prefix} prefix: did you mean {masked}/{prefix}?"
-            ));
-        }
-        Ok(Self { network, prefix })
-    }
-}
-
-impl std::fmt::Display for Cidr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
 
 /// The `--trusted-proxy` ranges; empty (the default) trusts no one.
 #[derive(Debug, Clone, Default)]

@@ -16,9 +16,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use bytes::BufMut;
-
-use crate::ws::{Frame, FrameBuilder, OpCode};
+use crate::protocol::event;
+use crate::ws::Frame;
 
 /// The bounds every room's history keeps to.
 #[derive(Debug, Clone, Copy)]
@@ -117,7 +116,7 @@ impl History {
         if self.budget.limits.count == 0 {
             return;
         }
-        let entry = fragment(frame.payload());
+        let entry = event::history_entry(frame.payload());
         let len = entry.len();
         self.entries.push_back(entry);
         self.bytes += len;
@@ -209,24 +208,11 @@ impl Drop for History {
     }
 }
 
-/// A message event's payload as the non-final continuation fragment `joined` splices in: a
-/// comma, then the event's JSON. Sized exactly.
-fn fragment(payload: &[u8]) -> Frame {
-    let mut builder = FrameBuilder::with_capacity(payload.len() + 1);
-    let buf = builder.payload();
-    buf.put_u8(b',');
-    buf.put_slice(payload);
-    builder.finish_fragment(OpCode::Continuation, false)
-}
-
-/// The event JSON of a stored entry (its payload after the comma).
-pub fn entry_json(entry: &Frame) -> &[u8] {
-    entry.payload().get(1..).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::event::entry_json;
+    use crate::ws::OpCode;
 
     fn budget(count: usize, room_bytes: usize, joined_bytes: usize) -> Arc<HistoryBudget> {
         HistoryBudget::new(HistoryLimits {

@@ -250,7 +250,7 @@ pub(crate) fn readyz(hub: &Hub) -> Response<Body> {
 
 /// The Prometheus text exposition (format 0.0.4).
 pub(crate) fn metrics(hub: &Hub) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(hub.metrics.render(hub))));
+    let mut response = Response::new(Full::new(Bytes::from(crate::exposition::render(hub))));
     response.headers_mut().insert(
         CONTENT_TYPE,
         hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -62,6 +62,7 @@ pub mod config;
 pub mod conn;
 pub mod connection;
 pub mod error;
+pub mod exposition;
 pub mod flush;
 pub mod forwarded;
 pub mod history;

@@ -94,7 +94,7 @@ impl Relay {
             .map(|slot| tokio::spawn(crate::flush::run(self.hub.clone(), slot)))
             .collect();
         let metrics_upkeep =
-            tokio::spawn(crate::metrics::upkeep(self.hub.clone(), stop_rx.clone()));
+            tokio::spawn(crate::exposition::upkeep(self.hub.clone(), stop_rx.clone()));
         let backplane = self
             .hub
             .backplane

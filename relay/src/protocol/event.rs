@@ -219,7 +219,7 @@ where
     let mut history = j.history;
     // Entries are `,{message}`: the first goes in without its comma.
     if let Some(first) = history.next() {
-        buf.put_slice(crate::history::entry_json(first));
+        buf.put_slice(entry_json(first));
     }
     if inline {
         for entry in history {
@@ -316,6 +316,21 @@ pub fn error(code: ErrorCode, message: &str) -> Frame {
     end(frame)
 }
 
+/// A message event's payload as the non-final continuation fragment that `joined` splices
+/// in and history keeps: a comma, then the event's JSON. Sized exactly.
+pub fn history_entry(payload: &[u8]) -> Frame {
+    let mut builder = FrameBuilder::with_capacity(payload.len() + 1);
+    let buf = builder.payload();
+    buf.put_u8(b',');
+    buf.put_slice(payload);
+    builder.finish_fragment(OpCode::Continuation, false)
+}
+
+/// The event JSON of a stored entry (its payload after the comma).
+pub fn entry_json(entry: &Frame) -> &[u8] {
+    entry.payload().get(1..).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,14 +412,9 @@ mod tests {
         )
     }
 
-    fn history_of(texts: &[String]) -> (crate::history::History, Vec<Frame>) {
-        let budget = crate::history::HistoryBudget::new(crate::history::HistoryLimits {
-            count: 100,
-            room_bytes: 1 << 20,
-            total_bytes: 1 << 20,
-            joined_bytes: 1 << 20,
-        });
-        let mut history = crate::history::History::new(budget);
+    /// Message frames and their history entries, as a room keeps them.
+    fn history_of(texts: &[String]) -> (Vec<Frame>, Vec<Frame>) {
+        let mut entries = Vec::new();
         let mut frames = Vec::new();
         for (i, text) in texts.iter().enumerate() {
             let frame = message(&MessageEvent {
@@ -417,10 +427,10 @@ mod tests {
                 text,
                 timestamp_ms: 5,
             });
-            history.push(&frame, usize::MAX);
+            entries.push(history_entry(frame.payload()));
             frames.push(frame);
         }
-        (history, frames)
+        (entries, frames)
     }
 
     #[test]
@@ -442,7 +452,7 @@ mod tests {
                 seq: 1,
                 count: 1,
                 users: Some(users.iter().copied()),
-                history: history.entries().iter(),
+                history: history.iter(),
                 recovered: Some(true),
                 truncated: spliced,
             });
@@ -460,7 +470,7 @@ mod tests {
             {
                 let first_shared = shared.clone().next().expect("entries");
                 assert!(
-                    std::ptr::eq(first_shared, &history.entries()[1]),
+                    std::ptr::eq(first_shared, &history[1]),
                     "the stored entries themselves are queued"
                 );
             }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::admin::AdminToken;
+mod values;
+
+pub use values::{AdminToken, Cidr};
 
 /// A WebSocket chat relay: rooms, presence, typing, history, one shared frame per event.
 #[derive(Parser, Debug, Clone)]
@@ -236,7 +238,7 @@ pub struct Config {
         env = "RELAY_TRUSTED_PROXIES",
         value_delimiter = ','
     )]
-    pub trusted_proxies: Vec<crate::forwarded::Cidr>,
+    pub trusted_proxies: Vec<Cidr>,
 
     /// Requests one HTTP connection may make (keep-alive included): the answer to the last
     /// carries `Connection: close` and the connection ends (0: no limit).
