@@ -57,6 +57,7 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod conn;

@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
 
-use crate::ratelimit::{clock_ms, Kind, Rate, TokenBucket};
+use crate::clock::clock_ms;
+use crate::ratelimit::{Kind, Rate, TokenBucket};
 
 /// The per-address limits (`--ip-message-rate` and friends).
 #[derive(Debug, Clone, Copy)]

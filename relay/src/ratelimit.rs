@@ -4,8 +4,7 @@
 //! A bucket is 8 bytes (tokens as `f32`, the last refill in milliseconds of a process-wide
 //! clock as `u32`): one exists per limit per connection, so it is kept small.
 
-use std::sync::OnceLock;
-use std::time::Instant;
+pub use crate::clock::clock_ms;
 
 /// How fast a bucket refills and how much it holds. `per_second == 0` turns the limit off.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,14 +28,6 @@ impl Rate {
     pub fn is_off(&self) -> bool {
         self.per_second == 0.0
     }
-}
-
-/// Milliseconds since the first call, wrapping after 49 days (buckets only look at short
-/// differences, computed with wrapping arithmetic).
-pub fn clock_ms() -> u32 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    start.elapsed().as_millis() as u32
 }
 
 /// A token bucket; starts full. [`TokenBucket::take_many`] lets it go into debt, which

@@ -21,7 +21,7 @@ pub fn init(format: &str) {
 /// client closed as a slow consumer in a loop wrote 8.5 MB of log a minute.
 #[derive(Debug, Default)]
 pub struct Sampled {
-    /// Milliseconds of [`crate::ratelimit::clock_ms`] at the last line, plus one (0: never).
+    /// Milliseconds of [`crate::clock::clock_ms`] at the last line, plus one (0: never).
     last_ms: std::sync::atomic::AtomicU32,
     suppressed: std::sync::atomic::AtomicU64,
 }
@@ -31,7 +31,7 @@ impl Sampled {
     /// line; `None` when this one is only counted.
     pub fn due(&self) -> Option<u64> {
         use std::sync::atomic::Ordering;
-        let now = crate::ratelimit::clock_ms().wrapping_add(1);
+        let now = crate::clock::clock_ms().wrapping_add(1);
         let last = self.last_ms.load(Ordering::Relaxed);
         let due = last == 0 || now.wrapping_sub(last) >= 1000;
         if due
@@ -58,9 +58,7 @@ mod tests {
         assert_eq!(sampled.due(), None);
         assert_eq!(sampled.due(), None);
         // Pretend the last line was a second ago.
-        let second_ago = crate::ratelimit::clock_ms()
-            .wrapping_add(1)
-            .wrapping_sub(1000);
+        let second_ago = crate::clock::clock_ms().wrapping_add(1).wrapping_sub(1000);
         sampled
             .last_ms
             .store(second_ago, std::sync::atomic::Ordering::Relaxed);
