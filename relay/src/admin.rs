@@ -93,8 +93,12 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 /// Handles one request under `/admin`. Paths outside it are the caller's.
-pub async fn handle(req: Request<Incoming>, hub: &Arc<Hub>) -> Response<Body> {
-    let Some(token) = &hub.admin.token else {
+pub async fn handle(
+    req: Request<Incoming>,
+    hub: &Arc<Hub>,
+    settings: &AdminSettings,
+) -> Response<Body> {
+    let Some(token) = &settings.token else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
     let mut authorization = req.headers().get_all(AUTHORIZATION).iter();
@@ -288,13 +292,17 @@ fn disconnect(hub: &Hub, target: Disconnect) -> Response<Body> {
 }
 
 /// The admin listener's routes: the admin API and the operations endpoints.
-async fn route_ops(req: Request<Incoming>, hub: Arc<Hub>) -> Result<Response<Body>, Infallible> {
+async fn route_ops(
+    req: Request<Incoming>,
+    hub: Arc<Hub>,
+    settings: Arc<AdminSettings>,
+) -> Result<Response<Body>, Infallible> {
     if let Some(response) = http::require_host(&req) {
         return Ok(response);
     }
     let path = req.uri().path();
     if is_admin_path(path) {
-        return Ok(handle(req, &hub).await);
+        return Ok(handle(req, &hub, &settings).await);
     }
     if req.method() != Method::GET {
         return Ok(method_not_allowed("GET"));
@@ -308,7 +316,13 @@ async fn route_ops(req: Request<Incoming>, hub: Arc<Hub>) -> Result<Response<Bod
 }
 
 /// Serves the admin listener until `shutdown` resolves. Plain HTTP/1.1, no upgrades.
-pub async fn serve(hub: Arc<Hub>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    hub: Arc<Hub>,
+    settings: AdminSettings,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let settings = Arc::new(settings);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -324,9 +338,9 @@ pub async fn serve(hub: Arc<Hub>, listener: TcpListener, shutdown: impl Future<O
                 continue;
             }
         };
-        let hub = hub.clone();
+        let (hub, settings) = (hub.clone(), settings.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |req| route_ops(req, hub.clone()));
+            let service = service_fn(move |req| route_ops(req, hub.clone(), settings.clone()));
             let connection = http::http1_builder().serve_connection(TokioIo::new(stream), service);
             match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
                 Ok(Ok(())) => {}

@@ -21,7 +21,7 @@ use crate::connection;
 use crate::hub::Hub;
 use crate::metrics::Rejection;
 use crate::security::Refused;
-use crate::server::Linger;
+use crate::server::{Linger, Node};
 use crate::tls_connection;
 
 pub type Body = Full<Bytes>;
@@ -153,22 +153,22 @@ pub fn refused(refusal: Refusal) -> Response<Body> {
 
 /// Routes one request. `held` is kept by the connection task after an upgrade so shutdown
 /// can wait for it and the connection keeps its place under the limits.
-pub async fn route(
+pub(crate) async fn route(
     mut req: Request<Incoming>,
-    hub: Arc<Hub>,
+    node: Arc<Node>,
     peer: SocketAddr,
     held: Arc<Held>,
 ) -> Result<Response<Body>, Infallible> {
     if admin::is_admin_path(req.uri().path()) {
         // Off, or served on the admin listener only: as if there were no such path.
-        if hub.admin.on_main_listener() {
-            return Ok(admin::handle(req, &hub).await);
+        if node.admin.on_main_listener() {
+            return Ok(admin::handle(req, &node.hub, &node.admin).await);
         }
         return Ok(text(StatusCode::NOT_FOUND, "not found\n"));
     }
     if let Some(response) = require_host(&req) {
         if fastwebsockets::upgrade::is_upgrade_request(&req) {
-            hub.metrics.rejected(Rejection::BadUpgrade);
+            node.hub.metrics.rejected(Rejection::BadUpgrade);
         }
         return Ok(response);
     }
@@ -178,11 +178,11 @@ pub async fn route(
     }
     let response = match path {
         "/" | "/ws" if fastwebsockets::upgrade::is_upgrade_request(&req) => {
-            upgrade(&mut req, hub, peer, held)
+            upgrade(&mut req, &node, peer, held)
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" => readyz(&hub),
-        "/metrics" => metrics(&hub),
+        "/readyz" => readyz(&node.hub),
+        "/metrics" => metrics(&node.hub),
         "/" | "/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
         "/app.js" => asset("text/javascript; charset=utf-8", APP_JS),
         "/style.css" => asset("text/css; charset=utf-8", STYLE_CSS),
@@ -260,11 +260,12 @@ pub(crate) fn metrics(hub: &Hub) -> Response<Body> {
 
 fn upgrade(
     req: &mut Request<Incoming>,
-    hub: Arc<Hub>,
+    node: &Node,
     peer: SocketAddr,
     held: Arc<Held>,
 ) -> Response<Body> {
-    let admitted = match hub.security.check(req.headers(), req.uri().query(), peer) {
+    let hub = node.hub.clone();
+    let admitted = match node.security.check(req.headers(), req.uri().query(), peer) {
         Ok(admitted) => admitted,
         Err(refused) => {
             hub.metrics.rejected(match refused {

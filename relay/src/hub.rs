@@ -10,8 +10,6 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::admin::AdminSettings;
-use crate::admission::Admission;
 use crate::auth::Identity;
 use crate::config::Config;
 use crate::conn::Conn;
@@ -24,7 +22,6 @@ use crate::protocol::CloseCode;
 use crate::ratelimit::{self, Rate};
 use crate::readiness::Readiness;
 use crate::room::{JoinOutcome, JoinRequest, Room};
-use crate::security::Security;
 use crate::stats::Stats;
 use crate::telemetry::Sampled;
 use crate::ws::{Frame, OpCode};
@@ -89,12 +86,6 @@ pub struct Hub {
     ping: Frame,
     /// This node's Prometheus metrics (`GET /metrics`).
     pub metrics: Metrics,
-    /// Whether and where the admin API is served.
-    pub admin: AdminSettings,
-    /// Origin and token checks at the upgrade (off unless configured; set by `Relay`).
-    pub security: Security,
-    /// Connection limits at accept.
-    pub admission: Arc<Admission>,
     /// Cluster mode (`--redis-url`): the Redis backplane. `None` on a single node, whose
     /// path is then exactly the in-memory one.
     pub backplane: Option<Arc<crate::cluster::Backplane>>,
@@ -173,12 +164,6 @@ impl Hub {
                 .map(|_| FlushList::default())
                 .collect(),
             metrics: Metrics::new(),
-            admin: AdminSettings::from(config),
-            security: Security::default(),
-            admission: Arc::new(Admission::new(
-                config,
-                crate::limits::current_capacity() as usize,
-            )),
             history: HistoryBudget::new(HistoryLimits {
                 count: config.history,
                 room_bytes: config.history_room_bytes,
@@ -536,7 +521,11 @@ impl Hub {
 
     /// Sends heartbeats, closes connections that missed one, and retires rooms that have been
     /// empty for `room_linger`. Runs until `stop` turns true.
-    pub async fn housekeeping(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    pub async fn housekeeping(
+        self: Arc<Self>,
+        token_leeway: Option<u64>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let tick = self
             .limits
             .ping_interval
@@ -557,8 +546,8 @@ impl Hub {
             } else {
                 self.trim_idle_queues();
             }
-            if self.security.auth_enabled() {
-                self.close_expired();
+            if let Some(leeway) = token_leeway {
+                self.close_expired(leeway);
             }
             let before = self.rooms.len();
             let linger = self.limits.room_linger;
@@ -608,8 +597,7 @@ impl Hub {
 
 impl Hub {
     /// Closes every connection whose token has expired (past the leeway) with 4401.
-    fn close_expired(&self) {
-        let leeway = self.security.verifier.as_ref().map_or(0, |v| v.leeway_secs);
+    fn close_expired(&self, leeway: u64) {
         let now = crate::auth::now_secs();
         let mut expired = 0u64;
         for conn in self.conns.iter() {

@@ -12,7 +12,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::admission::{Held, Permit, Refusal};
+use crate::admin::AdminSettings;
+use crate::admission::{Admission, Held, Permit, Refusal};
 use crate::config::Config;
 use crate::error::Error;
 use crate::http;
@@ -25,7 +26,7 @@ use crate::tls;
 /// A relay node. Cheap to clone; clones share the node.
 #[derive(Clone)]
 pub struct Relay {
-    hub: Arc<Hub>,
+    node: Arc<Node>,
     config: Arc<Config>,
     /// Set with `--tls-cert`/`--tls-key`: every accepted connection speaks TLS first.
     tls: Option<TlsAcceptor>,
@@ -34,11 +35,24 @@ pub struct Relay {
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Relay")
-            .field("hub", &self.hub)
+            .field("node", &self.node)
             .field("config", &self.config)
             .field("tls", &self.tls.is_some())
             .finish()
     }
+}
+
+/// What a node's HTTP side reaches: the chat core, the edge's limits and checks, and where
+/// the admin API is served. The chat core ([`Hub`]) knows none of the others.
+#[derive(Debug)]
+pub(crate) struct Node {
+    pub(crate) hub: Arc<Hub>,
+    /// Connection limits at accept.
+    pub(crate) admission: Arc<Admission>,
+    /// Origin and token checks at the upgrade, and the trusted proxies.
+    pub(crate) security: Security,
+    /// Whether and where the admin API is served.
+    pub(crate) admin: AdminSettings,
 }
 
 impl Relay {
@@ -59,22 +73,29 @@ impl Relay {
         // Here and not in `Hub::new`, which benchmarks use: installing it calibrates a clock.
         let _ = crate::metrics::install_process_recorder();
         config.validate().map_err(Error::Config)?;
-        let mut hub = Hub::new(&config);
-        hub.security = Security::from_config(&config)?;
+        let node = Node {
+            hub: Arc::new(Hub::new(&config)),
+            admission: Arc::new(Admission::new(
+                &config,
+                crate::limits::current_capacity() as usize,
+            )),
+            security: Security::from_config(&config)?,
+            admin: AdminSettings::from(&config),
+        };
         let tls = tls::acceptor_from_config(&config)?;
         Ok(Self {
-            hub: Arc::new(hub),
+            node: Arc::new(node),
             config: Arc::new(config),
             tls,
         })
     }
 
     pub fn stats(&self) -> StatsSnapshot {
-        self.hub.stats.snapshot()
+        self.node.hub.stats.snapshot()
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+        &self.node.hub
     }
 
     /// Serves `listener` until `shutdown` resolves, then closes every client with 1001 and
@@ -88,18 +109,18 @@ impl Relay {
         // returns `None` (the mini-redis pattern).
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let housekeeping = tokio::spawn(self.hub.clone().housekeeping(stop_rx.clone()));
-        self.hub.set_flushing(true);
-        let flushers: Vec<_> = (0..self.hub.flush_list_count())
-            .map(|slot| tokio::spawn(crate::flush::run(self.hub.clone(), slot)))
+        let hub = &self.node.hub;
+        let token_leeway = self.node.security.verifier.as_ref().map(|v| v.leeway_secs);
+        let housekeeping = tokio::spawn(hub.clone().housekeeping(token_leeway, stop_rx.clone()));
+        hub.set_flushing(true);
+        let flushers: Vec<_> = (0..hub.flush_list_count())
+            .map(|slot| tokio::spawn(crate::flush::run(hub.clone(), slot)))
             .collect();
-        let metrics_upkeep =
-            tokio::spawn(crate::exposition::upkeep(self.hub.clone(), stop_rx.clone()));
-        let backplane = self
-            .hub
+        let metrics_upkeep = tokio::spawn(crate::exposition::upkeep(hub.clone(), stop_rx.clone()));
+        let backplane = hub
             .backplane
             .as_ref()
-            .and_then(|b| b.start(self.hub.clone(), stop_rx.clone()));
+            .and_then(|b| b.start(hub.clone(), stop_rx.clone()));
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
         loop {
@@ -116,17 +137,17 @@ impl Relay {
                     }
                     // A trusted proxy carries many users: its requests are admitted by the
                     // client address each one names (see `admission`).
-                    let proxied = self.hub.security.proxies.is_trusted(peer.ip());
+                    let proxied = self.node.security.proxies.is_trusted(peer.ip());
                     let admitted = if proxied {
-                        self.hub.admission.admit_proxy()
+                        self.node.admission.admit_proxy()
                     } else {
-                        self.hub.admission.admit(peer.ip())
+                        self.node.admission.admit(peer.ip())
                     };
                     if let Err(refusal) = admitted {
                         debug!(peer = %peer, ?refusal, "connection refused by a limit");
                     }
                     let task = serve_http(
-                        self.hub.clone(),
+                        self.node.clone(),
                         stream,
                         Peer {
                             addr: peer,
@@ -145,7 +166,7 @@ impl Relay {
                     tokio::spawn(task);
                 }
                 Err(err) => {
-                    self.hub.metrics.rejected(Rejection::AcceptError);
+                    hub.metrics.rejected(Rejection::AcceptError);
                     // Out of file descriptors (or a similar transient failure): accepting
                     // again at once would spin, so back off and let connections close.
                     warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "accept failed");
@@ -155,20 +176,20 @@ impl Relay {
             }
         }
         drop(listener);
-        let open = self.hub.connection_count();
+        let open = hub.connection_count();
         info!(open, "shutting down: closing every connection with 1001");
         let _ = stop_tx.send(true);
-        self.hub.begin_shutdown();
+        hub.begin_shutdown();
         drop(drain_tx);
         match tokio::time::timeout(self.config.shutdown_timeout, drain_rx.recv()).await {
             Ok(_) => info!("all connections closed"),
             Err(_) => warn!(
-                remaining = self.hub.connection_count(),
+                remaining = hub.connection_count(),
                 "shutdown timeout reached with connections still open"
             ),
         }
         housekeeping.abort();
-        self.hub.set_flushing(false);
+        hub.set_flushing(false);
         for flusher in flushers {
             flusher.abort();
         }
@@ -189,7 +210,13 @@ impl Relay {
     /// `--admin-listen` address) until `shutdown` resolves. Resolve it after [`Relay::serve`]
     /// returns, so `/readyz` keeps answering 503 while connections drain.
     pub async fn serve_admin(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        crate::admin::serve(self.hub.clone(), listener, shutdown).await;
+        crate::admin::serve(
+            self.node.hub.clone(),
+            self.node.admin.clone(),
+            listener,
+            shutdown,
+        )
+        .await;
     }
 }
 
@@ -203,7 +230,7 @@ struct Peer {
 /// The client behind one request: the peer itself, or behind a trusted proxy the address its
 /// headers name, now counted under the per-address limits (or the refusal to answer with).
 fn client_of(
-    hub: &Hub,
+    node: &Node,
     peer: Peer,
     held: &Held,
     headers: &hyper::HeaderMap,
@@ -211,9 +238,9 @@ fn client_of(
     if !peer.proxied {
         return Ok(peer.addr);
     }
-    let client = hub.security.proxies.client_addr(peer.addr, headers);
+    let client = node.security.proxies.client_addr(peer.addr, headers);
     if let Err(refusal) = held.permit.assign(client.ip()) {
-        hub.metrics.rejected(refusal.into());
+        node.hub.metrics.rejected(refusal.into());
         debug!(peer = %peer.addr, client = %client, ?refusal, "request refused by a limit");
         return Err(refusal);
     }
@@ -227,7 +254,7 @@ fn client_of(
     reason = "one call site; a struct would only rename the arguments"
 )]
 async fn serve_http(
-    hub: Arc<Hub>,
+    node: Arc<Node>,
     stream: TcpStream,
     peer: Peer,
     tls: Option<TlsAcceptor>,
@@ -238,14 +265,14 @@ async fn serve_http(
     admitted: Result<Permit, Refusal>,
 ) {
     let deadline = tokio::time::Instant::now() + handshake_timeout;
-    let hub_for_metrics = hub.clone();
+    let hub_for_metrics = node.hub.clone();
     if let Err(refusal) = admitted {
-        hub.metrics.rejected(refusal.into());
+        node.hub.metrics.rejected(refusal.into());
     }
     let held = admitted.map(|permit| Arc::new(Held { permit, drain }));
     let budget = Arc::new(budget);
     let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let (hub, held, budget) = (hub.clone(), held.clone(), budget.clone());
+        let (node, held, budget) = (node.clone(), held.clone(), budget.clone());
         async move {
             let held = match held {
                 Ok(held) => held,
@@ -255,8 +282,8 @@ async fn serve_http(
             if let Some(start) = start {
                 tokio::time::sleep_until(start).await;
             }
-            let mut response = match client_of(&hub, peer, &held, req.headers()) {
-                Ok(client) => http::route(req, hub, client, held).await?,
+            let mut response = match client_of(&node, peer, &held, req.headers()) {
+                Ok(client) => http::route(req, node, client, held).await?,
                 Err(refusal) => http::refused(refusal),
             };
             if last {
