@@ -97,8 +97,8 @@ impl Relay {
             tokio::spawn(crate::metrics::upkeep(self.hub.clone(), stop_rx.clone()));
         let backplane = self
             .hub
-            .backplane
-            .as_ref()
+            .backend
+            .backplane()
             .and_then(|b| b.start(self.hub.clone(), stop_rx.clone()));
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
