@@ -196,7 +196,7 @@ fn show_room(hub: &Hub, name: &str) -> Response<Body> {
         .collect();
     json_response(
         StatusCode::OK,
-        &json!({ "room": &*room.name, "epoch": &*room.epoch, "count": members.len(), "members": members }),
+        &json!({ "room": &*room.name, "epoch": &*room.epoch(), "count": members.len(), "members": members }),
     )
 }
 

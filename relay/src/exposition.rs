@@ -100,7 +100,7 @@ mod tests {
         let text = render(&hub);
         assert_eq!(sample(&text, names::ROOMS), Some(2));
         assert_eq!(sample(&text, names::ROOM_MEMBERS), Some(3));
-        assert!(room.leave(&hub, &b));
+        assert!(room.leave(&hub, &b, crate::room::Announce::Room).is_some());
         assert_eq!(hub.metrics.room_members(), 2, "counted as members go");
 
         // With a room's lock held elsewhere, a scrape that walked the rooms would block.

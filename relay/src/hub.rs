@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::auth::Identity;
+use crate::backend::Backend;
 use crate::config::Config;
 use crate::conn::Conn;
 use crate::flush::FlushList;
@@ -21,7 +22,7 @@ use crate::per_ip::{SourceLimits, Sources};
 use crate::protocol::CloseCode;
 use crate::ratelimit::{self, Rate};
 use crate::readiness::Readiness;
-use crate::room::{JoinOutcome, JoinRequest, Room};
+use crate::room::{JoinOutcome, JoinRequest, Presence, Room};
 use crate::stats::Stats;
 use crate::telemetry::Sampled;
 use crate::ws::{Frame, OpCode};
@@ -86,9 +87,9 @@ pub struct Hub {
     ping: Frame,
     /// This node's Prometheus metrics (`GET /metrics`).
     pub metrics: Metrics,
-    /// Cluster mode (`--redis-url`): the Redis backplane. `None` on a single node, whose
-    /// path is then exactly the in-memory one.
-    pub backplane: Option<Arc<crate::cluster::Backplane>>,
+    /// Where the rooms' logs live and who orders them: this node's memory, or the Redis
+    /// backplane in cluster mode (`--redis-url`).
+    pub backend: Backend,
     /// One flush list per worker thread; connection `id` uses list `id % len`. Each has a
     /// flusher task ([`crate::flush::run`]) while the relay serves.
     pub(crate) flush_lists: Box<[FlushList]>,
@@ -150,7 +151,7 @@ impl Hub {
             limits: Limits::from(config),
             stats: Stats::default(),
             readiness: Readiness::default(),
-            backplane: crate::cluster::Backplane::from_config(config, &node_tag).map(Arc::new),
+            backend: Backend::from_config(config, &node_tag),
             node_tag,
             rooms: DashMap::new(),
             conns: DashMap::new(),
@@ -264,7 +265,8 @@ impl Hub {
     }
 
     /// Joins `conn` to the room called `name`, creating the room if needed (within the
-    /// node's and the address's room budgets).
+    /// node's and the address's room budgets), with the room's own presence: the memory
+    /// backend's join.
     pub fn join(
         &self,
         conn: &Arc<Conn>,
@@ -273,15 +275,16 @@ impl Hub {
     ) -> Result<(Arc<Room>, JoinOutcome), RoomRefusal> {
         loop {
             let room = self.room_or_create(conn, name)?;
-            match room.join(self, conn, request) {
+            match room.join(self, conn, request, Presence::Room) {
                 JoinOutcome::Retired => continue,
                 outcome => return Ok((room, outcome)),
             }
         }
     }
 
-    /// The live room called `name`, or a new one charged to `conn`'s address.
-    fn room_or_create(&self, conn: &Conn, name: &str) -> Result<Arc<Room>, RoomRefusal> {
+    /// The live room called `name`, or a new one charged to `conn`'s address. Its epoch is
+    /// made up here; a backend that keeps the log elsewhere replaces it with its own.
+    pub(crate) fn room_or_create(&self, conn: &Conn, name: &str) -> Result<Arc<Room>, RoomRefusal> {
         // Clone the room out and let the shard lock go before taking the room's lock: the
         // shard lock is only ever held briefly and never while a room is locked, except by
         // `housekeeping`'s retain, which takes them in the same order.
@@ -319,13 +322,6 @@ impl Hub {
             .value()
             .clone();
         Ok(room)
-    }
-
-    /// Cluster mode: the live room called `name`, created if needed (the backplane task adds
-    /// members; see `cluster`).
-    pub fn cluster_room(&self, conn: &Conn, name: &str) -> Result<Arc<Room>, RoomRefusal> {
-        // The epoch is replaced by the cluster-wide one once Redis is reached.
-        self.room_or_create(conn, name)
     }
 
     /// Records that `room` became empty (see [`Hub::lingering`]).

@@ -9,9 +9,13 @@
 //! - [`connection`]: one task per WebSocket: reads, dispatches, writes, closes.
 //! - [`ws`]: RFC 6455 framing: client frames in (`ws::reader`), shared server frames out.
 //! - [`protocol`]: the JSON protocol: command decoding, event encoding, error/close codes.
-//! - [`session`]: a connection's rooms and username; turns commands into room operations.
+//! - [`session`]: a connection's rooms and username; turns each command into one call on
+//!   the [`backend`].
+//! - [`backend`]: the seam for where rooms' logs live (memory, or Redis in cluster mode):
+//!   who orders a room's messages and who knows its members.
 //! - [`hub`]: the node's rooms (a sharded map) and connections; heartbeats, room expiry.
-//! - [`room`]: one room's members, seq, history and fan-out.
+//! - [`room`]: one room's members, log (`room::log`: epoch, seq, history; the one ordering
+//!   and replay path) and fan-out, the same for every backend.
 //! - [`history`]: a room's kept messages, bounded by count and bytes, and the node's history
 //!   budget; [`per_ip`]: what one source address may do across its connections (messages,
 //!   commands, rooms created). Every budget is listed in `docs/SECURITY.md`.
@@ -39,7 +43,9 @@
 //! 2. [`ws::reader`] unmasks the frame in place, reassembles fragments under the size cap and
 //!    checks UTF-8.
 //! 3. [`protocol::decode`] parses `{"type":"message",...}` into borrowed strings.
-//! 4. [`session`] checks the text and picks the room; [`room::Room::publish`] takes the room
+//! 4. [`session`] checks the text and picks the room; [`backend::Backend::publish`] hands it
+//!    to [`room::Room::publish`] (single node; in cluster mode Redis assigns the seq and the
+//!    backplane task delivers through the same [`room::Room::append`]), which takes the room
 //!    lock, assigns the next `seq`, encodes the event once and frames it once into a
 //!    [`ws::Frame`] (a `bytes::Bytes`) and keeps it in history. It does not touch the
 //!    members' outboxes: the frame joins the room's pending events for this scheduler round,
@@ -57,6 +63,7 @@
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod backend;
 pub mod clock;
 pub mod cluster;
 pub mod config;

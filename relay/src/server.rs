@@ -118,8 +118,8 @@ impl Relay {
             .collect();
         let metrics_upkeep = tokio::spawn(crate::exposition::upkeep(hub.clone(), stop_rx.clone()));
         let backplane = hub
-            .backplane
-            .as_ref()
+            .backend
+            .backplane()
             .and_then(|b| b.start(hub.clone(), stop_rx.clone()));
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);

@@ -11,13 +11,14 @@ use std::task::{Context, Poll};
 
 use tokio::time::Sleep;
 
+use crate::backend::{JoinRefusal, Leave};
 use crate::conn::Conn;
 use crate::hub::{Hub, RoomRefusal};
 use crate::outbox::Priority;
 use crate::protocol::name::normalize_name;
 use crate::protocol::{decode, event, CloseCode, Command, ErrorCode};
 use crate::ratelimit::{Kind, Throttle, Verdict};
-use crate::room::{JoinOutcome, JoinRequest, Room};
+use crate::room::{JoinRequest, Room};
 
 #[derive(Debug)]
 struct Membership {
@@ -295,33 +296,20 @@ impl Session {
         }
         // A repeated join keeps the name the others already know.
         let name_in_room = at.map_or_else(|| username.clone(), |i| self.rooms[i].username.clone());
-        if let Some(backplane) = &self.hub.backplane {
-            // Cluster mode: the backplane task joins (it needs Redis) and sends `joined`.
-            let room = match at {
-                Some(i) => self.rooms[i].room.clone(),
-                None => match self.hub.cluster_room(&self.conn, name) {
-                    Ok(room) => room,
-                    Err(refusal) => return self.room_refused(refusal),
-                },
-            };
-            let queued =
-                backplane.join(&self.conn, room.clone(), name_in_room.clone(), since, epoch);
-            if queued.is_err() {
-                return self.busy();
-            }
-            return self.joined(at, room, name_in_room, username);
-        }
         let request = JoinRequest {
             username: &name_in_room,
             since,
             epoch,
         };
-        match self.hub.join(&self.conn, name, request) {
-            Ok((room, outcome)) => {
-                debug_assert!(at.is_some() || outcome == JoinOutcome::Joined);
-                self.joined(at, room, name_in_room, username);
-            }
-            Err(refusal) => self.room_refused(refusal),
+        let current = at.map(|i| &self.rooms[i].room);
+        match self
+            .hub
+            .backend
+            .join(&self.hub, &self.conn, name, current, request)
+        {
+            Ok(room) => self.joined(at, room, name_in_room, username),
+            Err(JoinRefusal::Room(refusal)) => self.room_refused(refusal),
+            Err(JoinRefusal::Busy) => self.busy(),
         }
     }
 
@@ -409,22 +397,16 @@ impl Session {
             );
         }
         let membership = &self.rooms[at];
-        if let Some(backplane) = &self.hub.backplane {
-            let sent = backplane.message(
-                &self.hub,
-                &self.conn,
-                &membership.room,
-                &membership.username,
-                text,
-            );
-            if sent.is_err() {
-                self.busy();
-            }
-            return;
+        let sent = self.hub.backend.publish(
+            &self.hub,
+            &self.conn,
+            &membership.room,
+            &membership.username,
+            text,
+        );
+        if sent.is_err() {
+            self.busy();
         }
-        membership
-            .room
-            .publish(&self.hub, &self.conn, &membership.username, text);
     }
 
     fn typing(&self, room: Option<&str>, is_typing: bool) {
@@ -432,18 +414,13 @@ impl Session {
             return self.not_joined(room);
         };
         let membership = &self.rooms[at];
-        if let Some(backplane) = &self.hub.backplane {
-            return backplane.typing(
-                &self.hub,
-                &membership.room,
-                &self.conn,
-                &membership.username,
-                is_typing,
-            );
-        }
-        membership
-            .room
-            .typing(&self.hub, &self.conn, &membership.username, is_typing);
+        self.hub.backend.typing(
+            &self.hub,
+            &membership.room,
+            &self.conn,
+            &membership.username,
+            is_typing,
+        );
     }
 
     fn leave(&mut self, room: Option<&str>) {
@@ -451,26 +428,25 @@ impl Session {
             return self.not_joined(room);
         };
         let membership = self.rooms.remove(at);
-        if let Some(backplane) = &self.hub.backplane {
-            // The task sends `left` once the room no longer delivers to this client.
-            return backplane.leave(&self.conn, membership.room, membership.username, true);
-        }
-        membership.room.leave(&self.hub, &self.conn);
-        self.hub.push_to(
+        self.hub.backend.leave(
+            &self.hub,
             &self.conn,
-            event::left(&membership.room.name).bytes(),
-            Priority::Normal,
+            membership.room,
+            membership.username,
+            Leave::Asked,
         );
     }
 
     /// Leaves every room (the connection ended).
     pub fn leave_all(&mut self) {
         for membership in self.rooms.drain(..) {
-            if let Some(backplane) = &self.hub.backplane {
-                backplane.leave(&self.conn, membership.room, membership.username, false);
-                continue;
-            }
-            membership.room.leave(&self.hub, &self.conn);
+            self.hub.backend.leave(
+                &self.hub,
+                &self.conn,
+                membership.room,
+                membership.username,
+                Leave::Disconnected,
+            );
         }
     }
 }

@@ -13,7 +13,7 @@ use super::wire::{self, Kind};
 use super::{now_us, Command};
 use crate::outbox::Priority;
 use crate::protocol::event::{self, UserRef};
-use crate::room::{JoinOutcome, Room};
+use crate::room::{Announce, JoinOutcome, JoinRequest, Presence, Room};
 use crate::ws::{Frame, OpCode};
 
 impl Task {
@@ -103,7 +103,7 @@ impl Task {
                     ack,
                     ..
                 } => {
-                    room.cluster_remove(&self.hub, &client);
+                    room.leave(&self.hub, &client, Announce::Backend);
                     if ack {
                         self.hub.push_to(
                             &client,
@@ -222,40 +222,42 @@ impl Task {
             warn!(room = %room.name, "unexpected reply from the join script");
             return Ok(());
         };
-        let (known, _) = room.cluster_position();
+        let (known, _) = room.position();
         let mut outcome = Ok(());
         if reply.loaded {
-            room.cluster_reset(reply.epoch.clone().into(), reply.seq, reply.history);
+            room.reset_log(reply.epoch.clone().into(), reply.seq, &reply.history);
         } else if known.as_deref() != Some(&*reply.epoch) {
             // The room's keys vanished (expiry, Redis restart) without this node noticing
             // yet: adopt the new life now.
-            room.cluster_reset(reply.epoch.clone().into(), 0, Vec::new());
+            room.reset_log(reply.epoch.clone().into(), 0, &[]);
             outcome = self
                 .catch_up(conn, &room, &reply.epoch, 1, reply.seq)
                 .await
                 .map(drop);
         }
         for _ in 0..3 {
-            let outcome = room.cluster_join(
-                &self.hub,
-                &client,
-                &username,
-                (since, epoch.as_deref()),
-                reply.count,
-                reply.users.as_deref(),
-            );
+            let request = JoinRequest {
+                username: &username,
+                since,
+                epoch: epoch.as_deref(),
+            };
+            let presence = Presence::Backend {
+                count: reply.count,
+                users: reply.users.as_deref(),
+            };
+            let outcome = room.join(&self.hub, &client, request, presence);
             if outcome != JoinOutcome::Retired {
                 break;
             }
             // The room emptied and was retired meanwhile; its successor carries on.
-            let Ok(fresh) = self.hub.cluster_room(&client, &room.name) else {
+            let Ok(fresh) = self.hub.room_or_create(&client, &room.name) else {
                 // The node is out of rooms meanwhile: the join is dropped, as a retired
                 // room's would be.
                 break;
             };
-            let (_, seq) = room.cluster_position();
-            let history = room.cluster_history();
-            fresh.cluster_succeed(reply.epoch.clone().into(), seq, history);
+            let (_, seq) = room.position();
+            let history = room.history_entries();
+            fresh.carry_on_log(reply.epoch.clone().into(), seq, history);
             self.rooms.insert(room.name.clone(), fresh.clone());
             room = fresh;
         }
@@ -272,7 +274,7 @@ impl Task {
                 epoch,
             } => {
                 self.rooms.insert(room.name.clone(), room.clone());
-                let members = room.cluster_members();
+                let members = room.members();
                 let users: Vec<(String, String)> = members
                     .iter()
                     .map(|(id, name)| (id.to_string(), name.to_string()))
@@ -281,14 +283,16 @@ impl Task {
                         username.to_string(),
                     )))
                     .collect();
-                let outcome = room.cluster_join(
-                    &self.hub,
-                    &conn,
-                    &username,
-                    (since, epoch.as_deref()),
-                    users.len(),
-                    Some(&users),
-                );
+                let request = JoinRequest {
+                    username: &username,
+                    since,
+                    epoch: epoch.as_deref(),
+                };
+                let presence = Presence::Backend {
+                    count: users.len(),
+                    users: Some(&users),
+                };
+                let outcome = room.join(&self.hub, &conn, request, presence);
                 if outcome == JoinOutcome::Joined {
                     self.local_presence(&room, "user_joined", &conn.client_id, &username);
                 }
@@ -296,7 +300,7 @@ impl Task {
             Command::Leave {
                 conn, room, ack, ..
             } => {
-                if let Some(username) = room.cluster_remove(&self.hub, &conn) {
+                if let Some(username) = room.leave(&self.hub, &conn, Announce::Backend) {
                     if ack {
                         self.hub
                             .push_to(&conn, event::left(&room.name).bytes(), Priority::Normal);
@@ -310,7 +314,7 @@ impl Task {
                 suffix,
                 ..
             } => {
-                let (_, seq) = room.cluster_position();
+                let (_, seq) = room.position();
                 let mut json = prefix;
                 json.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
                 json.extend_from_slice(&suffix);
@@ -328,7 +332,7 @@ impl Task {
 
     /// A presence event for this node's members only (Redis is unreachable).
     pub(super) fn local_presence(&self, room: &Room, kind: &str, id: &str, username: &str) {
-        let members = room.cluster_members();
+        let members = room.members();
         let frame = event::presence(
             kind,
             &room.name,

@@ -1,18 +1,18 @@
-//! What a [`Room`] does in cluster mode. Only the backplane task calls these, so one task
+//! What is cluster-specific in a [`Room`]. Only the backplane task calls these, so one task
 //! orders every change of a room's cluster state on this node.
 //!
-//! In cluster mode the room's `seq` is the last *cluster* seq delivered on this node and its
-//! history is the tail of the room's Redis stream; messages arrive from the room's channel in
-//! seq order and fan out with the same shared-frame path as a single node.
+//! In cluster mode Redis assigns a message's seq and keeps the room's log (a stream); the
+//! room's own log holds the life and tail Redis has, and a message arrives from the room's
+//! channel to be ordered into it through the same [`Room::append`] a single node publishes
+//! with, then fans out with the same shared-frame path.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
-use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::outbox::Priority;
-use crate::protocol::event::UserRef;
-use crate::room::{JoinOutcome, Room};
+use crate::protocol::event::MessageEvent;
+use crate::room::log::{Order, Refused};
+use crate::room::{Room, Skip};
 use crate::ws::Frame;
 
 use super::wire;
@@ -31,31 +31,17 @@ pub enum Delivery {
     OtherEpoch,
 }
 
+impl From<Refused> for Delivery {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Duplicate => Delivery::Duplicate,
+            Refused::Gap { have } => Delivery::Gap { have },
+            Refused::OtherEpoch => Delivery::OtherEpoch,
+        }
+    }
+}
+
 impl Room {
-    /// The room's cluster epoch (once loaded) and the last seq delivered here.
-    pub fn cluster_position(&self) -> (Option<Arc<str>>, u64) {
-        let state = self.lock();
-        (state.cluster_epoch.clone(), state.seq)
-    }
-
-    /// Starts (or restarts) a life of the room as Redis has it: `history` oldest first, its
-    /// last entry at most `seq`.
-    pub fn cluster_reset(&self, epoch: Arc<str>, seq: u64, history: Vec<Frame>) {
-        let mut state = self.lock();
-        state.cluster_epoch = Some(epoch);
-        state.seq = seq;
-        state.history.reset(&history);
-    }
-
-    /// Carries on a retired room's life (its successor after a join raced the retirement):
-    /// `entries` are the predecessor's stored history ([`Room::cluster_history`]).
-    pub fn cluster_succeed(&self, epoch: Arc<str>, seq: u64, entries: Vec<Frame>) {
-        let mut state = self.lock();
-        state.cluster_epoch = Some(epoch);
-        state.seq = seq;
-        state.history.adopt(entries);
-    }
-
     /// Delivers message `seq` to every local member if it is the next one; `force` delivers
     /// it after a gap that cannot be filled (members see the seq jump).
     pub fn cluster_deliver(
@@ -66,110 +52,31 @@ impl Room {
         frame: &Frame,
         force: bool,
     ) -> Delivery {
-        let mut state = self.lock();
-        if state.cluster_epoch.as_deref() != Some(epoch) {
-            return Delivery::OtherEpoch;
-        }
-        if seq <= state.seq {
-            return Delivery::Duplicate;
-        }
-        if seq != state.seq + 1 && !force {
-            return Delivery::Gap { have: state.seq };
-        }
-        state.seq = seq;
-        state.history.push(frame, hub.history_fair_share());
-        let delivered = self.fan_out(&mut state, hub, frame.bytes(), Priority::Normal, None);
-        drop(state);
-        hub.reclaim_history_if_over();
-        hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
-        hub.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
-        Delivery::Delivered
-    }
-
-    /// Adds `conn` locally and sends it `joined`, with the cluster-wide `count` and `users`
-    /// from Redis (`users` is `None` above the presence-list cut-off). Others hear of the join
-    /// through Redis, so nothing is fanned out here.
-    pub fn cluster_join(
-        &self,
-        hub: &Hub,
-        conn: &Arc<Conn>,
-        username: &Arc<str>,
-        resume: (Option<u64>, Option<&str>),
-        count: usize,
-        users: Option<&[(String, String)]>,
-    ) -> JoinOutcome {
-        let mut state = self.lock();
-        if state.dead {
-            return JoinOutcome::Retired;
-        }
-        let already = state.admit(hub, conn, username);
-        if already {
-            state.deliver_pending(hub);
-        }
-        self.send_joined(
-            &state,
-            hub,
-            conn,
-            (
-                count.max(state.members.len()),
-                users.map(|u| u.iter().map(|(id, username)| UserRef { id, username })),
-            ),
-            resume,
-        );
-        if already {
-            JoinOutcome::AlreadyMember
-        } else {
-            JoinOutcome::Joined
+        let order = Order::Assigned { epoch, seq, force };
+        match self.append(hub, order, None, |_| frame) {
+            Ok(appended) => {
+                hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
+                hub.stats
+                    .deliveries
+                    .fetch_add(appended.delivered, Ordering::Relaxed);
+                Delivery::Delivered
+            }
+            Err(refused) => refused.into(),
         }
     }
 
-    /// Removes `conn` locally; returns its username if it was a member.
-    pub fn cluster_remove(&self, hub: &Hub, conn: &Conn) -> Option<Arc<str>> {
-        let mut state = self.lock();
-        let at = state.members.iter().position(|m| m.conn.id == conn.id)?;
-        let gone = state.remove_member(hub, at);
-        if state.members.is_empty() {
-            self.became_empty(&mut state, hub);
-        }
-        Some(gone.username)
-    }
-
-    /// Fans an event from Redis out to local members but the one it is about.
+    /// Fans an event from Redis out to local members but the one it is about (`skip`, a
+    /// client id; empty for none).
     pub fn cluster_fan_out(&self, hub: &Hub, frame: &Frame, priority: Priority, skip: &str) {
-        let mut state = self.lock();
-        let skip = state
-            .members
-            .iter()
-            .find(|m| &*m.conn.client_id == skip)
-            .map(|m| m.conn.id);
-        self.fan_out(&mut state, hub, frame.bytes(), priority, skip);
-    }
-
-    /// The history entries kept here, oldest first (for [`Room::cluster_succeed`]).
-    pub fn cluster_history(&self) -> Vec<Frame> {
-        self.lock().history.entries().iter().cloned().collect()
-    }
-
-    /// Local members as `(client id, username)`.
-    pub fn cluster_members(&self) -> Vec<(Arc<str>, Arc<str>)> {
-        self.members()
-    }
-
-    pub fn is_retired(&self) -> bool {
-        self.lock().dead
+        self.broadcast(hub, priority, Skip::Client(skip), |_| frame);
     }
 
     /// While Redis is unreachable: delivers a message to this node's members only, marked
     /// `"local":true`, with the room's last cluster seq (see docs/CLUSTER.md).
-    pub fn cluster_local_message(
-        &self,
-        hub: &Hub,
-        parts: &crate::protocol::event::MessageEvent<'_>,
-    ) {
-        let mut state = self.lock();
-        let frame = wire::local_message(parts, state.seq);
-        let delivered = self.fan_out(&mut state, hub, frame.bytes(), Priority::Normal, None);
-        drop(state);
+    pub fn cluster_local_message(&self, hub: &Hub, parts: &MessageEvent<'_>) {
+        let delivered = self.broadcast(hub, Priority::Normal, Skip::Nobody, |seq| {
+            wire::local_message(parts, seq)
+        });
         hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
         hub.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
     }
@@ -191,7 +98,7 @@ mod tests {
             Delivery::OtherEpoch,
             "nothing is delivered before the room is loaded"
         );
-        room.cluster_reset("e1".into(), 5, vec![frame.clone()]);
+        room.reset_log("e1".into(), 5, std::slice::from_ref(&frame));
         assert_eq!(
             room.cluster_deliver(&hub, "e1", 5, &frame, false),
             Delivery::Duplicate
@@ -212,7 +119,7 @@ mod tests {
             room.cluster_deliver(&hub, "e1", 9, &frame, true),
             Delivery::Delivered
         );
-        assert_eq!(room.cluster_position(), (Some("e1".into()), 9));
-        assert_eq!(room.cluster_history().len(), 3);
+        assert_eq!(room.position(), (Some("e1".into()), 9));
+        assert_eq!(room.history_entries().len(), 3);
     }
 }

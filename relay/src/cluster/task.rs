@@ -264,7 +264,7 @@ impl Task {
         let rooms: Vec<Arc<Room>> = self.rooms.values().cloned().collect();
         for room in rooms {
             let keys = self.bp.settings.keys.room(&room.name);
-            let (known, have) = room.cluster_position();
+            let (known, have) = room.position();
             let mut cmd = evalsha(
                 &self.scripts.resync,
                 &[&keys.epoch, &keys.seq, &keys.stream, &keys.members],
@@ -277,7 +277,7 @@ impl Task {
                 .arg(self.bp.settings.presence_list_max)
                 .arg(&*room.name)
                 .arg(known.as_deref().unwrap_or(""));
-            for (id, username) in room.cluster_members() {
+            for (id, username) in room.members() {
                 cmd.arg(format!("{}|{id}", self.bp.node())).arg(&*username);
             }
             let (epoch, seq): (String, u64) = cmd.query_async(conn).await?;
@@ -286,12 +286,12 @@ impl Task {
             } else {
                 // A new life of the room (Redis lost its keys) or a room first joined while
                 // Redis was away: start from 0 and replay the new life's messages live.
-                room.cluster_reset(epoch.clone().into(), 0, Vec::new());
+                room.reset_log(epoch.clone().into(), 0, &[]);
                 self.catch_up(conn, &room, &epoch, 1, seq).await?;
                 false
             };
             if !first {
-                let (_, now) = room.cluster_position();
+                let (_, now) = room.position();
                 let notice = wire::restored(&room.name, &epoch, now, recovered);
                 room.cluster_fan_out(&self.hub, &notice, Priority::Normal, "");
                 info!(room = %room.name, epoch = %epoch, seq = now, recovered, "room resynchronised after reconnect");
@@ -434,7 +434,7 @@ impl Task {
                 room.cluster_deliver(&self.hub, epoch, seq, frame, true);
             }
             Delivery::OtherEpoch => {
-                room.cluster_reset(epoch.into(), 0, Vec::new());
+                room.reset_log(epoch.into(), 0, &[]);
                 let notice = wire::restored(&room.name, epoch, 0, false);
                 room.cluster_fan_out(&self.hub, &notice, Priority::Normal, "");
                 self.catch_up(conn, room, epoch, 1, seq - 1).await?;

@@ -98,7 +98,7 @@ impl Task {
         let mut pipe = redis::pipe();
         for room in self.rooms.values() {
             let keys = self.bp.settings.keys.room(&room.name);
-            for (id, username) in room.cluster_members() {
+            for (id, username) in room.members() {
                 let mut cmd = evalsha(&self.scripts.leave, &[&keys.members]);
                 cmd.arg(&keys.channel)
                     .arg(wire::head(Kind::Presence, self.bp.node(), now_us()))

@@ -1,0 +1,179 @@
+//! The seam between the chat core and where a room's log lives.
+//!
+//! A [`crate::session::Session`] turns every command into one call here (join, publish,
+//! typing, leave) and knows nothing of backends; the [`crate::room::Room`] does the same
+//! whatever the backend. What differs is who orders a room's events and who knows its
+//! members:
+//!
+//! - [`Backend::Memory`]: the room's log is the room's own ([`crate::room::log`]). Every
+//!   call completes here, synchronously, under the room's lock: the room assigns the seq
+//!   ([`crate::room::log::Order::Next`]), keeps the message and fans it out, without an
+//!   allocation per member.
+//! - [`Backend::Cluster`]: Redis keeps the log and the cluster-wide presence
+//!   ([`crate::cluster`]). Calls queue a command for the node's backplane task and return;
+//!   the task has Redis assign the seq and then delivers through the same room code
+//!   ([`crate::room::Room::append`] with [`crate::room::log::Order::Assigned`], and
+//!   [`crate::room::Room::join`] with [`crate::room::Presence::Backend`]).
+//!
+//! # What a backend provides
+//! One more variant (the durable store of the next issue) provides, per room:
+//! - **assign seq**: the next seq of the room's current life, in one order for all its
+//!   members (in the room, as memory does, or handed to [`crate::room::Room::append`] as
+//!   [`crate::room::log::Order::Assigned`], which refuses duplicates and gaps);
+//! - **append**: keep the message before its event is delivered when that is its promise
+//!   (a durable store commits first), within the history bounds;
+//! - **replay**: the messages of a range, or after a `since`, for `joined` (today from the
+//!   room's in-memory tail, [`crate::room::log::Log::replay`]) and for scroll-back;
+//! - **epoch**: the room's life, stable for as long as its seq continues (across restarts
+//!   for a durable store, across nodes for Redis), handed to the room with
+//!   [`crate::room::Room::reset_log`] when it is not the one the node made up;
+//! - **presence**: whether the room's own members are the whole presence
+//!   ([`crate::room::Presence::Room`]) or the backend knows more.
+//!
+//! Dispatch is a `match` on this enum: no boxed futures, and the memory arm is exactly the
+//! single-node path.
+
+use std::sync::Arc;
+
+use crate::cluster::{Backplane, Busy};
+use crate::config::Config;
+use crate::conn::Conn;
+use crate::hub::{Hub, RoomRefusal};
+use crate::outbox::Priority;
+use crate::protocol::event;
+use crate::room::{Announce, JoinOutcome, JoinRequest, Room};
+
+#[derive(Debug)]
+pub enum Backend {
+    /// Every room's log in this node's memory.
+    Memory,
+    /// Cluster mode (`--redis-url`): the logs and presence in Redis, through the backplane.
+    Cluster(Arc<Backplane>),
+}
+
+/// Why a join was not started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefusal {
+    /// The room may not be created (`room_limit`).
+    Room(RoomRefusal),
+    /// The backend's queue is full (`server_busy`).
+    Busy,
+}
+
+/// Why a leave happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leave {
+    /// The client asked: it gets `left` once the room no longer delivers to it.
+    Asked,
+    /// The connection ended.
+    Disconnected,
+}
+
+impl Backend {
+    pub fn from_config(config: &Config, node_tag: &Arc<str>) -> Self {
+        match Backplane::from_config(config, node_tag) {
+            Some(backplane) => Backend::Cluster(Arc::new(backplane)),
+            None => Backend::Memory,
+        }
+    }
+
+    /// The Redis backplane, in cluster mode.
+    pub fn backplane(&self) -> Option<&Arc<Backplane>> {
+        match self {
+            Backend::Memory => None,
+            Backend::Cluster(backplane) => Some(backplane),
+        }
+    }
+
+    /// Joins `conn` to the room called `name` (`current`: the room, when `conn` is already
+    /// a member). Returns the room; its `joined` is sent now (memory) or once the backend
+    /// has the room's presence and log (cluster).
+    pub fn join(
+        &self,
+        hub: &Hub,
+        conn: &Arc<Conn>,
+        name: &str,
+        current: Option<&Arc<Room>>,
+        request: JoinRequest<'_>,
+    ) -> Result<Arc<Room>, JoinRefusal> {
+        match self {
+            Backend::Memory => {
+                let (room, outcome) = hub.join(conn, name, request).map_err(JoinRefusal::Room)?;
+                debug_assert!(current.is_some() || outcome == JoinOutcome::Joined);
+                Ok(room)
+            }
+            Backend::Cluster(backplane) => {
+                let room = match current {
+                    Some(room) => room.clone(),
+                    None => hub.room_or_create(conn, name).map_err(JoinRefusal::Room)?,
+                };
+                backplane
+                    .join(
+                        conn,
+                        room.clone(),
+                        request.username.clone(),
+                        request.since,
+                        request.epoch,
+                    )
+                    .map_err(|Busy| JoinRefusal::Busy)?;
+                Ok(room)
+            }
+        }
+    }
+
+    /// Publishes a chat message from `sender` (named `username` in the room).
+    pub fn publish(
+        &self,
+        hub: &Hub,
+        sender: &Arc<Conn>,
+        room: &Arc<Room>,
+        username: &str,
+        text: &str,
+    ) -> Result<(), Busy> {
+        match self {
+            Backend::Memory => {
+                room.publish(hub, sender, username, text);
+                Ok(())
+            }
+            Backend::Cluster(backplane) => backplane.message(hub, sender, room, username, text),
+        }
+    }
+
+    /// Sends a typing indicator to the room's other members.
+    pub fn typing(
+        &self,
+        hub: &Hub,
+        room: &Arc<Room>,
+        typist: &Conn,
+        username: &str,
+        is_typing: bool,
+    ) {
+        match self {
+            Backend::Memory => room.typing(hub, typist, username, is_typing),
+            Backend::Cluster(backplane) => backplane.typing(hub, room, typist, username, is_typing),
+        }
+    }
+
+    /// Takes `conn` out of `room`, where it was `username`. Never refused: a lost leave
+    /// would leave a ghost in the room's presence.
+    pub fn leave(
+        &self,
+        hub: &Hub,
+        conn: &Arc<Conn>,
+        room: Arc<Room>,
+        username: Arc<str>,
+        why: Leave,
+    ) {
+        match self {
+            Backend::Memory => {
+                room.leave(hub, conn, Announce::Room);
+                if why == Leave::Asked {
+                    hub.push_to(conn, event::left(&room.name).bytes(), Priority::Normal);
+                }
+            }
+            Backend::Cluster(backplane) => {
+                backplane.leave(conn, room, username, why == Leave::Asked);
+            }
+        }
+    }
+}

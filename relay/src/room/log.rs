@@ -1,0 +1,276 @@
+//! A room's log as this node holds it: the life (epoch) it belongs to, the seq of its latest
+//! message, and the messages it keeps. The one place a message is ordered into a room and
+//! the one place a join's replay is cut from.
+//!
+//! Whichever backend keeps the room's log ([`crate::backend`]), the room orders through
+//! [`Log::append`]: in memory it assigns the next seq itself ([`Order::Next`]); in a cluster
+//! Redis has assigned it and the log takes only the next one of the life it holds
+//! ([`Order::Assigned`]), so duplicates and gaps are found by the same function that a local
+//! publish goes through.
+
+use std::borrow::Borrow;
+use std::sync::Arc;
+
+use crate::history::{History, HistoryBudget};
+use crate::ws::Frame;
+
+/// Where a message's seq comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Order<'a> {
+    /// The room assigns the next one (the room's log lives here).
+    Next,
+    /// The backend assigned `seq` in the life `epoch`. `force` takes it after a gap that
+    /// cannot be filled (members then see the seq jump).
+    Assigned {
+        epoch: &'a str,
+        seq: u64,
+        force: bool,
+    },
+}
+
+/// Why [`Log::append`] did not take a message the backend ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// At or below the log's seq: already delivered here.
+    Duplicate,
+    /// Messages between the log's seq (`have`) and this one are missing: fetch them first.
+    Gap { have: u64 },
+    /// The message belongs to a different life of the room than the one held.
+    OtherEpoch,
+}
+
+/// What a `joined` replays of the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replay {
+    /// Index of the first kept message sent.
+    pub first: usize,
+    /// With `since`: whether nothing after it was missed.
+    pub recovered: Option<bool>,
+    /// Whether a byte bound left older messages out.
+    pub truncated: bool,
+}
+
+#[derive(Debug)]
+pub struct Log {
+    /// The life `seq` and `history` belong to: one this node made up until a backend that
+    /// orders elsewhere hands over its own ([`Log::reset`]).
+    epoch: Arc<str>,
+    /// Whether `epoch` came from the backend; until then no assigned message is taken.
+    assigned: bool,
+    /// Seq of the latest message (0 before the first).
+    seq: u64,
+    /// The last messages, contiguous in seq, oldest first.
+    history: History,
+}
+
+impl Log {
+    pub fn new(epoch: Arc<str>, budget: Arc<HistoryBudget>) -> Self {
+        Self {
+            epoch,
+            assigned: false,
+            seq: 0,
+            history: History::new(budget),
+        }
+    }
+
+    /// The room's current life, as `joined` and resumption see it.
+    pub fn epoch(&self) -> &Arc<str> {
+        &self.epoch
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The backend's epoch (`None` while the log holds one this node made up) and the seq.
+    pub fn position(&self) -> (Option<Arc<str>>, u64) {
+        (self.assigned.then(|| self.epoch.clone()), self.seq)
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Orders one message and keeps it: `encode` gets its seq and returns its event frame.
+    /// `fair_share` is only asked for when the message is taken (see [`History::push`]).
+    pub fn append<F: Borrow<Frame>>(
+        &mut self,
+        order: Order<'_>,
+        fair_share: impl FnOnce() -> usize,
+        encode: impl FnOnce(u64) -> F,
+    ) -> Result<(u64, F), Refused> {
+        let seq = self.next(order)?;
+        let frame = encode(seq);
+        self.seq = seq;
+        self.history.push(frame.borrow(), fair_share());
+        Ok((seq, frame))
+    }
+
+    fn next(&self, order: Order<'_>) -> Result<u64, Refused> {
+        match order {
+            Order::Next => Ok(self.seq + 1),
+            Order::Assigned { epoch, seq, force } => {
+                if !self.assigned || *self.epoch != *epoch {
+                    Err(Refused::OtherEpoch)
+                } else if seq <= self.seq {
+                    Err(Refused::Duplicate)
+                } else if seq != self.seq + 1 && !force {
+                    Err(Refused::Gap { have: self.seq })
+                } else {
+                    Ok(seq)
+                }
+            }
+        }
+    }
+
+    /// Starts (or restarts) a life as the backend has it: `history` oldest first (message
+    /// event frames), its last entry at most `seq`.
+    pub fn reset(&mut self, epoch: Arc<str>, seq: u64, history: &[Frame]) {
+        self.adopt_life(epoch, seq);
+        self.history.reset(history);
+    }
+
+    /// Carries on a retired room's life in its successor: `entries` are the predecessor's
+    /// stored entries as they are.
+    pub fn carry_on(&mut self, epoch: Arc<str>, seq: u64, entries: Vec<Frame>) {
+        self.adopt_life(epoch, seq);
+        self.history.adopt(entries);
+    }
+
+    fn adopt_life(&mut self, epoch: Arc<str>, seq: u64) {
+        self.epoch = epoch;
+        self.assigned = true;
+        self.seq = seq;
+    }
+
+    /// Drops the kept messages (a lingering room's, for the node's budget); the bytes freed.
+    pub fn forget_history(&mut self) -> usize {
+        self.history.clear()
+    }
+
+    /// What a join with `since` and `epoch` gets, given `headroom` bytes of room in the
+    /// joiner's outbox.
+    pub fn replay(&self, since: Option<u64>, epoch: Option<&str>, headroom: usize) -> Replay {
+        let (skip, recovered) = self.resume_point(since, epoch);
+        let (first, truncated) = self.history.joined_range(skip, headroom);
+        Replay {
+            first,
+            // Left out by the byte bound is missed too.
+            recovered: recovered.map(|r| r && !truncated),
+            truncated,
+        }
+    }
+
+    /// Which kept messages a join with `since` gets, and whether nothing was missed.
+    fn resume_point(&self, since: Option<u64>, epoch: Option<&str>) -> (usize, Option<bool>) {
+        let Some(since) = since else {
+            return (0, None);
+        };
+        let kept = self.history.len() as u64;
+        let oldest_kept = self.seq + 1 - kept;
+        let same_life = epoch.is_none_or(|e| e == &*self.epoch);
+        if !same_life || since > self.seq || since.saturating_add(1) < oldest_kept {
+            // A different life of the room, a seq from the future, or a gap older than the
+            // history kept: send everything kept and say so.
+            return (0, Some(false));
+        }
+        // Every message after `since` is kept: skip the ones at or before it.
+        ((since + 1 - oldest_kept) as usize, Some(true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::HistoryLimits;
+    use crate::ws::OpCode;
+
+    fn log() -> Log {
+        let budget = HistoryBudget::new(HistoryLimits {
+            count: 100,
+            room_bytes: 1 << 20,
+            total_bytes: 1 << 20,
+            joined_bytes: 1 << 20,
+        });
+        Log::new("mine".into(), budget)
+    }
+
+    fn frame(seq: u64) -> Frame {
+        Frame::new(OpCode::Text, format!("{{\"seq\":{seq}}}").as_bytes())
+    }
+
+    fn assigned(epoch: &str, seq: u64, force: bool) -> Order<'_> {
+        Order::Assigned { epoch, seq, force }
+    }
+
+    #[test]
+    fn local_and_assigned_messages_go_through_one_ordering() {
+        let mut log = log();
+        let taken = |log: &mut Log, order| log.append(order, || usize::MAX, frame).map(|(s, _)| s);
+        assert_eq!(taken(&mut log, Order::Next), Ok(1));
+        assert_eq!(taken(&mut log, Order::Next), Ok(2));
+        assert_eq!(
+            taken(&mut log, assigned("mine", 3, false)),
+            Err(Refused::OtherEpoch),
+            "a life this node made up takes nothing assigned, whatever its name"
+        );
+        assert_eq!(log.position(), (None, 2));
+
+        log.reset("e1".into(), 5, &[frame(5)]);
+        assert_eq!(log.position(), (Some("e1".into()), 5));
+        assert_eq!(
+            taken(&mut log, assigned("e1", 5, false)),
+            Err(Refused::Duplicate)
+        );
+        assert_eq!(
+            taken(&mut log, assigned("e1", 7, false)),
+            Err(Refused::Gap { have: 5 })
+        );
+        assert_eq!(taken(&mut log, assigned("e1", 6, false)), Ok(6));
+        assert_eq!(
+            taken(&mut log, assigned("e2", 7, false)),
+            Err(Refused::OtherEpoch)
+        );
+        assert_eq!(taken(&mut log, assigned("e1", 9, true)), Ok(9));
+        assert_eq!(
+            taken(&mut log, Order::Next),
+            Ok(10),
+            "the room's own seq carries on from the last one taken"
+        );
+        assert_eq!(log.history().len(), 4, "refused messages are not kept");
+        assert_eq!(log.seq(), 10);
+    }
+
+    #[test]
+    fn a_join_replays_what_it_missed_of_the_life_it_knew() {
+        let mut log = log();
+        for _ in 0..5 {
+            let _ = log.append(Order::Next, || usize::MAX, frame);
+        }
+        let none = Replay {
+            first: 0,
+            recovered: None,
+            truncated: false,
+        };
+        assert_eq!(log.replay(None, None, usize::MAX), none);
+        assert_eq!(
+            log.replay(Some(3), Some("mine"), usize::MAX),
+            Replay {
+                first: 3,
+                recovered: Some(true),
+                truncated: false
+            }
+        );
+        let everything = Replay {
+            recovered: Some(false),
+            ..none
+        };
+        assert_eq!(log.replay(Some(3), Some("other"), usize::MAX), everything);
+        assert_eq!(log.replay(Some(6), None, usize::MAX), everything);
+        assert!(
+            log.replay(Some(3), None, 0).truncated,
+            "a full outbox cuts the replay"
+        );
+        assert_eq!(log.replay(Some(3), None, 0).recovered, Some(false));
+    }
+}
