@@ -82,8 +82,7 @@ pub mod shutdown;
 pub mod stats;
 pub mod telemetry;
 pub mod tls;
-pub mod tls_connection;
-pub mod writer;
+pub mod wire;
 pub mod ws;
 
 pub use config::Config;

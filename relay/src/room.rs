@@ -619,7 +619,6 @@ pub(crate) fn fan_out(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
     use std::net::{Ipv4Addr, SocketAddr};
 
     use super::*;
@@ -627,10 +626,8 @@ mod tests {
 
     /// The JSON `type` of every frame queued for `conn`, in order.
     fn queued_types(conn: &Conn) -> Vec<String> {
-        let mut batch = VecDeque::new();
-        let _ = conn.outbox.take(&mut batch);
         let mut bytes = Vec::new();
-        for frame in batch {
+        for frame in conn.outbox.take_all() {
             bytes.extend_from_slice(&frame);
         }
         let mut types = Vec::new();
