@@ -404,7 +404,7 @@ impl Room {
         if members == 0 {
             return 0;
         }
-        let Some(this) = self.this.upgrade().filter(|_| hub.is_flushing()) else {
+        let Some(this) = self.this.upgrade() else {
             return fan_out(hub, &state.members, frame, priority, skip);
         };
         let first = state.pending.is_empty();
@@ -656,7 +656,6 @@ mod tests {
     #[test]
     fn a_rounds_events_reach_exactly_the_members_they_were_published_to() {
         let hub = Hub::new(&Config::default());
-        hub.set_flushing(true);
         let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
         let join = |name: &str| {
             let conn = hub.register(peer);

@@ -89,7 +89,6 @@ impl Relay {
         let (drain_tx, mut drain_rx) = mpsc::channel::<()>(1);
         let (stop_tx, stop_rx) = watch::channel(false);
         let housekeeping = tokio::spawn(self.hub.clone().housekeeping(stop_rx.clone()));
-        self.hub.set_flushing(true);
         let flushers: Vec<_> = (0..self.hub.flush_list_count())
             .map(|slot| tokio::spawn(crate::flush::run(self.hub.clone(), slot)))
             .collect();
@@ -168,7 +167,6 @@ impl Relay {
             ),
         }
         housekeeping.abort();
-        self.hub.set_flushing(false);
         for flusher in flushers {
             flusher.abort();
         }
