@@ -23,6 +23,10 @@ pub(crate) const MAX_SLICES: usize = 64;
 /// header), rounded up.
 const TLS_READ_ROOM: usize = 24 * 1024;
 
+/// `read_tls` calls per TLS read (each takes at most 4 KiB): records that decrypt to nothing
+/// must not keep a worker reading one client for as long as it sends.
+const TLS_READS: usize = 16;
+
 /// How a write attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wrote {
@@ -211,6 +215,7 @@ impl Tls {
         let mut got = 0;
         let mut eof = false;
         let mut blocked = false;
+        let mut reads = 0;
         loop {
             while got < out.len() {
                 match self.conn.reader().read(&mut out[got..]) {
@@ -227,11 +232,12 @@ impl Tls {
                     Err(err) => return Err(err),
                 }
             }
-            // Stop before a read could decrypt more than `out` has room for: the socket stays
-            // readable, so the task comes back for the rest.
-            if eof || blocked || out.len() - got < TLS_READ_ROOM {
+            // Stop before a read could decrypt more than `out` has room for (or after
+            // `TLS_READS`): the socket stays readable, so the task comes back for the rest.
+            if eof || blocked || reads == TLS_READS || out.len() - got < TLS_READ_ROOM {
                 return Ok(Input { got, eof });
             }
+            reads += 1;
             match socket.try_io(Interest::READABLE, || self.conn.read_tls(&mut Io(socket))) {
                 // rustls notes the EOF; the plaintext loop then reports it.
                 Ok(_) => {}
