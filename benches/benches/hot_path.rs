@@ -19,9 +19,8 @@ use benches::{bench_config, commands, decode_simd, FanOut, TEXT_64};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use relay::hub::Hub;
-use relay::outbox::Outbox;
+use relay::outbox::{Outbox, Priority};
 use relay::protocol::event::{self, MessageEvent, UserRef};
-use relay::writer::Writer;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -84,8 +83,10 @@ fn fan_out(c: &mut Criterion) {
     for members in [10usize, 1_000, 10_000] {
         let mut room = FanOut::new(members);
         group.throughput(Throughput::Elements(members as u64));
-        group.bench_function(BenchmarkId::new("publish_to_room", members), |b| {
-            // Drain between chunks, outside the timing: this measures the push path only.
+        group.bench_function(BenchmarkId::new("publish_and_flush_round", members), |b| {
+            // The production path: publish, then the flusher's round (deliver to every
+            // member's queue, one `writev` per member). The clients' reads happen between
+            // chunks, outside the timing.
             b.iter_custom(|iters| {
                 let mut elapsed = Duration::ZERO;
                 let mut left = iters;
@@ -94,6 +95,7 @@ fn fan_out(c: &mut Criterion) {
                     let start = Instant::now();
                     for _ in 0..chunk {
                         black_box(room.publish(TEXT_64));
+                        black_box(room.round());
                     }
                     elapsed += start.elapsed();
                     room.drain();
@@ -126,6 +128,7 @@ fn fan_out(c: &mut Criterion) {
                             let chunk = left.min(32);
                             for _ in 0..chunk {
                                 black_box(room.publish(TEXT_64));
+                                black_box(room.round());
                             }
                             room.drain();
                             left -= chunk;
@@ -204,21 +207,24 @@ fn writer(c: &mut Criterion) {
     let stream = loopback(&rt);
     let _guard = rt.enter();
     let frame = event::message(&message_event(1)).bytes().clone();
+    let stream = Arc::new(stream);
     let outbox = Outbox::default();
+    outbox.attach(stream.clone());
     let mut group = c.benchmark_group("writer");
     for frames in [16usize, 64] {
         group.throughput(Throughput::Elements(frames as u64));
-        group.bench_function(BenchmarkId::new("one_writev", frames), |b| {
-            let mut writer = Writer::default();
+        group.bench_function(BenchmarkId::new("outbox_flush", frames), |b| {
             b.iter(|| {
                 for _ in 0..frames {
-                    outbox.adopt(frame.len());
-                    writer.batch().push_back(frame.clone());
+                    outbox.push(&frame, Priority::Normal, usize::MAX / 2);
                 }
-                // A full socket buffer: wait for the reactor to see it drain, as the relay does
-                // (tokio's `try_write*` answer from cached readiness until then).
-                while !writer.flush(&stream, &outbox).unwrap() {
+                // The flusher's write; a full socket buffer hands over to the task's, which
+                // waits for the reactor to see it drain (tokio's `try_write*` answer from
+                // cached readiness until then).
+                outbox.flush();
+                while !outbox.is_drained() {
                     rt.block_on(stream.writable()).unwrap();
+                    outbox.write_now();
                 }
             })
         });

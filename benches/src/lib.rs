@@ -5,16 +5,18 @@
 //! - [`commands`]: realistic client commands, as browsers and the loadgen send them.
 //! - [`decode_simd`]: the alternative decoder (simd-json with reused buffers) the relay's
 //!   serde_json decoder is compared against.
-//! - [`FanOut`]: a room of N in-process members (no sockets): publish, then drain the queues.
+//! - [`FanOut`]: a room of N members whose outboxes write to real loopback sockets: publish,
+//!   then run the flusher round production runs ([`relay::flush::round`]: the room's
+//!   `deliver`, then each member's outbox flush, one `writev` each).
 
-use std::collections::VecDeque;
+use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use relay::conn::Conn;
 use relay::hub::Hub;
 use relay::room::{JoinRequest, Room};
+use tokio::net::TcpStream;
 
 /// Realistic client commands, as browsers and the loadgen send them.
 pub mod commands {
@@ -79,12 +81,16 @@ pub mod decode_simd {
     }
 }
 
-/// One room with `members` in-process connections: their outboxes are the only sink.
+/// Most loopback socket pairs one fan-out opens: members beyond it share sockets (the bytes
+/// are only drained), which keeps a 10,000-member room under the open-files limit.
+const MAX_SOCKETS: usize = 1024;
+
+/// One room with `members` connections, each writing to a loopback socket.
 pub struct FanOut {
     pub hub: Arc<Hub>,
     pub room: Arc<Room>,
     pub members: Vec<Arc<Conn>>,
-    batch: VecDeque<Bytes>,
+    sinks: Sinks,
 }
 
 impl FanOut {
@@ -99,7 +105,6 @@ impl FanOut {
         let username: Arc<str> = Arc::from("member");
         let mut conns = Vec::with_capacity(members);
         let mut room = None;
-        let mut batch = VecDeque::new();
         for i in 0..members {
             let conn = hub.register(peer);
             let request = JoinRequest {
@@ -112,20 +117,24 @@ impl FanOut {
             };
             room = Some(joined);
             conns.push(conn);
-            // Each join tells every member so far: drain now and then, or set-up alone would
-            // queue n²/2 presence frames (50 million for 10,000 members).
+            // Each join tells every member so far. No socket is attached yet, so a round
+            // leaves these in the queues; drop them now and then, or set-up alone would queue
+            // n²/2 presence frames (50 million for 10,000 members).
             if i % 256 == 255 {
-                drain_all(&conns, &mut batch);
+                discard_round(&hub, &conns);
             }
         }
-        let mut fan_out = Self {
+        discard_round(&hub, &conns);
+        let sinks = Sinks::new(members.min(MAX_SOCKETS));
+        for (i, conn) in conns.iter().enumerate() {
+            conn.outbox.attach(sinks.near[i % sinks.near.len()].clone());
+        }
+        Self {
             room: room.expect("members > 0"),
             hub,
             members: conns,
-            batch: VecDeque::new(),
-        };
-        fan_out.drain();
-        fan_out
+            sinks,
+        }
     }
 
     /// Publishes one message from the first member; returns its seq.
@@ -134,22 +143,97 @@ impl FanOut {
             .publish(&self.hub, &self.members[0], "member", text)
     }
 
-    /// Empties every member's queue, as their writers would. Returns frames taken.
+    /// The flusher round: delivers the room's pending events and writes every member's queue
+    /// to its socket. Returns the bytes written.
+    pub fn round(&self) -> u64 {
+        relay::flush::round(&self.hub)
+    }
+
+    /// Reads everything the sockets hold, as the clients would, and finishes any queue whose
+    /// socket would block, as its connection task would. Returns the bytes read.
     pub fn drain(&mut self) -> usize {
-        drain_all(&self.members, &mut self.batch)
+        let read = self.sinks.drain();
+        for (i, member) in self.members.iter().enumerate() {
+            while !member.outbox.is_drained() {
+                let socket = &self.sinks.near[i % self.sinks.near.len()];
+                self.sinks
+                    .rt
+                    .block_on(socket.writable())
+                    .expect("loopback socket");
+                let _ = member.outbox.write_now();
+                self.sinks.drain();
+            }
+        }
+        read
     }
 }
 
-fn drain_all(members: &[Arc<Conn>], batch: &mut VecDeque<Bytes>) -> usize {
-    let mut taken = 0;
+/// Delivers the pending events and drops what they queued (set-up, before sockets).
+fn discard_round(hub: &Hub, members: &[Arc<Conn>]) {
+    relay::flush::round(hub);
     for member in members {
-        let _ = member.outbox.take(batch);
-        taken += batch.len();
-        let bytes: usize = batch.iter().map(Bytes::len).sum();
-        member.outbox.release(bytes);
-        batch.clear();
+        member.outbox.discard();
     }
-    taken
+}
+
+/// Loopback socket pairs: the relay's ends (registered with a runtime, written by outboxes)
+/// and the far ends this process drains.
+struct Sinks {
+    rt: tokio::runtime::Runtime,
+    near: Vec<Arc<TcpStream>>,
+    far: Vec<std::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl Sinks {
+    fn new(count: usize) -> Self {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("a runtime");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("loopback");
+        let addr = listener.local_addr().expect("bound");
+        let mut near = Vec::with_capacity(count);
+        let mut far = Vec::with_capacity(count);
+        let _guard = rt.enter();
+        for _ in 0..count {
+            let client = std::net::TcpStream::connect(addr).expect("connect");
+            let (server_side, _) = listener.accept().expect("accept");
+            server_side.set_nonblocking(true).expect("non-blocking");
+            server_side.set_nodelay(true).expect("nodelay");
+            client.set_nonblocking(true).expect("non-blocking");
+            near.push(Arc::new(
+                TcpStream::from_std(server_side).expect("registered"),
+            ));
+            far.push(client);
+        }
+        // tokio answers `try_write` from cached readiness: let the reactor see each socket
+        // writable once, as a served connection's would be.
+        rt.block_on(async {
+            for socket in &near {
+                socket.writable().await.expect("loopback socket");
+            }
+        });
+        Self {
+            rt,
+            near,
+            far,
+            buf: vec![0; 1 << 16],
+        }
+    }
+
+    fn drain(&mut self) -> usize {
+        let mut total = 0;
+        for socket in &mut self.far {
+            while let Ok(n) = socket.read(&mut self.buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+        }
+        total
+    }
 }
 
 /// Relay defaults with the limits a benchmark must not trip: no slow-consumer cap in the

@@ -1,14 +1,15 @@
-//! One upgraded WebSocket connection's task: reads, dispatches, closes, and writes what no
-//! flusher writes.
+//! One upgraded WebSocket connection's task, plain TCP or TLS: reads, dispatches, closes, and
+//! writes what no flusher writes.
 //!
 //! One task per connection, no second writer task: it waits on the socket being readable,
 //! on its outbox asking it to act (a close, a write that would block), and (only while
 //! blocked) on the socket being writable. Reads go into a per-thread scratch buffer, so an
-//! idle connection holds no read buffer at all.
+//! idle connection holds no read buffer of its own. What differs between the transports is
+//! in [`crate::wire`], reached through the outbox.
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::io::{self, Read};
+use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::pin::Pin;
@@ -18,20 +19,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::Interest;
+use rustls::ServerConnection;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tracing::debug;
 
 use crate::admission::Held;
-
 use crate::auth::Identity;
 use crate::conn::Conn;
 use crate::hub::Hub;
 use crate::metrics::Ending;
 use crate::outbox::{CloseRequest, Wrote};
 use crate::session::Session;
-use crate::writer::Writer;
 use crate::ws::reader::{FrameReader, Message};
 use crate::ws::Frame;
 
@@ -96,14 +95,6 @@ impl Closing {
             })
         });
     }
-
-    /// Resolves when the close grace period is over (never before our close frame).
-    pub(crate) async fn deadline(&mut self) {
-        match &mut self.sent_frame {
-            Some(sent) => sent.deadline.as_mut().await,
-            None => std::future::pending().await,
-        }
-    }
 }
 
 enum ReadOutcome {
@@ -111,8 +102,8 @@ enum ReadOutcome {
     Eof,
 }
 
-/// What both connection drivers (plain TCP here, TLS in `tls_connection`) keep besides the
-/// stream: set up by [`Link::open`], ended by [`Link::finish`].
+/// What the driver keeps besides the stream: set up by [`Link::open`], ended by
+/// [`Link::finish`].
 pub(crate) struct Link {
     pub(crate) session: Session,
     pub(crate) reader: FrameReader,
@@ -121,12 +112,11 @@ pub(crate) struct Link {
 
 impl Link {
     /// Registers the connection and handles what the HTTP layer read past the upgrade.
-    /// `label` names the transport in the log ("connection", "TLS connection").
     pub(crate) fn open(
         hub: &Arc<Hub>,
         peer: SocketAddr,
         identity: Option<Identity>,
-        leftover: Bytes,
+        leftover: &[u8],
         label: &str,
     ) -> Self {
         let conn = hub.register_as(peer, identity);
@@ -143,9 +133,6 @@ impl Link {
             let mut early = leftover.to_vec();
             link.input(&mut early);
         }
-        // `leftover` is a slice of hyper's whole read buffer (8 KiB or more): it is dropped
-        // here, not held for the life of the connection, which would pin that buffer per
-        // idle client.
         link
     }
 
@@ -201,7 +188,8 @@ impl Link {
     }
 }
 
-/// One plain-TCP connection, as a hand-written future spawned as its own task.
+/// One connection (plain TCP, or TLS over the raw socket), as a hand-written future spawned
+/// as its own task.
 ///
 /// Hand-written rather than an `async fn` with `select!`: it polls readiness through
 /// `poll_read_ready`/`poll_write_ready` and keeps no stored sub-futures, so an idle
@@ -211,8 +199,8 @@ impl Link {
 /// (`a_connection_task_fits_a_256_byte_cell` checks it).
 ///
 /// Writes are normally a flusher's job ([`crate::flush`]); the task writes only what no
-/// flusher will: the close frame, early replies, and the rest of a queue after the socket
-/// would block.
+/// flusher will: the close frame (and TLS's close_notify), early replies, and the rest of a
+/// queue after the socket would block.
 pub struct Driver {
     stream: Arc<TcpStream>,
     link: Option<Link>,
@@ -220,19 +208,31 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// Registers the connection and handles what the HTTP layer read past the upgrade
-    /// (`leftover`); spawn the result.
+    /// Registers the connection and handles what the HTTP layer (and rustls, for `tls`) read
+    /// past the upgrade (`leftover`); spawn the result.
+    ///
+    /// `leftover` is a slice of hyper's whole read buffer (8 KiB or more): it is dropped here,
+    /// not held for the life of the connection, which would pin that buffer per idle client.
     pub(crate) fn new(
         hub: &Arc<Hub>,
         stream: TcpStream,
+        tls: Option<ServerConnection>,
         leftover: Bytes,
         peer: SocketAddr,
         identity: Option<Identity>,
         held: Arc<Held>,
     ) -> Self {
-        let link = Link::open(hub, peer, identity, leftover, "connection");
+        let label = if tls.is_some() {
+            "TLS connection"
+        } else {
+            "connection"
+        };
         let stream = Arc::new(stream);
-        link.conn().outbox.attach(stream.clone());
+        let link = Link::open(hub, peer, identity, &leftover, label);
+        match tls {
+            Some(tls) => link.conn().outbox.attach_tls(stream.clone(), tls),
+            None => link.conn().outbox.attach(stream.clone()),
+        }
         Self {
             stream,
             link: Some(link),
@@ -250,7 +250,7 @@ impl Driver {
                 return Some("write error");
             }
             if let Some(request) = work.close {
-                start_close_queued(link, request);
+                start_close(link, request);
             }
             // Our own queue backed up (a client that sends faster than it reads its
             // replies, a ping flood): write it ourselves and stop reading until it drains,
@@ -284,6 +284,10 @@ impl Driver {
                 && !link.closing.finished_writing
                 && link.conn().outbox.is_drained()
             {
+                if link.conn().outbox.finish_wire() {
+                    // close_notify goes out before the FIN, like any queued bytes.
+                    continue;
+                }
                 link.closing.finished_writing = true;
                 // FIN after the close frame: the client sees the close, then end of stream.
                 let _ = socket2::SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write);
@@ -353,10 +357,15 @@ impl Future for Driver {
                 Poll::Pending
             }
             Some(end) => {
+                let label = if link.conn().outbox.is_tls() {
+                    "TLS connection"
+                } else {
+                    "connection"
+                };
                 // No flusher may write once the socket is gone.
                 link.conn().outbox.detach();
                 let peer = link.conn().peer;
-                link.finish(peer, end, "connection");
+                link.finish(peer, end, label);
                 Poll::Ready(())
             }
         }
@@ -367,41 +376,28 @@ impl Future for Driver {
 fn read(stream: &TcpStream, link: &mut Link) -> io::Result<ReadOutcome> {
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
-        let mut got = 0;
-        let result = stream.try_io(Interest::READABLE, || {
-            let n = (&*socket2::SockRef::from(stream)).read(&mut scratch[..])?;
-            got = n;
-            // A short read emptied the socket: report it as "would block" so tokio clears
-            // the readiness now instead of after one more `recv` that finds nothing (what
-            // tokio's own `poll_read` does; a byte that arrives meanwhile raises a new
-            // edge-triggered event, so nothing is missed).
-            if n > 0 && n < scratch.len() {
-                Err(io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(n)
-            }
-        });
-        let n = match result {
-            Ok(0) => return Ok(ReadOutcome::Eof),
-            Ok(n) => n,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => got,
-            Err(err) => return Err(err),
-        };
-        if n > 0 {
+        // The outbox's lock is released before the input is processed: what the session
+        // pushes in reply takes it again (a std Mutex is not reentrant).
+        let input = link.conn().outbox.read(stream, &mut scratch[..])?;
+        if input.got > 0 {
             // Per read call (a burst of frames), not per frame.
             link.hub()
                 .stats
                 .bytes_in
-                .fetch_add(n as u64, Ordering::Relaxed);
-            link.input(&mut scratch[..n]);
+                .fetch_add(input.got as u64, Ordering::Relaxed);
+            link.input(&mut scratch[..input.got]);
+        }
+        // A close frame right before the end of the stream is answered, not cut off.
+        if input.eof && !link.closing.received {
+            return Ok(ReadOutcome::Eof);
         }
         Ok(ReadOutcome::Open)
     })
 }
 
-/// Starts the close handshake on the plain path: the close frame goes into the outbox
-/// behind what is queued (or instead of it, for `discard`), and the task writes it.
-fn start_close_queued(link: &mut Link, request: CloseRequest) {
+/// Starts the close handshake: the close frame goes into the outbox behind what is queued
+/// (or instead of it, for `discard`), and the task writes it.
+fn start_close(link: &mut Link, request: CloseRequest) {
     let outbox = &link.conn().outbox;
     if request.discard {
         let dropped = outbox.discard();
@@ -412,26 +408,6 @@ fn start_close_queued(link: &mut Link, request: CloseRequest) {
     }
     outbox.push_own(Frame::close(request.code, request.reason).bytes().clone());
     link.closing.begin(request);
-}
-
-pub(crate) fn start_close(
-    writer: &mut Writer,
-    closing: &mut Closing,
-    conn: &Conn,
-    hub: &Hub,
-    request: CloseRequest,
-) {
-    if request.discard {
-        let dropped = writer.discard(&conn.outbox);
-        hub.stats
-            .frames_discarded
-            .fetch_add(dropped as u64, Ordering::Relaxed);
-    }
-    writer.push(
-        Frame::close(request.code, request.reason).bytes().clone(),
-        &conn.outbox,
-    );
-    closing.begin(request);
 }
 
 pub(crate) fn on_input(

@@ -22,7 +22,6 @@ use crate::hub::Hub;
 use crate::metrics::Rejection;
 use crate::security::Refused;
 use crate::server::{Linger, Node};
-use crate::tls_connection;
 
 pub type Body = Full<Bytes>;
 
@@ -333,6 +332,7 @@ fn upgrade(
                 tokio::spawn(connection::Driver::new(
                     &hub,
                     stream,
+                    None,
                     parts.read_buf,
                     peer,
                     identity,
@@ -344,8 +344,19 @@ fn upgrade(
                     let Some(stream) = parts.io.into_inner().into_inner() else {
                         return;
                     };
-                    tls_connection::drive(hub, stream, parts.read_buf, peer, identity).await;
-                    drop(held);
+                    // The same driver, over the raw socket with the TLS session beside it.
+                    let (stream, mut tls) = stream.into_inner();
+                    let mut leftover = parts.read_buf.to_vec();
+                    crate::wire::take_plaintext(&mut tls, &mut leftover);
+                    tokio::spawn(connection::Driver::new(
+                        &hub,
+                        stream,
+                        Some(tls),
+                        Bytes::from(leftover),
+                        peer,
+                        identity,
+                        held,
+                    ));
                 }
                 Err(_) => error!(peer = %peer, "upgraded connection is neither TCP nor TLS"),
             },

@@ -93,9 +93,6 @@ pub struct Hub {
     /// One flush list per worker thread; connection `id` uses list `id % len`. Each has a
     /// flusher task ([`crate::flush::run`]) while the relay serves.
     pub(crate) flush_lists: Box<[FlushList]>,
-    /// Flusher tasks are running (the relay serves): rooms batch their fan-out per round.
-    /// Without them (a hub driven directly, as the benchmarks do) fan-out is immediate.
-    flushing: AtomicBool,
     /// Every room's history counts against this (`--history-total-bytes`).
     history: Arc<HistoryBudget>,
     /// Per-address budgets (messages, commands, rooms created).
@@ -160,7 +157,6 @@ impl Hub {
             next_room: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             ping: Frame::new(OpCode::Ping, b""),
-            flushing: AtomicBool::new(false),
             flush_lists: (0..flush_list_count(config))
                 .map(|_| FlushList::default())
                 .collect(),
@@ -476,16 +472,6 @@ impl Hub {
         if let Some(list) = self.flush_lists.get(slot) {
             list.enlist_room(room.clone());
         }
-    }
-
-    /// Whether flusher tasks run (see [`Hub::set_flushing`]).
-    pub fn is_flushing(&self) -> bool {
-        self.flushing.load(Ordering::Relaxed)
-    }
-
-    /// Set by the server around the life of its flusher tasks.
-    pub fn set_flushing(&self, on: bool) {
-        self.flushing.store(on, Ordering::Relaxed);
     }
 
     /// How many flush lists (and flusher tasks) there are.

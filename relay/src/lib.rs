@@ -6,7 +6,8 @@
 //!   [`run`] is the entry point tests use on port 0.
 //! - [`http`]: routes (`/healthz`, `/readyz`, `/metrics`, the embedded page, the upgrade on
 //!   `/ws`); [`admin`]: the admin API (`docs/ADMIN.md`).
-//! - [`connection`]: one task per WebSocket: reads, dispatches, writes, closes.
+//! - [`connection`]: one task per WebSocket, plain TCP or TLS alike: reads, dispatches,
+//!   writes, closes.
 //! - [`ws`]: RFC 6455 framing: client frames in (`ws::reader`), shared server frames out.
 //! - [`protocol`]: the JSON protocol: command decoding, event encoding, error/close codes.
 //! - [`session`]: a connection's rooms and username; turns each command into one call on
@@ -19,12 +20,14 @@
 //! - [`history`]: a room's kept messages, bounded by count and bytes, and the node's history
 //!   budget; [`per_ip`]: what one source address may do across its connections (messages,
 //!   commands, rooms created). Every budget is listed in `docs/SECURITY.md`.
-//! - [`outbox`]: a connection's outbound queue with the slow-consumer cap, and (plain TCP)
-//!   the vectored writes to its socket.
+//! - [`outbox`]: a connection's outbound queue with the slow-consumer cap, and the socket and
+//!   transport its writes go through.
+//! - [`wire`]: where plain TCP and TLS differ, once: one `writev` of queued frames, or frames
+//!   fed to rustls and its records written; reads straight into the scratch buffer, or
+//!   through rustls.
 //! - [`flush`]: flush lists (one per worker thread; a room goes by its address and a
 //!   connection by its id, not by the worker that enlisted it) and their flusher tasks, which deliver each enlisted
 //!   room's pending events and write every connection that got frames this scheduler round.
-//! - [`writer`]: the TLS connection's batch of frames, written with vectored writes.
 //! - [`readiness`]: why the node is not ready, if it is not (`/readyz`).
 //! - [`cluster`]: cluster mode (`--redis-url`): the Redis backplane that makes many nodes one
 //!   chat (cluster-wide seq, history and presence); absent on a single node.
@@ -34,12 +37,13 @@
 //! - Security: [`admission`] (connection limits at accept, or at the first request behind a
 //!   trusted proxy), [`forwarded`] (client addresses behind `--trusted-proxy`), [`security`]
 //!   (Origin and token at the upgrade, with [`auth`]), [`ratelimit`] (token buckets), [`tls`]
-//!   (rustls) and [`tls_connection`] (the connection task over TLS). docs/SECURITY.md has
-//!   every budget.
+//!   (rustls: the acceptor; the session after the upgrade is a [`wire`]). docs/SECURITY.md
+//!   has every budget.
 //!
 //! # One chat message, from socket to sockets
 //! 1. The sender's [`connection`] task wakes on readable and reads into its worker thread's
-//!    scratch buffer (no per-connection buffer while idle).
+//!    scratch buffer (no per-connection buffer while idle); over TLS, [`wire`] decrypts the
+//!    ciphertext into it.
 //! 2. [`ws::reader`] unmasks the frame in place, reassembles fragments under the size cap and
 //!    checks UTF-8.
 //! 3. [`protocol::decode`] parses `{"type":"message",...}` into borrowed strings.
@@ -56,7 +60,8 @@
 //!    [`outbox`] (a reference-count bump each); several are copied once into one buffer (one
 //!    copy per room per round, never per member) and each member gets a slice of it. An
 //!    outbox that was idle enlists its connection on a list too (chosen by connection id),
-//!    and that list's flusher writes each enlisted queue with one `writev`; only a socket
+//!    and that list's flusher writes each enlisted queue with one `writev` (TLS: through
+//!    rustls, `wire::Wire`); only a socket
 //!    that would block wakes its connection task, which then waits for writability and
 //!    writes the rest.
 
@@ -91,8 +96,7 @@ pub mod shutdown;
 pub mod stats;
 pub mod telemetry;
 pub mod tls;
-pub mod tls_connection;
-pub mod writer;
+pub mod wire;
 pub mod ws;
 
 pub use config::Config;

@@ -1,29 +1,29 @@
-//! A connection's outbound queue and, on plain TCP, the write side of its socket.
+//! A connection's outbound queue and the write side of its socket.
 //!
-//! Publishers push reference-counted frames. With a socket attached (plain TCP), the first push
-//! into an idle queue returns [`Push::Enlist`]: the caller puts the connection on its worker's
-//! flush list ([`crate::flush`]), whose flusher writes everything queued with one vectored write
-//! at the end of the scheduler round. The connection's task is not woken for that. It is woken
-//! only when it has to act: a close request, a write that would block (the task then owns
-//! writing until the queue drains, waiting for the socket to become writable), a failed write.
-//! Without a socket (TLS, whose bytes pass through rustls) a push into an empty queue wakes the
-//! task, which [`Outbox::take`]s the frames and writes them itself.
+//! Publishers push reference-counted frames. With a socket attached, the first push into an
+//! idle queue returns [`Push::Enlist`]: the caller puts the connection on a flush list
+//! ([`crate::flush`]), whose flusher writes everything queued at the end of the scheduler
+//! round ([`crate::wire`]: one `writev` on plain TCP, records out of rustls on TLS). The
+//! connection's task is not woken for that. It is woken only when it has to act: a close
+//! request, a write that would block (the task then owns writing until the queue drains,
+//! waiting for the socket to become writable), a failed write.
 //!
-//! The byte count covers every frame not yet written, so the slow-consumer cap bounds all
-//! memory a client can pin.
+//! The byte count covers every frame not yet written, including plaintext rustls holds until
+//! its records are out, so the slow-consumer cap bounds all memory a client can pin.
 
 use std::collections::VecDeque;
-use std::future::Future;
-use std::io::{self, IoSlice};
+use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Poll, Waker};
+use std::task::Waker;
 
 use bytes::Bytes;
+use rustls::ServerConnection;
 use tokio::net::TcpStream;
 
 use crate::protocol::CloseCode;
-use crate::writer::{consume, gather, KEEP_SLOTS, MAX_SLICES};
+pub use crate::wire::Wrote;
+use crate::wire::{Input, Wire};
 
 /// How much a frame matters when the queue is under pressure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,28 +77,17 @@ pub struct TaskWork {
     pub failed: bool,
 }
 
-/// How a write attempt ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wrote {
-    /// Everything queued is written.
-    Drained,
-    /// The socket would block; the connection's task now owns writing.
-    Blocked,
-    /// The socket failed (reset, broken pipe) or no socket is attached.
-    Failed,
-}
-
 #[derive(Debug, Default)]
 struct Queue {
     frames: VecDeque<Bytes>,
     /// Bytes of `frames[0]` already written.
     offset: usize,
-    /// The socket a flusher writes to (plain TCP); `None` before the upgrade and with TLS.
+    /// The socket a flusher writes to; `None` before the upgrade and after the task ends.
     socket: Option<Arc<TcpStream>>,
+    /// Plain or TLS: here, under the lock, because flushers write through it too.
+    wire: Wire,
     /// The connection's task, woken when it must act.
     task: Option<Waker>,
-    /// The task has work (see [`TaskWork`]) it has not yet picked up.
-    signalled: bool,
     /// On a flush list: later pushes need not enlist the connection again.
     enlisted: bool,
     /// The socket would block: the task waits for writability and writes until the queue
@@ -112,47 +101,36 @@ struct Queue {
 }
 
 impl Queue {
-    fn signal(&mut self) {
-        self.signalled = true;
+    fn signal(&self) {
         if let Some(task) = &self.task {
             task.wake_by_ref();
         }
     }
 
+    /// Frames, or TLS records, not yet written.
+    fn has_output(&self) -> bool {
+        !self.frames.is_empty() || self.wire.has_output()
+    }
+
     /// Writes queued frames until the queue drains or the socket would block. Returns the
     /// outcome and the bytes written.
+    ///
+    /// The ring stays when drained, however large the burst made it: the next round's pushes
+    /// reuse it instead of growing a new one by doubling (in a 10,000-member room that
+    /// regrowth, and the kernel zeroing fresh pages for it, cost a third of the CPU).
+    /// Housekeeping frees it once the connection has been quiet for a tick ([`Outbox::trim`]).
     fn write(&mut self, queued: &AtomicUsize) -> (Wrote, u64) {
         let Queue {
             frames,
             offset,
             socket,
+            wire,
             ..
         } = self;
-        let Some(socket) = socket else {
-            return (Wrote::Failed, 0);
-        };
-        let mut total = 0u64;
-        while !frames.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            let count = gather(frames, *offset, &mut slices);
-            match socket.try_write_vectored(&slices[..count]) {
-                Ok(0) => return (Wrote::Failed, total),
-                Ok(written) => {
-                    queued.fetch_sub(written, Ordering::Relaxed);
-                    total += written as u64;
-                    consume(frames, offset, written);
-                }
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    return (Wrote::Blocked, total)
-                }
-                Err(_) => return (Wrote::Failed, total),
-            }
+        match socket {
+            Some(socket) => wire.write(socket, frames, offset, queued),
+            None => (Wrote::Failed, 0),
         }
-        // The ring stays, however large the burst made it: the next round's pushes reuse it
-        // instead of growing a new one by doubling (in a 10,000-member room that regrowth, and
-        // the kernel zeroing fresh pages for it, cost a third of the CPU). Housekeeping frees
-        // it once the connection has been quiet for a tick ([`Outbox::trim`]).
-        (Wrote::Drained, total)
     }
 }
 
@@ -215,6 +193,7 @@ impl Outbox {
                 return Push::Enlist;
             }
         } else if was_empty {
+            // Not attached yet: the task writes it once it is.
             queue.signal();
         }
         Push::Queued
@@ -237,17 +216,39 @@ impl Outbox {
         self.lock().closing
     }
 
-    /// Hands the socket to the outbox: from now on flushers write it (plain TCP).
+    /// Hands a plain-TCP socket to the outbox: from now on flushers write it.
     pub fn attach(&self, socket: Arc<TcpStream>) {
-        let mut queue = self.lock();
-        queue.socket = Some(socket);
+        self.lock().socket = Some(socket);
     }
 
-    /// Takes the socket back before the connection's task drops it, so no flusher writes to a
-    /// closed descriptor (a flusher writes only while holding the lock).
+    /// Hands a socket and the TLS session over it to the outbox.
+    pub(crate) fn attach_tls(&self, socket: Arc<TcpStream>, tls: ServerConnection) {
+        let mut queue = self.lock();
+        queue.socket = Some(socket);
+        queue.wire = Wire::tls(tls);
+    }
+
+    /// Takes the socket (and the TLS session) back before the connection's task drops it, so
+    /// no flusher writes to a closed descriptor (a flusher writes only while holding the lock).
     pub fn detach(&self) {
-        let socket = self.lock().socket.take();
-        drop(socket);
+        let mut queue = self.lock();
+        let socket = queue.socket.take();
+        let wire = std::mem::take(&mut queue.wire);
+        drop(queue);
+        drop((socket, wire));
+    }
+
+    /// Whether the connection is TLS (for its log lines).
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self.lock().wire, Wire::Tls(_))
+    }
+
+    /// Reads what `socket` has into `out`, through the TLS session if there is one.
+    ///
+    /// The lock is held only for the read: the caller processes `out` after this returns,
+    /// and what that processing pushes takes the lock again.
+    pub(crate) fn read(&self, socket: &TcpStream, out: &mut [u8]) -> io::Result<Input> {
+        self.lock().wire.read(socket, out)
     }
 
     /// For the connection's task: registers its waker and returns what it must do.
@@ -257,28 +258,13 @@ impl Outbox {
             Some(task) if task.will_wake(waker) => {}
             _ => queue.task = Some(waker.clone()),
         }
-        queue.signalled = false;
         TaskWork {
             close: queue.request.take(),
-            write: queue.task_writes || (!queue.enlisted && !queue.frames.is_empty()),
+            // Besides what no flusher was told about: TLS records a read produced (alerts,
+            // key updates).
+            write: queue.task_writes || (!queue.enlisted && queue.has_output()),
             failed: queue.failed,
         }
-    }
-
-    /// Resolves when the task has work (TLS: frames to take, or a close request). Cancel-safe:
-    /// a signal that arrives while nobody waits is kept for the next call.
-    pub fn signalled(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            let mut queue = self.lock();
-            if std::mem::take(&mut queue.signalled) {
-                return Poll::Ready(());
-            }
-            match &queue.task {
-                Some(task) if task.will_wake(cx.waker()) => {}
-                _ => queue.task = Some(cx.waker().clone()),
-            }
-            Poll::Pending
-        })
     }
 
     /// A flusher's write: everything queued, unless the task owns writing. Returns the bytes
@@ -286,7 +272,7 @@ impl Outbox {
     pub fn flush(&self) -> u64 {
         let mut queue = self.lock();
         queue.enlisted = false;
-        if queue.task_writes || queue.failed || queue.frames.is_empty() {
+        if queue.task_writes || queue.failed || !queue.has_output() {
             return 0;
         }
         let (wrote, bytes) = queue.write(&self.queued);
@@ -318,7 +304,13 @@ impl Outbox {
 
     /// Nothing left to write (the close frame included).
     pub fn is_drained(&self) -> bool {
-        self.lock().frames.is_empty()
+        !self.lock().has_output()
+    }
+
+    /// Queues what the transport sends before the FIN (TLS: close_notify); whether it queued
+    /// anything, which must be written first.
+    pub(crate) fn finish_wire(&self) -> bool {
+        self.lock().wire.finish()
     }
 
     /// Drops unsent frames, except one already partly written: cutting a frame in half would
@@ -354,34 +346,17 @@ impl Outbox {
         }
     }
 
-    /// Moves every queued frame into the task's `batch` (the TLS path); returns a close
-    /// request once.
-    pub fn take(&self, batch: &mut VecDeque<Bytes>) -> Option<CloseRequest> {
+    /// Takes every queued frame (unit tests, which attach no socket).
+    #[cfg(test)]
+    pub(crate) fn take_all(&self) -> VecDeque<Bytes> {
         let mut queue = self.lock();
-        if batch.is_empty() {
-            std::mem::swap(&mut queue.frames, batch);
-        } else {
-            batch.extend(queue.frames.drain(..));
-        }
-        // What stays behind is empty: keep a small ring (pushing into it must not allocate),
-        // drop a large one (it would sit idle in every quiet connection).
-        if queue.frames.capacity() > KEEP_SLOTS {
-            queue.frames = VecDeque::new();
-        }
-        queue.request.take()
+        let frames = std::mem::take(&mut queue.frames);
+        let bytes: usize = frames.iter().map(Bytes::len).sum();
+        self.queued.fetch_sub(bytes, Ordering::Relaxed);
+        frames
     }
 
-    /// Counts a frame the writer adds by itself (the close frame on the TLS path).
-    pub fn adopt(&self, len: usize) {
-        self.queued.fetch_add(len, Ordering::Relaxed);
-    }
-
-    /// The writer sent or discarded `len` bytes (the TLS path).
-    pub fn release(&self, len: usize) {
-        self.queued.fetch_sub(len, Ordering::Relaxed);
-    }
-
-    /// Bytes queued or in the writer's hands, not yet written.
+    /// Bytes queued or in rustls' hands, not yet written.
     pub fn queued_bytes(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
@@ -403,12 +378,14 @@ mod tests {
         );
         assert_eq!(outbox.push(&frame, Priority::Normal, 1000), Push::Overflow);
         assert_eq!(outbox.push(&frame, Priority::Normal, 1000), Push::Closed);
-        let mut batch = VecDeque::new();
-        let request = outbox.take(&mut batch).expect("close requested");
+        let request = outbox
+            .poll_task(Waker::noop())
+            .close
+            .expect("close requested");
         assert_eq!(request.code, 4008);
-        assert_eq!(batch.len(), 2);
+        assert_eq!(outbox.take_all().len(), 2);
         assert_eq!(
-            outbox.take(&mut batch),
+            outbox.poll_task(Waker::noop()).close,
             None,
             "a request is handed over once"
         );

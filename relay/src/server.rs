@@ -112,7 +112,6 @@ impl Relay {
         let hub = &self.node.hub;
         let token_leeway = self.node.security.verifier.as_ref().map(|v| v.leeway_secs);
         let housekeeping = tokio::spawn(hub.clone().housekeeping(token_leeway, stop_rx.clone()));
-        hub.set_flushing(true);
         let flushers: Vec<_> = (0..hub.flush_list_count())
             .map(|slot| tokio::spawn(crate::flush::run(hub.clone(), slot)))
             .collect();
@@ -189,7 +188,6 @@ impl Relay {
             ),
         }
         housekeeping.abort();
-        hub.set_flushing(false);
         for flusher in flushers {
             flusher.abort();
         }

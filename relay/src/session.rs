@@ -7,7 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Context;
 
 use tokio::time::Sleep;
 
@@ -109,11 +109,6 @@ impl Session {
         }
     }
 
-    /// Whether the connection is paused for its frame budget.
-    pub(crate) fn is_paused(&self) -> bool {
-        self.budget.as_ref().is_some_and(|b| b.paused.is_some())
-    }
-
     /// Polls the frame-budget pause: true while the connection must not be read.
     pub(crate) fn poll_paused(&mut self, cx: &mut Context<'_>) -> bool {
         let Some(pause) = self.budget.as_mut().and_then(|b| b.paused.as_mut()) else {
@@ -126,18 +121,6 @@ impl Session {
             budget.paused = None;
         }
         false
-    }
-
-    /// Resolves when the frame-budget pause is over (never while there is none).
-    pub(crate) async fn pause_over(&mut self) {
-        std::future::poll_fn(|cx| {
-            if self.is_paused() && !self.poll_paused(cx) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await;
     }
 
     /// Charges one command to the rate limits; false when it must not be carried out (the

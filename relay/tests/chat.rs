@@ -10,11 +10,17 @@ mod support;
 use std::collections::HashSet;
 
 use serde_json::{json, Value};
+use support::tls::Transport;
 use support::TestRelay;
 
-#[tokio::test]
-async fn a_message_reaches_every_member_including_the_sender() {
-    let relay = TestRelay::start().await;
+crate::over_both_transports! {
+    a_message_reaches_every_member_including_the_sender,
+    concurrent_senders_see_one_order_per_room,
+    typing_reaches_others_but_never_the_typist,
+}
+
+async fn a_message_reaches_every_member_including_the_sender(transport: Transport) {
+    let relay = TestRelay::over(transport, |_| {}).await;
     let (mut alice, joined) = relay.joined("general", "alice").await;
     assert_eq!(joined["room"], "general");
     assert_eq!(joined["seq"], 0);
@@ -47,11 +53,10 @@ async fn a_message_reaches_every_member_including_the_sender() {
     assert_eq!(bob.recv_type("message").await["username"], "bob");
 }
 
-#[tokio::test]
-async fn concurrent_senders_see_one_order_per_room() {
+async fn concurrent_senders_see_one_order_per_room(transport: Transport) {
     const CLIENTS: usize = 4;
     const EACH: usize = 50;
-    let relay = TestRelay::start().await;
+    let relay = TestRelay::over(transport, |_| {}).await;
     let mut clients = Vec::new();
     for i in 0..CLIENTS {
         let (client, _) = relay.joined("race", &format!("u{i}")).await;
@@ -228,9 +233,8 @@ async fn presence_events_and_the_users_cutoff() {
     bob.expect_error("not_joined").await;
 }
 
-#[tokio::test]
-async fn typing_reaches_others_but_never_the_typist() {
-    let relay = TestRelay::start().await;
+async fn typing_reaches_others_but_never_the_typist(transport: Transport) {
+    let relay = TestRelay::over(transport, |_| {}).await;
     let (mut alice, _) = relay.joined("t", "alice").await;
     let (mut bob, _) = relay.joined("t", "bob").await;
     alice.recv_type("user_joined").await;

@@ -10,8 +10,18 @@ mod support;
 
 use serde_json::json;
 use support::raw::{self, RawClient};
+use support::tls::Transport;
 use support::TestRelay;
 use tokio_tungstenite::tungstenite::Message;
+
+crate::over_both_transports! {
+    a_message_over_the_payload_limit_closes_with_1009,
+    a_fragmented_message_over_the_limit_closes_with_1009,
+    a_fragmented_message_under_the_limit_is_reassembled,
+    invalid_utf8_closes_with_1007,
+    unmasked_frames_close_with_1002,
+    a_client_close_is_answered_with_the_same_code,
+}
 
 #[tokio::test]
 async fn every_error_code_and_the_connection_stays_open() {
@@ -156,20 +166,18 @@ async fn name_length_is_counted_after_normalization() {
     c.expect_error("invalid_room").await;
 }
 
-#[tokio::test]
-async fn a_message_over_the_payload_limit_closes_with_1009() {
-    let relay = TestRelay::start().await;
-    let mut client = RawClient::connect(relay.addr, None).await;
+async fn a_message_over_the_payload_limit_closes_with_1009(transport: Transport) {
+    let relay = TestRelay::over(transport, |_| {}).await;
+    let mut client = RawClient::over(&relay, None).await;
     client
         .send_frame(true, raw::TEXT, &vec![b'a'; 70 * 1024])
         .await;
     assert_eq!(client.read_until_close().await, (Some(1009), 0));
 }
 
-#[tokio::test]
-async fn a_fragmented_message_over_the_limit_closes_with_1009() {
-    let relay = TestRelay::start().await;
-    let mut client = RawClient::connect(relay.addr, None).await;
+async fn a_fragmented_message_over_the_limit_closes_with_1009(transport: Transport) {
+    let relay = TestRelay::over(transport, |_| {}).await;
+    let mut client = RawClient::over(&relay, None).await;
     // 20 fragments of 4 KiB: each passes a per-frame check, together they are 80 KiB.
     client.send_frame(false, raw::TEXT, &[b'a'; 4096]).await;
     for _ in 0..18 {
@@ -183,10 +191,9 @@ async fn a_fragmented_message_over_the_limit_closes_with_1009() {
     assert_eq!(client.read_until_close().await, (Some(1009), 0));
 }
 
-#[tokio::test]
-async fn a_fragmented_message_under_the_limit_is_reassembled() {
-    let relay = TestRelay::start().await;
-    let mut client = RawClient::connect(relay.addr, None).await;
+async fn a_fragmented_message_under_the_limit_is_reassembled(transport: Transport) {
+    let relay = TestRelay::over(transport, |_| {}).await;
+    let mut client = RawClient::over(&relay, None).await;
     let join = br#"{"type":"join","room":"frag","username":"alice"}"#;
     for (i, piece) in join.chunks(7).enumerate() {
         let opcode = if i == 0 { raw::TEXT } else { raw::CONTINUATION };
@@ -212,20 +219,18 @@ async fn a_fragmented_message_under_the_limit_is_reassembled() {
     assert!(saw_pong);
 }
 
-#[tokio::test]
-async fn invalid_utf8_closes_with_1007() {
-    let relay = TestRelay::start().await;
-    let mut client = RawClient::connect(relay.addr, None).await;
+async fn invalid_utf8_closes_with_1007(transport: Transport) {
+    let relay = TestRelay::over(transport, |_| {}).await;
+    let mut client = RawClient::over(&relay, None).await;
     client
         .send_frame(true, raw::TEXT, &[b'{', 0xC3, 0x28, b'}'])
         .await;
     assert_eq!(client.read_until_close().await, (Some(1007), 0));
 }
 
-#[tokio::test]
-async fn unmasked_frames_close_with_1002() {
-    let relay = TestRelay::start().await;
-    let mut client = RawClient::connect(relay.addr, None).await;
+async fn unmasked_frames_close_with_1002(transport: Transport) {
+    let relay = TestRelay::over(transport, |_| {}).await;
+    let mut client = RawClient::over(&relay, None).await;
     client.send_raw(&[0x81, 0x02, b'{', b'}']).await;
     assert_eq!(client.read_until_close().await, (Some(1002), 0));
 }
@@ -246,10 +251,9 @@ async fn bad_input_on_one_connection_costs_the_others_nothing() {
     assert_eq!(relay.relay.stats().protocol_closes, 1);
 }
 
-#[tokio::test]
-async fn a_client_close_is_answered_with_the_same_code() {
-    let relay = TestRelay::start().await;
-    let mut client = RawClient::connect(relay.addr, None).await;
+async fn a_client_close_is_answered_with_the_same_code(transport: Transport) {
+    let relay = TestRelay::over(transport, |_| {}).await;
+    let mut client = RawClient::over(&relay, None).await;
     client
         .send_frame(true, raw::CLOSE, &[0x0F, 0xA0, b'b', b'y', b'e'])
         .await; // 4000

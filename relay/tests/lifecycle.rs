@@ -12,13 +12,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::raw::{self, RawClient};
+use support::tls::Transport;
 use support::TestRelay;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[tokio::test]
-async fn a_client_that_never_answers_pings_is_closed_with_4001() {
-    let relay = TestRelay::with(|c| c.ping_interval = Duration::from_millis(100)).await;
-    let mut silent = RawClient::connect(relay.addr, None).await;
+crate::over_both_transports! {
+    a_client_that_never_answers_pings_is_closed_with_4001,
+    a_client_that_pauses_reading_gets_everything_in_order_when_it_resumes,
+    a_client_that_stops_reading_is_closed_with_4008_and_nobody_else_waits,
+    shutdown_sends_1001_to_everyone_and_returns,
+}
+
+async fn a_client_that_never_answers_pings_is_closed_with_4001(transport: Transport) {
+    let relay = TestRelay::over(transport, |c| c.ping_interval = Duration::from_millis(100)).await;
+    let mut silent = RawClient::over(&relay, None).await;
     // A tungstenite client answers pings whenever it reads, so it keeps reading meanwhile
     // and must survive the same intervals.
     let (mut alive, _) = relay.joined("hb", "alive").await;
@@ -81,15 +88,16 @@ async fn a_connection_that_never_finishes_its_upgrade_is_dropped() {
     assert!(started.elapsed() >= Duration::from_millis(250));
 }
 
-#[tokio::test]
-async fn a_client_that_pauses_reading_gets_everything_in_order_when_it_resumes() {
+async fn a_client_that_pauses_reading_gets_everything_in_order_when_it_resumes(
+    transport: Transport,
+) {
     // 6 MB: more than the kernel's socket buffers hold on loopback (they grow to 4 MB), less
     // than this test's slow-consumer cap. The relay's writes to `paused` must block, so its
     // connection task takes over from the flusher and finishes the queue once it drains.
     const MESSAGES: u64 = 4000;
-    let relay = TestRelay::with(|c| c.max_outbound_bytes = 64 << 20).await;
+    let relay = TestRelay::over(transport, |c| c.max_outbound_bytes = 64 << 20).await;
     let (mut sender, _) = relay.joined("pause", "sender").await;
-    let mut paused = RawClient::connect(relay.addr, Some(4096)).await;
+    let mut paused = RawClient::over(&relay, Some(4096)).await;
     paused.send_join("pause", "paused").await;
     sender.recv_until("user_joined").await;
     let text = "y".repeat(1500);
@@ -173,14 +181,15 @@ async fn a_client_that_sends_without_reading_meets_backpressure_not_a_close() {
     assert_eq!(relay.relay.stats().slow_consumer_closes, 0);
 }
 
-#[tokio::test]
-async fn a_client_that_stops_reading_is_closed_with_4008_and_nobody_else_waits() {
+async fn a_client_that_stops_reading_is_closed_with_4008_and_nobody_else_waits(
+    transport: Transport,
+) {
     const CAP: usize = 64 * 1024;
-    let relay = TestRelay::with(|c| c.max_outbound_bytes = CAP).await;
+    let relay = TestRelay::over(transport, |c| c.max_outbound_bytes = CAP).await;
     let (mut sender, _) = relay.joined("busy", "sender").await;
     let (mut watcher, _) = relay.joined("busy", "watcher").await;
     // Joins and then never reads again; a small receive buffer fills up quickly.
-    let mut slow = RawClient::connect(relay.addr, Some(4096)).await;
+    let mut slow = RawClient::over(&relay, Some(4096)).await;
     slow.send_join("busy", "slow").await;
     sender.recv_until("user_joined").await;
     sender.recv_until("user_joined").await;
@@ -217,9 +226,8 @@ async fn a_client_that_stops_reading_is_closed_with_4008_and_nobody_else_waits()
     assert_eq!(watcher.recv_until("message").await["text"], "after");
 }
 
-#[tokio::test]
-async fn shutdown_sends_1001_to_everyone_and_returns() {
-    let relay = TestRelay::with(|c| c.shutdown_timeout = Duration::from_secs(5)).await;
+async fn shutdown_sends_1001_to_everyone_and_returns(transport: Transport) {
+    let relay = TestRelay::over(transport, |c| c.shutdown_timeout = Duration::from_secs(5)).await;
     let (mut a, _) = relay.joined("bye", "a").await;
     let (mut b, _) = relay.joined("bye", "b").await;
     let (mut c, _) = relay.joined("elsewhere", "c").await;

@@ -1,5 +1,6 @@
-//! wss:// and https:// served by the relay itself, with a CA and a leaf certificate made
-//! here (rustls refuses a self-signed CA used as the leaf).
+//! wss:// and https:// served by the relay itself, with the test PKI of `support::tls`. The
+//! connection behaviours (fan-out, closes, backpressure) run over TLS in their own files, one
+//! body for both transports.
 
 #![allow(
     clippy::unwrap_used,
@@ -9,94 +10,23 @@
 
 mod support;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use futures_util::{SinkExt, StreamExt};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
+use support::tls::{make_pki, tls_connect, Pki};
 use support::upgrade::{request_over, upgrade_over};
 use support::{TestRelay, EVENT_TIMEOUT};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-struct Pki {
-    dir: PathBuf,
-    ca_der: rustls::pki_types::CertificateDer<'static>,
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A CA, and a leaf for `localhost` signed by it, written as PEM files.
-fn make_pki(name: &str) -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "chatrelay test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-
-    let leaf_key = KeyPair::generate().unwrap();
-    let mut leaf_params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
-    leaf_params
-        .distinguished_name
-        .push(DnType::CommonName, "localhost");
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-
-    let dir = std::env::temp_dir().join(format!("chatrelay-tls-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // The chain file: the leaf, then the CA (as an operator's fullchain.pem would be).
-    std::fs::write(dir.join("cert.pem"), leaf.pem() + &ca_cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-    Pki {
-        dir,
-        ca_der: ca_cert.der().clone(),
-    }
-}
-
 async fn tls_relay(pki: &Pki) -> TestRelay {
-    let (cert, key) = (pki.dir.join("cert.pem"), pki.dir.join("key.pem"));
+    let (cert, key) = (pki.cert(), pki.key());
     TestRelay::with(|c| {
         c.tls_cert = Some(cert);
         c.tls_key = Some(key);
     })
     .await
-}
-
-async fn tls_connect(addr: SocketAddr, pki: &Pki) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca_der.clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let stream = tokio::time::timeout(
-        EVENT_TIMEOUT,
-        TlsConnector::from(Arc::new(config))
-            .connect(ServerName::try_from("localhost").unwrap(), tcp),
-    )
-    .await
-    .expect("TLS handshake in time")
-    .expect("the certificate verifies against the test CA");
-    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    stream
 }
 
 async fn next_event(ws: &mut WebSocketStream<TlsStream<TcpStream>>) -> Value {

@@ -43,7 +43,7 @@ impl Room {
         if members == 0 {
             return 0;
         }
-        let Some(this) = self.this.upgrade().filter(|_| hub.is_flushing()) else {
+        let Some(this) = self.this.upgrade() else {
             return fan_out(hub, &state.members, frame, priority, skip);
         };
         let first = state.pending.is_empty();

@@ -454,7 +454,6 @@ impl Room {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::VecDeque;
     use std::net::{Ipv4Addr, SocketAddr};
 
     use super::*;
@@ -462,10 +461,8 @@ mod tests {
 
     /// The JSON `type` of every frame queued for `conn`, in order.
     fn queued_types(conn: &Conn) -> Vec<String> {
-        let mut batch = VecDeque::new();
-        let _ = conn.outbox.take(&mut batch);
         let mut bytes = Vec::new();
-        for frame in batch {
+        for frame in conn.outbox.take_all() {
             bytes.extend_from_slice(&frame);
         }
         let mut types = Vec::new();
@@ -494,7 +491,6 @@ mod tests {
     #[test]
     fn a_rounds_events_reach_exactly_the_members_they_were_published_to() {
         let hub = Hub::new(&Config::default());
-        hub.set_flushing(true);
         let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
         let join = |name: &str| {
             let conn = hub.register(peer);

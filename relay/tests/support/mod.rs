@@ -15,6 +15,7 @@
 pub mod http;
 pub mod raw;
 pub mod redis;
+pub mod tls;
 pub mod upgrade;
 
 use std::net::SocketAddr;
@@ -25,9 +26,12 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
+
+use tls::{Pki, Stream, Transport};
 
 /// How long any single expected event may take before the test fails. Generous: CI
 /// machines are shared; tests never wait this long when things work.
@@ -37,6 +41,8 @@ pub const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct TestRelay {
     pub addr: SocketAddr,
     pub relay: relay::Relay,
+    /// Set when the relay serves TLS (`--tls-cert`): its clients then trust this CA.
+    pub pki: Option<Pki>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), relay::Error>>>,
 }
@@ -44,6 +50,34 @@ pub struct TestRelay {
 impl TestRelay {
     pub async fn start() -> Self {
         Self::with(|_| {}).await
+    }
+
+    /// Like [`TestRelay::with`], serving `transport` (TLS with a fresh test PKI); its
+    /// [`TestRelay::client`]s and [`raw::RawClient::over`] use the same transport.
+    pub async fn over(transport: Transport, adjust: impl FnOnce(&mut relay::Config)) -> Self {
+        match transport {
+            Transport::Plain => Self::with(adjust).await,
+            Transport::Tls => {
+                let pki = tls::make_pki("relay");
+                let (cert, key) = (pki.cert(), pki.key());
+                let mut relay = Self::with(|c| {
+                    c.tls_cert = Some(cert);
+                    c.tls_key = Some(key);
+                    adjust(c);
+                })
+                .await;
+                relay.pki = Some(pki);
+                relay
+            }
+        }
+    }
+
+    /// A connected stream of this relay's transport, before any HTTP.
+    pub async fn stream(&self, tcp: TcpStream) -> Stream {
+        match &self.pki {
+            None => Stream::Plain(tcp),
+            Some(pki) => Stream::Tls(Box::new(tls::tls_over(tcp, pki).await)),
+        }
     }
 
     /// A relay with every abuse limit off (rates, connection caps: tests that are not about
@@ -77,6 +111,7 @@ impl TestRelay {
         Self {
             addr,
             relay,
+            pki: None,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -87,7 +122,13 @@ impl TestRelay {
     }
 
     pub async fn client(&self) -> Client {
-        Client::connect(&self.url()).await
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let stream = self.stream(tcp).await;
+        let scheme = if self.pki.is_some() { "wss" } else { "ws" };
+        let url = format!("{scheme}://localhost:{}/ws", self.addr.port());
+        Client::over(url.into_client_request().unwrap(), stream)
+            .await
+            .0
     }
 
     /// A client that has joined `room` as `username`; returns it with its `joined` event.
@@ -122,32 +163,39 @@ impl Drop for TestRelay {
 }
 
 pub struct Client {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<Stream>,
 }
 
+type Request = tokio_tungstenite::tungstenite::handshake::client::Request;
+type Response = tokio_tungstenite::tungstenite::handshake::client::Response;
+
 impl Client {
+    /// Connects to a `ws://` URL over plain TCP.
     pub async fn connect(url: &str) -> Self {
-        let (ws, response) =
-            tokio::time::timeout(EVENT_TIMEOUT, tokio_tungstenite::connect_async(url))
-                .await
-                .expect("connect in time")
-                .expect("handshake succeeds");
-        assert_eq!(response.status(), 101);
-        Self { ws }
+        Self::connect_request(url.into_client_request().unwrap())
+            .await
+            .0
     }
 
     /// Connects with a request of the test's own (headers, subprotocols); returns the 101 too.
-    pub async fn connect_request(
-        request: tokio_tungstenite::tungstenite::handshake::client::Request,
-    ) -> (
-        Self,
-        tokio_tungstenite::tungstenite::handshake::client::Response,
-    ) {
-        let (ws, response) =
-            tokio::time::timeout(EVENT_TIMEOUT, tokio_tungstenite::connect_async(request))
-                .await
-                .expect("connect in time")
-                .expect("handshake succeeds");
+    pub async fn connect_request(request: Request) -> (Self, Response) {
+        let authority = request.uri().authority().unwrap().as_str().to_owned();
+        let tcp = tokio::time::timeout(EVENT_TIMEOUT, TcpStream::connect(authority))
+            .await
+            .expect("connect in time")
+            .unwrap();
+        Self::over(request, Stream::Plain(tcp)).await
+    }
+
+    /// Upgrades `stream` (either transport) with `request`.
+    pub async fn over(request: Request, stream: Stream) -> (Self, Response) {
+        let (ws, response) = tokio::time::timeout(
+            EVENT_TIMEOUT,
+            tokio_tungstenite::client_async(request, stream),
+        )
+        .await
+        .expect("connect in time")
+        .expect("handshake succeeds");
         assert_eq!(response.status(), 101);
         (Self { ws }, response)
     }

@@ -1,13 +1,15 @@
-//! A raw WebSocket client over a plain `TcpStream`: it sends frames exactly as told
-//! (unmasked, fragmented, invalid UTF-8) and never answers pings on its own.
+//! A raw WebSocket client, over a plain `TcpStream` or either transport ([`Stream`]): it
+//! sends frames exactly as told (unmasked, fragmented, invalid UTF-8) and never answers pings
+//! on its own.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::EVENT_TIMEOUT;
+use super::tls::Stream;
+use super::{TestRelay, EVENT_TIMEOUT};
 
 pub const TEXT: u8 = 0x1;
 pub const BINARY: u8 = 0x2;
@@ -15,8 +17,8 @@ pub const CONTINUATION: u8 = 0x0;
 pub const CLOSE: u8 = 0x8;
 pub const PING: u8 = 0x9;
 
-pub struct RawClient {
-    pub stream: TcpStream,
+pub struct RawClient<S = TcpStream> {
+    pub stream: S,
     buf: Vec<u8>,
 }
 
@@ -59,20 +61,39 @@ pub fn frame_with_key(fin: bool, opcode: u8, payload: &[u8], key: [u8; 4]) -> Ve
     out
 }
 
+/// A TCP connection to `addr`; `recv_buffer` shrinks its receive buffer (to make a slow
+/// reader fill up quickly).
+async fn tcp(addr: SocketAddr, recv_buffer: Option<u32>) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    socket.connect(addr).await.unwrap()
+}
+
 impl RawClient {
-    /// Connects and completes the upgrade; `recv_buffer` shrinks the socket's receive buffer
-    /// (to make a slow reader fill up quickly).
+    /// Connects over plain TCP and completes the upgrade.
     pub async fn connect(addr: SocketAddr, recv_buffer: Option<u32>) -> Self {
-        let socket = TcpSocket::new_v4().unwrap();
-        if let Some(size) = recv_buffer {
-            socket.set_recv_buffer_size(size).unwrap();
-        }
-        let mut stream = socket.connect(addr).await.unwrap();
+        RawClient::upgrade(tcp(addr, recv_buffer).await, addr).await
+    }
+}
+
+impl RawClient<Stream> {
+    /// Connects over `relay`'s transport and completes the upgrade.
+    pub async fn over(relay: &TestRelay, recv_buffer: Option<u32>) -> Self {
+        let stream = relay.stream(tcp(relay.addr, recv_buffer).await).await;
+        RawClient::upgrade(stream, relay.addr).await
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
+    async fn upgrade(mut stream: S, addr: SocketAddr) -> Self {
         let request = format!(
             "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
         stream.write_all(request.as_bytes()).await.unwrap();
+        stream.flush().await.unwrap();
         let mut buf = Vec::new();
         let end = loop {
             let mut chunk = [0u8; 1024];
@@ -98,12 +119,14 @@ impl RawClient {
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.unwrap();
+        // TLS buffers what it encrypts.
+        self.stream.flush().await.unwrap();
     }
 
     /// Like [`RawClient::send_raw`], but says whether the write succeeded instead of
     /// failing (hostile clients keep writing after the relay gave up on them).
     pub async fn send_raw_checked(&mut self, bytes: &[u8]) -> bool {
-        self.stream.write_all(bytes).await.is_ok()
+        self.stream.write_all(bytes).await.is_ok() && self.stream.flush().await.is_ok()
     }
 
     pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
