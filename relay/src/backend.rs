@@ -9,7 +9,7 @@
 //!   call completes here, synchronously, under the room's lock: the room assigns the seq
 //!   ([`crate::room::log::Order::Next`]), keeps the message and fans it out, without an
 //!   allocation per member.
-//! - [`Backend::Cluster`]: Redis keeps the log and the cluster-wide presence
+//! - [`Backend::Remote`]: Redis keeps the log and the cluster-wide presence
 //!   ([`crate::cluster`]). Calls queue a command for the node's backplane task and return;
 //!   the task has Redis assign the seq and then delivers through the same room code
 //!   ([`crate::room::Room::append`] with [`crate::room::log::Order::Assigned`], and
@@ -35,8 +35,8 @@
 
 use std::sync::Arc;
 
-use crate::cluster::{Backplane, Busy};
-use crate::config::Config;
+use std::fmt;
+
 use crate::conn::Conn;
 use crate::hub::{Hub, RoomRefusal};
 use crate::outbox::Priority;
@@ -47,8 +47,46 @@ use crate::room::{Announce, JoinOutcome, JoinRequest, Room};
 pub enum Backend {
     /// Every room's log in this node's memory.
     Memory,
-    /// Cluster mode (`--redis-url`): the logs and presence in Redis, through the backplane.
-    Cluster(Arc<Backplane>),
+    /// Cluster mode (`--redis-url`): the logs and presence in Redis, through the backplane
+    /// ([`crate::cluster::Backplane`]).
+    Remote(Arc<dyn RemoteLog>),
+}
+
+/// The backend's queue for its own task is full: the command is refused (`server_busy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Busy;
+
+/// A backend that orders rooms' events away from this node's memory (Redis). Defined here
+/// and implemented by the backend, so the chat core does not depend on it. Each call queues
+/// work for the backend's own task and returns at once: one dynamic call per command, never
+/// one per member, and no future.
+pub trait RemoteLog: fmt::Debug + Send + Sync {
+    /// Starts `conn`'s join of `room` as `username`; the backend sends `joined` once it has
+    /// the room's presence and log.
+    fn join(
+        &self,
+        conn: &Arc<Conn>,
+        room: Arc<Room>,
+        username: Arc<str>,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Result<(), Busy>;
+
+    /// Orders and delivers a chat message from `sender`.
+    fn publish(
+        &self,
+        hub: &Hub,
+        sender: &Arc<Conn>,
+        room: &Arc<Room>,
+        username: &str,
+        text: &str,
+    ) -> Result<(), Busy>;
+
+    /// Sends a typing indicator to the room's other members, wherever they are.
+    fn typing(&self, hub: &Hub, room: &Arc<Room>, typist: &Conn, username: &str, is_typing: bool);
+
+    /// Takes `conn` out of `room`; `asked`: it gets `left` afterwards. Never refused.
+    fn leave(&self, conn: &Arc<Conn>, room: Arc<Room>, username: Arc<str>, asked: bool);
 }
 
 /// Why a join was not started.
@@ -70,21 +108,6 @@ pub enum Leave {
 }
 
 impl Backend {
-    pub fn from_config(config: &Config, node_tag: &Arc<str>) -> Self {
-        match Backplane::from_config(config, node_tag) {
-            Some(backplane) => Backend::Cluster(Arc::new(backplane)),
-            None => Backend::Memory,
-        }
-    }
-
-    /// The Redis backplane, in cluster mode.
-    pub fn backplane(&self) -> Option<&Arc<Backplane>> {
-        match self {
-            Backend::Memory => None,
-            Backend::Cluster(backplane) => Some(backplane),
-        }
-    }
-
     /// Joins `conn` to the room called `name` (`current`: the room, when `conn` is already
     /// a member). Returns the room; its `joined` is sent now (memory) or once the backend
     /// has the room's presence and log (cluster).
@@ -102,7 +125,7 @@ impl Backend {
                 debug_assert!(current.is_some() || outcome == JoinOutcome::Joined);
                 Ok(room)
             }
-            Backend::Cluster(backplane) => {
+            Backend::Remote(backplane) => {
                 let room = match current {
                     Some(room) => room.clone(),
                     None => hub.room_or_create(conn, name).map_err(JoinRefusal::Room)?,
@@ -135,7 +158,7 @@ impl Backend {
                 room.publish(hub, sender, username, text);
                 Ok(())
             }
-            Backend::Cluster(backplane) => backplane.message(hub, sender, room, username, text),
+            Backend::Remote(backplane) => backplane.publish(hub, sender, room, username, text),
         }
     }
 
@@ -150,7 +173,7 @@ impl Backend {
     ) {
         match self {
             Backend::Memory => room.typing(hub, typist, username, is_typing),
-            Backend::Cluster(backplane) => backplane.typing(hub, room, typist, username, is_typing),
+            Backend::Remote(backplane) => backplane.typing(hub, room, typist, username, is_typing),
         }
     }
 
@@ -171,7 +194,7 @@ impl Backend {
                     hub.push_to(conn, event::left(&room.name).bytes(), Priority::Normal);
                 }
             }
-            Backend::Cluster(backplane) => {
+            Backend::Remote(backplane) => {
                 backplane.leave(conn, room, username, why == Leave::Asked);
             }
         }

@@ -148,7 +148,7 @@ impl Hub {
             limits: Limits::from(config),
             stats: Stats::default(),
             readiness: Readiness::default(),
-            backend: Backend::from_config(config, &node_tag),
+            backend: Backend::Memory,
             node_tag,
             rooms: DashMap::new(),
             conns: DashMap::new(),

@@ -14,6 +14,8 @@ use tracing::{debug, info, warn};
 
 use crate::admin::AdminSettings;
 use crate::admission::{Admission, Held, Permit, Refusal};
+use crate::backend::Backend;
+use crate::cluster::Backplane;
 use crate::config::Config;
 use crate::error::Error;
 use crate::http;
@@ -47,6 +49,9 @@ impl std::fmt::Debug for Relay {
 #[derive(Debug)]
 pub(crate) struct Node {
     pub(crate) hub: Arc<Hub>,
+    /// Cluster mode (`--redis-url`): the Redis backplane behind the hub's backend, whose
+    /// task the node starts and stops.
+    pub(crate) backplane: Option<Arc<Backplane>>,
     /// Connection limits at accept.
     pub(crate) admission: Arc<Admission>,
     /// Origin and token checks at the upgrade, and the trusted proxies.
@@ -73,8 +78,14 @@ impl Relay {
         // Here and not in `Hub::new`, which benchmarks use: installing it calibrates a clock.
         let _ = crate::metrics::install_process_recorder();
         config.validate().map_err(Error::Config)?;
+        let mut hub = Hub::new(&config);
+        let backplane = Backplane::from_config(&config, &hub.node_tag).map(Arc::new);
+        if let Some(backplane) = &backplane {
+            hub.backend = Backend::Remote(backplane.clone());
+        }
         let node = Node {
-            hub: Arc::new(Hub::new(&config)),
+            hub: Arc::new(hub),
+            backplane,
             admission: Arc::new(Admission::new(
                 &config,
                 crate::limits::current_capacity() as usize,
@@ -116,9 +127,10 @@ impl Relay {
             .map(|slot| tokio::spawn(crate::flush::run(hub.clone(), slot)))
             .collect();
         let metrics_upkeep = tokio::spawn(crate::exposition::upkeep(hub.clone(), stop_rx.clone()));
-        let backplane = hub
-            .backend
-            .backplane()
+        let backplane = self
+            .node
+            .backplane
+            .as_ref()
             .and_then(|b| b.start(hub.clone(), stop_rx.clone()));
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);

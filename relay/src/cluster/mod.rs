@@ -77,9 +77,7 @@ pub struct Settings {
     pub room_linger: Duration,
 }
 
-/// Queue full: the client gets `server_busy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Busy;
+pub use crate::backend::Busy;
 
 #[derive(Debug)]
 pub struct Backplane {
@@ -279,5 +277,39 @@ impl Backplane {
             },
             true,
         );
+    }
+}
+
+/// The chat core's seam ([`crate::backend::RemoteLog`]): every call queues a command for the
+/// backplane task.
+impl crate::backend::RemoteLog for Backplane {
+    fn join(
+        &self,
+        conn: &Arc<Conn>,
+        room: Arc<Room>,
+        username: Arc<str>,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) -> Result<(), Busy> {
+        Backplane::join(self, conn, room, username, since, epoch)
+    }
+
+    fn publish(
+        &self,
+        hub: &Hub,
+        sender: &Arc<Conn>,
+        room: &Arc<Room>,
+        username: &str,
+        text: &str,
+    ) -> Result<(), Busy> {
+        self.message(hub, sender, room, username, text)
+    }
+
+    fn typing(&self, hub: &Hub, room: &Arc<Room>, typist: &Conn, username: &str, is_typing: bool) {
+        Backplane::typing(self, hub, room, typist, username, is_typing);
+    }
+
+    fn leave(&self, conn: &Arc<Conn>, room: Arc<Room>, username: Arc<str>, asked: bool) {
+        Backplane::leave(self, conn, room, username, asked);
     }
 }
