@@ -3,7 +3,7 @@
 //!
 //! Off unless `--admin-token` is set. With `--admin-listen` it is served only on that
 //! address, next to `/metrics`, `/healthz` and `/readyz` ([`serve`]); otherwise under
-//! `/admin/` on the main listener ([`crate::http::route`] hands those paths here).
+//! `/admin/` on the main listener (`http::route` hands those paths here).
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;

@@ -30,9 +30,12 @@
 //!   room's pending events and write every connection that got frames this scheduler round.
 //! - [`readiness`]: why the node is not ready, if it is not (`/readyz`).
 //! - [`cluster`]: cluster mode (`--redis-url`): the Redis backplane that makes many nodes one
-//!   chat (cluster-wide seq, history and presence); absent on a single node.
-//! - [`stats`]: counters; [`metrics`]: the Prometheus exposition of them and of latencies
-//!   (`docs/METRICS.md`); [`limits`]: the open-files limit; [`shutdown`]: SIGINT/SIGTERM;
+//!   chat (cluster-wide seq, history and presence), behind [`backend::RemoteLog`]; absent on a
+//!   single node.
+//! - [`stats`]: counters; [`metrics`]: recording latencies and rendering the numbers it is
+//!   given; [`exposition`]: the `/metrics` page, which gathers the node's numbers
+//!   (`docs/METRICS.md`); [`clock`]: the coarse millisecond clock of rate limits and sampled
+//!   logs; [`limits`]: the open-files limit; [`shutdown`]: SIGINT/SIGTERM;
 //!   [`telemetry`]: logging; [`error`]: the crate's error type.
 //! - Security: [`admission`] (connection limits at accept, or at the first request behind a
 //!   trusted proxy), [`forwarded`] (client addresses behind `--trusted-proxy`), [`security`]
