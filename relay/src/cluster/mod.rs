@@ -172,8 +172,12 @@ impl Backplane {
     fn taken(&self, n: usize) {
         self.queued.fetch_sub(n, Ordering::Relaxed);
     }
+}
 
-    pub fn join(
+/// The chat core's seam ([`crate::backend::RemoteLog`]): every call queues a command for the
+/// backplane task.
+impl crate::backend::RemoteLog for Backplane {
+    fn join(
         &self,
         conn: &Arc<Conn>,
         room: Arc<Room>,
@@ -192,7 +196,7 @@ impl Backplane {
     }
 
     /// Never refused: a lost leave would leave a ghost in the room's presence.
-    pub fn leave(&self, conn: &Arc<Conn>, room: Arc<Room>, username: Arc<str>, ack: bool) {
+    fn leave(&self, conn: &Arc<Conn>, room: Arc<Room>, username: Arc<str>, ack: bool) {
         let _ = self.send(
             Command::Leave {
                 conn: conn.clone(),
@@ -205,7 +209,7 @@ impl Backplane {
     }
 
     /// A chat message: through Redis while connected, else straight to local members.
-    pub fn message(
+    fn publish(
         &self,
         hub: &Hub,
         sender: &Arc<Conn>,
@@ -243,14 +247,7 @@ impl Backplane {
 
     /// A typing indicator; dropped when the queue is full (typing is ephemeral), local only
     /// while Redis is unreachable.
-    pub fn typing(
-        &self,
-        hub: &Hub,
-        room: &Arc<Room>,
-        typist: &Conn,
-        username: &str,
-        is_typing: bool,
-    ) {
+    fn typing(&self, hub: &Hub, room: &Arc<Room>, typist: &Conn, username: &str, is_typing: bool) {
         if !self.is_connected() {
             room.typing(hub, typist, username, is_typing);
             return;
@@ -277,39 +274,5 @@ impl Backplane {
             },
             true,
         );
-    }
-}
-
-/// The chat core's seam ([`crate::backend::RemoteLog`]): every call queues a command for the
-/// backplane task.
-impl crate::backend::RemoteLog for Backplane {
-    fn join(
-        &self,
-        conn: &Arc<Conn>,
-        room: Arc<Room>,
-        username: Arc<str>,
-        since: Option<u64>,
-        epoch: Option<&str>,
-    ) -> Result<(), Busy> {
-        Backplane::join(self, conn, room, username, since, epoch)
-    }
-
-    fn publish(
-        &self,
-        hub: &Hub,
-        sender: &Arc<Conn>,
-        room: &Arc<Room>,
-        username: &str,
-        text: &str,
-    ) -> Result<(), Busy> {
-        self.message(hub, sender, room, username, text)
-    }
-
-    fn typing(&self, hub: &Hub, room: &Arc<Room>, typist: &Conn, username: &str, is_typing: bool) {
-        Backplane::typing(self, hub, room, typist, username, is_typing);
-    }
-
-    fn leave(&self, conn: &Arc<Conn>, room: Arc<Room>, username: Arc<str>, asked: bool) {
-        Backplane::leave(self, conn, room, username, asked);
     }
 }
