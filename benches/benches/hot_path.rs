@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use benches::{bench_config, commands, decode_simd, FanOut, TEXT_64};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use relay::hub::Hub;
-use relay::outbox::{Outbox, Priority};
+use relay::chat::hub::Hub;
 use relay::protocol::event::{self, MessageEvent, UserRef};
+use relay::transport::outbox::{Outbox, Priority};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -146,8 +146,8 @@ fn joined(c: &mut Criterion) {
     let mut group = c.benchmark_group("joined");
     group.throughput(Throughput::Elements(1));
     // Stored as a room stores them: the fragments `joined` splices in.
-    let mut history = relay::history::History::new(relay::history::HistoryBudget::new(
-        relay::history::HistoryLimits {
+    let mut history = relay::chat::history::History::new(relay::chat::history::HistoryBudget::new(
+        relay::chat::history::HistoryLimits {
             count: 100,
             room_bytes: 1 << 20,
             total_bytes: 1 << 20,

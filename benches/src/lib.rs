@@ -6,16 +6,16 @@
 //! - [`decode_simd`]: the alternative decoder (simd-json with reused buffers) the relay's
 //!   serde_json decoder is compared against.
 //! - [`FanOut`]: a room of N members whose outboxes write to real loopback sockets: publish,
-//!   then run the flusher round production runs ([`relay::flush::round`]: the room's
+//!   then run the flusher round production runs ([`relay::chat::flusher::round`]: the room's
 //!   `deliver`, then each member's outbox flush, one `writev` each).
 
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use relay::conn::Conn;
-use relay::hub::Hub;
-use relay::room::{JoinRequest, Room};
+use relay::chat::client::Conn;
+use relay::chat::hub::Hub;
+use relay::chat::room::{JoinRequest, Room};
 use tokio::net::TcpStream;
 
 /// Realistic client commands, as browsers and the loadgen send them.
@@ -146,7 +146,7 @@ impl FanOut {
     /// The flusher round: delivers the room's pending events and writes every member's queue
     /// to its socket. Returns the bytes written.
     pub fn round(&self) -> u64 {
-        relay::flush::round(&self.hub)
+        relay::chat::flusher::round(&self.hub)
     }
 
     /// Reads everything the sockets hold, as the clients would, and finishes any queue whose
@@ -170,7 +170,7 @@ impl FanOut {
 
 /// Delivers the pending events and drops what they queued (set-up, before sockets).
 fn discard_round(hub: &Hub, members: &[Arc<Conn>]) {
-    relay::flush::round(hub);
+    relay::chat::flusher::round(hub);
     for member in members {
         member.outbox.discard();
     }

@@ -1,8 +1,9 @@
-//! A coarse monotonic clock in milliseconds, cheap enough for every rate check and sampled
-//! log line (a `u32` keeps token buckets small).
+//! The relay's two clocks: a coarse monotonic one in milliseconds, cheap enough for every rate
+//! check and sampled log line (a `u32` keeps token buckets small), and wall-clock seconds for
+//! token expiry.
 
 use std::sync::OnceLock;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the first call, wrapping after 49 days (buckets and log samplers only
 /// look at short differences, computed with wrapping arithmetic).
@@ -10,4 +11,11 @@ pub fn clock_ms() -> u32 {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = *START.get_or_init(Instant::now);
     start.elapsed().as_millis() as u32
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -11,8 +11,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
     let config = relay::Config::parse();
-    relay::telemetry::init(&config.log_format);
-    let nofile = relay::limits::raise_nofile_limit().context("raising the open-files limit")?;
+    relay::telemetry::logging::init(&config.log_format);
+    let nofile =
+        relay::edge::fd_limit::raise_nofile_limit().context("raising the open-files limit")?;
     let workers = relay::config::worker_count(config.worker_threads);
     let mut builder = if workers == 1 {
         // One core (`--worker-threads 1`, or the process pinned to one CPU): a current-thread
@@ -60,7 +61,7 @@ fn main() -> anyhow::Result<()> {
                     if config.admin_token.is_some() { "/admin/ on the main listener" } else { "off" }.into()
                 }),
             nofile,
-            capacity = relay::limits::connection_capacity(nofile),
+            capacity = relay::edge::fd_limit::connection_capacity(nofile),
             history = config.history,
             max_message_bytes = config.max_message_bytes,
             max_outbound_bytes = config.max_outbound_bytes,
@@ -87,7 +88,7 @@ fn main() -> anyhow::Result<()> {
                     .await;
             })
         });
-        relay.serve(listener, relay::shutdown::signal()).await?;
+        relay.serve(listener, relay::edge::shutdown::signal()).await?;
         let _ = admin_stop.send(());
         if let Some(admin) = admin {
             admin.await.context("admin listener task")?;

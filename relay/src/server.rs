@@ -12,18 +12,20 @@ use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::admin::AdminSettings;
-use crate::admission::{Admission, Held, Permit, Refusal};
-use crate::backend::Backend;
+use crate::chat::backend::Backend;
+use crate::chat::hub::Hub;
 use crate::cluster::Backplane;
 use crate::config::Config;
+use crate::edge::admission::{Admission, Held, Permit, Refusal};
+use crate::edge::http;
+use crate::edge::linger::Linger;
+use crate::edge::security::Security;
+use crate::edge::tls;
 use crate::error::Error;
-use crate::http;
-use crate::hub::Hub;
-use crate::metrics::Rejection;
-use crate::security::Security;
-use crate::stats::StatsSnapshot;
-use crate::tls;
+use crate::ops::admin::AdminSettings;
+use crate::routes::Node;
+use crate::telemetry::metrics::Rejection;
+use crate::telemetry::stats::StatsSnapshot;
 
 /// A relay node. Cheap to clone; clones share the node.
 #[derive(Clone)]
@@ -44,22 +46,6 @@ impl std::fmt::Debug for Relay {
     }
 }
 
-/// What a node's HTTP side reaches: the chat core, the edge's limits and checks, and where
-/// the admin API is served. The chat core ([`Hub`]) knows none of the others.
-#[derive(Debug)]
-pub(crate) struct Node {
-    pub(crate) hub: Arc<Hub>,
-    /// Cluster mode (`--redis-url`): the Redis backplane behind the hub's backend, whose
-    /// task the node starts and stops.
-    pub(crate) backplane: Option<Arc<Backplane>>,
-    /// Connection limits at accept.
-    pub(crate) admission: Arc<Admission>,
-    /// Origin and token checks at the upgrade, and the trusted proxies.
-    pub(crate) security: Security,
-    /// Whether and where the admin API is served.
-    pub(crate) admin: AdminSettings,
-}
-
 impl Relay {
     /// A relay for `config`.
     ///
@@ -76,7 +62,7 @@ impl Relay {
     /// A relay for `config`, loading the auth key and TLS files it names.
     pub fn try_new(config: Config) -> Result<Self, Error> {
         // Here and not in `Hub::new`, which benchmarks use: installing it calibrates a clock.
-        let _ = crate::metrics::install_process_recorder();
+        let _ = crate::telemetry::metrics::install_process_recorder();
         config.validate().map_err(Error::Config)?;
         let mut hub = Hub::new(&config);
         let backplane = Backplane::from_config(&config, &hub.node_tag).map(Arc::new);
@@ -88,7 +74,7 @@ impl Relay {
             backplane,
             admission: Arc::new(Admission::new(
                 &config,
-                crate::limits::current_capacity() as usize,
+                crate::edge::fd_limit::current_capacity() as usize,
             )),
             security: Security::from_config(&config)?,
             admin: AdminSettings::from(&config),
@@ -124,9 +110,10 @@ impl Relay {
         let token_leeway = self.node.security.verifier.as_ref().map(|v| v.leeway_secs);
         let housekeeping = tokio::spawn(hub.clone().housekeeping(token_leeway, stop_rx.clone()));
         let flushers: Vec<_> = (0..hub.flush_list_count())
-            .map(|slot| tokio::spawn(crate::flush::run(hub.clone(), slot)))
+            .map(|slot| tokio::spawn(crate::chat::flusher::run(hub.clone(), slot)))
             .collect();
-        let metrics_upkeep = tokio::spawn(crate::exposition::upkeep(hub.clone(), stop_rx.clone()));
+        let metrics_upkeep =
+            tokio::spawn(crate::ops::exposition::upkeep(hub.clone(), stop_rx.clone()));
         let backplane = self
             .node
             .backplane
@@ -220,7 +207,7 @@ impl Relay {
     /// `--admin-listen` address) until `shutdown` resolves. Resolve it after [`Relay::serve`]
     /// returns, so `/readyz` keeps answering 503 while connections drain.
     pub async fn serve_admin(&self, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-        crate::admin::serve(
+        crate::ops::admin::serve(
             self.node.hub.clone(),
             self.node.admin.clone(),
             listener,
@@ -293,7 +280,7 @@ async fn serve_http(
                 tokio::time::sleep_until(start).await;
             }
             let mut response = match client_of(&node, peer, &held, req.headers()) {
-                Ok(client) => http::route(req, node, client, held).await?,
+                Ok(client) => crate::routes::route(req, node, client, held).await?,
                 Err(refusal) => http::refused(refusal),
             };
             if last {
@@ -319,123 +306,6 @@ async fn serve_http(
             debug!(peer = %peer.addr, "handshake timeout: dropping connection");
         },
         _ = stop.changed() => {}
-    }
-}
-
-/// How long a connection the relay ends after its last answer keeps draining what the client
-/// still sends (see [`Linger`]).
-const LINGER: Duration = Duration::from_secs(2);
-
-/// The HTTP phase's socket. When hyper has sent its last answer and shut the write side (a
-/// `Connection: close`, the request budget spent) the client may still have pipelined
-/// requests in flight: closing the socket with them unread makes the kernel send a reset,
-/// which can destroy answers the client has not read yet. So on drop a socket whose write
-/// side was shut is read and discarded until the client closes too, for at most 2 s
-/// (`LINGER`; what Apache calls a lingering close). A socket dropped without that (the handshake
-/// timeout, an upgrade, which takes the stream out with [`Linger::into_inner`]) just closes.
-#[derive(Debug)]
-pub struct Linger<S: AsyncRead + Unpin + Send + 'static> {
-    io: Option<S>,
-    shut: bool,
-}
-
-impl<S: AsyncRead + Unpin + Send + 'static> Linger<S> {
-    fn new(io: S) -> Self {
-        Self {
-            io: Some(io),
-            shut: false,
-        }
-    }
-
-    /// The socket itself, for the WebSocket after an upgrade.
-    pub fn into_inner(mut self) -> Option<S> {
-        self.io.take()
-    }
-
-    fn io(&mut self) -> std::io::Result<&mut S> {
-        self.io
-            .as_mut()
-            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
-    }
-}
-
-impl<S: AsyncRead + Unpin + Send + 'static> Drop for Linger<S> {
-    fn drop(&mut self) {
-        let Some(mut io) = self.io.take().filter(|_| self.shut) else {
-            return;
-        };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let mut sink = [0u8; 4096];
-                let drain = async {
-                    use tokio::io::AsyncReadExt;
-                    while matches!(io.read(&mut sink).await, Ok(n) if n > 0) {}
-                };
-                let _ = tokio::time::timeout(LINGER, drain).await;
-            });
-        }
-    }
-}
-
-impl<S: AsyncRead + Unpin + Send + 'static> AsyncRead for Linger<S> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.io() {
-            Ok(io) => std::pin::Pin::new(io).poll_read(cx, buf),
-            Err(err) => std::task::Poll::Ready(Err(err)),
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Linger<S> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.io() {
-            Ok(io) => std::pin::Pin::new(io).poll_write(cx, buf),
-            Err(err) => std::task::Poll::Ready(Err(err)),
-        }
-    }
-
-    fn poll_write_vectored(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.io() {
-            Ok(io) => std::pin::Pin::new(io).poll_write_vectored(cx, bufs),
-            Err(err) => std::task::Poll::Ready(Err(err)),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.as_ref().is_some_and(AsyncWrite::is_write_vectored)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.io() {
-            Ok(io) => std::pin::Pin::new(io).poll_flush(cx),
-            Err(err) => std::task::Poll::Ready(Err(err)),
-        }
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        self.shut = true;
-        match self.io() {
-            Ok(io) => std::pin::Pin::new(io).poll_shutdown(cx),
-            Err(err) => std::task::Poll::Ready(Err(err)),
-        }
     }
 }
 

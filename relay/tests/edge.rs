@@ -350,10 +350,10 @@ async fn requests_past_the_rate_wait_and_the_handshake_timeout_ends_them() {
 #[tokio::test]
 async fn a_request_head_past_the_buffer_gets_431() {
     let relay = TestRelay::start().await;
-    let big = "x".repeat(relay::http::MAX_REQUEST_BUFFER);
+    let big = "x".repeat(relay::edge::http::MAX_REQUEST_BUFFER);
     let request = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nCookie: {big}\r\n\r\n");
     assert_eq!(raw_request(relay.addr, &request).await, 431);
-    let fits = "x".repeat(relay::http::MAX_REQUEST_BUFFER / 2);
+    let fits = "x".repeat(relay::edge::http::MAX_REQUEST_BUFFER / 2);
     let request = format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nCookie: {fits}\r\n\r\n");
     assert_eq!(raw_request(relay.addr, &request).await, 200);
 }

@@ -10,7 +10,7 @@ mod support;
 
 use std::time::Duration;
 
-use relay::metrics::{names, LATENCY_SAMPLE_EVERY};
+use relay::telemetry::metrics::{names, LATENCY_SAMPLE_EVERY};
 use serde_json::json;
 use support::http::{self, scrape};
 use support::raw::RawClient;

@@ -11,9 +11,9 @@ use super::reply::{candidate_epoch, evalsha, JoinReply};
 use super::task::Task;
 use super::wire::{self, Kind};
 use super::{now_us, Command};
-use crate::outbox::Priority;
+use crate::chat::room::{Announce, JoinOutcome, JoinRequest, Presence, Room};
 use crate::protocol::event::{self, UserRef};
-use crate::room::{Announce, JoinOutcome, JoinRequest, Presence, Room};
+use crate::transport::outbox::Priority;
 use crate::ws::{Frame, OpCode};
 
 impl Task {

@@ -29,10 +29,10 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 
+use crate::chat::client::Conn;
+use crate::chat::hub::{now_ms, Hub};
+use crate::chat::room::Room;
 use crate::config::Config;
-use crate::conn::Conn;
-use crate::hub::{now_ms, Hub};
-use crate::room::Room;
 
 /// What sessions ask of the backplane task, in the order they asked.
 #[derive(Debug)]
@@ -77,7 +77,7 @@ pub struct Settings {
     pub room_linger: Duration,
 }
 
-pub use crate::backend::Busy;
+pub use crate::chat::backend::Busy;
 
 #[derive(Debug)]
 pub struct Backplane {
@@ -174,9 +174,9 @@ impl Backplane {
     }
 }
 
-/// The chat core's seam ([`crate::backend::RemoteLog`]): every call queues a command for the
+/// The chat core's seam ([`crate::chat::backend::RemoteLog`]): every call queues a command for the
 /// backplane task.
-impl crate::backend::RemoteLog for Backplane {
+impl crate::chat::backend::RemoteLog for Backplane {
     fn join(
         &self,
         conn: &Arc<Conn>,

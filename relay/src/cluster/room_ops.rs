@@ -8,11 +8,11 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::hub::Hub;
-use crate::outbox::Priority;
+use crate::chat::hub::Hub;
+use crate::chat::room::log::{Order, Refused};
+use crate::chat::room::{Room, Skip};
 use crate::protocol::event::MessageEvent;
-use crate::room::log::{Order, Refused};
-use crate::room::{Room, Skip};
+use crate::transport::outbox::Priority;
 use crate::ws::Frame;
 
 use super::wire;

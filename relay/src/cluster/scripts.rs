@@ -12,8 +12,8 @@
 //! persistence) starts a new life of the room: a new epoch (the candidate the node passed),
 //! seq from 0, an empty stream.
 
-/// Shared prologue: `epoch` exists afterwards (`fresh`: it was just created). KEYS[1] epoch,
-/// KEYS[2] seq, KEYS[3] stream; ARGV[1] candidate epoch.
+/// Shared prologue: `epoch` exists afterwards (`fresh`: it was just created). `KEYS[1]` epoch,
+/// `KEYS[2]` seq, `KEYS[3]` stream; `ARGV[1]` candidate epoch.
 const ENSURE_EPOCH: &str = r"
 local epoch = redis.call('GET', KEYS[1])
 local fresh = not epoch

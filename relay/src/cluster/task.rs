@@ -19,9 +19,9 @@ use tracing::{debug, info, warn};
 use super::reply::{candidate_epoch, evalsha, lost, stream_entries};
 use super::wire::{self, Kind};
 use super::{now_us, scripts, Backplane, Command};
-use crate::hub::Hub;
-use crate::outbox::Priority;
-use crate::room::Room;
+use crate::chat::hub::Hub;
+use crate::chat::room::Room;
+use crate::transport::outbox::Priority;
 use crate::ws::{Frame, OpCode};
 
 /// Commands taken from the queue per round (one pipeline).

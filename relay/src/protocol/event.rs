@@ -136,7 +136,7 @@ pub struct Joined<'a, U, H> {
     /// `None` above the presence-list cut-off.
     pub users: Option<U>,
     /// Stored history entries to send, oldest first: the `,{message}` fragments of
-    /// [`crate::history`].
+    /// [`crate::chat::history`].
     pub history: H,
     pub recovered: Option<bool>,
     /// `--joined-history-bytes` left older messages out (`historyTruncated`).

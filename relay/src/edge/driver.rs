@@ -5,7 +5,7 @@
 //! on its outbox asking it to act (a close, a write that would block), and (only while
 //! blocked) on the socket being writable. Reads go into a per-thread scratch buffer, so an
 //! idle connection holds no read buffer of its own. What differs between the transports is
-//! in [`crate::wire`], reached through the outbox.
+//! in [`crate::transport::wire`], reached through the outbox.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -24,13 +24,13 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tracing::debug;
 
-use crate::admission::Held;
-use crate::auth::Identity;
-use crate::conn::Conn;
-use crate::hub::Hub;
-use crate::metrics::Ending;
-use crate::outbox::{CloseRequest, Wrote};
-use crate::session::Session;
+use crate::chat::client::Conn;
+use crate::chat::hub::Hub;
+use crate::chat::session::Session;
+use crate::edge::admission::Held;
+use crate::edge::auth::Identity;
+use crate::telemetry::metrics::Ending;
+use crate::transport::outbox::{CloseRequest, Wrote};
 use crate::ws::reader::{FrameReader, Message};
 use crate::ws::Frame;
 
@@ -198,7 +198,7 @@ impl Link {
 /// in 128-byte-aligned cells, and that size keeps this one at 256 bytes rather than 384
 /// (`a_connection_task_fits_a_256_byte_cell` checks it).
 ///
-/// Writes are normally a flusher's job ([`crate::flush`]); the task writes only what no
+/// Writes are normally a flusher's job ([`crate::chat::flusher`]); the task writes only what no
 /// flusher will: the close frame (and TLS's close_notify), early replies, and the rest of a
 /// queue after the socket would block.
 pub struct Driver {

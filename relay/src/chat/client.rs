@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use crate::outbox::Outbox;
-use crate::per_ip::Source;
+use crate::chat::per_ip::Source;
+use crate::transport::outbox::Outbox;
 
 /// A connected client as seen from outside its own task. Kept small: one of these lives for
 /// every open connection.

@@ -2,7 +2,7 @@
 //! message, and the messages it keeps. The one place a message is ordered into a room and
 //! the one place a join's replay is cut from.
 //!
-//! Whichever backend keeps the room's log ([`crate::backend`]), the room orders through
+//! Whichever backend keeps the room's log ([`crate::chat::backend`]), the room orders through
 //! [`Log::append`]: in memory it assigns the next seq itself ([`Order::Next`]); in a cluster
 //! Redis has assigned it and the log takes only the next one of the life it holds
 //! ([`Order::Assigned`]), so duplicates and gaps are found by the same function that a local
@@ -11,7 +11,7 @@
 use std::borrow::Borrow;
 use std::sync::Arc;
 
-use crate::history::{History, HistoryBudget};
+use crate::chat::history::{History, HistoryBudget};
 use crate::ws::Frame;
 
 /// Where a message's seq comes from.
@@ -182,7 +182,7 @@ impl Log {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::HistoryLimits;
+    use crate::chat::history::HistoryLimits;
     use crate::ws::OpCode;
 
     fn log() -> Log {

@@ -2,7 +2,7 @@
 //!
 //! Each relay renders its own numbers (tests run many relays in one process, and each must
 //! report only its own): the counters the hot path already keeps in
-//! [`Stats`](crate::stats::Stats) are read when `/metrics` is scraped, so the hot path pays
+//! [`Stats`](crate::telemetry::stats::Stats) are read when `/metrics` is scraped, so the hot path pays
 //! nothing extra for them; the measurements that need a clock (fan-out time, delivery
 //! latency) go into this relay's own fixed-bucket [`Histogram`]s, once per message or per
 //! sampled message, never per recipient; the queue-depth histogram is sampled by a timer.
@@ -35,7 +35,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub use histogram::Histogram;
 
 use crate::protocol::CloseCode;
-use crate::stats::StatsSnapshot;
+use crate::telemetry::stats::StatsSnapshot;
 
 /// Metric names; `docs/METRICS.md` documents each (a test checks that it does).
 pub mod names {
@@ -277,7 +277,7 @@ pub struct NodeNumbers {
     pub rooms_evicted: u64,
 }
 
-/// A relay's own metrics beyond [`Stats`](crate::stats::Stats): latency and queue-depth
+/// A relay's own metrics beyond [`Stats`](crate::telemetry::stats::Stats): latency and queue-depth
 /// histograms, and counts of rare events by label.
 #[derive(Debug)]
 pub struct Metrics {

@@ -4,7 +4,7 @@
 //!
 //! They are checked when a TCP connection is accepted, except from a `--trusted-proxy`: that
 //! peer is one address carrying many users, so at accept it only takes a place under the
-//! total, and each request's forwarded client address ([`crate::forwarded`]) is admitted
+//! total, and each request's forwarded client address ([`crate::edge::forwarded`]) is admitted
 //! (per-address count and rate, then the node's rate) before the request is served.
 //!
 //! Counts cover the whole life of a TCP connection, HTTP phase and WebSocket alike: a
@@ -25,9 +25,9 @@ use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 use hyper::StatusCode;
 
+use crate::chat::ratelimit::{clock_ms, Rate, TokenBucket};
 use crate::config::Config;
-use crate::metrics::Rejection;
-use crate::ratelimit::{clock_ms, Rate, TokenBucket};
+use crate::telemetry::metrics::Rejection;
 
 /// How often idle per-address entries are swept (from `admit`, so only while connections
 /// arrive: without arrivals the map does not grow).

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Room, State};
-use crate::hub::Hub;
+use crate::chat::hub::Hub;
 
 impl Room {
     /// The last member left: the room lingers (keeping its history for `--room-linger`) and

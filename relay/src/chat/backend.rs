@@ -1,34 +1,34 @@
 //! The seam between the chat core and where a room's log lives.
 //!
-//! A [`crate::session::Session`] turns every command into one call here (join, publish,
-//! typing, leave) and knows nothing of backends; the [`crate::room::Room`] does the same
+//! A [`crate::chat::session::Session`] turns every command into one call here (join, publish,
+//! typing, leave) and knows nothing of backends; the [`crate::chat::room::Room`] does the same
 //! whatever the backend. What differs is who orders a room's events and who knows its
 //! members:
 //!
-//! - [`Backend::Memory`]: the room's log is the room's own ([`crate::room::log`]). Every
+//! - [`Backend::Memory`]: the room's log is the room's own ([`crate::chat::room::log`]). Every
 //!   call completes here, synchronously, under the room's lock: the room assigns the seq
-//!   ([`crate::room::log::Order::Next`]), keeps the message and fans it out, without an
+//!   ([`crate::chat::room::log::Order::Next`]), keeps the message and fans it out, without an
 //!   allocation per member.
 //! - [`Backend::Remote`]: Redis keeps the log and the cluster-wide presence
 //!   ([`crate::cluster`]). Calls queue a command for the node's backplane task and return;
 //!   the task has Redis assign the seq and then delivers through the same room code
-//!   ([`crate::room::Room::append`] with [`crate::room::log::Order::Assigned`], and
-//!   [`crate::room::Room::join`] with [`crate::room::Presence::Backend`]).
+//!   ([`crate::chat::room::Room::append`] with [`crate::chat::room::log::Order::Assigned`], and
+//!   [`crate::chat::room::Room::join`] with [`crate::chat::room::Presence::Backend`]).
 //!
 //! # What a backend provides
 //! One more variant (the durable store of the next issue) provides, per room:
 //! - **assign seq**: the next seq of the room's current life, in one order for all its
-//!   members (in the room, as memory does, or handed to [`crate::room::Room::append`] as
-//!   [`crate::room::log::Order::Assigned`], which refuses duplicates and gaps);
+//!   members (in the room, as memory does, or handed to [`crate::chat::room::Room::append`] as
+//!   [`crate::chat::room::log::Order::Assigned`], which refuses duplicates and gaps);
 //! - **append**: keep the message before its event is delivered when that is its promise
 //!   (a durable store commits first), within the history bounds;
 //! - **replay**: the messages of a range, or after a `since`, for `joined` (today from the
-//!   room's in-memory tail, [`crate::room::log::Log::replay`]) and for scroll-back;
+//!   room's in-memory tail, [`crate::chat::room::log::Log::replay`]) and for scroll-back;
 //! - **epoch**: the room's life, stable for as long as its seq continues (across restarts
 //!   for a durable store, across nodes for Redis), handed to the room with
-//!   [`crate::room::Room::reset_log`] when it is not the one the node made up;
+//!   [`crate::chat::room::Room::reset_log`] when it is not the one the node made up;
 //! - **presence**: whether the room's own members are the whole presence
-//!   ([`crate::room::Presence::Room`]) or the backend knows more.
+//!   ([`crate::chat::room::Presence::Room`]) or the backend knows more.
 //!
 //! Dispatch is a `match` on this enum: no boxed futures, and the memory arm is exactly the
 //! single-node path.
@@ -37,11 +37,11 @@ use std::sync::Arc;
 
 use std::fmt;
 
-use crate::conn::Conn;
-use crate::hub::{Hub, RoomRefusal};
-use crate::outbox::Priority;
+use crate::chat::client::Conn;
+use crate::chat::hub::{Hub, RoomRefusal};
+use crate::chat::room::{Announce, JoinOutcome, JoinRequest, Room};
 use crate::protocol::event;
-use crate::room::{Announce, JoinOutcome, JoinRequest, Room};
+use crate::transport::outbox::Priority;
 
 #[derive(Debug)]
 pub enum Backend {

@@ -5,7 +5,7 @@
 //! every member's queue receives the room's events in the same order. The lock is never held
 //! across an await and never taken while another room's lock is held.
 //!
-//! The room does the same whatever backend keeps its log ([`crate::backend`]): a message is
+//! The room does the same whatever backend keeps its log ([`crate::chat::backend`]): a message is
 //! ordered through [`Room::append`] (the room assigns the seq, or takes the backend's), a join
 //! is [`Room::join`] (presence from the room's own members or the backend's), and a `joined`
 //! replays from [`log::Log::replay`]. Submodules: [`log`] (ordering and replay), `fanout`
@@ -20,12 +20,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
-use crate::conn::Conn;
-use crate::history::HistoryBudget;
-use crate::hub::Hub;
-use crate::outbox::Priority;
-use crate::per_ip::RoomCharge;
+use crate::chat::client::Conn;
+use crate::chat::history::HistoryBudget;
+use crate::chat::hub::Hub;
+use crate::chat::per_ip::RoomCharge;
 use crate::protocol::event::{self, MessageEvent, UserRef};
+use crate::transport::outbox::Priority;
 use crate::ws::Frame;
 
 use fanout::Pending;
@@ -363,7 +363,7 @@ impl Room {
         // sampled delivery latency both start here.
         let started = Instant::now();
         let number = hub.next_message_number();
-        let timestamp_ms = crate::hub::now_ms();
+        let timestamp_ms = crate::chat::hub::now_ms();
         let encode = |seq| {
             event::message(&MessageEvent {
                 node_tag: &hub.node_tag,

@@ -1,7 +1,7 @@
 //! How a connection's bytes meet its socket: the one place where plain TCP and TLS differ.
 //!
-//! Both transports share everything else: the connection task ([`crate::connection`]), its
-//! outbox and the flushers that write it ([`crate::flush`]). Plain TCP writes the queued
+//! Both transports share everything else: the connection task ([`crate::edge::driver`]), its
+//! outbox and the flushers that write it ([`crate::chat::flusher`]). Plain TCP writes the queued
 //! frames with one `writev`; TLS feeds them to rustls and writes the records it makes. Reads
 //! go into the worker thread's scratch buffer either way, through rustls for TLS.
 

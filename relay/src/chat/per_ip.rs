@@ -4,7 +4,7 @@
 //! A connection's own buckets start full, so without these a client that reconnects in a loop
 //! gets a fresh burst every time. An address's entry therefore outlives its connections until
 //! its buckets would be full again; housekeeping sweeps it then ([`Sources::sweep`]). The
-//! address is the client's as [`crate::conn::Conn::peer`] has it (the forwarded one behind a
+//! address is the client's as [`crate::chat::client::Conn::peer`] has it (the forwarded one behind a
 //! trusted proxy). IPv6 addresses count per /64, the block one subscriber gets.
 
 use std::net::{IpAddr, Ipv6Addr};
@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
 
+use crate::chat::ratelimit::{Kind, Rate, TokenBucket};
 use crate::clock::clock_ms;
-use crate::ratelimit::{Kind, Rate, TokenBucket};
 
 /// The per-address limits (`--ip-message-rate` and friends).
 #[derive(Debug, Clone, Copy)]

@@ -12,9 +12,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
 
-use crate::conn::Conn;
-use crate::hub::Hub;
-use crate::room::Room;
+use crate::chat::client::Conn;
+use crate::chat::hub::Hub;
+use crate::chat::room::Room;
 
 /// Connections written between yields. A round for a 10,000-member room is thousands of
 /// `writev`s; yielding between chunks lets readers and timers run meanwhile.
@@ -48,7 +48,7 @@ impl FlushList {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Adds a connection whose outbox answered [`crate::outbox::Push::Enlist`].
+    /// Adds a connection whose outbox answered [`crate::transport::outbox::Push::Enlist`].
     pub fn enlist(&self, conn: &Arc<Conn>) {
         self.add(|pending| pending.conns.push(conn.clone()));
     }

@@ -3,7 +3,7 @@
 //!
 //! Off unless `--admin-token` is set. With `--admin-listen` it is served only on that
 //! address, next to `/metrics`, `/healthz` and `/readyz` ([`serve`]); otherwise under
-//! `/admin/` on the main listener (`http::route` hands those paths here).
+//! `/admin/` on the main listener (`routes::route` hands those paths here).
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -27,12 +27,13 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use super::probes;
+use crate::chat::hub::Hub;
 use crate::config::{AdminToken, Config};
-use crate::http::{self, Body};
-use crate::hub::Hub;
-use crate::outbox::CloseRequest;
+use crate::edge::http::{self, Body};
 use crate::protocol::name::{nfc, normalize_name};
 use crate::protocol::CloseCode;
+use crate::transport::outbox::CloseRequest;
 
 /// Largest request body the admin API reads.
 const MAX_BODY: usize = 64 * 1024;
@@ -308,9 +309,9 @@ async fn route_ops(
         return Ok(method_not_allowed("GET"));
     }
     Ok(match path {
-        "/metrics" => http::metrics(&hub),
-        "/healthz" => http::text(StatusCode::OK, "ok\n"),
-        "/readyz" => http::readyz(&hub),
+        "/metrics" => probes::metrics(&hub),
+        "/healthz" => probes::healthz(),
+        "/readyz" => probes::readyz(&hub),
         _ => error(StatusCode::NOT_FOUND, "not found"),
     })
 }

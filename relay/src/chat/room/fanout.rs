@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::{Member, Room, State};
-use crate::hub::Hub;
-use crate::outbox::{Priority, Push};
+use crate::chat::hub::Hub;
+use crate::transport::outbox::{Priority, Push};
 
 /// One event waiting for the end of the round.
 #[derive(Debug)]

@@ -5,10 +5,10 @@ use hyper::header::{HeaderMap, ORIGIN, SEC_WEBSOCKET_PROTOCOL};
 use hyper::StatusCode;
 use tracing::debug;
 
-use crate::auth::{self, Identity, Verifier};
 use crate::config::Config;
+use crate::edge::auth::{self, Identity, Verifier};
+use crate::edge::forwarded::TrustedProxies;
 use crate::error::Error;
-use crate::forwarded::TrustedProxies;
 
 /// One `--allowed-origin` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,13 +5,13 @@
 //! only has to match it, so `alg: none` and HS256-signed-with-the-public-key tokens fail.
 
 use std::borrow::Cow;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
+pub use crate::chat::client::Identity;
+pub use crate::clock::now_secs;
 use crate::config::Config;
-pub use crate::conn::Identity;
 use crate::error::Error;
 use crate::protocol::name::{nfc, normalize_name};
 
@@ -43,7 +43,7 @@ impl std::fmt::Display for Rejection {
     }
 }
 
-/// The token verifier; `None` in [`crate::security::Security`] when authentication is off.
+/// The token verifier; `None` in [`crate::edge::security::Security`] when authentication is off.
 pub struct Verifier {
     key: DecodingKey,
     validation: Validation,
@@ -237,13 +237,6 @@ pub fn offered_protocols<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a s
         .map(str::trim)
         .filter(|p| !p.is_empty())
         .collect()
-}
-
-/// Seconds since the Unix epoch.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //!
 //! Publishers push reference-counted frames. With a socket attached, the first push into an
 //! idle queue returns [`Push::Enlist`]: the caller puts the connection on a flush list
-//! ([`crate::flush`]), whose flusher writes everything queued at the end of the scheduler
-//! round ([`crate::wire`]: one `writev` on plain TCP, records out of rustls on TLS). The
+//! ([`crate::chat::flusher`]), whose flusher writes everything queued at the end of the scheduler
+//! round ([`crate::transport::wire`]: one `writev` on plain TCP, records out of rustls on TLS). The
 //! connection's task is not woken for that. It is woken only when it has to act: a close
 //! request, a write that would block (the task then owns writing until the queue drains,
 //! waiting for the socket to become writable), a failed write.
@@ -22,8 +22,8 @@ use rustls::ServerConnection;
 use tokio::net::TcpStream;
 
 use crate::protocol::CloseCode;
-pub use crate::wire::Wrote;
-use crate::wire::{Input, Wire};
+pub use crate::transport::wire::Wrote;
+use crate::transport::wire::{Input, Wire};
 
 /// How much a frame matters when the queue is under pressure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +39,7 @@ pub enum Priority {
 pub enum Push {
     Queued,
     /// Queued into an idle queue with a socket attached: the caller must put the connection on
-    /// its flush list ([`crate::hub::Hub::enlist`]).
+    /// its flush list ([`crate::chat::hub::Hub::enlist`]).
     Enlist,
     /// A droppable frame skipped because the queue is under pressure.
     Dropped,

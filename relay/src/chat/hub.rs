@@ -10,21 +10,21 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::auth::Identity;
-use crate::backend::Backend;
+use super::client::Identity;
+use crate::chat::backend::Backend;
+use crate::chat::client::Conn;
+use crate::chat::flusher::FlushList;
+use crate::chat::history::{HistoryBudget, HistoryLimits};
+use crate::chat::per_ip::{SourceLimits, Sources};
+use crate::chat::ratelimit::{self, Rate};
+use crate::chat::room::{JoinOutcome, JoinRequest, Presence, Room};
 use crate::config::Config;
-use crate::conn::Conn;
-use crate::flush::FlushList;
-use crate::history::{HistoryBudget, HistoryLimits};
-use crate::metrics::Metrics;
-use crate::outbox::{CloseRequest, Priority, Push};
-use crate::per_ip::{SourceLimits, Sources};
 use crate::protocol::CloseCode;
-use crate::ratelimit::{self, Rate};
-use crate::readiness::Readiness;
-use crate::room::{JoinOutcome, JoinRequest, Presence, Room};
-use crate::stats::Stats;
-use crate::telemetry::Sampled;
+use crate::telemetry::logging::Sampled;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::readiness::Readiness;
+use crate::telemetry::stats::Stats;
+use crate::transport::outbox::{CloseRequest, Priority, Push};
 use crate::ws::{Frame, OpCode};
 
 /// The limits the hot path consults, copied out of `Config` once.
@@ -91,7 +91,7 @@ pub struct Hub {
     /// backplane in cluster mode (`--redis-url`).
     pub backend: Backend,
     /// One flush list per worker thread; connection `id` uses list `id % len`. Each has a
-    /// flusher task ([`crate::flush::run`]) while the relay serves.
+    /// flusher task ([`crate::chat::flusher::run`]) while the relay serves.
     pub(crate) flush_lists: Box<[FlushList]>,
     /// Every room's history counts against this (`--history-total-bytes`).
     history: Arc<HistoryBudget>,
@@ -580,7 +580,7 @@ impl Hub {
 impl Hub {
     /// Closes every connection whose token has expired (past the leeway) with 4401.
     fn close_expired(&self, leeway: u64) {
-        let now = crate::auth::now_secs();
+        let now = crate::clock::now_secs();
         let mut expired = 0u64;
         for conn in self.conns.iter() {
             let Some(identity) = &conn.identity else {

@@ -11,14 +11,14 @@ use std::task::Context;
 
 use tokio::time::Sleep;
 
-use crate::backend::{JoinRefusal, Leave};
-use crate::conn::Conn;
-use crate::hub::{Hub, RoomRefusal};
-use crate::outbox::Priority;
+use crate::chat::backend::{JoinRefusal, Leave};
+use crate::chat::client::Conn;
+use crate::chat::hub::{Hub, RoomRefusal};
+use crate::chat::ratelimit::{Kind, Throttle, Verdict};
+use crate::chat::room::{JoinRequest, Room};
 use crate::protocol::name::normalize_name;
 use crate::protocol::{decode, event, CloseCode, Command, ErrorCode};
-use crate::ratelimit::{Kind, Throttle, Verdict};
-use crate::room::{JoinRequest, Room};
+use crate::transport::outbox::Priority;
 
 #[derive(Debug)]
 struct Membership {
@@ -38,7 +38,7 @@ pub struct Session {
 }
 
 /// A connection's rate-limit buckets and frame-budget pause. Boxed: inline they would grow
-/// every connection's task past its 256-byte cell (see `connection::Driver`).
+/// every connection's task past its 256-byte cell (see `edge::driver::Driver`).
 #[derive(Debug)]
 struct Budget {
     throttle: Throttle,
@@ -99,10 +99,11 @@ impl Session {
         if rate.is_off() || frames == 0 {
             return;
         }
-        let wait = budget
-            .throttle
-            .frames
-            .take_many(rate, crate::ratelimit::clock_ms(), frames);
+        let wait =
+            budget
+                .throttle
+                .frames
+                .take_many(rate, crate::chat::ratelimit::clock_ms(), frames);
         if !wait.is_zero() {
             self.hub.stats.frame_pauses.fetch_add(1, Ordering::Relaxed);
             budget.paused = Some(Box::pin(tokio::time::sleep(wait)));
@@ -159,11 +160,15 @@ impl Session {
                 false
             }
             Verdict::Close => {
-                if self.conn.outbox.close(crate::outbox::CloseRequest {
-                    code: CloseCode::RateLimited.code(),
-                    reason: "rate limit exceeded",
-                    discard: false,
-                }) {
+                if self
+                    .conn
+                    .outbox
+                    .close(crate::transport::outbox::CloseRequest {
+                        code: CloseCode::RateLimited.code(),
+                        reason: "rate limit exceeded",
+                        discard: false,
+                    })
+                {
                     self.hub
                         .stats
                         .rate_limit_closes

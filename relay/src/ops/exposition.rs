@@ -1,4 +1,4 @@
-//! The `/metrics` page: this relay's [`Metrics`](crate::metrics::Metrics) with the node's
+//! The `/metrics` page: this relay's [`Metrics`](crate::telemetry::metrics::Metrics) with the node's
 //! counters and sizes, and the once-a-second upkeep that samples queue depths.
 
 use std::sync::atomic::Ordering;
@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::hub::Hub;
-use crate::metrics::{install_process_recorder, NodeNumbers};
+use crate::chat::hub::Hub;
+use crate::telemetry::metrics::{install_process_recorder, NodeNumbers};
 
 /// How often queue depths are sampled (and the process-wide histograms folded into buckets).
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -68,9 +68,9 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::metrics::names;
-    use crate::outbox::Priority;
-    use crate::room::JoinRequest;
+    use crate::chat::room::JoinRequest;
+    use crate::telemetry::metrics::names;
+    use crate::transport::outbox::Priority;
 
     /// The value of an unlabelled series in a rendered exposition.
     fn sample(text: &str, name: &str) -> Option<u64> {
@@ -80,7 +80,7 @@ mod tests {
 
     #[test]
     fn a_scrape_reads_counters_and_samples_not_rooms_or_queues() {
-        let hub = Arc::new(Hub::new(&crate::Config::without_limits()));
+        let hub = Arc::new(Hub::new(&crate::config::Config::without_limits()));
         let username: Arc<str> = "u".into();
         let peer: std::net::SocketAddr = ([127, 0, 0, 1], 1).into();
         let request = JoinRequest {
@@ -100,7 +100,9 @@ mod tests {
         let text = render(&hub);
         assert_eq!(sample(&text, names::ROOMS), Some(2));
         assert_eq!(sample(&text, names::ROOM_MEMBERS), Some(3));
-        assert!(room.leave(&hub, &b, crate::room::Announce::Room).is_some());
+        assert!(room
+            .leave(&hub, &b, crate::chat::room::Announce::Room)
+            .is_some());
         assert_eq!(hub.metrics.room_members(), 2, "counted as members go");
 
         // With a room's lock held elsewhere, a scrape that walked the rooms would block.
