@@ -1,14 +1,14 @@
-//! The node's shared state: rooms in a sharded map, open connections, counters, and the
-//! housekeeping task (heartbeats, retiring empty rooms).
+//! The node's shared state: rooms in a sharded map, open connections, counters and budgets.
+//! `lingering` keeps the queue of rooms that emptied; `upkeep` is the housekeeping task
+//! (heartbeats, expired tokens, retiring empty rooms).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::warn;
 
 use super::client::Identity;
 use crate::chat::backend::Backend;
@@ -26,6 +26,9 @@ use crate::telemetry::readiness::Readiness;
 use crate::telemetry::stats::Stats;
 use crate::transport::outbox::{CloseRequest, Priority, Push};
 use crate::ws::{Frame, OpCode};
+
+mod lingering;
+mod upkeep;
 
 /// The limits the hot path consults, copied out of `Config` once.
 #[derive(Debug, Clone)]
@@ -320,110 +323,17 @@ impl Hub {
         Ok(room)
     }
 
-    /// Records that `room` became empty (see [`Hub::lingering`]).
-    pub(crate) fn note_lingering(&self, room: &Arc<Room>) {
-        self.lingering
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push_back(Arc::downgrade(room));
-    }
-
-    /// Retires the oldest lingering room to make room for a new one; false if none lingers.
-    fn evict_lingering_room(&self) -> bool {
-        loop {
-            let next = self
-                .lingering
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop_front();
-            let Some(weak) = next else {
-                return false;
-            };
-            let Some(room) = weak.upgrade() else {
-                continue;
-            };
-            if room.unqueue_lingering() && room.retire_if_empty() {
-                self.rooms
-                    .remove_if(&room.name, |_, r| Arc::ptr_eq(r, &room));
-                self.rooms_evicted.fetch_add(1, Ordering::Relaxed);
-                return true;
-            }
+    /// Starts shutdown: every connection is asked to close with 1001 after what it has queued.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.readiness.set_unready("shutdown", "shutting down");
+        for conn in self.conns.iter() {
+            conn.outbox.close(going_away());
         }
     }
 
-    /// The history bytes a publishing room may keep: unbounded by the node while it is under
-    /// its budget, else the budget shared among the rooms in use.
-    pub(crate) fn history_fair_share(&self) -> usize {
-        if !self.history.over() {
-            return usize::MAX;
-        }
-        let lingering = self
-            .lingering
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len();
-        let in_use = self.rooms.len().saturating_sub(lingering).max(1);
-        self.history.limits.total_bytes / in_use
-    }
-
-    /// Past the node's history budget: drops lingering rooms' history, oldest first, until
-    /// it is a tenth under. One thread at a time; the others go on (the fair share bounds
-    /// them meanwhile). Call without any room locked.
-    pub(crate) fn reclaim_history_if_over(&self) {
-        if !self.history.over() {
-            return;
-        }
-        let Ok(_one) = self.reclaiming.try_lock() else {
-            return;
-        };
-        let target = self.history.reclaim_target();
-        let mut at = 0;
-        while self.history.used() > target {
-            // A few at a time: the queue's lock must not be held while a room is locked
-            // (rooms take it under their own lock).
-            let chunk: Vec<Arc<Room>> = {
-                let queue = self
-                    .lingering
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                queue
-                    .iter()
-                    .skip(at)
-                    .take(64)
-                    .filter_map(Weak::upgrade)
-                    .collect()
-            };
-            if chunk.is_empty() {
-                return;
-            }
-            at += 64;
-            for room in chunk {
-                room.reclaim_if_empty();
-                if self.history.used() <= target {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// Drops stale entries (retired, refilled, gone) from the lingering queue, keeping order.
-    fn prune_lingering(&self) {
-        let old = std::mem::take(
-            &mut *self
-                .lingering
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
-        let kept: VecDeque<Weak<Room>> = old
-            .into_iter()
-            .filter(|weak| weak.upgrade().is_some_and(|room| room.still_lingering()))
-            .collect();
-        let mut queue = self
-            .lingering
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let added = std::mem::replace(&mut *queue, kept);
-        queue.extend(added);
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
     }
 
     /// Pushes a frame to one connection and does what the outcome asks: enlist it for the
@@ -485,120 +395,6 @@ impl Hub {
             .fetch_add(1, Ordering::Relaxed);
         if let Some(unlogged) = self.slow_consumer_log.due() {
             warn!(peer = %conn.peer, client = %conn.client_id, code = CloseCode::SlowConsumer.code(), unlogged, "closing slow consumer (at most one line a second; `unlogged` counts the others since the last line)");
-        }
-    }
-
-    /// Starts shutdown: every connection is asked to close with 1001 after what it has queued.
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Release);
-        self.readiness.set_unready("shutdown", "shutting down");
-        for conn in self.conns.iter() {
-            conn.outbox.close(going_away());
-        }
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Acquire)
-    }
-
-    /// Sends heartbeats, closes connections that missed one, and retires rooms that have been
-    /// empty for `room_linger`. Runs until `stop` turns true.
-    pub async fn housekeeping(
-        self: Arc<Self>,
-        token_leeway: Option<u64>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let tick = self
-            .limits
-            .ping_interval
-            .min(Duration::from_secs(1))
-            .max(Duration::from_millis(10));
-        let mut interval = tokio::time::interval(tick);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_ping = Instant::now();
-        loop {
-            tokio::select! {
-                _ = interval.tick() => {}
-                _ = stop.changed() => return,
-            }
-            let now = Instant::now();
-            if now.duration_since(last_ping) >= self.limits.ping_interval {
-                last_ping = now;
-                self.heartbeat();
-            } else {
-                self.trim_idle_queues();
-            }
-            if let Some(leeway) = token_leeway {
-                self.close_expired(leeway);
-            }
-            let before = self.rooms.len();
-            let linger = self.limits.room_linger;
-            self.rooms
-                .retain(|_, room| !room.retire_if_idle(now, linger));
-            self.prune_lingering();
-            self.sources.sweep();
-            let retired = before.saturating_sub(self.rooms.len());
-            if retired > 0 {
-                debug!(retired, rooms = self.rooms.len(), "retired empty rooms");
-            }
-        }
-    }
-
-    /// Frees the queue rings of connections that received nothing for a whole tick.
-    fn trim_idle_queues(&self) {
-        for conn in self.conns.iter() {
-            conn.outbox.trim();
-        }
-    }
-
-    fn heartbeat(&self) {
-        let mut timed_out = 0u64;
-        for conn in self.conns.iter() {
-            if conn.awaiting_pong.swap(true, Ordering::Relaxed) {
-                let first = conn.outbox.close(CloseRequest {
-                    code: CloseCode::HeartbeatTimeout.code(),
-                    reason: "heartbeat timeout",
-                    discard: true,
-                });
-                if first {
-                    timed_out += 1;
-                    debug!(peer = %conn.peer, client = %conn.client_id, "heartbeat timeout");
-                }
-            } else {
-                self.push_to(&conn, self.ping.bytes(), Priority::Normal);
-            }
-        }
-        if timed_out > 0 {
-            self.stats
-                .heartbeat_closes
-                .fetch_add(timed_out, Ordering::Relaxed);
-            info!(timed_out, "closed connections that missed a heartbeat");
-        }
-    }
-}
-
-impl Hub {
-    /// Closes every connection whose token has expired (past the leeway) with 4401.
-    fn close_expired(&self, leeway: u64) {
-        let now = crate::clock::now_secs();
-        let mut expired = 0u64;
-        for conn in self.conns.iter() {
-            let Some(identity) = &conn.identity else {
-                continue;
-            };
-            if identity.expires_at.saturating_add(leeway) <= now
-                && conn.outbox.close(CloseRequest {
-                    code: CloseCode::TokenExpired.code(),
-                    reason: "token expired",
-                    discard: false,
-                })
-            {
-                expired += 1;
-                debug!(peer = %conn.peer, user = %conn.user_id, "token expired");
-            }
-        }
-        if expired > 0 {
-            info!(expired, "closed connections whose token expired");
         }
     }
 }
