@@ -8,4 +8,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// The history store could not start (`store::StoreError`, boxed: the base layer names
+    /// no module above it).
+    #[error("history store: {0}")]
+    Store(Box<dyn std::error::Error + Send + Sync>),
 }

@@ -20,6 +20,8 @@
 //! - [`cluster`]: cluster mode (`--redis-url`): the Redis backplane that makes many nodes one
 //!   chat (cluster-wide seq, history and presence), a [`chat::backend::RemoteLog`]; absent
 //!   on a single node.
+//! - [`store`]: the durable history of a single node (`--data-dir`, SQLite), a
+//!   [`chat::backend::Journal`]: every message is stored before it is delivered.
 //! - [`ops`]: the admin API (`docs/ADMIN.md`), the `/metrics` page (`docs/METRICS.md`) and
 //!   the probes.
 //! - On top: [`server`] (accepts TCP, serves HTTP until the upgrade, runs the shutdown
@@ -61,6 +63,7 @@ pub mod ops;
 pub mod protocol;
 pub mod routes;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod transport;
 pub mod ws;

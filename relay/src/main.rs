@@ -73,7 +73,7 @@ fn main() -> anyhow::Result<()> {
             max_connections_per_ip = config.max_connections_per_ip,
             cluster = config.redis_url.as_ref().map(|_| config.cluster_name.as_str()),
             "relay listening ({})",
-            if config.redis_url.is_some() { "cluster mode, Redis backplane" } else { "single node, in memory" }
+            relay.history_mode()
         );
         // The admin listener outlives the main one: it stops only after the drain, so
         // `/readyz` there answers 503 while connections close.

@@ -19,6 +19,7 @@ use crate::edge::security::Security;
 use crate::edge::upgrade::upgrade;
 use crate::ops::admin::AdminSettings;
 use crate::ops::{admin, probes};
+use crate::store::Store;
 use crate::telemetry::metrics::Rejection;
 
 /// What a node's HTTP side reaches: the chat core, the edge's limits and checks, and where
@@ -29,6 +30,9 @@ pub(crate) struct Node {
     /// Cluster mode (`--redis-url`): the Redis backplane behind the hub's backend, whose
     /// task the node starts and stops.
     pub(crate) backplane: Option<Arc<Backplane>>,
+    /// A single node's durable history (`--data-dir`) behind the hub's backend, whose
+    /// writer the node starts and stops.
+    pub(crate) store: Option<Arc<Store>>,
     /// Connection limits at accept.
     pub(crate) admission: Arc<Admission>,
     /// Origin and token checks at the upgrade, and the trusted proxies.

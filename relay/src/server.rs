@@ -24,6 +24,7 @@ use crate::edge::tls;
 use crate::error::Error;
 use crate::ops::admin::AdminSettings;
 use crate::routes::Node;
+use crate::store::Store;
 use crate::telemetry::metrics::Rejection;
 use crate::telemetry::stats::StatsSnapshot;
 
@@ -64,22 +65,34 @@ impl Relay {
         // Here and not in `Hub::new`, which benchmarks use: installing it calibrates a clock.
         let _ = crate::telemetry::metrics::install_process_recorder();
         config.validate().map_err(Error::Config)?;
+        // Files the flags name are read before the data directory is touched: a bad flag
+        // never leaves a database or a lock behind.
+        let security = Security::from_config(&config)?;
+        let tls = tls::acceptor_from_config(&config)?;
         let mut hub = Hub::new(&config);
         let backplane = Backplane::from_config(&config, &hub.node_tag).map(Arc::new);
         if let Some(backplane) = &backplane {
             hub.backend = Backend::Remote(backplane.clone());
         }
+        // One node keeps its history on disk unless told not to; a cluster keeps it in Redis.
+        let store = if backplane.is_none() && !config.memory {
+            let store = Arc::new(Store::open(&config)?);
+            hub.backend = Backend::Durable(store.clone());
+            Some(store)
+        } else {
+            None
+        };
         let node = Node {
             hub: Arc::new(hub),
             backplane,
+            store,
             admission: Arc::new(Admission::new(
                 &config,
                 crate::edge::fd_limit::current_capacity() as usize,
             )),
-            security: Security::from_config(&config)?,
+            security,
             admin: AdminSettings::from(&config),
         };
-        let tls = tls::acceptor_from_config(&config)?;
         Ok(Self {
             node: Arc::new(node),
             config: Arc::new(config),
@@ -93,6 +106,25 @@ impl Relay {
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.node.hub
+    }
+
+    /// Where this node keeps its rooms' history, in words (the start-up line).
+    pub fn history_mode(&self) -> String {
+        match (&self.node.backplane, &self.node.store) {
+            (Some(_), _) => "cluster mode, Redis backplane".into(),
+            (None, Some(store)) => {
+                format!("single node, history on disk in {}", store.dir().display())
+            }
+            (None, None) => "single node, in memory".into(),
+        }
+    }
+
+    /// Blocks until every message accepted so far is stored and delivered (durable history;
+    /// at once otherwise). For tests and tools, off the event loop.
+    pub fn store_barrier(&self) {
+        if let Some(store) = &self.node.store {
+            store.barrier();
+        }
     }
 
     /// Serves `listener` until `shutdown` resolves, then closes every client with 1001 and
@@ -119,6 +151,9 @@ impl Relay {
             .backplane
             .as_ref()
             .and_then(|b| b.start(hub.clone(), stop_rx.clone()));
+        if let Some(store) = &self.node.store {
+            store.start(hub.clone())?;
+        }
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
         loop {
@@ -191,6 +226,15 @@ impl Relay {
             flusher.abort();
         }
         metrics_upkeep.abort();
+        if let Some(store) = self.node.store.clone() {
+            // What clients sent before the drain is stored (and delivered) before the exit.
+            if tokio::task::spawn_blocking(move || store.stop())
+                .await
+                .is_err()
+            {
+                warn!("the history store's writer did not stop cleanly");
+            }
+        }
         if let Some(backplane) = backplane {
             // Let it tell Redis this node's members are gone (bounded: Redis may be away).
             if tokio::time::timeout(Duration::from_secs(3), backplane)

@@ -23,6 +23,12 @@ async fn refuse(args: &[&str]) -> (Option<i32>, String) {
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .env_remove("RUST_LOG")
+        // Never the default ./chatrelay-data of the working directory: every case here is
+        // refused before a store opens, and the store's own cases name their directory.
+        .env(
+            "RELAY_DATA_DIR",
+            std::env::temp_dir().join(format!("relay-config-errors-data-{}", std::process::id())),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -17,6 +17,7 @@ const RANKS: &[(&str, u32)] = &[
     ("transport", 3),
     ("chat", 4),
     ("edge", 5),
+    ("store", 5),
     ("cluster", 5),
     ("ops", 6),
     ("routes", 7),

@@ -53,7 +53,7 @@ fn start() -> (Child, Logs) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_relay"))
         .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
         // Messages in a burst: the rate limit is not under test here.
-        .args(["--message-rate", "0"])
+        .args(["--message-rate", "0", "--memory"])
         .env("RUST_LOG", "debug")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -9,6 +9,13 @@
 //!   call completes here, synchronously, under the room's lock: the room assigns the seq
 //!   ([`crate::chat::room::log::Order::Next`]), keeps the message and fans it out, without an
 //!   allocation per member.
+//! - [`Backend::Durable`]: one node whose logs are also kept on disk (`--data-dir`, the
+//!   [`Journal`] implemented by `crate::store`). The room orders in memory as above, but a
+//!   message is handed to the journal under the room's lock ([`Room::reserve`]) and
+//!   appended and delivered only once it is stored, through [`Room::append`] with
+//!   [`crate::chat::room::log::Order::Assigned`]: what anyone has seen survives a restart.
+//!   A room this node opens starts from the journal's stored life (epoch, seq, newest
+//!   messages); joins, typing and leaves are the memory ones.
 //! - [`Backend::Remote`]: Redis keeps the log and the cluster-wide presence
 //!   ([`crate::cluster`]). Calls queue a command for the node's backplane task and return;
 //!   the task has Redis assign the seq and then delivers through the same room code
@@ -16,7 +23,7 @@
 //!   [`crate::chat::room::Room::join`] with [`crate::chat::room::Presence::Backend`]).
 //!
 //! # What a backend provides
-//! One more variant (the durable store of the next issue) provides, per room:
+//! Per room:
 //! - **assign seq**: the next seq of the room's current life, in one order for all its
 //!   members (in the room, as memory does, or handed to [`crate::chat::room::Room::append`] as
 //!   [`crate::chat::room::log::Order::Assigned`], which refuses duplicates and gaps);
@@ -39,14 +46,18 @@ use std::fmt;
 
 use crate::chat::client::Conn;
 use crate::chat::hub::{Hub, RoomRefusal};
-use crate::chat::room::{Announce, JoinOutcome, JoinRequest, Room};
+use crate::chat::room::{Announce, JoinOutcome, JoinRequest, Reserved, Room};
 use crate::protocol::event;
 use crate::transport::outbox::Priority;
+use crate::ws::Frame;
 
 #[derive(Debug)]
 pub enum Backend {
     /// Every room's log in this node's memory.
     Memory,
+    /// One node, every room's log also on disk (`--data-dir`): each message is stored
+    /// before it is delivered ([`Journal`]).
+    Durable(Arc<dyn Journal>),
     /// Cluster mode (`--redis-url`): the logs and presence in Redis, through the backplane
     /// ([`crate::cluster::Backplane`]).
     Remote(Arc<dyn RemoteLog>),
@@ -89,6 +100,37 @@ pub trait RemoteLog: fmt::Debug + Send + Sync {
     fn leave(&self, conn: &Arc<Conn>, room: Arc<Room>, username: Arc<str>, asked: bool);
 }
 
+/// A room's life as a journal stored it: carried on by the room this node opens.
+#[derive(Debug, Clone)]
+pub struct StoredLife {
+    pub epoch: Arc<str>,
+    /// The seq of its latest message (0: none yet).
+    pub seq: u64,
+    /// Its newest messages (message event frames), oldest first, at most the number asked.
+    pub newest: Vec<Frame>,
+}
+
+/// The journal cannot read what it keeps now (its disk failed): the room is not opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable(pub String);
+
+/// Where a single node keeps its rooms' logs beyond memory (`crate::store`). Defined here,
+/// implemented by the store, so the chat core does not depend on it. Calls never wait for
+/// the disk except [`Journal::open`], which reads once per room opened.
+pub trait Journal: fmt::Debug + Send + Sync {
+    /// The stored life of the room called `name` with its `newest` latest messages, or
+    /// `None` if it never stored a message.
+    fn open(&self, name: &str, newest: usize) -> Result<Option<StoredLife>, Unavailable>;
+
+    /// Takes a message `room` just reserved (called under the room's lock, so in seq
+    /// order): the journal stores it, then appends it to `room`. [`Busy`] when its queue is
+    /// full.
+    fn keep(&self, room: &Arc<Room>, message: Reserved, from_client: bool) -> Result<(), Busy>;
+
+    /// Messages taken and not yet stored and appended (`relay_store_queue`).
+    fn queued(&self) -> usize;
+}
+
 /// Why a join was not started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinRefusal {
@@ -120,7 +162,7 @@ impl Backend {
         request: JoinRequest<'_>,
     ) -> Result<Arc<Room>, JoinRefusal> {
         match self {
-            Backend::Memory => {
+            Backend::Memory | Backend::Durable(_) => {
                 let (room, outcome) = hub.join(conn, name, request).map_err(JoinRefusal::Room)?;
                 debug_assert!(current.is_some() || outcome == JoinOutcome::Joined);
                 Ok(room)
@@ -158,7 +200,59 @@ impl Backend {
                 room.publish(hub, sender, username, text);
                 Ok(())
             }
+            Backend::Durable(journal) => room
+                .reserve(hub, &sender.user_id, username, text, |message| {
+                    journal.keep(room, message, true)
+                })
+                .map(drop),
             Backend::Remote(backplane) => backplane.publish(hub, sender, room, username, text),
+        }
+    }
+
+    /// Publishes a server message (the admin API's) as `user_id`, not counted as a client's.
+    /// Returns its seq and the members it is for: queued already (memory, cluster: this
+    /// node's members), or once stored (durable). [`Busy`] when the journal's queue is full.
+    pub fn publish_as(
+        &self,
+        hub: &Hub,
+        room: &Arc<Room>,
+        user_id: &str,
+        username: &str,
+        text: &str,
+    ) -> Result<(u64, u64), Busy> {
+        match self {
+            Backend::Memory | Backend::Remote(_) => {
+                Ok(room.publish_as(hub, user_id, username, text))
+            }
+            Backend::Durable(journal) => room
+                .reserve(hub, user_id, username, text, |message| {
+                    journal.keep(room, message, false)
+                })
+                .map(|(seq, members)| (seq, members as u64)),
+        }
+    }
+
+    /// The life a room the node creates starts with: `made_up` (the epoch the hub just made
+    /// up) when the backend keeps no life here (memory; cluster, where the backplane hands
+    /// Redis's over later), else the stored one, or `made_up` from seq 0 for a room the
+    /// journal never stored.
+    pub fn life_of(
+        &self,
+        name: &str,
+        made_up: &Arc<str>,
+        newest: usize,
+    ) -> Result<Option<StoredLife>, Unavailable> {
+        match self {
+            Backend::Memory | Backend::Remote(_) => Ok(None),
+            Backend::Durable(journal) => {
+                Ok(Some(journal.open(name, newest)?.unwrap_or_else(|| {
+                    StoredLife {
+                        epoch: made_up.clone(),
+                        seq: 0,
+                        newest: Vec::new(),
+                    }
+                })))
+            }
         }
     }
 
@@ -172,7 +266,7 @@ impl Backend {
         is_typing: bool,
     ) {
         match self {
-            Backend::Memory => room.typing(hub, typist, username, is_typing),
+            Backend::Memory | Backend::Durable(_) => room.typing(hub, typist, username, is_typing),
             Backend::Remote(backplane) => backplane.typing(hub, room, typist, username, is_typing),
         }
     }
@@ -188,7 +282,7 @@ impl Backend {
         why: Leave,
     ) {
         match self {
-            Backend::Memory => {
+            Backend::Memory | Backend::Durable(_) => {
                 room.leave(hub, conn, Announce::Room);
                 if why == Leave::Asked {
                     hub.push_to(conn, event::left(&room.name).bytes(), Priority::Normal);

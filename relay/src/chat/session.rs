@@ -311,6 +311,12 @@ impl Session {
                 RoomRefusal::SourceFull => {
                     "too many rooms created from your address; retry once some have expired"
                 }
+                RoomRefusal::Unavailable => {
+                    return self.error(
+                        ErrorCode::ServerBusy,
+                        "the relay cannot read this room's history right now; retry shortly",
+                    )
+                }
             },
         );
     }

@@ -235,7 +235,7 @@ impl Task {
                     if last_probe.elapsed() > self.tick * 3 + Duration::from_secs(1) {
                         self.hub.readiness.set_unready("redis", "probe through Redis pub/sub did not come back");
                     }
-                    self.housekeeping(&mut conn, ticks % prune_every == 0).await
+                    self.housekeeping(&mut conn, ticks.is_multiple_of(prune_every)).await
                 }
             };
             if let Err(err) = result {

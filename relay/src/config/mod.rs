@@ -262,6 +262,48 @@ pub struct Config {
     #[arg(long, env = "RELAY_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<std::path::PathBuf>,
 
+    // --- Durable history on one node (README "History on disk"). ---
+    /// Directory of the embedded database that keeps every room's history across restarts
+    /// (created if missing; one relay at a time). Ignored in cluster mode, where Redis keeps it.
+    #[arg(long, env = "RELAY_DATA_DIR", default_value = "./chatrelay-data")]
+    pub data_dir: std::path::PathBuf,
+
+    /// Keep history in memory only, as before: a restart forgets every room.
+    #[arg(long, env = "RELAY_MEMORY", conflicts_with = "data_dir")]
+    pub memory: bool,
+
+    /// When stored messages reach the disk itself: `always` (every commit; nothing is lost
+    /// on power loss), `interval` (at most --fsync-interval's worth is lost on power loss,
+    /// nothing on a crash or kill), `off` (the OS decides; a crash or kill still loses
+    /// nothing).
+    #[arg(long, env = "RELAY_FSYNC", value_enum, default_value_t = Fsync::Interval)]
+    pub fsync: Fsync,
+
+    /// With `--fsync interval`: the longest time a stored message waits for the disk.
+    #[arg(long, env = "RELAY_FSYNC_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub fsync_interval: Duration,
+
+    /// Messages each room keeps on disk; older ones are removed in the background (0: no limit).
+    #[arg(long, env = "RELAY_RETAIN_MESSAGES", default_value_t = 100_000)]
+    pub retain_messages: u64,
+
+    /// Age after which stored messages are removed in the background (e.g. "30d", "12h"; 0: no limit).
+    #[arg(long, env = "RELAY_RETAIN_AGE", default_value = "30d", value_parser = parse_duration)]
+    pub retain_age: Duration,
+
+    /// How often the background retention pass runs.
+    #[arg(long, env = "RELAY_RETAIN_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    pub retain_interval: Duration,
+
+    /// Messages waiting to be stored before new ones are refused with `server_busy`.
+    #[arg(long, env = "RELAY_STORE_QUEUE", default_value_t = 65_536)]
+    pub store_queue: usize,
+
+    /// Largest size of the database file in bytes; past it messages are delivered but not
+    /// stored, as on a full disk (0: as large as the disk allows).
+    #[arg(long, env = "RELAY_STORE_MAX_BYTES", default_value_t = 0)]
+    pub store_max_bytes: u64,
+
     // --- Cluster mode (docs/CLUSTER.md). ---
     /// Redis to join a cluster through (e.g. "redis://127.0.0.1:6379"): every relay using the
     /// same Redis and `--cluster-name` serves one chat. Unset: a single in-memory node.
@@ -282,6 +324,17 @@ pub struct Config {
     /// `server_busy` (cluster mode); 0 means no limit, for benchmarks.
     #[arg(long, env = "RELAY_CLUSTER_QUEUE", default_value_t = 16384)]
     pub cluster_queue: usize,
+}
+
+/// `--fsync`: what a power loss may cost of the stored history.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Every commit reaches the disk before its messages are delivered.
+    Always,
+    /// The disk is synced every `--fsync-interval`.
+    Interval,
+    /// Never synced by the relay.
+    Off,
 }
 
 impl Default for Config {
@@ -351,6 +404,17 @@ impl Config {
         if self.max_rooms == 0 {
             return Err("--max-rooms must be at least 1".into());
         }
+        if !self.memory && self.redis_url.is_none() {
+            if self.store_queue == 0 {
+                return Err("--store-queue must be at least 1".into());
+            }
+            if self.fsync == Fsync::Interval && self.fsync_interval.is_zero() {
+                return Err("--fsync-interval must be above 0 (or use --fsync always)".into());
+            }
+            if self.retain_interval.is_zero() {
+                return Err("--retain-interval must be above 0".into());
+            }
+        }
         if self.admin_listen.is_some() && self.admin_token.is_none() {
             return Err(
                 "--admin-listen needs --admin-token (the admin API has no other key)".into(),
@@ -360,7 +424,7 @@ impl Config {
     }
 }
 
-/// Parses "30s", "500ms", "2m" or a bare number of seconds.
+/// Parses "30s", "500ms", "2m", "30d" or a bare number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
@@ -375,9 +439,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => value,
         "m" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         _ => {
             return Err(format!(
-                "invalid duration unit in {text:?}: use ms, s, m or h"
+                "invalid duration unit in {text:?}: use ms, s, m, h or d"
             ))
         }
     };

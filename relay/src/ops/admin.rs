@@ -227,7 +227,15 @@ fn publish_message(hub: &Hub, name: &str, publish: Publish) -> Response<Body> {
             format!("text must be 1-{max} characters"),
         );
     }
-    let (seq, delivered) = room.publish_as(hub, SERVER_USER_ID, &username, &publish.text);
+    let Ok((seq, delivered)) =
+        hub.backend
+            .publish_as(hub, &room, SERVER_USER_ID, &username, &publish.text)
+    else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the history store's queue is full; retry shortly",
+        );
+    };
     hub.stats.admin_messages.fetch_add(1, Ordering::Relaxed);
     hub.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
     info!(

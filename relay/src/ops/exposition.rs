@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::chat::backend::Backend;
 use crate::chat::hub::Hub;
 use crate::telemetry::metrics::{install_process_recorder, NodeNumbers};
 
@@ -32,6 +33,10 @@ fn numbers(hub: &Hub) -> NodeNumbers {
         history_evicted: history.evicted(),
         rooms_refused: hub.rooms_refused.load(Ordering::Relaxed),
         rooms_evicted: hub.rooms_evicted.load(Ordering::Relaxed),
+        store_queue: match &hub.backend {
+            Backend::Durable(journal) => journal.queued() as u64,
+            Backend::Memory | Backend::Remote(_) => 0,
+        },
     }
 }
 

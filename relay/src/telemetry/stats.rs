@@ -60,4 +60,12 @@ stats! {
     rate_limit_closes,
     /// Times a connection went over its frame budget and stopped being read for a while.
     frame_pauses,
+    /// Messages the history store wrote to disk.
+    store_written,
+    /// Transactions of the history store that failed (disk full, I/O error).
+    store_write_errors,
+    /// Messages delivered that the history store could not keep.
+    store_unsaved,
+    /// Stored messages removed by --retain-messages or --retain-age.
+    store_trimmed,
 }

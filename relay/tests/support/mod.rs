@@ -12,6 +12,7 @@
     reason = "tests fail loudly on purpose"
 )]
 
+pub mod durable;
 pub mod http;
 pub mod raw;
 pub mod redis;
@@ -95,6 +96,9 @@ impl TestRelay {
         mut config: relay::Config,
         adjust: impl FnOnce(&mut relay::Config),
     ) -> Self {
+        // In memory unless a test asks for a data directory ([`TestRelay::durable`]): tests
+        // run in parallel and must not share one.
+        config.memory = true;
         adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -123,6 +123,9 @@ pub enum RoomRefusal {
     NodeFull,
     /// The address created `--ip-rooms` rooms that still exist.
     SourceFull,
+    /// The room's stored log cannot be read now (durable store): opening it would start a
+    /// second life under the same name.
+    Unavailable,
 }
 
 pub fn now_ms() -> u64 {
@@ -301,6 +304,19 @@ impl Hub {
             self.rooms_refused.fetch_add(1, Ordering::Relaxed);
             return Err(RoomRefusal::NodeFull);
         }
+        // A durable store's read happens here, outside every lock, once per room opened.
+        let n = self.next_room.fetch_add(1, Ordering::Relaxed);
+        let made_up: Arc<str> = format!("{:016x}", random_u64() ^ n.rotate_left(32)).into();
+        let life = match self
+            .backend
+            .life_of(name, &made_up, self.history.limits.count)
+        {
+            Ok(life) => life,
+            Err(unavailable) => {
+                warn!(room = name, error = %unavailable.0, "cannot open the room's stored log");
+                return Err(RoomRefusal::Unavailable);
+            }
+        };
         let Some(charge) = self.sources.charge_room(&conn.source) else {
             self.rooms_refused.fetch_add(1, Ordering::Relaxed);
             return Err(RoomRefusal::SourceFull);
@@ -309,14 +325,13 @@ impl Hub {
             .rooms
             .entry(Arc::from(name))
             .or_insert_with(|| {
-                let n = self.next_room.fetch_add(1, Ordering::Relaxed);
-                let epoch = format!("{:016x}", random_u64() ^ n.rotate_left(32));
-                Room::new_shared(
-                    Arc::from(name),
-                    epoch.into(),
-                    self.history.clone(),
-                    Some(charge),
-                )
+                let room =
+                    Room::new_shared(Arc::from(name), made_up, self.history.clone(), Some(charge));
+                if let Some(life) = life {
+                    // Not shared yet: its lock is free.
+                    room.reset_log(life.epoch, life.seq, &life.newest);
+                }
+                room
             })
             .value()
             .clone();

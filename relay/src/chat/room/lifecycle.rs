@@ -34,7 +34,9 @@ impl Room {
     /// Retires the room now if it is empty (the node needs its place); whether it did.
     pub(crate) fn retire_if_empty(&self) -> bool {
         let mut state = self.lock();
-        if state.members.is_empty() && !state.dead {
+        // Not while messages are on their way to the backend's log: a successor would read
+        // that log without them (see `Log::in_flight`).
+        if state.members.is_empty() && !state.dead && !state.log.in_flight() {
             state.dead = true;
             return true;
         }
@@ -66,7 +68,7 @@ impl Room {
         let idle = state
             .empty_since
             .is_some_and(|since| now.saturating_duration_since(since) >= linger);
-        if idle && state.members.is_empty() {
+        if idle && state.members.is_empty() && !state.log.in_flight() {
             state.dead = true;
         }
         state.dead

@@ -59,6 +59,9 @@ pub struct Log {
     assigned: bool,
     /// Seq of the latest message (0 before the first).
     seq: u64,
+    /// The latest seq handed out by [`Log::reserve`] to a message the backend stores before
+    /// it is appended (at least `seq`; above it while such messages are on their way).
+    reserved: u64,
     /// The last messages, contiguous in seq, oldest first.
     history: History,
 }
@@ -69,6 +72,7 @@ impl Log {
             epoch,
             assigned: false,
             seq: 0,
+            reserved: 0,
             history: History::new(budget),
         }
     }
@@ -106,6 +110,30 @@ impl Log {
         Ok((seq, frame))
     }
 
+    /// Hands out the next seq of the backend's life for a message the backend keeps before
+    /// it is appended (a durable store commits first); the message comes back through
+    /// [`Log::append`] as [`Order::Assigned`]. `None` while the log holds no backend life.
+    pub fn reserve(&mut self) -> Option<u64> {
+        if !self.assigned {
+            return None;
+        }
+        self.reserved = self.reserved.max(self.seq) + 1;
+        Some(self.reserved)
+    }
+
+    /// Gives back the seq [`Log::reserve`] just handed out (its message was refused).
+    pub fn unreserve(&mut self, seq: u64) {
+        if seq == self.reserved && seq > self.seq {
+            self.reserved -= 1;
+        }
+    }
+
+    /// Whether reserved messages have not come back yet: the room must not be retired
+    /// meanwhile, or a successor would read the backend's log without them.
+    pub fn in_flight(&self) -> bool {
+        self.reserved > self.seq
+    }
+
     fn next(&self, order: Order<'_>) -> Result<u64, Refused> {
         match order {
             Order::Next => Ok(self.seq + 1),
@@ -141,6 +169,7 @@ impl Log {
         self.epoch = epoch;
         self.assigned = true;
         self.seq = seq;
+        self.reserved = seq;
     }
 
     /// Drops the kept messages (a lingering room's, for the node's budget); the bytes freed.
@@ -272,5 +301,32 @@ mod tests {
             "a full outbox cuts the replay"
         );
         assert_eq!(log.replay(Some(3), None, 0).recovered, Some(false));
+    }
+
+    #[test]
+    fn reserved_seqs_come_back_in_order_and_hold_the_room() {
+        let mut log = log();
+        assert_eq!(log.reserve(), None, "no backend life yet");
+        log.reset("stored".into(), 41, &[]);
+        assert_eq!(log.reserve(), Some(42));
+        assert_eq!(log.reserve(), Some(43));
+        let refused = log.reserve();
+        assert_eq!(refused, Some(44));
+        log.unreserve(44);
+        assert!(log.in_flight());
+        for seq in [42, 43] {
+            let order = Order::Assigned {
+                epoch: "stored",
+                seq,
+                force: false,
+            };
+            assert!(log.append(order, || usize::MAX, |_| frame(seq)).is_ok());
+        }
+        assert!(!log.in_flight());
+        assert_eq!(
+            log.reserve(),
+            Some(44),
+            "the given-back seq is handed out again"
+        );
     }
 }

@@ -155,6 +155,48 @@ pub struct Appended {
     pub delivered: u64,
 }
 
+/// A message [`Room::reserve`] ordered and encoded, on its way through the backend that keeps
+/// it before it is appended.
+#[derive(Debug)]
+pub struct Reserved {
+    pub epoch: Arc<str>,
+    pub seq: u64,
+    pub timestamp_ms: u64,
+    /// The message event, framed once; appended as it is.
+    pub frame: Frame,
+    /// The message number and when it was accepted, for the fan-out and delivery latencies
+    /// (which so include the time it took to be kept).
+    pub probe: (u64, Instant),
+    /// Members when it was ordered.
+    pub members: usize,
+}
+
+/// The one encoder of a chat message event: stamped with the time it is accepted, framed
+/// once for every member; returns the timestamp beside the frame.
+fn message_encoder<'a>(
+    hub: &'a Hub,
+    room: &'a str,
+    number: u64,
+    user_id: &'a str,
+    username: &'a str,
+    text: &'a str,
+) -> impl Fn(u64) -> (u64, Frame) + 'a {
+    let timestamp_ms = crate::chat::hub::now_ms();
+    move |seq| {
+        let frame = event::message(&MessageEvent {
+            node_tag: &hub.node_tag,
+            number,
+            seq,
+            room,
+            user_id,
+            username,
+            text,
+            timestamp_ms,
+        });
+        (timestamp_ms, frame)
+    }
+}
+
 impl Room {
     /// A room that batches its fan-out per scheduler round (what the hub creates).
     pub fn new_shared(
@@ -363,22 +405,61 @@ impl Room {
         // sampled delivery latency both start here.
         let started = Instant::now();
         let number = hub.next_message_number();
-        let timestamp_ms = crate::chat::hub::now_ms();
-        let encode = |seq| {
-            event::message(&MessageEvent {
-                node_tag: &hub.node_tag,
-                number,
-                seq,
-                room: &self.name,
-                user_id,
-                username,
-                text,
-                timestamp_ms,
-            })
-        };
+        let encode = message_encoder(hub, &self.name, number, user_id, username, text);
         // The room assigns the seq itself, so the log takes every message.
-        self.append(hub, Order::Next, Some((number, started)), encode)
-            .map_or((0, 0), |a| (a.seq, a.delivered))
+        self.append(hub, Order::Next, Some((number, started)), |seq| {
+            encode(seq).1
+        })
+        .map_or((0, 0), |a| (a.seq, a.delivered))
+    }
+
+    /// Orders a message without delivering it, for a backend that keeps every message before
+    /// anyone sees it (the durable store): under the room's lock the next seq of the
+    /// backend's life is reserved, the event encoded once, and `keep` given it, so a room's
+    /// messages reach `keep` in seq order. The backend hands it back through
+    /// [`Room::append`] with [`Order::Assigned`]. If `keep` refuses, the seq is given back.
+    /// Returns the seq and the members it is for now; `None` if the log holds no backend
+    /// life (the message was then delivered as in memory).
+    pub fn reserve<E>(
+        &self,
+        hub: &Hub,
+        user_id: &str,
+        username: &str,
+        text: &str,
+        keep: impl FnOnce(Reserved) -> Result<(), E>,
+    ) -> Result<(u64, usize), E> {
+        let started = Instant::now();
+        let number = hub.next_message_number();
+        let encode = message_encoder(hub, &self.name, number, user_id, username, text);
+        let mut state = self.lock();
+        let Some(seq) = state.log.reserve() else {
+            drop(state);
+            debug_assert!(false, "a journalled room always holds its stored life");
+            let (seq, delivered) = self.publish_as(hub, user_id, username, text);
+            return Ok((seq, delivered as usize));
+        };
+        let (timestamp_ms, frame) = encode(seq);
+        let members = state.members.len();
+        let reserved = Reserved {
+            epoch: state.log.epoch().clone(),
+            seq,
+            timestamp_ms,
+            frame,
+            probe: (number, started),
+            members,
+        };
+        match keep(reserved) {
+            Ok(()) => Ok((seq, members)),
+            Err(refused) => {
+                state.log.unreserve(seq);
+                Err(refused)
+            }
+        }
+    }
+
+    /// Whether messages [`Room::reserve`]d here have not been appended yet.
+    pub fn has_in_flight(&self) -> bool {
+        self.lock().log.in_flight()
     }
 
     /// The one way a message enters the room: ordered into the log (`order`: the next seq,

@@ -202,6 +202,8 @@ pub struct NodeNumbers {
     pub history_evicted: u64,
     pub rooms_refused: u64,
     pub rooms_evicted: u64,
+    /// Messages waiting for the history store (0 without one).
+    pub store_queue: u64,
 }
 
 /// A relay's own metrics beyond [`Stats`](crate::telemetry::stats::Stats): latency and queue-depth
@@ -375,6 +377,16 @@ impl Metrics {
         single(o, names::ROOMS_REFUSED, "counter", node.rooms_refused);
         single(o, names::ROOMS_EVICTED, "counter", node.rooms_evicted);
         single(o, names::FRAME_PAUSES, "counter", stats.frame_pauses);
+        single(o, names::STORE_WRITTEN, "counter", stats.store_written);
+        single(
+            o,
+            names::STORE_WRITE_ERRORS,
+            "counter",
+            stats.store_write_errors,
+        );
+        single(o, names::STORE_UNSAVED, "counter", stats.store_unsaved);
+        single(o, names::STORE_TRIMMED, "counter", stats.store_trimmed);
+        single(o, names::STORE_QUEUE, "gauge", node.store_queue);
         if let Some(process) = install_process_recorder() {
             out.push_str(&process.render());
         }

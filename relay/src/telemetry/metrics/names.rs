@@ -24,6 +24,11 @@ pub const HISTORY_EVICTED: &str = "relay_history_evicted_total";
 pub const ROOMS_REFUSED: &str = "relay_rooms_refused_total";
 pub const ROOMS_EVICTED: &str = "relay_rooms_evicted_total";
 pub const FRAME_PAUSES: &str = "relay_frame_pauses_total";
+pub const STORE_WRITTEN: &str = "relay_store_messages_written_total";
+pub const STORE_WRITE_ERRORS: &str = "relay_store_write_errors_total";
+pub const STORE_UNSAVED: &str = "relay_store_unsaved_messages_total";
+pub const STORE_TRIMMED: &str = "relay_store_trimmed_messages_total";
+pub const STORE_QUEUE: &str = "relay_store_queue";
 /// Reserved for the Redis backplane (recorded with the `metrics` macros).
 pub const REDIS_PUBLISH_ERRORS: &str = "relay_redis_publish_errors_total";
 pub const REDIS_SUBSCRIBE_ERRORS: &str = "relay_redis_subscribe_errors_total";
@@ -56,6 +61,11 @@ pub const PER_RELAY: &[(&str, &str)] = &[
     (ROOMS_REFUSED, "Joins refused with room_limit."),
     (ROOMS_EVICTED, "Lingering rooms retired early to make room under --max-rooms."),
     (FRAME_PAUSES, "Times a connection went over --frame-rate and was paused."),
+    (STORE_WRITTEN, "Messages the history store wrote to disk (--data-dir)."),
+    (STORE_WRITE_ERRORS, "History store transactions that failed (disk full, I/O error); /readyz is not ready until one succeeds."),
+    (STORE_UNSAVED, "Messages delivered that the history store could not keep (each is logged with its room and seq)."),
+    (STORE_TRIMMED, "Stored messages removed by --retain-messages or --retain-age."),
+    (STORE_QUEUE, "Messages waiting to be stored (and then delivered)."),
 ];
 
 /// The names reserved for the Redis backplane, each with its `# HELP` text.

@@ -1,0 +1,168 @@
+//! The database file: where it lives, the one relay that may use it, its schema and the
+//! checks before anything is written to it.
+//!
+//! SQLite in WAL mode: readers (room opens, scroll-back) never wait for the writer, and a
+//! commit is one append to the write-ahead log. Schema (documented in README "History on
+//! disk" for operators who inspect it with `sqlite3`):
+//!
+//! ```sql
+//! CREATE TABLE rooms (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+//!                     epoch TEXT NOT NULL, last_seq INTEGER NOT NULL);
+//! CREATE TABLE messages (room_id INTEGER NOT NULL, seq INTEGER NOT NULL,
+//!                        ts INTEGER NOT NULL, event TEXT NOT NULL,
+//!                        PRIMARY KEY (room_id, seq)) WITHOUT ROWID;
+//! ```
+//!
+//! `event` is the message event's JSON exactly as clients received it; `ts` its timestamp
+//! in milliseconds (for `--retain-age`).
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::StoreError;
+use crate::config::Fsync;
+
+/// `PRAGMA application_id`: marks the file as chatrelay's ("CRLY").
+const APPLICATION_ID: i64 = 0x4352_4c59;
+/// `PRAGMA user_version` of the schema this relay writes; a file with a higher one was
+/// written by a newer relay and is refused rather than misread.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const CREATE: &str = "
+    CREATE TABLE rooms (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        epoch TEXT NOT NULL,
+        last_seq INTEGER NOT NULL
+    );
+    CREATE TABLE messages (
+        room_id INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        event TEXT NOT NULL,
+        PRIMARY KEY (room_id, seq)
+    ) WITHOUT ROWID;
+";
+
+/// The database file inside `--data-dir`.
+pub fn db_path(dir: &Path) -> PathBuf {
+    dir.join("chatrelay.sqlite3")
+}
+
+/// Creates `dir` if needed and takes its lock: two relays appending to one database would
+/// hand out the same seqs. The lock is the OS's (released when the process ends, also on
+/// `kill -9`), held through the returned file.
+pub fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::dir(dir, "cannot be created", &e))?;
+    let path = dir.join("LOCK");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::dir(dir, "cannot be written", &e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(dir.to_owned())),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::dir(dir, "cannot be locked", &e)),
+    }
+}
+
+/// Opens the writer's connection: creates the schema in a new file, refuses a file of a
+/// newer schema, another program's, or a damaged one, and proves the file writable.
+pub fn open_writer(dir: &Path, fsync: Fsync, max_bytes: u64) -> Result<Connection, StoreError> {
+    let path = db_path(dir);
+    let db =
+        Connection::open(&path).map_err(|e| StoreError::file(&path, "cannot be opened", &e))?;
+    let damaged = |e: rusqlite::Error| StoreError::Damaged {
+        path: path.clone(),
+        detail: e.to_string(),
+    };
+    // WAL: a commit appends to the log and readers never block. A file that is not a
+    // database fails here, before anything is written to it.
+    let mode: String = db
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(damaged)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::file(
+            &path,
+            "cannot use write-ahead logging",
+            &format!("journal_mode is {mode}"),
+        ));
+    }
+    let synchronous = match fsync {
+        // FULL syncs the log at every commit; NORMAL only at checkpoints (the writer syncs
+        // the log itself every --fsync-interval); OFF never.
+        Fsync::Always => "FULL",
+        Fsync::Interval => "NORMAL",
+        Fsync::Off => "OFF",
+    };
+    db.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))
+        .map_err(damaged)?;
+    let app: i64 = db
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .map_err(damaged)?;
+    let version: i64 = db
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(damaged)?;
+    let tables: i64 = db
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+        .map_err(damaged)?;
+    if app == 0 && version == 0 && tables == 0 {
+        db.execute_batch(&format!(
+            "BEGIN; {CREATE} PRAGMA application_id = {APPLICATION_ID}; \
+             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(|e| StoreError::file(&path, "cannot be written", &e))?;
+    } else if app != APPLICATION_ID {
+        return Err(StoreError::Foreign(path));
+    } else if version > SCHEMA_VERSION {
+        return Err(StoreError::Newer {
+            path,
+            version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    let check: String = db
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(damaged)?;
+    if check != "ok" {
+        // One line, as every start-up error: SQLite lists each damaged page on its own.
+        let mut detail = check.split_whitespace().collect::<Vec<_>>().join(" ");
+        if detail.len() > 160 {
+            let cut = (0..=160)
+                .rev()
+                .find(|&i| detail.is_char_boundary(i))
+                .unwrap_or(0);
+            detail.truncate(cut);
+            detail.push_str("...");
+        }
+        return Err(StoreError::Damaged { path, detail });
+    }
+    // Proves the file and its directory writable now rather than at the first message.
+    db.execute_batch("BEGIN IMMEDIATE; COMMIT;")
+        .map_err(|e| StoreError::file(&path, "cannot be written", &e))?;
+    if max_bytes > 0 {
+        let page: i64 = db
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(damaged)?;
+        let pages = (max_bytes / page.max(1) as u64).max(1);
+        // Past it every write fails with SQLITE_FULL, exactly as on a full disk.
+        db.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            .map_err(damaged)?;
+    }
+    Ok(db)
+}
+
+/// A read-only connection for room opens or scroll-back (WAL readers see every commit and
+/// never wait for the writer).
+pub fn open_reader(dir: &Path) -> Result<Connection, StoreError> {
+    let path = db_path(dir);
+    Connection::open_with_flags(
+        &path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::file(&path, "cannot be opened for reading", &e))
+}
