@@ -151,8 +151,9 @@ async function openPage(t, relay, { query = '', viewport = { width: 1000, height
  * Runs in the page before its own scripts (addInitScript): records every frame the page sends
  * (window.__sent), every socket it opens (window.__sockets), every value #status's data-state
  * takes (window.__states; some states last only milliseconds with a 100 ms backoff base), every
- * frame it receives (window.__recv), every close code (window.__closes), and while window.__blockConnect holds a URL (a closed
- * port) opens new sockets there instead, so the page stays away as long as a test needs.
+ * frame it receives (window.__recv), both in one order (window.__wire: ['>' or '<', data]), every close code
+ * (window.__closes), and while window.__blockConnect holds a URL (a closed port) opens new sockets there instead, so the
+ * page stays away as long as a test needs.
  */
 function instrumentPage() {
   const Native = window.WebSocket;
@@ -161,16 +162,21 @@ function instrumentPage() {
   window.__states = [];
   window.__recv = [];
   window.__closes = [];
+  window.__wire = [];
   window.__blockConnect = null;
   window.WebSocket = class extends Native {
     constructor(url, protocols) {
       super(window.__blockConnect || url, protocols);
       window.__sockets.push(this);
-      this.addEventListener('message', (e) => window.__recv.push(String(e.data)));
+      this.addEventListener('message', (e) => {
+        window.__recv.push(String(e.data));
+        window.__wire.push(['<', String(e.data)]);
+      });
       this.addEventListener('close', (e) => window.__closes.push(e.code));
     }
     send(data) {
       window.__sent.push(String(data));
+      window.__wire.push(['>', String(data)]);
       return super.send(data);
     }
   };
@@ -571,6 +577,83 @@ test('after a dropped connection the page resumes with since: no gaps, no duplic
     'nothing missing within one epoch');
   await waitForUsers(bob.page, ['alice', 'bob']);
   assertClean(alice.problems, { console: false });
+});
+
+test('scrolling to the top loads older messages a page at a time, down to the beginning of the room', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  // The relay keeps all 30 messages, but `joined` carries only the newest few: the rest are
+  // what the page fetches with `history`. (--history would cap what the relay keeps, too.)
+  const relay = await startRelay(undefined, ['--message-rate', '0', '--joined-history-bytes', '1500']);
+  t.after(() => relay.kill());
+  const texts = Array.from({ length: 30 }, (_, i) => `older message ${i + 1}`);
+  // Another client, a plain WebSocket in a page of the same origin, publishes them first.
+  const sender = await openPage(t, relay);
+  await sender.page.evaluate(async (all) => {
+    const ws = new WebSocket(`ws://${location.host}/ws`);
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error('ws error')); });
+    let echoed = 0;
+    const done = new Promise((resolve) => {
+      ws.onmessage = (e) => {
+        const msg = JSON.parse(e.data);
+        if (msg.type === 'joined') for (const text of all) ws.send(JSON.stringify({ type: 'message', text }));
+        if (msg.type === 'message' && ++echoed === all.length) resolve();
+      };
+    });
+    ws.send(JSON.stringify({ type: 'join', room: 'scrollback', username: 'bob' }));
+    await done;
+  }, texts);
+
+  const alice = await openJoined(t, relay, 'alice', 'scrollback', { instrument: true, viewport: { width: 1000, height: 420 } });
+  await waitForMessage(alice.page, 'older message 30');
+  const initial = await messageTexts(alice.page);
+  assert.ok(initial.length >= 3 && initial.length < 20, `joined carried only the newest few, got ${initial.length}`);
+  assert.deepEqual(initial, texts.slice(30 - initial.length));
+  assert.ok(await alice.page.evaluate(() => {
+    const m = document.getElementById('messages');
+    return m.scrollHeight > m.clientHeight;
+  }), 'the list overflows, so it can be scrolled');
+
+  // One scroll to the top: one page arrives above, and what was on screen stays put.
+  const topBefore = await alice.page.evaluate(() => {
+    const m = document.getElementById('messages');
+    m.scrollTop = 0;
+    const first = m.querySelector('.msg');
+    return { id: first.dataset.id, top: first.getBoundingClientRect().top };
+  });
+  await alice.page.waitForFunction((n) => document.querySelectorAll('#messages .msg').length > n, initial.length);
+  const moved = await alice.page.evaluate((id) => {
+    const m = document.getElementById('messages');
+    return { top: m.querySelector(`.msg[data-id="${id}"]`).getBoundingClientRect().top, scrollTop: m.scrollTop };
+  }, topBefore.id);
+  assert.ok(moved.scrollTop > 0, 'the view did not jump to the new top');
+  assert.ok(Math.abs(moved.top - topBefore.top) <= 2, `the message read stays in place (${topBefore.top} -> ${moved.top})`);
+
+  // The reader keeps scrolling up until the page says the room begins here.
+  await alice.page.waitForFunction(() => {
+    const m = document.getElementById('messages');
+    m.scrollTop = 0;
+    return document.querySelector('#messages [data-testid="beginning"]') !== null;
+  });
+  assert.deepEqual(await messageTexts(alice.page), texts, 'every message once, oldest first');
+  const order = await alice.page.$$eval('#messages > li', (nodes) => nodes.map((n) => n.dataset.testid));
+  assert.equal(order.indexOf('beginning'), order.indexOf('message') - 1, 'the marker sits right above the oldest message');
+  assert.match(await alice.page.textContent('[data-testid="beginning"]'), /beginning of #scrollback/);
+
+  // One request at a time, each before the oldest seq shown, paging down to seq 1.
+  const wire = (await alice.page.evaluate(() => window.__wire))
+    .map(([dir, data]) => [dir, JSON.parse(data)])
+    .filter(([, m]) => m.type === 'history');
+  assert.ok(wire.length >= 4, `at least two requests and answers, got ${wire.length}`);
+  wire.forEach(([dir], i) => assert.equal(dir, i % 2 === 0 ? '>' : '<', 'a request waits for the previous answer'));
+  const requests = wire.filter(([dir]) => dir === '>').map(([, m]) => m);
+  assert.equal(requests[0].before, 31 - initial.length);
+  for (const r of requests) assert.equal(r.room, 'scrollback');
+  const answers = wire.filter(([dir]) => dir === '<').map(([, m]) => m);
+  answers.forEach((a, i) => {
+    assert.equal(a.hasMore, i < answers.length - 1, `hasMore of answer ${i}`);
+    if (i > 0) assert.equal(requests[i].before, answers[i - 1].messages[0].seq, 'each request starts below the last page');
+  });
+  assert.equal(answers.at(-1).messages[0].seq, 1);
+  assertClean(alice.problems);
 });
 
 test('error events from the relay are shown and can be dismissed', { timeout: TEST_TIMEOUT_MS }, async (t) => {
