@@ -11,7 +11,7 @@
 mod support;
 
 use serde_json::{json, Value};
-use support::redis::{wait_ready, Redis};
+use support::redis::{redis_command, wait_ready, Redis};
 use support::{Client, TestRelay};
 
 /// Sends `n` messages from `client` and returns their events as every member gets them.
@@ -202,4 +202,46 @@ async fn a_cluster_node_pages_the_rooms_stream_it_never_saw_live() {
     let answer = bob.recv_until("history").await;
     assert_eq!(seqs(&answer), [21, 22, 23, 24, 25]);
     assert_eq!(answer["hasMore"], false);
+}
+
+#[tokio::test]
+async fn a_full_backplane_queue_answers_history_with_server_busy() {
+    let redis = Redis::start().await;
+    let url = redis.url();
+    let node = TestRelay::with(|c| {
+        c.redis_url = Some(url);
+        c.cluster_name = "busy".into();
+        c.cluster_queue = 2;
+    })
+    .await;
+    wait_ready(&node.addr.to_string(), true).await;
+    let (mut alice, _) = node.joined("general", "alice").await;
+    publish(&mut alice, 3).await;
+    // Redis stops answering for a moment, so the node's queue fills up.
+    let reply = redis_command(&redis, &["CLIENT", "PAUSE", "1000", "ALL"]).await;
+    assert!(reply.starts_with("+OK"), "{reply}");
+    const ASKED: usize = 10;
+    for _ in 0..ASKED {
+        alice.send(json!({"type":"history"})).await;
+    }
+    let (mut busy, mut answered) = (0, 0);
+    while busy + answered < ASKED {
+        let event = alice.recv().await;
+        match event["type"].as_str() {
+            Some("error") => {
+                assert_eq!(event["code"], "server_busy", "{event}");
+                busy += 1;
+            }
+            Some("history") => {
+                assert_eq!(seqs(&event), [1, 2, 3]);
+                answered += 1;
+            }
+            _ => panic!("unexpected {event}"),
+        }
+    }
+    assert!(busy > 0, "the queue of 2 must overflow");
+    assert!(
+        answered > 0,
+        "what was queued is answered once Redis is back"
+    );
 }
