@@ -22,6 +22,9 @@
   const HEARTBEAT_MS = 25000; // application ping while connected
   const HEARTBEAT_GRACE_MS = 10000; // no traffic at all this long after a ping: reconnect
   const NEAR_BOTTOM_PX = 120;
+  const HISTORY_PAGE = 20; // messages per scroll-back request (the relay allows 1-100)
+  const NEAR_TOP_PX = 40; // scrolled this close to the top: ask for older messages
+  const HISTORY_ERRORS = new Set(['rate_limited', 'server_busy', 'invalid_history', 'not_joined']);
   const WS_URL = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
   const TOKEN = params.get('token');
 
@@ -56,6 +59,9 @@
     generation: 0, // bumped when the epoch changes: orders messages across relay restarts
     seenIds: new Set(),
     hasJoinedOnce: false,
+    // Scroll-back: one `history` request at a time; done once the relay says nothing is older.
+    historyPending: false,
+    historyDone: false,
     // Reconnection.
     attempt: 0,
     reconnectTimer: null,
@@ -177,6 +183,7 @@
     state.ws = null;
     state.socketOpen = false;
     state.joined = false;
+    state.historyPending = false; // its answer died with the socket
     stopHeartbeat();
     stopTypingOut(false);
     clearTypers();
@@ -277,6 +284,7 @@
       case 'user_joined': return onUserJoined(msg);
       case 'user_left': return onUserLeft(msg);
       case 'typing': return onTyping(msg);
+      case 'history': return onHistory(msg);
       case 'left': return undefined;
       case 'pong': return undefined;
       case 'error': return onError(msg);
@@ -305,6 +313,7 @@
     if (epochChanged) {
       // The room was created anew (relay restart or expiry): seq restarted at 1.
       state.generation += 1;
+      state.historyDone = false; // the new life has its own beginning
     }
     state.epoch = newEpoch;
     const wasRejoin = state.hasJoinedOnce;
@@ -346,7 +355,9 @@
     return seq;
   }
 
-  function onMessage(msg, live) {
+  // `live`: a message event as it happens; `older`: from a scroll-back page (placed above,
+  // without moving the view).
+  function onMessage(msg, live, older = false) {
     if (!isCurrentRoom(msg)) return;
     if (typeof msg.id !== 'string' && typeof msg.id !== 'number') return;
     const id = String(msg.id);
@@ -355,8 +366,57 @@
     }
     if (state.seenIds.has(id)) return;
     state.seenIds.add(id);
-    if (msg.userId !== undefined) removeTyper(String(msg.userId));
-    renderMessage(msg, id);
+    if (!older && msg.userId !== undefined) removeTyper(String(msg.userId));
+    renderMessage(msg, id, older);
+  }
+
+  // ---------------------------------------------------------------- scroll-back
+  // The oldest seq shown from the room's current life, or null when none is shown.
+  function oldestShownSeq() {
+    let oldest = null;
+    for (const node of el.messages.querySelectorAll('.msg')) {
+      if (Number(node.dataset.gen) !== state.generation) continue;
+      const seq = Number(node.dataset.seq);
+      if (Number.isFinite(seq) && (oldest === null || seq < oldest)) oldest = seq;
+    }
+    return oldest;
+  }
+
+  function requestOlder() {
+    if (!state.joined || state.historyPending || state.historyDone) return;
+    const request = { type: 'history', room: state.room, limit: HISTORY_PAGE };
+    const oldest = oldestShownSeq();
+    if (oldest !== null) {
+      // Nothing is older than seq 1: no need to ask.
+      if (oldest <= 1) return showBeginning();
+      request.before = oldest;
+    }
+    if (send(request)) state.historyPending = true;
+  }
+
+  function onHistory(msg) {
+    if (msg.room !== state.room) return;
+    state.historyPending = false;
+    const m = el.messages;
+    // Kept: the distance from the bottom, so what the reader sees stays where it was while
+    // older messages go in above it.
+    const fromBottom = m.scrollHeight - m.scrollTop;
+    const messages = Array.isArray(msg.messages) ? msg.messages : [];
+    for (const entry of messages) {
+      if (entry && typeof entry === 'object') onMessage(entry, false, true);
+    }
+    if (msg.hasMore === false) showBeginning();
+    m.scrollTop = m.scrollHeight - fromBottom;
+  }
+
+  function showBeginning() {
+    if (state.historyDone) return;
+    state.historyDone = true;
+    const li = h('li', 'system beginning');
+    li.dataset.testid = 'beginning';
+    li.append(h('span', 'system-text', 'This is the beginning of #' + state.room));
+    // Key (generation, 0): above every message of the room's current life.
+    insertOrdered(li, state.generation, 0);
   }
 
   function onUserJoined(msg) {
@@ -379,6 +439,8 @@
   function onError(msg) {
     const code = typeof msg.code === 'string' ? msg.code : 'error';
     const text = typeof msg.message === 'string' ? msg.message : '';
+    // These may answer the pending `history`: scrolling up again retries.
+    if (HISTORY_ERRORS.has(code)) state.historyPending = false;
     showBanner(code, text);
     // A failed join leaves the page without a room; let the user pick another one.
     if (!state.joined && (code === 'invalid_room' || code === 'invalid_username' || code === 'too_many_rooms')) {
@@ -415,7 +477,7 @@
     return g === state.generation ? [g, s] : [state.generation, 0];
   }
 
-  function renderMessage(msg, id) {
+  function renderMessage(msg, id, older) {
     const mine = state.myIds.has(String(msg.userId));
     const li = h('li', 'msg' + (mine ? ' mine' : ''));
     li.dataset.id = id;
@@ -443,7 +505,7 @@
 
     const seq = Number.isFinite(msg.seq) ? msg.seq : currentTailKey()[1];
     const nearBottom = insertOrdered(li, state.generation, seq);
-    afterInsert(nearBottom || mine, li);
+    if (!older) afterInsert(nearBottom || mine, li);
   }
 
   function addSystem(text, tone, seqOverride) {
@@ -605,6 +667,8 @@
     state.seenIds = new Set();
     state.hasJoinedOnce = false;
     state.joined = false;
+    state.historyPending = false;
+    state.historyDone = false;
     clearTypers();
     clearMessages();
     setPresence([], 0);
@@ -704,6 +768,7 @@
   el.jump.addEventListener('click', scrollToBottom);
   el.messages.addEventListener('scroll', () => {
     if (isNearBottom()) el.jump.hidden = true;
+    if (el.messages.scrollTop <= NEAR_TOP_PX) requestOlder();
   });
   el.menu.addEventListener('click', () => setSidebar(!el.app.classList.contains('sidebar-open')));
   el.scrim.addEventListener('click', () => setSidebar(false));

@@ -56,3 +56,48 @@ fn protocol_document_names_every_code() {
         );
     }
 }
+
+/// Every command and event section (`### \`name\``) of PROTOCOL.md shows at least one JSON
+/// example, and the error table has an example message for every code.
+#[test]
+fn protocol_document_has_an_example_for_every_command_event_and_error() {
+    use relay::protocol::ErrorCode;
+    let protocol = read("docs/PROTOCOL.md");
+    let mut sections = protocol.split("\n### ").skip(1);
+    let mut named = 0;
+    for section in sections.by_ref() {
+        let (title, body) = section.split_once('\n').unwrap();
+        if !title.starts_with('`') {
+            continue;
+        }
+        named += 1;
+        let body = body.split("\n## ").next().unwrap();
+        assert!(
+            body.contains("```json\n{"),
+            "no JSON example under ### {title}"
+        );
+    }
+    assert!(named >= 14, "found only {named} sections");
+    for (kind, heading) in [
+        ("history", "Client to server"),
+        ("history", "Server to client"),
+    ] {
+        let part = protocol.split(&format!("## {heading}\n")).nth(1).unwrap();
+        let part = part.split("\n## ").next().unwrap();
+        assert!(
+            part.contains(&format!("### `{kind}`")),
+            "{kind} under {heading}"
+        );
+    }
+    for code in ErrorCode::ALL {
+        let row = protocol
+            .lines()
+            .find(|line| line.starts_with(&format!("| `{}` |", code.as_str())))
+            .unwrap();
+        let example = row.trim_end_matches('|').rsplit('|').next().unwrap().trim();
+        assert!(
+            example.starts_with('`') && example.len() > 2,
+            "{code:?} has no example message: {row}"
+        );
+    }
+}

@@ -195,19 +195,26 @@ proptest! {
 
     #[test]
     fn decode_reads_generated_commands(
-        kind in prop::sample::select(vec!["join", "message", "chat", "typing", "leave", "ping"]),
+        kind in prop::sample::select(vec!["join", "message", "chat", "typing", "leave", "history", "ping"]),
         room in "\\PC{1,20}",
         text in "\\PC{0,50}",
         since in any::<u64>(),
+        before in any::<u64>(),
+        limit in any::<u64>(),
     ) {
         let json = serde_json::json!({"type": kind, "room": room, "text": text, "since": since,
-                                      "isTyping": false, "username": "u"}).to_string();
+                                      "isTyping": false, "username": "u", "before": before,
+                                      "limit": limit}).to_string();
         let command = decode(&json).expect("a well-formed command decodes");
         match command {
             Command::Join { room: r, since: s, .. } => { prop_assert_eq!(&*r, &*room); prop_assert_eq!(s, Some(since)); }
             Command::Message { room: r, text: t } => { prop_assert_eq!(r.as_deref(), Some(&*room)); prop_assert_eq!(&*t, &*text); }
             Command::Typing { is_typing, .. } => prop_assert!(!is_typing),
             Command::Leave { room: r } => prop_assert_eq!(r.as_deref(), Some(&*room)),
+            Command::History { room: r, before: b, limit: l } => {
+                prop_assert_eq!(r.as_deref(), Some(&*room));
+                prop_assert_eq!((b, l), (Some(before), Some(limit)));
+            }
             Command::Ping => prop_assert_eq!(kind, "ping"),
         }
     }

@@ -27,6 +27,7 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -65,7 +66,11 @@ class Relay {
 
   async start(extraArgs = []) {
     assert.ok(fs.existsSync(RELAY_BIN), `relay binary not found at ${RELAY_BIN}: run \`cargo build -p relay\` or set RELAY_BIN`);
-    const proc = spawn(RELAY_BIN, ['--listen', `127.0.0.1:${this.port}`, ...extraArgs], {
+    // History on disk (the default) in a directory of this port's own, so a relay restarted
+    // on the same port finds its rooms again and tests running side by side never share one.
+    const storage = extraArgs.includes('--memory') || extraArgs.includes('--data-dir')
+      ? [] : ['--data-dir', dataDir(this.port)];
+    const proc = spawn(RELAY_BIN, ['--listen', `127.0.0.1:${this.port}`, ...storage, ...extraArgs], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
@@ -97,6 +102,13 @@ class Relay {
   }
 }
 
+const dataDirs = new Set();
+function dataDir(port) {
+  const dir = path.join(os.tmpdir(), `chatrelay-browser-${process.pid}-${port}`);
+  dataDirs.add(dir);
+  return dir;
+}
+
 const relays = new Set();
 // Last resort if the runner exits without running `after` hooks: no relay outlives the tests.
 process.on('exit', () => {
@@ -126,6 +138,7 @@ before(async () => {
 
 after(async () => {
   for (const relay of relays) await relay.kill();
+  for (const dir of dataDirs) fs.rmSync(dir, { recursive: true, force: true });
   if (browser) await browser.close();
 }, { timeout: 30_000 });
 
@@ -151,8 +164,9 @@ async function openPage(t, relay, { query = '', viewport = { width: 1000, height
  * Runs in the page before its own scripts (addInitScript): records every frame the page sends
  * (window.__sent), every socket it opens (window.__sockets), every value #status's data-state
  * takes (window.__states; some states last only milliseconds with a 100 ms backoff base), every
- * frame it receives (window.__recv), every close code (window.__closes), and while window.__blockConnect holds a URL (a closed
- * port) opens new sockets there instead, so the page stays away as long as a test needs.
+ * frame it receives (window.__recv), both in one order (window.__wire: ['>' or '<', data]), every close code
+ * (window.__closes), and while window.__blockConnect holds a URL (a closed port) opens new sockets there instead, so the
+ * page stays away as long as a test needs.
  */
 function instrumentPage() {
   const Native = window.WebSocket;
@@ -161,16 +175,21 @@ function instrumentPage() {
   window.__states = [];
   window.__recv = [];
   window.__closes = [];
+  window.__wire = [];
   window.__blockConnect = null;
   window.WebSocket = class extends Native {
     constructor(url, protocols) {
       super(window.__blockConnect || url, protocols);
       window.__sockets.push(this);
-      this.addEventListener('message', (e) => window.__recv.push(String(e.data)));
+      this.addEventListener('message', (e) => {
+        window.__recv.push(String(e.data));
+        window.__wire.push(['<', String(e.data)]);
+      });
       this.addEventListener('close', (e) => window.__closes.push(e.code));
     }
     send(data) {
       window.__sent.push(String(data));
+      window.__wire.push(['>', String(data)]);
       return super.send(data);
     }
   };
@@ -471,10 +490,12 @@ test('user content is shown as text: no HTML injection', { timeout: TEST_TIMEOUT
   assert.ok(authors.includes(evilName), 'username shown as literal text');
 });
 
-for (const signal of ['SIGKILL', 'SIGTERM']) test(`reconnects after a relay restart (${signal}), rejoins with since/epoch, shows each message once`, { timeout: 90_000 }, async (t) => {
+for (const [signal, memory] of [['SIGKILL', true], ['SIGTERM', true], ['SIGKILL', false]]) test(`reconnects after a relay restart (${signal}, history ${memory ? 'in memory' : 'on disk'}), rejoins with since/epoch, shows each message once`, { timeout: 90_000 }, async (t) => {
   // SIGKILL: the socket just dies (close 1006). SIGTERM: the relay closes it with 1001 first.
+  // In memory the restarted relay starts the room anew; on disk it carries the room on.
   const port = await freePort();
-  let relay = await startRelay(port);
+  const args = memory ? ['--memory'] : [];
+  let relay = await startRelay(port, args);
   t.after(() => relay.kill());
   const alice = await openJoined(t, relay, 'alice', 'resume', { query: '?reconnectBaseMs=100', instrument: true });
   // The other client is a plain WebSocket running inside a second page from the same origin.
@@ -490,7 +511,7 @@ for (const signal of ['SIGKILL', 'SIGTERM']) test(`reconnects after a relay rest
   assert.ok(await alice.page.locator('#input').isDisabled(), 'input disabled while disconnected');
   assert.ok(await alice.page.locator('#send').isDisabled(), 'send disabled while disconnected');
 
-  relay = await startRelay(port);
+  relay = await startRelay(port, args);
   // Right after the restart (before or while alice rejoins) another client sends messages.
   const burst = ['while away 1', 'while away 2', 'while away 3'];
   await sender.page.evaluate(async ({ texts }) => {
@@ -518,15 +539,23 @@ for (const signal of ['SIGKILL', 'SIGTERM']) test(`reconnects after a relay rest
 
   assert.deepEqual(await messageTexts(alice.page), ['before restart', ...burst, 'back again'],
     'each message exactly once, in order');
-  // The rejoin carried since/epoch from the room's first life; the restarted relay has a new
-  // epoch, so it answers recovered:false and the page says so.
+  // The rejoin carried since/epoch from the room's first life. In memory the restarted relay
+  // has a new epoch, so it answers recovered:false and the page says so; on disk the room's
+  // life goes on and the rejoin recovers.
   const rejoin = (await sentFrames(alice.page)).find((m) => m.type === 'join');
   assert.ok(rejoin, 'page sent a join after reconnecting');
   assert.equal(rejoin.room, 'resume');
   assert.equal(rejoin.username, 'alice');
   assert.equal(rejoin.since, 1);
   assert.equal(typeof rejoin.epoch, 'string');
-  await alice.page.locator('#messages .system', { hasText: 'Some earlier messages may be missing' }).waitFor();
+  if (memory) {
+    await alice.page.locator('#messages .system', { hasText: 'Some earlier messages may be missing' }).waitFor();
+  } else {
+    const rejoined = (await receivedFrames(alice.page)).filter((m) => m.type === 'joined').at(-1);
+    assert.equal(rejoined.epoch, rejoin.epoch, 'the same life of the room');
+    assert.equal(rejoined.recovered, true);
+    assert.equal(await alice.page.locator('#messages .system', { hasText: 'Some earlier messages may be missing' }).count(), 0);
+  }
   assertClean(alice.problems, { console: false }); // refused connection attempts log console errors
 });
 
@@ -571,6 +600,83 @@ test('after a dropped connection the page resumes with since: no gaps, no duplic
     'nothing missing within one epoch');
   await waitForUsers(bob.page, ['alice', 'bob']);
   assertClean(alice.problems, { console: false });
+});
+
+test('scrolling to the top loads older messages a page at a time, down to the beginning of the room', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  // The relay keeps all 30 messages, but `joined` carries only the newest few: the rest are
+  // what the page fetches with `history`. (--history would cap what the relay keeps, too.)
+  const relay = await startRelay(undefined, ['--message-rate', '0', '--joined-history-bytes', '1500']);
+  t.after(() => relay.kill());
+  const texts = Array.from({ length: 30 }, (_, i) => `older message ${i + 1}`);
+  // Another client, a plain WebSocket in a page of the same origin, publishes them first.
+  const sender = await openPage(t, relay);
+  await sender.page.evaluate(async (all) => {
+    const ws = new WebSocket(`ws://${location.host}/ws`);
+    await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = () => reject(new Error('ws error')); });
+    let echoed = 0;
+    const done = new Promise((resolve) => {
+      ws.onmessage = (e) => {
+        const msg = JSON.parse(e.data);
+        if (msg.type === 'joined') for (const text of all) ws.send(JSON.stringify({ type: 'message', text }));
+        if (msg.type === 'message' && ++echoed === all.length) resolve();
+      };
+    });
+    ws.send(JSON.stringify({ type: 'join', room: 'scrollback', username: 'bob' }));
+    await done;
+  }, texts);
+
+  const alice = await openJoined(t, relay, 'alice', 'scrollback', { instrument: true, viewport: { width: 1000, height: 420 } });
+  await waitForMessage(alice.page, 'older message 30');
+  const initial = await messageTexts(alice.page);
+  assert.ok(initial.length >= 3 && initial.length < 20, `joined carried only the newest few, got ${initial.length}`);
+  assert.deepEqual(initial, texts.slice(30 - initial.length));
+  assert.ok(await alice.page.evaluate(() => {
+    const m = document.getElementById('messages');
+    return m.scrollHeight > m.clientHeight;
+  }), 'the list overflows, so it can be scrolled');
+
+  // One scroll to the top: one page arrives above, and what was on screen stays put.
+  const topBefore = await alice.page.evaluate(() => {
+    const m = document.getElementById('messages');
+    m.scrollTop = 0;
+    const first = m.querySelector('.msg');
+    return { id: first.dataset.id, top: first.getBoundingClientRect().top };
+  });
+  await alice.page.waitForFunction((n) => document.querySelectorAll('#messages .msg').length > n, initial.length);
+  const moved = await alice.page.evaluate((id) => {
+    const m = document.getElementById('messages');
+    return { top: m.querySelector(`.msg[data-id="${id}"]`).getBoundingClientRect().top, scrollTop: m.scrollTop };
+  }, topBefore.id);
+  assert.ok(moved.scrollTop > 0, 'the view did not jump to the new top');
+  assert.ok(Math.abs(moved.top - topBefore.top) <= 2, `the message read stays in place (${topBefore.top} -> ${moved.top})`);
+
+  // The reader keeps scrolling up until the page says the room begins here.
+  await alice.page.waitForFunction(() => {
+    const m = document.getElementById('messages');
+    m.scrollTop = 0;
+    return document.querySelector('#messages [data-testid="beginning"]') !== null;
+  });
+  assert.deepEqual(await messageTexts(alice.page), texts, 'every message once, oldest first');
+  const order = await alice.page.$$eval('#messages > li', (nodes) => nodes.map((n) => n.dataset.testid));
+  assert.equal(order.indexOf('beginning'), order.indexOf('message') - 1, 'the marker sits right above the oldest message');
+  assert.match(await alice.page.textContent('[data-testid="beginning"]'), /beginning of #scrollback/);
+
+  // One request at a time, each before the oldest seq shown, paging down to seq 1.
+  const wire = (await alice.page.evaluate(() => window.__wire))
+    .map(([dir, data]) => [dir, JSON.parse(data)])
+    .filter(([, m]) => m.type === 'history');
+  assert.ok(wire.length >= 4, `at least two requests and answers, got ${wire.length}`);
+  wire.forEach(([dir], i) => assert.equal(dir, i % 2 === 0 ? '>' : '<', 'a request waits for the previous answer'));
+  const requests = wire.filter(([dir]) => dir === '>').map(([, m]) => m);
+  assert.equal(requests[0].before, 31 - initial.length);
+  for (const r of requests) assert.equal(r.room, 'scrollback');
+  const answers = wire.filter(([dir]) => dir === '<').map(([, m]) => m);
+  answers.forEach((a, i) => {
+    assert.equal(a.hasMore, i < answers.length - 1, `hasMore of answer ${i}`);
+    if (i > 0) assert.equal(requests[i].before, answers[i - 1].messages[0].seq, 'each request starts below the last page');
+  });
+  assert.equal(answers.at(-1).messages[0].seq, 1);
+  assertClean(alice.problems);
 });
 
 test('error events from the relay are shown and can be dismissed', { timeout: TEST_TIMEOUT_MS }, async (t) => {

@@ -1,9 +1,10 @@
 //! The relay under attack: a child process started with its default flags (only `--listen`
-//! is chosen), killed when its guard drops, and its RSS sampled from /proc every 100 ms.
+//! and, for its history on disk, a fresh `--data-dir` are chosen), killed when its guard
+//! drops, and its RSS sampled from /proc every 100 ms.
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc};
@@ -24,12 +25,14 @@ pub static CURRENT_PID: AtomicU32 = AtomicU32::new(0);
 pub struct RelayProc {
     child: Child,
     pub addr: SocketAddr,
+    /// The relay's `--data-dir`, removed with it: every run starts with empty history.
+    data_dir: PathBuf,
     /// Lines the relay logged at WARN or ERROR, kept for the report.
     pub log_tail: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl RelayProc {
-    /// Starts `bin --listen 127.0.0.1:PORT` with no other flag and no `RELAY_*` variable
+    /// Starts `bin --listen 127.0.0.1:PORT --data-dir TMP` with no other flag and no `RELAY_*` variable
     /// from our environment (so the relay really runs its defaults), and waits for its
     /// "relay listening" log line.
     pub fn start(bin: &Path) -> Result<RelayProc, Error> {
@@ -40,8 +43,12 @@ impl RelayProc {
             .map_err(|e| Error::io("picking a free port", e))?
             .port();
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let data_dir =
+            std::env::temp_dir().join(format!("chatrelay-hostile-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&data_dir);
         let mut cmd = Command::new(bin);
         cmd.arg("--listen").arg(addr.to_string());
+        cmd.arg("--data-dir").arg(&data_dir);
         for (key, _) in std::env::vars_os() {
             let name = key.to_string_lossy();
             if name.starts_with("RELAY_") || name == "TOKIO_WORKER_THREADS" || name == "RUST_LOG" {
@@ -85,6 +92,7 @@ impl RelayProc {
         let mut relay = RelayProc {
             child,
             addr,
+            data_dir,
             log_tail,
         };
         match ready_rx.recv_timeout(START_TIMEOUT) {
@@ -119,6 +127,7 @@ impl Drop for RelayProc {
         let _ = self.child.kill();
         let _ = self.child.wait();
         CURRENT_PID.store(0, Ordering::SeqCst);
+        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 

@@ -1,8 +1,8 @@
 //! The seam between the chat core and where a room's log lives.
 //!
 //! A [`crate::chat::session::Session`] turns every command into one call here (join, publish,
-//! typing, leave) and knows nothing of backends; the [`crate::chat::room::Room`] does the same
-//! whatever the backend. What differs is who orders a room's events and who knows its
+//! typing, leave, history) and knows nothing of backends; the [`crate::chat::room::Room`] does
+//! the same whatever the backend. What differs is who orders a room's events and who knows its
 //! members:
 //!
 //! - [`Backend::Memory`]: the room's log is the room's own ([`crate::chat::room::log`]). Every
@@ -30,7 +30,10 @@
 //! - **append**: keep the message before its event is delivered when that is its promise
 //!   (a durable store commits first), within the history bounds;
 //! - **replay**: the messages of a range, or after a `since`, for `joined` (today from the
-//!   room's in-memory tail, [`crate::chat::room::log::Log::replay`]) and for scroll-back;
+//!   room's in-memory tail, [`crate::chat::room::log::Log::replay`]) and for scroll-back
+//!   ([`Backend::history`]: memory answers from [`crate::chat::room::Room::history_page`],
+//!   whose `complete` tells a backend that keeps more when it must read further itself;
+//!   Redis reads the room's stream);
 //! - **epoch**: the room's life, stable for as long as its seq continues (across restarts
 //!   for a durable store, across nodes for Redis), handed to the room with
 //!   [`crate::chat::room::Room::reset_log`] when it is not the one the node made up;
@@ -46,10 +49,12 @@ use std::fmt;
 
 use crate::chat::client::Conn;
 use crate::chat::hub::{Hub, RoomRefusal};
-use crate::chat::room::{Announce, JoinOutcome, JoinRequest, Reserved, Room};
+use crate::chat::room::{Announce, HistoryPage, JoinOutcome, JoinRequest, Reserved, Room};
 use crate::protocol::event;
 use crate::transport::outbox::Priority;
 use crate::ws::Frame;
+
+pub use crate::chat::room::log::Page;
 
 #[derive(Debug)]
 pub enum Backend {
@@ -98,6 +103,20 @@ pub trait RemoteLog: fmt::Debug + Send + Sync {
 
     /// Takes `conn` out of `room`; `asked`: it gets `left` afterwards. Never refused.
     fn leave(&self, conn: &Arc<Conn>, room: Arc<Room>, username: Arc<str>, asked: bool);
+
+    /// Starts reading a page of `room`'s log for `conn`; the backend sends it the `history`
+    /// answer ([`send_page`]) once it has it.
+    fn history(&self, conn: &Arc<Conn>, room: &Arc<Room>, page: Page) -> Result<(), Busy>;
+}
+
+/// Sends `conn` the `history` answer for `room`: the page's stored entries spliced in as
+/// they are. A direct reply, like `joined`.
+pub fn send_page(hub: &Hub, conn: &Arc<Conn>, room: &str, page: &HistoryPage) {
+    if conn.outbox.is_closing() {
+        return;
+    }
+    let answer = event::history(room, page.entries.iter(), page.has_more);
+    hub.push_parts_to(conn, answer.parts(), Priority::Normal);
 }
 
 /// A room's life as a journal stored it: carried on by the room this node opens.
@@ -129,6 +148,11 @@ pub trait Journal: fmt::Debug + Send + Sync {
 
     /// Messages taken and not yet stored and appended (`relay_store_queue`).
     fn queued(&self) -> usize;
+
+    /// Answers `conn`'s scroll-back `page` of the room called `room` from disk, off the
+    /// event loop (the answer is pushed when read). [`Busy`] when too many reads are
+    /// under way.
+    fn page(&self, conn: &Arc<Conn>, room: &str, page: Page) -> Result<(), Busy>;
 }
 
 /// Why a join was not started.
@@ -268,6 +292,37 @@ impl Backend {
         match self {
             Backend::Memory | Backend::Durable(_) => room.typing(hub, typist, username, is_typing),
             Backend::Remote(backplane) => backplane.typing(hub, room, typist, username, is_typing),
+        }
+    }
+
+    /// Answers `conn`'s scroll-back in `room` (a member) with up to `page.limit` messages
+    /// before `page.before`: at once from memory, or once the backend has read them.
+    pub fn history(
+        &self,
+        hub: &Hub,
+        conn: &Arc<Conn>,
+        room: &Arc<Room>,
+        page: Page,
+    ) -> Result<(), Busy> {
+        match self {
+            Backend::Memory => {
+                // Memory is all a single node keeps, so `complete` does not matter here.
+                send_page(hub, conn, &room.name, &room.history_page(page));
+                Ok(())
+            }
+            Backend::Durable(journal) => {
+                let in_memory = room.history_page(page);
+                // Memory answers when it holds older messages than the page (so the page
+                // is all in memory) or the room from its start; else the disk does, with
+                // everything memory holds and more.
+                if in_memory.has_more || in_memory.whole {
+                    send_page(hub, conn, &room.name, &in_memory);
+                    Ok(())
+                } else {
+                    journal.page(conn, &room.name, page)
+                }
+            }
+            Backend::Remote(backplane) => backplane.history(conn, room, page),
         }
     }
 

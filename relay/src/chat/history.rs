@@ -104,6 +104,11 @@ impl History {
         self.bytes
     }
 
+    /// The bounds this history keeps to (the node's).
+    pub fn limits(&self) -> &HistoryLimits {
+        &self.budget.limits
+    }
+
     /// The stored fragments, oldest first.
     pub fn entries(&self) -> &VecDeque<Frame> {
         &self.entries

@@ -11,7 +11,7 @@ use std::task::Context;
 
 use tokio::time::Sleep;
 
-use crate::chat::backend::{JoinRefusal, Leave};
+use crate::chat::backend::{JoinRefusal, Leave, Page};
 use crate::chat::client::Conn;
 use crate::chat::hub::{Hub, RoomRefusal};
 use crate::chat::ratelimit::{Kind, Throttle, Verdict};
@@ -19,6 +19,10 @@ use crate::chat::room::{JoinRequest, Room};
 use crate::protocol::name::normalize_name;
 use crate::protocol::{decode, event, CloseCode, Command, ErrorCode};
 use crate::transport::outbox::Priority;
+
+/// A `history` command's `limit` when it gives none, and the most it may ask for.
+const HISTORY_DEFAULT_LIMIT: u64 = 50;
+const HISTORY_MAX_LIMIT: u64 = 100;
 
 #[derive(Debug)]
 struct Membership {
@@ -225,6 +229,11 @@ impl Session {
             Ok(Command::Message { room, text }) => self.message(room.as_deref(), &text),
             Ok(Command::Typing { room, is_typing }) => self.typing(room.as_deref(), is_typing),
             Ok(Command::Leave { room }) => self.leave(room.as_deref()),
+            Ok(Command::History {
+                room,
+                before,
+                limit,
+            }) => self.history(room.as_deref(), before, limit),
             Ok(Command::Ping) => {
                 self.hub
                     .push_to(&self.conn, event::pong().bytes(), Priority::Normal);
@@ -415,6 +424,34 @@ impl Session {
             &membership.username,
             is_typing,
         );
+    }
+
+    /// Scroll-back: membership first, then the page's bounds (`docs/PROTOCOL.md`).
+    fn history(&self, room: Option<&str>, before: Option<u64>, limit: Option<u64>) {
+        let Some(at) = self.resolve(room) else {
+            return self.not_joined(room);
+        };
+        let limit = limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
+        if !(1..=HISTORY_MAX_LIMIT).contains(&limit) || before == Some(0) {
+            return self.error(
+                ErrorCode::InvalidHistory,
+                "history wants a limit of 1-100 and a before of at least 1",
+            );
+        }
+        let page = Page {
+            before,
+            // At most 100: fits any usize.
+            limit: limit as usize,
+        };
+        let membership = &self.rooms[at];
+        if self
+            .hub
+            .backend
+            .history(&self.hub, &self.conn, &membership.room, page)
+            .is_err()
+        {
+            self.busy();
+        }
     }
 
     fn leave(&mut self, room: Option<&str>) {

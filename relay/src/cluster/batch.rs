@@ -112,6 +112,11 @@ impl Task {
                         );
                     }
                 }
+                Command::History {
+                    conn: client,
+                    room,
+                    page,
+                } => self.history_answer(&client, &room, page, reply),
                 _ => {}
             }
         }
@@ -196,6 +201,9 @@ impl Task {
                     .arg(settings.presence_list_max)
                     .arg(&*room.name);
                 pipe.add_command(cmd);
+            }
+            Command::History { room, page, .. } => {
+                pipe.add_command(self.history_read(room, *page));
             }
         }
     }
@@ -327,6 +335,7 @@ impl Task {
                 );
             }
             Command::Typing { .. } => {}
+            Command::History { conn, room, page } => self.history_local(&conn, &room, page),
         }
     }
 

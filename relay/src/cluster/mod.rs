@@ -7,13 +7,14 @@
 //!   and fans what comes back out locally through the rooms ([`room_ops`]), one shared frame
 //!   per event per node. Losing Redis degrades the node to local delivery (see
 //!   docs/CLUSTER.md) until it reconnects.
-//!   Its session commands are in `batch`, its periodic work in `upkeep`, reply parsing in
-//!   `reply`.
+//!   Its session commands are in `batch` (scroll-back reads in `history`), its periodic work
+//!   in `upkeep`, reply parsing in `reply`.
 //! - [`wire`]: the pub/sub payloads; [`keys`]: key and channel names.
 //!
 //! Without `--redis-url` none of this exists and the single-node path runs unchanged.
 
 mod batch;
+mod history;
 pub mod keys;
 mod reply;
 pub mod room_ops;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 
+use crate::chat::backend::Page;
 use crate::chat::client::Conn;
 use crate::chat::hub::{now_ms, Hub};
 use crate::chat::room::Room;
@@ -63,6 +65,12 @@ pub enum Command {
     Typing {
         room: Arc<Room>,
         payload: Vec<u8>,
+    },
+    /// Scroll-back: a page of the room's stream, answered to `conn` only.
+    History {
+        conn: Arc<Conn>,
+        room: Arc<Room>,
+        page: Page,
     },
 }
 
@@ -243,6 +251,16 @@ impl crate::chat::backend::RemoteLog for Backplane {
             },
             true,
         )
+    }
+
+    /// A page of the room's stream; `server_busy` when the queue is full, as for messages.
+    fn history(&self, conn: &Arc<Conn>, room: &Arc<Room>, page: Page) -> Result<(), Busy> {
+        let command = Command::History {
+            conn: conn.clone(),
+            room: room.clone(),
+            page,
+        };
+        self.send(command, true)
     }
 
     /// A typing indicator; dropped when the queue is full (typing is ephemeral), local only

@@ -21,11 +21,13 @@ pub enum ErrorCode {
     ServerBusy,
     /// A join would create a room past the node's or the address's room budget.
     RoomLimit,
+    /// A `history` command with a `limit` outside 1-100 or a `before` of 0.
+    InvalidHistory,
 }
 
 impl ErrorCode {
     /// Every code (the documentation test walks it; `position` keeps it complete).
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 15] = [
         ErrorCode::InvalidJson,
         ErrorCode::MissingField,
         ErrorCode::UnknownType,
@@ -40,6 +42,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::ServerBusy,
         ErrorCode::RoomLimit,
+        ErrorCode::InvalidHistory,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +61,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::ServerBusy => "server_busy",
             ErrorCode::RoomLimit => "room_limit",
+            ErrorCode::InvalidHistory => "invalid_history",
         }
     }
 }
@@ -139,6 +143,7 @@ mod tests {
             ErrorCode::RateLimited => 11,
             ErrorCode::ServerBusy => 12,
             ErrorCode::RoomLimit => 13,
+            ErrorCode::InvalidHistory => 14,
         }
     }
 

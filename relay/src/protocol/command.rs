@@ -31,6 +31,12 @@ pub enum Command<'a> {
     Leave {
         room: Option<Cow<'a, str>>,
     },
+    /// Scroll-back: up to `limit` messages older than `before` (both checked by the session).
+    History {
+        room: Option<Cow<'a, str>>,
+        before: Option<u64>,
+        limit: Option<u64>,
+    },
     Ping,
 }
 
@@ -94,6 +100,8 @@ struct Raw<'a> {
     epoch: Option<Str<'a>>,
     #[serde(rename = "isTyping")]
     is_typing: Option<bool>,
+    before: Option<u64>,
+    limit: Option<u64>,
 }
 
 /// Decodes one text frame into a command (fields are checked by the session, not here).
@@ -131,6 +139,11 @@ pub fn decode(text: &str) -> Result<Command<'_>, CommandError> {
             is_typing: raw.is_typing.unwrap_or(true),
         },
         "leave" => Command::Leave { room },
+        "history" => Command::History {
+            room,
+            before: raw.before,
+            limit: raw.limit,
+        },
         "ping" => Command::Ping,
         other => {
             let mut shown: String = other.chars().take(32).collect();
@@ -182,6 +195,22 @@ mod tests {
             decode(r#"{"type":"leave"}"#),
             Ok(Command::Leave { room: None })
         );
+        assert_eq!(
+            decode(r#"{"type":"history","room":"general","before":43,"limit":50}"#),
+            Ok(Command::History {
+                room: Some("general".into()),
+                before: Some(43),
+                limit: Some(50)
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"history"}"#),
+            Ok(Command::History {
+                room: None,
+                before: None,
+                limit: None
+            })
+        );
     }
 
     #[test]
@@ -203,5 +232,14 @@ mod tests {
             code(r#"{"type":"join","room":"x","since":-1}"#),
             Err(ErrorCode::InvalidJson)
         );
+        for bad in [
+            r#"{"type":"history","limit":"10"}"#,
+            r#"{"type":"history","limit":-1}"#,
+            r#"{"type":"history","limit":2.5}"#,
+            r#"{"type":"history","before":null,"limit":true}"#,
+            r#"{"type":"history","before":"43"}"#,
+        ] {
+            assert_eq!(code(bad), Err(ErrorCode::InvalidJson), "{bad}");
+        }
     }
 }

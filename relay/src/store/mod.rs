@@ -9,10 +9,11 @@
 //! - `retention`: trims rooms past `--retain-messages` or `--retain-age`, a chunk at a time
 //!   between the writer's transactions.
 //!
-//! Reads happen on the calling thread through their own read-only connection: opening a room
-//! (its life and newest messages, once per room opened) and scroll-back past the in-memory
-//! tail.
+//! - `reader`: opening a room (its life and newest messages, once per room opened, on the
+//!   joining connection's thread) and scroll-back past the in-memory tail (on the blocking
+//!   pool), each through a read-only connection of its own.
 
+mod reader;
 mod retention;
 pub mod schema;
 mod writer;
@@ -25,13 +26,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::Connection;
 
-use crate::chat::backend::{Busy, Journal, StoredLife, Unavailable};
+use crate::chat::backend::{Busy, Journal, Page, StoredLife, Unavailable};
+use crate::chat::client::Conn;
 use crate::chat::hub::Hub;
 use crate::chat::room::{Reserved, Room};
 use crate::config::{Config, Fsync};
-use crate::ws::{Frame, OpCode};
 
 /// Why the store could not start: each names the path and, through `--data-dir`, the flag.
 #[derive(Debug, thiserror::Error)]
@@ -136,6 +137,7 @@ pub struct Store {
     capacity: usize,
     /// Room opens, on the joining connection's thread: one indexed read per room opened.
     opener: Mutex<Connection>,
+    pager: reader::Pager,
     writer: Mutex<WriterState>,
     settings: Settings,
     /// The data directory's lock, held until the writer stops (or the process ends).
@@ -150,6 +152,7 @@ impl Store {
         let lock = schema::lock_dir(&dir)?;
         let db = schema::open_writer(&dir, config.fsync, config.store_max_bytes)?;
         let opener = schema::open_reader(&dir)?;
+        let pager = reader::Pager::new(schema::open_reader(&dir)?);
         let (queue, rx) = mpsc::channel();
         let settings = Settings {
             fsync: config.fsync,
@@ -165,6 +168,7 @@ impl Store {
             queued: Arc::new(AtomicUsize::new(0)),
             capacity: config.store_queue.max(1),
             opener: Mutex::new(opener),
+            pager,
             writer: Mutex::new(WriterState::Ready(db, rx)),
             settings,
             lock: Mutex::new(Some(lock)),
@@ -186,6 +190,7 @@ impl Store {
         else {
             return Ok(());
         };
+        self.pager.set_hub(&hub);
         let queued = self.queued.clone();
         let settings = self.settings.clone();
         let handle = std::thread::Builder::new()
@@ -222,45 +227,12 @@ impl Store {
             let _ = rx.recv();
         }
     }
-
-    fn read_life(
-        db: &Connection,
-        name: &str,
-        newest: usize,
-    ) -> rusqlite::Result<Option<StoredLife>> {
-        let Some((id, epoch, seq)) = db
-            .prepare_cached("SELECT id, epoch, last_seq FROM rooms WHERE name = ?1")?
-            .query_row(params![name], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .optional()?
-        else {
-            return Ok(None);
-        };
-        let mut frames: Vec<Frame> = db
-            .prepare_cached(
-                "SELECT event FROM messages WHERE room_id = ?1 ORDER BY seq DESC LIMIT ?2",
-            )?
-            .query_map(params![id, newest as i64], |r| r.get::<_, String>(0))?
-            .map(|event| event.map(|e| Frame::new(OpCode::Text, e.as_bytes())))
-            .collect::<rusqlite::Result<_>>()?;
-        frames.reverse();
-        Ok(Some(StoredLife {
-            epoch: epoch.into(),
-            seq: u64::try_from(seq).unwrap_or(0),
-            newest: frames,
-        }))
-    }
 }
 
 impl Journal for Store {
     fn open(&self, name: &str, newest: usize) -> Result<Option<StoredLife>, Unavailable> {
         let db = self.opener.lock().unwrap_or_else(PoisonError::into_inner);
-        Self::read_life(&db, name, newest).map_err(|e| Unavailable(e.to_string()))
+        reader::life(&db, name, newest).map_err(|e| Unavailable(e.to_string()))
     }
 
     fn keep(&self, room: &Arc<Room>, message: Reserved, from_client: bool) -> Result<(), Busy> {
@@ -283,5 +255,9 @@ impl Journal for Store {
 
     fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
+    }
+
+    fn page(&self, conn: &Arc<Conn>, room: &str, page: Page) -> Result<(), Busy> {
+        self.pager.page(conn, room, page)
     }
 }

@@ -39,6 +39,30 @@ pub enum Refused {
     OtherEpoch,
 }
 
+/// A scroll-back request: up to `limit` messages older than `before` (the latest when
+/// `None`), as the `history` command asks (`docs/PROTOCOL.md`). The session has checked it:
+/// `limit` is 1-100 and `before` is not 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    pub before: Option<u64>,
+    pub limit: usize,
+}
+
+/// Which kept messages answer a [`Page`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRange {
+    /// Indices into the kept entries, oldest first.
+    pub range: std::ops::Range<usize>,
+    /// Kept messages older than the first one in `range` exist.
+    pub has_more: bool,
+    /// Every seq the page asked for is kept here, or what is kept reaches down to the room's
+    /// first message: nothing older exists anywhere. A backend that keeps more than memory
+    /// (a durable store) reads the rest elsewhere when this is false.
+    pub complete: bool,
+    /// What is kept here starts at the room's first message (seq 1).
+    pub whole: bool,
+}
+
 /// What a `joined` replays of the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Replay {
@@ -177,6 +201,40 @@ impl Log {
         self.history.clear()
     }
 
+    /// The kept messages that answer `page`, newest first within `max_bytes` (at least one
+    /// message when any is due, so paging always moves on).
+    pub fn page(&self, page: Page, max_bytes: usize) -> PageRange {
+        let kept = self.history.len();
+        // Kept messages are contiguous in seq and end at `self.seq`.
+        let oldest_kept = self.seq + 1 - kept as u64;
+        // Exclusive upper bound in seq: `before` beyond the room means "the latest".
+        let top = page.before.map_or(self.seq + 1, |b| b.min(self.seq + 1));
+        let wanted_from = top.saturating_sub(page.limit as u64).max(1);
+        let from = wanted_from.max(oldest_kept);
+        let (first, end) = if top > from {
+            ((from - oldest_kept) as usize, (top - oldest_kept) as usize)
+        } else {
+            (0, 0)
+        };
+        let entries = self.history.entries();
+        let mut start = end;
+        let mut bytes = 0;
+        while start > first {
+            let len = entries[start - 1].len();
+            if start < end && bytes + len > max_bytes {
+                break;
+            }
+            bytes += len;
+            start -= 1;
+        }
+        PageRange {
+            range: start..end,
+            has_more: start > 0 && end > 0,
+            complete: top <= wanted_from || wanted_from >= oldest_kept || oldest_kept <= 1,
+            whole: oldest_kept <= 1,
+        }
+    }
+
     /// What a join with `since` and `epoch` gets, given `headroom` bytes of room in the
     /// joiner's outbox.
     pub fn replay(&self, since: Option<u64>, epoch: Option<&str>, headroom: usize) -> Replay {
@@ -268,6 +326,94 @@ mod tests {
         );
         assert_eq!(log.history().len(), 4, "refused messages are not kept");
         assert_eq!(log.seq(), 10);
+    }
+
+    fn filled(n: u64, count: usize) -> Log {
+        let budget = HistoryBudget::new(HistoryLimits {
+            count,
+            room_bytes: 1 << 20,
+            total_bytes: 1 << 20,
+            joined_bytes: 1 << 20,
+        });
+        let mut log = Log::new("mine".into(), budget);
+        for _ in 0..n {
+            let _ = log.append(Order::Next, || usize::MAX, frame);
+        }
+        log
+    }
+
+    /// The seqs a page holds, and its `has_more` and `complete`.
+    fn page_of(log: &Log, before: Option<u64>, limit: usize) -> (Vec<u64>, bool, bool) {
+        let range = log.page(Page { before, limit }, usize::MAX);
+        let oldest = log.seq() + 1 - log.history().len() as u64;
+        let seqs = range.range.clone().map(|i| oldest + i as u64).collect();
+        (seqs, range.has_more, range.complete)
+    }
+
+    #[test]
+    fn scroll_back_pages_through_what_is_kept() {
+        let log = filled(25, 100);
+        assert_eq!(page_of(&log, None, 10), ((16..=25).collect(), true, true));
+        assert_eq!(
+            page_of(&log, Some(16), 10),
+            ((6..=15).collect(), true, true)
+        );
+        assert_eq!(page_of(&log, Some(6), 10), ((1..=5).collect(), false, true));
+        assert_eq!(
+            page_of(&log, Some(1), 10),
+            (vec![], false, true),
+            "nothing is older than seq 1"
+        );
+        assert_eq!(
+            page_of(&log, Some(1000), 3),
+            ((23..=25).collect(), true, true),
+            "`before` beyond the room is the latest"
+        );
+        assert_eq!(
+            page_of(&log, None, 100),
+            ((1..=25).collect(), false, true),
+            "a limit past what is kept gets everything"
+        );
+        assert_eq!(page_of(&filled(0, 100), None, 50), (vec![], false, true));
+    }
+
+    #[test]
+    fn a_page_below_what_memory_keeps_is_incomplete() {
+        // Seqs 21-30 kept of 30.
+        let log = filled(30, 10);
+        assert_eq!(page_of(&log, None, 5), ((26..=30).collect(), true, true));
+        assert_eq!(
+            page_of(&log, Some(25), 10),
+            ((21..=24).collect(), false, false),
+            "seqs 15-20 are not here"
+        );
+        assert_eq!(page_of(&log, Some(21), 10), (vec![], false, false));
+        assert_eq!(
+            page_of(&log, Some(31), 10),
+            ((21..=30).collect(), false, true)
+        );
+    }
+
+    #[test]
+    fn a_page_stops_at_its_byte_bound_but_always_moves_on() {
+        let log = filled(25, 100);
+        // Entries are 11-12 bytes: `,{"seq":N}`.
+        let range = log.page(
+            Page {
+                before: None,
+                limit: 10,
+            },
+            30,
+        );
+        assert_eq!((range.range.len(), range.has_more), (2, true));
+        let range = log.page(
+            Page {
+                before: None,
+                limit: 10,
+            },
+            0,
+        );
+        assert_eq!(range.range.len(), 1, "one message however small the bound");
     }
 
     #[test]

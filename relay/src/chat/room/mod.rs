@@ -9,11 +9,15 @@
 //! ordered through [`Room::append`] (the room assigns the seq, or takes the backend's), a join
 //! is [`Room::join`] (presence from the room's own members or the backend's), and a `joined`
 //! replays from [`log::Log::replay`]. Submodules: [`log`] (ordering and replay), `fanout`
-//! (the per-round delivery to members), `lifecycle` (lingering and retirement).
+//! (the per-round delivery to members), `lifecycle` (lingering and retirement),
+//! `scrollback` (the pages of a `history` command).
 
 mod fanout;
 mod lifecycle;
 pub mod log;
+mod scrollback;
+
+pub use scrollback::HistoryPage;
 
 use std::borrow::Borrow;
 use std::sync::atomic::Ordering;
