@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatrelay_wsclient as ws;
 use memchr::memmem;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -23,7 +24,6 @@ use tokio::task::LocalSet;
 use tokio::time::Instant;
 
 use crate::clock::now_ns;
-use crate::ws;
 
 /// How the fake relay misbehaves.
 #[derive(Debug, Clone, Default)]
