@@ -17,18 +17,17 @@
 //! - [`plot`]: the SVG percentile plot. [`sysinfo`]: rlimits, rusage, /proc sampling.
 //! - [`hostile`]: the hostile-load suite (`hostile` binary): attacks against a relay child
 //!   process with a victim measuring alongside.
-//! - [`fake`]: a small in-process relay (optionally stalling) and a frame blaster, for tests
-//!   and the absorb-rate benchmark.
 //!
 //! The RFC 6455 client handshake and frame codec are not here: they are the
-//! `chatrelay-wsclient` crate (`wsclient/`), which the relay's raw test client uses too.
+//! `chatrelay-wsclient` crate (`wsclient/`), which the relay's raw test client uses too. The
+//! fake relay the tests (and the absorb-rate example) run against is test code, in
+//! `tests/support/fake/`.
 
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod coord;
 mod error;
-pub mod fake;
 pub mod hostile;
 pub mod output;
 pub mod plan;
