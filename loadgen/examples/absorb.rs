@@ -6,9 +6,13 @@
 //!
 //!     cargo run --release -p loadgen --example absorb -- [connections] [seconds]
 
+// The fake relay is test code, not part of the library: the benchmark borrows it from there.
+#[path = "../tests/support/fake/mod.rs"]
+mod fake;
+
 use std::time::Duration;
 
-use loadgen::fake::{FakeOptions, FakeRelay};
+use fake::{FakeOptions, FakeRelay};
 use loadgen::{Config, Scenario};
 
 fn main() -> anyhow::Result<()> {

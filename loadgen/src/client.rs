@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use chatrelay_wsclient::{self as ws, Header};
 use memchr::memmem;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpSocket, TcpStream};
@@ -21,7 +22,6 @@ use crate::plan::Plan;
 use crate::scan::{push_u64, write_text, Event, Scanner};
 use crate::stats::{FailKind, SeqOutcome, SeqTracker, WorkerReport};
 use crate::sysinfo;
-use crate::ws::{self, Header};
 
 /// Bytes asked of the kernel per read; big reads amortize the syscall over many frames.
 const READ_CHUNK: usize = 64 * 1024;

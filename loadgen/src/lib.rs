@@ -7,7 +7,6 @@
 //! - [`target`]: `--url` parsing and the loopback-only rule.
 //! - [`plan`]: the run's derived parameters (rooms, source addresses, pacing).
 //! - [`clock`]: wall-clock nanoseconds shared across processes; the phase signal.
-//! - [`ws`]: hand-written RFC 6455 client handshake and frame codec.
 //! - [`scan`]: byte-scanning classification of relay events (no JSON parse on receive).
 //! - [`client`]: one simulated user (connect, join, send on schedule, absorb deliveries).
 //! - [`worker`]: runtime threads (current-thread tokio each) running slices of clients.
@@ -18,15 +17,17 @@
 //! - [`plot`]: the SVG percentile plot. [`sysinfo`]: rlimits, rusage, /proc sampling.
 //! - [`hostile`]: the hostile-load suite (`hostile` binary): attacks against a relay child
 //!   process with a victim measuring alongside.
-//! - [`fake`]: a small in-process relay (optionally stalling) and a frame blaster, for tests
-//!   and the absorb-rate benchmark.
+//!
+//! The RFC 6455 client handshake and frame codec are not here: they are the
+//! `chatrelay-wsclient` crate (`wsclient/`), which the relay's raw test client uses too. The
+//! fake relay the tests (and the absorb-rate example) run against is test code, in
+//! `tests/support/fake/`.
 
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod coord;
 mod error;
-pub mod fake;
 pub mod hostile;
 pub mod output;
 pub mod plan;
@@ -38,7 +39,6 @@ pub mod stats;
 pub mod sysinfo;
 pub mod target;
 pub mod worker;
-pub mod ws;
 
 pub use config::{Config, Scenario};
 pub use coord::run;

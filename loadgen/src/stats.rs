@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use chatrelay_wsclient::{base64_decode, base64_encode};
 use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::ws::{base64_decode, base64_encode};
 use crate::Error;
 
 /// Latencies are recorded in microseconds, up to one hour, with 3 significant digits.

@@ -1,10 +1,12 @@
 //! End-to-end runs of the generator against the in-process fake relay (real loopback sockets).
 
+mod support;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
-use loadgen::fake::{FakeOptions, FakeRelay};
 use loadgen::{Config, Scenario};
+use support::fake::{FakeOptions, FakeRelay};
 
 /// The machine has 2 cores: runs in this file take turns so their timings stay meaningful.
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use chatrelay_wsclient as ws;
 use clap::ValueEnum;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedReadHalf;
@@ -11,7 +12,6 @@ use tokio::time::Instant;
 
 use super::conn::{ConnectError, WsConn};
 use super::tally::{Counts, VictimStats};
-use crate::ws;
 
 /// One attack of issue 19's list (see loadgen/README.md, "Hostile-load suite").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -201,13 +201,10 @@ pub fn error_code(text: &[u8]) -> Option<&str> {
     std::str::from_utf8(&text[start..start + len]).ok()
 }
 
-/// A masked client frame with the given FIN bit (the codec's own always sets FIN).
+/// A masked client frame with the given FIN bit.
 pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + 14);
-    ws::put_client_frame(&mut out, opcode, [0x5a, 0x17, 0xc3, 0x88], payload);
-    if !fin {
-        out[0] &= 0x7f;
-    }
+    ws::put_masked_frame(&mut out, fin, opcode, [0x5a, 0x17, 0xc3, 0x88], payload);
     out
 }
 

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatrelay_wsclient as ws;
 use tokio::io::AsyncWriteExt;
 use tokio::time::{sleep, timeout, Instant};
 
@@ -12,7 +13,6 @@ use super::attack::{drain, frame, join_frame, message_frame, Ctx};
 use super::conn::Incoming;
 use super::tally::Probe;
 use super::victim::{await_joined, close_kind, close_politely, open_and_join, REFUSAL_TIMEOUT};
-use crate::ws;
 
 /// Longest chat text (`--max-text-chars`, 2,000 characters).
 pub const MAX_TEXT_CHARS: usize = 2000;

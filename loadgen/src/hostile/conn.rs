@@ -1,6 +1,6 @@
 //! One hand-framed WebSocket client connection for the hostile suite: bind a chosen loopback
 //! source address, upgrade, then whole messages in (continuations reassembled) and masked
-//! frames out, over [`crate::ws`]'s codec.
+//! frames out, over `chatrelay_wsclient`'s codec.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::ws;
+use chatrelay_wsclient as ws;
 
 /// The relay's request-head limit is 32 KiB; an answer head longer than this is not HTTP.
 const MAX_HEAD: usize = 16 * 1024;

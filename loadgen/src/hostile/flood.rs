@@ -3,11 +3,11 @@
 
 use std::sync::Arc;
 
+use chatrelay_wsclient as ws;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::attack::{drain, frame, Ctx};
 use super::conn::{read_status, tcp_from};
-use crate::ws;
 
 /// Which frames a C connection floods with.
 #[derive(Debug, Clone, Copy)]

@@ -9,11 +9,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chatrelay_wsclient as ws;
 use tokio::time::{interval, timeout, Instant, MissedTickBehavior};
 
 use super::conn::{close_payload, ConnectError, Incoming, WsConn};
 use super::tally::{Probe, VictimStats};
-use crate::ws;
 
 /// A well-behaved client waiting longer than this for an answer counts it as refused.
 pub const REFUSAL_TIMEOUT: Duration = Duration::from_secs(2);

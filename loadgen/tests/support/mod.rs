@@ -1,5 +1,8 @@
-//! Shared test helpers: a JSON-schema subset validator and temporary file names.
+//! Shared test helpers: a JSON-schema subset validator, temporary file names, and [`fake`],
+//! an in-process fake relay.
 #![allow(dead_code)]
+
+pub mod fake;
 
 use std::path::PathBuf;
 

@@ -1,21 +1,26 @@
 //! A raw WebSocket client, over a plain `TcpStream` or either transport ([`Stream`]): it
 //! sends frames exactly as told (unmasked, fragmented, invalid UTF-8) and never answers pings
-//! on its own.
+//! on its own. The framing itself is `chatrelay_wsclient`'s, shared with the load generator,
+//! so the tests and the relay's own `ws/` are two independent implementations.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use chatrelay_wsclient as ws;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::tls::Stream;
 use super::{TestRelay, EVENT_TIMEOUT};
 
-pub const TEXT: u8 = 0x1;
-pub const BINARY: u8 = 0x2;
-pub const CONTINUATION: u8 = 0x0;
-pub const CLOSE: u8 = 0x8;
-pub const PING: u8 = 0x9;
+pub const TEXT: u8 = ws::OP_TEXT;
+pub const BINARY: u8 = ws::OP_BINARY;
+pub const CONTINUATION: u8 = ws::OP_CONT;
+pub const CLOSE: u8 = ws::OP_CLOSE;
+pub const PING: u8 = ws::OP_PING;
+
+/// The RFC 6455 sample key, so a wrong accept is easy to spot by eye.
+const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 pub struct RawClient<S = TcpStream> {
     pub stream: S,
@@ -44,20 +49,8 @@ pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
 
 /// A client frame masked with `key`.
 pub fn frame_with_key(fin: bool, opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | opcode];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&key);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    let mut out = Vec::with_capacity(payload.len() + 14);
+    ws::put_masked_frame(&mut out, fin, opcode, key, payload);
     out
 }
 
@@ -88,11 +81,8 @@ impl RawClient<Stream> {
 
 impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     async fn upgrade(mut stream: S, addr: SocketAddr) -> Self {
-        let request = format!(
-            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
+        let request = ws::upgrade_request(&addr.to_string(), "/ws", KEY);
+        stream.write_all(&request).await.unwrap();
         stream.flush().await.unwrap();
         let mut buf = Vec::new();
         let end = loop {
@@ -109,10 +99,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
         };
         let head = String::from_utf8_lossy(&buf[..end]).to_string();
         assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        assert!(
-            head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-            "RFC 6455 accept key: {head}"
-        );
+        if let Err(e) = ws::check_upgrade_response(&buf[..end], KEY) {
+            panic!("RFC 6455 accept key: {e}: {head}");
+        }
         buf.drain(..end);
         Self { stream, buf }
     }
@@ -176,29 +165,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     }
 
     fn parse(&mut self) -> Option<RawFrame> {
-        let b = &self.buf;
-        if b.len() < 2 {
-            return None;
-        }
-        assert_eq!(b[1] & 0x80, 0, "server frames are never masked");
-        let (len, at) = match b[1] & 0x7F {
-            126 if b.len() >= 4 => (usize::from(u16::from_be_bytes([b[2], b[3]])), 4),
-            127 if b.len() >= 10 => (
-                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
-            126 | 127 => return None,
-            n => (usize::from(n), 2),
-        };
-        if b.len() < at + len {
+        let header = ws::parse_header(&self.buf)
+            .unwrap_or_else(|e| panic!("server sent a bad frame header: {e}"))?;
+        assert_eq!(header.mask, None, "server frames are never masked");
+        if self.buf.len() < header.frame_len() {
             return None;
         }
         let frame = RawFrame {
-            fin: b[0] & 0x80 != 0,
-            opcode: b[0] & 0x0F,
-            payload: b[at..at + len].to_vec(),
+            fin: header.fin,
+            opcode: header.opcode,
+            payload: self.buf[header.header_len..header.frame_len()].to_vec(),
         };
-        self.buf.drain(..at + len);
+        self.buf.drain(..header.frame_len());
         Some(frame)
     }
 }
