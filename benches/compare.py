@@ -40,6 +40,12 @@ Smoke run (a few minutes, small scale):  python3 benches/compare.py --quick --re
 Subset:     python3 benches/compare.py --targets 3,4 --repeats 5
 Full run:   python3 benches/compare.py      (about half an hour on two cores; needs them to itself)
 Extra relay flags (recorded in the markdown): --relay-args "--event-interval 256"
+
+The relay runs its default, history on disk (a fresh --data-dir per process, removed after);
+"relay-memory" is the same binary with --memory. With both in --servers, targets 1 and 3 also
+compare them (the durable store's targets: fan-out >= 80% of memory's, light-load p99 within
+2 ms of it):
+            python3 benches/compare.py --targets 1,3 --servers relay,relay-memory,bun
 """
 
 import argparse
@@ -57,6 +63,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -65,8 +72,11 @@ PEERS = ROOT / "benches" / "peers"
 BUN = PEERS / "bun" / "node_modules" / "@oven" / "bun-linux-x64" / "bin" / "bun"
 LOADGEN = ROOT / "target" / "release" / "loadgen"
 RELAY = ROOT / "target" / "release" / "relay"
-COLORS = {"relay": "#d62728", "node-ws": "#1f77b4", "bun": "#2ca02c"}
-SERVERS = ("relay", "bun", "node-ws")
+COLORS = {"relay": "#d62728", "relay-memory": "#ff7f0e", "node-ws": "#1f77b4", "bun": "#2ca02c"}
+SERVERS = ("relay", "relay-memory", "bun", "node-ws")
+# The durable store against memory (targets 1 and 3 when both relays run).
+DURABLE_FANOUT_SHARE = 0.8
+DURABLE_LIGHT_P99_MS = 2.0
 
 # The targets' fixed numbers (the performance issue).
 T1_P99_MS, T1_VS_BUN, T1_VS_NODE = 50.0, 2.0, 20.0
@@ -173,10 +183,11 @@ def relay_limit_flags():
     return flags
 
 
-def server_cmd(name, port, relay_args):
+def server_cmd(name, port, relay_args, data_dir=None):
     """(argv, cwd, extra env) of one server."""
-    if name == "relay":
-        return ([str(RELAY), "--listen", f"127.0.0.1:{port}", *relay_limit_flags(), *relay_args],
+    if name in ("relay", "relay-memory"):
+        storage = ["--memory"] if name == "relay-memory" else ["--data-dir", str(data_dir)]
+        return ([str(RELAY), "--listen", f"127.0.0.1:{port}", *relay_limit_flags(), *storage, *relay_args],
                 ROOT, {"TOKIO_WORKER_THREADS": "1", "RELAY_LISTEN": f"127.0.0.1:{port}"})
     if name == "node-ws":
         return ["node", "server.js"], PEERS / "node-ws", {}
@@ -201,7 +212,9 @@ def wait_port(port, proc, limit=15.0):
 class Server:
     def __init__(self, name, port, logdir, cpus, relay_args):
         self.name, self.port = name, port
-        cmd, cwd, extra = server_cmd(name, port, relay_args)
+        # The durable relay starts from an empty history each time, like every other server.
+        self.data_dir = Path(tempfile.mkdtemp(prefix="chatrelay-compare-")) if name == "relay" else None
+        cmd, cwd, extra = server_cmd(name, port, relay_args, self.data_dir)
         # RELAY_* variables of the calling shell would change the relay's settings unrecorded.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "TOKIO_"))}
         env.update(PORT=str(port), NO_COLOR="1", **extra)
@@ -225,6 +238,8 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 # --- one loadgen run -----------------------------------------------------------------------
@@ -659,9 +674,16 @@ def target1(bench, a, md_base):
              f"send phase per run. Target: relay >= {T1_VS_BUN:g}x Bun's and >= {T1_VS_NODE:g}x Node ws's.", "",
              *rate_table(pts, T1_P99_MS, per_room), "", *figure_table(figs, T1_P99_MS), ""]
     for peer, need in (("bun", T1_VS_BUN), ("node-ws", T1_VS_NODE)):
+        if peer not in a.servers:
+            continue
         v = ratio_verdict(figs.get("relay"), figs.get(peer), need, peer)
         verdicts.append(v)
         lines.append(f"- relay / {peer}: {v[1] or 'n/a'} (need >= {need:g}x): {v[0]}{(': ' + v[2]) if v[2] else ''}")
+    if "relay-memory" in a.servers:
+        # The durable store's own target: not a peer comparison, so not in the verdict above.
+        v = ratio_verdict(figs.get("relay"), figs.get("relay-memory"), DURABLE_FANOUT_SHARE, "relay-memory")
+        lines.append(f"- history on disk / in memory (relay / relay-memory): {v[1] or 'n/a'} "
+                     f"(need >= {DURABLE_FANOUT_SHARE:g}x): {v[0]}{(': ' + v[2]) if v[2] else ''}")
     lines += ["", f"Verdict: {final(combine(verdicts), dev)}", "", f"![p99 latency vs delivered rate]({svg.name})", ""]
     return lines
 
@@ -716,7 +738,20 @@ def target3(bench, a):
             *rate_table(pts, math.inf, per_room), "",
             f"- p99 relay {fmt(r and r['p99'], '.2f')} ms, bun {fmt(b and b['p99'], '.2f')} ms; relay / bun = {ratio} "
             f"(need <= 1){(': ' + why) if why else ''}", "",
-            f"Verdict: {final(verdict, dev)}", ""]
+            f"Verdict: {final(verdict, dev)}", "", *durable_light(pts)]
+
+
+def durable_light(pts):
+    """Target 3's line for the durable store against memory (both relays ran)."""
+    d, m = (pts.get("relay") or [None])[0], (pts.get("relay-memory") or [None])[0]
+    if m is None:
+        return []
+    if d is None or not d["ok"] or not m["ok"]:
+        return ["- history on disk against in memory: INCONCLUSIVE: one of them was not measured", ""]
+    diff = d["p99"] - m["p99"]
+    verdict = "PASS" if diff <= DURABLE_LIGHT_P99_MS else "FAIL"
+    return [f"- history on disk against in memory: p99 {d['p99']:.2f} ms against {m['p99']:.2f} ms, "
+            f"{diff:+.2f} ms (need <= +{DURABLE_LIGHT_P99_MS:g} ms): {verdict}", ""]
 
 
 def target4(bench, a):
@@ -807,7 +842,7 @@ def meta_info(raw):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--targets", default="1,2,3,4,5", help="comma list of the targets to measure (1-5)")
-    p.add_argument("--servers", default="relay,bun,node-ws", help="comma list of relay,bun,node-ws")
+    p.add_argument("--servers", default="relay,bun,node-ws", help="comma list of relay (history on disk), relay-memory (--memory), bun, node-ws")
     p.add_argument("--repeats", type=int, default=3, help="runs per point, each on a fresh server; the median counts")
     p.add_argument("--quick", action="store_true",
                    help="smoke-sized run: 200 clients, rooms of 100, 500-member broadcast, 2,000 idle/storm "

@@ -30,6 +30,8 @@ NO_LIMITS = [
     "--ip-command-rate", "0", "--frame-rate", "0", "--ip-rooms", "0",
     "--max-connections-per-ip", "0", "--connection-rate", "0",
     "--connection-rate-per-ip", "0", "--http-request-rate", "0",
+    # Memory per connection does not depend on where history lives; this leaves no data dir.
+    "--memory",
 ]
 
 UPGRADE = (

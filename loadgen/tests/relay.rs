@@ -32,11 +32,11 @@ impl Relay {
             let shutdown = async move {
                 let _ = rx.await;
             };
-            if let Err(e) = rt.block_on(relay::run(
-                listener,
-                relay::Config::without_limits(),
-                shutdown,
-            )) {
+            // History in memory: these tests are about the generator, and must not leave a
+            // data directory behind.
+            let mut config = relay::Config::without_limits();
+            config.memory = true;
+            if let Err(e) = rt.block_on(relay::run(listener, config, shutdown)) {
                 eprintln!("relay stopped: {e}");
             }
         });

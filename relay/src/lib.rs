@@ -37,8 +37,11 @@
 //! 3. [`protocol::decode`] parses `{"type":"message",...}` into borrowed strings.
 //! 4. [`chat::session::Session::on_text`] checks the text and picks the room;
 //!    [`chat::backend::Backend::publish`] hands it to [`chat::room::Room::publish`] (single
-//!    node; in cluster mode Redis assigns the seq and the backplane task appends through the
-//!    same [`chat::room::Room::append`]), which takes the room lock, assigns the next `seq`,
+//!    node in memory; with history on disk [`chat::room::Room::reserve`] gives it to the
+//!    [`store`] and the store's writer thread appends it through the same
+//!    [`chat::room::Room::append`] once its transaction committed; in cluster mode Redis
+//!    assigns the seq and the backplane task appends it), which takes the room lock, assigns
+//!    the next `seq`,
 //!    encodes the event once and frames it once into a [`ws::Frame`] (a `bytes::Bytes`) and
 //!    keeps it in history. It does not touch the members' outboxes: the frame joins the
 //!    room's pending events for this scheduler round, and a room with none before enlists

@@ -357,7 +357,7 @@ impl Session {
     fn busy(&self) {
         self.error(
             ErrorCode::ServerBusy,
-            "the relay is busy (cluster backplane queue full); retry shortly",
+            "the relay is busy (its queue for Redis or the disk is full); retry shortly",
         );
     }
 
