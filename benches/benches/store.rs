@@ -49,7 +49,7 @@ fn persisted(c: &mut Criterion) {
             let mut hub = Hub::new(&config);
             hub.backend = Backend::Durable(store.clone());
             let hub = Arc::new(hub);
-            store.start(hub.clone()).unwrap();
+            store.start(&hub).unwrap();
             let rooms: Vec<Arc<Room>> = (0..ROOMS)
                 .map(|n| {
                     let room = Room::new_shared(

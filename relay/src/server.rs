@@ -119,8 +119,8 @@ impl Relay {
         }
     }
 
-    /// Blocks until every message accepted so far is stored and delivered (durable history;
-    /// at once otherwise). For tests and tools, off the event loop.
+    /// Blocks until every message accepted so far is stored and appended to its room (queued
+    /// for its members); at once without history on disk. For tests and tools, off the event loop.
     pub fn store_barrier(&self) {
         if let Some(store) = &self.node.store {
             store.barrier();
@@ -152,7 +152,7 @@ impl Relay {
             .as_ref()
             .and_then(|b| b.start(hub.clone(), stop_rx.clone()));
         if let Some(store) = &self.node.store {
-            store.start(hub.clone())?;
+            store.start(hub)?;
         }
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
@@ -212,6 +212,18 @@ impl Relay {
         let open = hub.connection_count();
         info!(open, "shutting down: closing every connection with 1001");
         let _ = stop_tx.send(true);
+        if let Some(store) = self.node.store.clone() {
+            // Messages accepted so far are stored and appended before the 1001 closes go into
+            // the queues, so they reach their members first (bounded: a slow disk must not
+            // hold the shutdown past its timeout).
+            let stored = tokio::task::spawn_blocking(move || store.barrier());
+            if tokio::time::timeout(self.config.shutdown_timeout, stored)
+                .await
+                .is_err()
+            {
+                warn!("the history store did not catch up before the shutdown timeout");
+            }
+        }
         hub.begin_shutdown();
         drop(drain_tx);
         match tokio::time::timeout(self.config.shutdown_timeout, drain_rx.recv()).await {
@@ -221,13 +233,9 @@ impl Relay {
                 "shutdown timeout reached with connections still open"
             ),
         }
-        housekeeping.abort();
-        for flusher in flushers {
-            flusher.abort();
-        }
-        metrics_upkeep.abort();
         if let Some(store) = self.node.store.clone() {
-            // What clients sent before the drain is stored (and delivered) before the exit.
+            // What clients sent during the drain is stored before the exit (the writer stops
+            // after its queue; nothing more is taken).
             if tokio::task::spawn_blocking(move || store.stop())
                 .await
                 .is_err()
@@ -235,6 +243,11 @@ impl Relay {
                 warn!("the history store's writer did not stop cleanly");
             }
         }
+        housekeeping.abort();
+        for flusher in flushers {
+            flusher.abort();
+        }
+        metrics_upkeep.abort();
         if let Some(backplane) = backplane {
             // Let it tell Redis this node's members are gone (bounded: Redis may be away).
             if tokio::time::timeout(Duration::from_secs(3), backplane)

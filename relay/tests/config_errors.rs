@@ -7,42 +7,11 @@
     reason = "a test fails loudly on anything unexpected"
 )]
 
-use std::process::Stdio;
-use std::time::Duration;
+mod support;
 
-use tokio::process::Command;
-
-/// Far more than a refusal takes; a relay that started instead would never exit by itself.
-const EXIT_WITHIN: Duration = Duration::from_secs(20);
+use support::durable::refused as refuse;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
-
-/// Runs the relay with `args`; returns its exit status and its stderr.
-async fn refuse(args: &[&str]) -> (Option<i32>, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_relay"))
-        .args(["--listen", "127.0.0.1:0"])
-        .args(args)
-        .env_remove("RUST_LOG")
-        // Never the default ./chatrelay-data of the working directory: every case here is
-        // refused before a store opens, and the store's own cases name their directory.
-        .env(
-            "RELAY_DATA_DIR",
-            std::env::temp_dir().join(format!("relay-config-errors-data-{}", std::process::id())),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the relay");
-    let out = tokio::time::timeout(EXIT_WITHIN, child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("relay {args:?} did not exit: it started"))
-        .expect("wait for the relay");
-    let mut all = String::from_utf8_lossy(&out.stderr).into_owned();
-    all.push_str(&String::from_utf8_lossy(&out.stdout));
-    (out.status.code(), all)
-}
 
 #[tokio::test]
 async fn every_bad_configuration_exits_2_with_one_line_naming_the_flag() {
@@ -82,6 +51,9 @@ async fn every_bad_configuration_exits_2_with_one_line_naming_the_flag() {
             "--history-room-bytes",
         ),
         (&["--admin-listen", "127.0.0.1:0"], "--admin-listen"),
+        (&["--store-queue", "0"], "--store-queue"),
+        (&["--fsync-interval", "0s"], "--fsync-interval"),
+        (&["--retain-interval", "0s"], "--retain-interval"),
     ];
     for (args, flag) in cases {
         let (code, output) = refuse(args).await;
@@ -111,6 +83,9 @@ async fn what_clap_refuses_is_status_2_naming_the_flag_too() {
         ),
         (&["--history", "many"], "--history"),
         (&["--tls-cert", "cert.pem"], "--tls-key"),
+        (&["--memory", "--data-dir", "/tmp/x"], "--memory"),
+        (&["--fsync", "sometimes"], "--fsync"),
+        (&["--retain-age", "30 weeks"], "--retain-age"),
     ];
     for (args, flag) in cases {
         let (code, output) = refuse(args).await;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Each top-level module of the crate and its layer, lowest first. Modules of one rank
-/// (`telemetry` and `transport`, `edge` and `cluster`) may not use each other either.
+/// (`telemetry` and `transport`; `edge`, `cluster` and `store`) may not use each other either.
 const RANKS: &[(&str, u32)] = &[
     ("config", 0),
     ("error", 0),
@@ -37,14 +37,51 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level modules a file's code (not its comments) names through `crate::`.
+/// A line up to a `//` comment that is not inside a string literal.
+fn code_part(line: &str) -> &str {
+    let bytes = line.as_bytes();
+    let mut in_str = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if in_str => i += 1,
+            b'"' => in_str = !in_str,
+            b'/' if !in_str && bytes.get(i + 1) == Some(&b'/') => return &line[..i],
+            _ => {}
+        }
+        i += 1;
+    }
+    line
+}
+
+/// The top-level modules a file's code (not its comments) names through `crate::`, grouped
+/// imports (`crate::{a::X, b}`) included.
 fn uses(text: &str) -> Vec<(usize, String)> {
     let mut found = Vec::new();
     for (n, line) in text.lines().enumerate() {
-        let code = line.split("//").next().unwrap_or("");
-        let mut rest = code;
+        let mut rest = code_part(line);
         while let Some(at) = rest.find("crate::") {
             rest = &rest[at + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                // One line only (rustfmt keeps these short); a group that goes on is named
+                // as such, so it cannot hide an import.
+                let Some(end) = group.find('}') else {
+                    found.push((n + 1, "{ (a crate:: group across lines)".to_string()));
+                    break;
+                };
+                for item in group[..end].split(',') {
+                    let name: String = item
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    if !name.is_empty() {
+                        found.push((n + 1, name));
+                    }
+                }
+                rest = &group[end..];
+                continue;
+            }
             let name: String = rest
                 .chars()
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
@@ -103,4 +140,15 @@ fn imports_point_down_the_layers() {
 fn the_check_sees_a_wrong_way_import() {
     let found = uses("use crate::chat::hub::Hub; // crate::ops in a comment\n");
     assert_eq!(found, vec![(1, "chat".to_string())]);
+    let grouped = uses("use crate::{ops::admin, store};\n");
+    assert_eq!(
+        grouped,
+        vec![(1, "ops".to_string()), (1, "store".to_string())]
+    );
+    let after_url = uses("let u = \"http://x\"; use crate::ops::admin;\n");
+    assert_eq!(
+        after_url,
+        vec![(1, "ops".to_string())],
+        "a // inside a string is not a comment"
+    );
 }

@@ -15,7 +15,9 @@
 //!   appended and delivered only once it is stored, through [`Room::append`] with
 //!   [`crate::chat::room::log::Order::Assigned`]: what anyone has seen survives a restart.
 //!   A room this node opens starts from the journal's stored life (epoch, seq, newest
-//!   messages); joins, typing and leaves are the memory ones.
+//!   messages). Joins and leaves are the memory ones, run by the journal after the
+//!   messages taken before them ([`Journal::after_queued`]), so they keep the room's order;
+//!   typing is the memory one.
 //! - [`Backend::Remote`]: Redis keeps the log and the cluster-wide presence
 //!   ([`crate::cluster`]). Calls queue a command for the node's backplane task and return;
 //!   the task has Redis assign the seq and then delivers through the same room code
@@ -32,8 +34,8 @@
 //! - **replay**: the messages of a range, or after a `since`, for `joined` (today from the
 //!   room's in-memory tail, [`crate::chat::room::log::Log::replay`]) and for scroll-back
 //!   ([`Backend::history`]: memory answers from [`crate::chat::room::Room::history_page`],
-//!   whose `complete` tells a backend that keeps more when it must read further itself;
-//!   Redis reads the room's stream);
+//!   whose `complete` tells a backend that keeps more when it must read further itself: the
+//!   disk then reads the page; Redis reads the room's stream);
 //! - **epoch**: the room's life, stable for as long as its seq continues (across restarts
 //!   for a durable store, across nodes for Redis), handed to the room with
 //!   [`crate::chat::room::Room::reset_log`] when it is not the one the node made up;
@@ -49,7 +51,9 @@ use std::fmt;
 
 use crate::chat::client::Conn;
 use crate::chat::hub::{Hub, RoomRefusal};
-use crate::chat::room::{Announce, HistoryPage, JoinOutcome, JoinRequest, Reserved, Room};
+use crate::chat::room::{
+    Announce, HistoryPage, JoinOutcome, JoinRequest, Presence, Reserved, Room,
+};
 use crate::protocol::event;
 use crate::transport::outbox::Priority;
 use crate::ws::Frame;
@@ -149,6 +153,11 @@ pub trait Journal: fmt::Debug + Send + Sync {
     /// Messages taken and not yet stored and appended (`relay_store_queue`).
     fn queued(&self) -> usize;
 
+    /// Runs `then` once every message taken before it is stored and appended (at once if
+    /// the journal has stopped): a leave goes this way, so that the leaver still gets what
+    /// it sent before it left and the others see its messages before its `user_left`.
+    fn after_queued(&self, hub: &Hub, then: Box<dyn FnOnce(&Hub) + Send>);
+
     /// Answers `conn`'s scroll-back `page` of the room called `room` from disk, off the
     /// event loop (the answer is pushed when read). [`Busy`] when too many reads are
     /// under way.
@@ -175,8 +184,9 @@ pub enum Leave {
 
 impl Backend {
     /// Joins `conn` to the room called `name` (`current`: the room, when `conn` is already
-    /// a member). Returns the room; its `joined` is sent now (memory) or once the backend
-    /// has the room's presence and log (cluster).
+    /// a member). Returns the room; its `joined` is sent now (memory), once the messages
+    /// being stored are appended (durable: in the room's order, like a leave), or once the
+    /// backend has the room's presence and log (cluster).
     pub fn join(
         &self,
         hub: &Hub,
@@ -186,9 +196,37 @@ impl Backend {
         request: JoinRequest<'_>,
     ) -> Result<Arc<Room>, JoinRefusal> {
         match self {
-            Backend::Memory | Backend::Durable(_) => {
+            Backend::Memory => {
                 let (room, outcome) = hub.join(conn, name, request).map_err(JoinRefusal::Room)?;
                 debug_assert!(current.is_some() || outcome == JoinOutcome::Joined);
+                Ok(room)
+            }
+            Backend::Durable(journal) => {
+                // Held for the join, so the room cannot be retired before it runs.
+                let room = loop {
+                    let room = match current {
+                        Some(room) => room.clone(),
+                        None => hub.room_or_create(conn, name).map_err(JoinRefusal::Room)?,
+                    };
+                    if room.hold_for_join() {
+                        break room;
+                    }
+                };
+                let (joiner, joined) = (conn.clone(), room.clone());
+                let (username, since) = (request.username.clone(), request.since);
+                let epoch: Option<Box<str>> = request.epoch.map(Into::into);
+                journal.after_queued(
+                    hub,
+                    Box::new(move |hub: &Hub| {
+                        let request = JoinRequest {
+                            username: &username,
+                            since,
+                            epoch: epoch.as_deref(),
+                        };
+                        joined.join(hub, &joiner, request, Presence::Room);
+                        joined.release_join();
+                    }),
+                );
                 Ok(room)
             }
             Backend::Remote(backplane) => {
@@ -311,11 +349,22 @@ impl Backend {
                 Ok(())
             }
             Backend::Durable(journal) => {
-                let in_memory = room.history_page(page);
-                // Memory answers when it holds older messages than the page (so the page
-                // is all in memory) or the room from its start; else the disk does, with
-                // everything memory holds and more.
-                if in_memory.has_more || in_memory.whole {
+                // Never past what the room has delivered: the disk may already hold a
+                // committed message the writer has not appended yet, which would then come
+                // twice (in the page and live).
+                let top = room.position().1.saturating_add(1);
+                let before = page.before.map_or(top, |b| b.min(top));
+                let page = Page {
+                    before: Some(before),
+                    ..page
+                };
+                let mut in_memory = room.history_page(page);
+                if in_memory.complete {
+                    // Every message asked for is in memory (the entries end just below
+                    // `before`); older ones are on disk unless memory holds the room from its
+                    // first message or the page reaches seq 1.
+                    let first = before.saturating_sub(in_memory.entries.len() as u64);
+                    in_memory.has_more |= !in_memory.whole && first > 1;
                     send_page(hub, conn, &room.name, &in_memory);
                     Ok(())
                 } else {
@@ -337,15 +386,26 @@ impl Backend {
         why: Leave,
     ) {
         match self {
-            Backend::Memory | Backend::Durable(_) => {
-                room.leave(hub, conn, Announce::Room);
-                if why == Leave::Asked {
-                    hub.push_to(conn, event::left(&room.name).bytes(), Priority::Normal);
-                }
+            Backend::Memory => leave_here(hub, conn, &room, why),
+            Backend::Durable(journal) => {
+                let conn = conn.clone();
+                journal.after_queued(
+                    hub,
+                    Box::new(move |hub: &Hub| leave_here(hub, &conn, &room, why)),
+                );
             }
             Backend::Remote(backplane) => {
                 backplane.leave(conn, room, username, why == Leave::Asked);
             }
         }
+    }
+}
+
+/// A leave of a room whose members this node knows: `user_left` to the others, `left` to the
+/// leaver when it asked.
+fn leave_here(hub: &Hub, conn: &Arc<Conn>, room: &Room, why: Leave) {
+    room.leave(hub, conn, Announce::Room);
+    if why == Leave::Asked {
+        hub.push_to(conn, event::left(&room.name).bytes(), Priority::Normal);
     }
 }

@@ -32,8 +32,9 @@ use tokio::sync::mpsc;
 
 use crate::chat::backend::Page;
 use crate::chat::client::Conn;
-use crate::chat::hub::{now_ms, Hub};
+use crate::chat::hub::Hub;
 use crate::chat::room::Room;
+use crate::clock::now_ms;
 use crate::config::Config;
 
 /// What sessions ask of the backplane task, in the order they asked.

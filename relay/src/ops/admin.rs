@@ -209,7 +209,7 @@ struct Publish {
 }
 
 fn publish_message(hub: &Hub, name: &str, publish: Publish) -> Response<Body> {
-    let Some(room) = hub.room(name) else {
+    let Some(room) = hub.room(name).filter(|room| !room.is_retired()) else {
         return error(StatusCode::NOT_FOUND, "no such room");
     };
     let username = publish.username.as_deref().unwrap_or(SERVER_USER_ID);
@@ -233,7 +233,7 @@ fn publish_message(hub: &Hub, name: &str, publish: Publish) -> Response<Body> {
     else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the history store's queue is full; retry shortly",
+            "the history store's queue is full (or the room just closed); retry shortly",
         );
     };
     hub.stats.admin_messages.fetch_add(1, Ordering::Relaxed);

@@ -6,6 +6,8 @@
 //! - `writer`: the one thread that writes: it takes the messages rooms reserved, stores a
 //!   round's worth in one transaction, and only then appends them to their rooms, which
 //!   delivers them. That order is the promise: a message anyone has seen is stored.
+//! - `syncer`: fsyncs the log every `--fsync-interval` and checkpoints it into the database
+//!   file, on a thread of its own so the writer never waits for the disk's syncs.
 //! - `retention`: trims rooms past `--retain-messages` or `--retain-age`, a chunk at a time
 //!   between the writer's transactions.
 //!
@@ -16,11 +18,13 @@
 mod reader;
 mod retention;
 pub mod schema;
+mod syncer;
 mod writer;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -112,19 +116,49 @@ struct Pending {
     from_client: bool,
 }
 
-#[derive(Debug)]
+/// Work for the writer, done in the order it was queued.
 enum Op {
     Keep(Pending),
-    /// Answered once everything queued before it is stored and delivered.
+    /// Runs once everything queued before it is stored and appended (a leave, so that the
+    /// leaver still gets the messages it sent before it left).
+    Then(Box<dyn FnOnce(&Hub) + Send>),
+    /// Answered once everything queued before it is stored and appended.
     Barrier(mpsc::SyncSender<()>),
     Stop,
 }
 
-/// The writer before [`Store::start`], and its thread after.
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Op::Keep(p) => f.debug_tuple("Keep").field(p).finish(),
+            Op::Then(_) => f.write_str("Then(..)"),
+            Op::Barrier(_) => f.write_str("Barrier"),
+            Op::Stop => f.write_str("Stop"),
+        }
+    }
+}
+
+/// Rooms whose latest delivered messages a failed transaction left off the disk: their
+/// highest such seq and epoch. A room reopened from disk carries on above it (so no seq is
+/// handed out twice), and the next commit writes it into `rooms.last_seq`.
+type Unsaved = Arc<Mutex<HashMap<Arc<str>, Life>>>;
+
+/// A room's epoch and a seq in it.
+type Life = (Arc<str>, u64);
+
+/// The writer (and the syncer's connection) before [`Store::start`], and their threads after.
 #[derive(Debug)]
 enum WriterState {
-    Ready(Connection, Receiver<Op>),
-    Running(JoinHandle<()>),
+    Ready {
+        db: Connection,
+        rx: Receiver<Op>,
+        syncer: Connection,
+    },
+    Running {
+        writer: JoinHandle<()>,
+        syncer: JoinHandle<()>,
+        stop_syncer: mpsc::Sender<()>,
+    },
     Stopped,
 }
 
@@ -135,6 +169,9 @@ pub struct Store {
     /// Messages queued and not yet appended; at `capacity` new ones are refused (`Busy`).
     queued: Arc<AtomicUsize>,
     capacity: usize,
+    /// Set by [`Store::stop`]: nothing more is taken.
+    stopping: AtomicBool,
+    unsaved: Unsaved,
     /// Room opens, on the joining connection's thread: one indexed read per room opened.
     opener: Mutex<Connection>,
     pager: reader::Pager,
@@ -151,8 +188,9 @@ impl Store {
         let dir = config.data_dir.clone();
         let lock = schema::lock_dir(&dir)?;
         let db = schema::open_writer(&dir, config.fsync, config.store_max_bytes)?;
+        let syncer = schema::open_syncer(&dir)?;
         let opener = schema::open_reader(&dir)?;
-        let pager = reader::Pager::new(schema::open_reader(&dir)?);
+        let pager = reader::Pager::new(&dir)?;
         let (queue, rx) = mpsc::channel();
         let settings = Settings {
             fsync: config.fsync,
@@ -167,9 +205,11 @@ impl Store {
             queue,
             queued: Arc::new(AtomicUsize::new(0)),
             capacity: config.store_queue.max(1),
+            stopping: AtomicBool::new(false),
+            unsaved: Arc::default(),
             opener: Mutex::new(opener),
             pager,
-            writer: Mutex::new(WriterState::Ready(db, rx)),
+            writer: Mutex::new(WriterState::Ready { db, rx, syncer }),
             settings,
             lock: Mutex::new(Some(lock)),
         })
@@ -180,33 +220,67 @@ impl Store {
         &self.dir
     }
 
-    /// Starts the writer thread, which appends stored messages to `hub`'s rooms.
-    pub fn start(&self, hub: Arc<Hub>) -> std::io::Result<()> {
+    /// Starts the writer thread, which appends stored messages to `hub`'s rooms. It holds the
+    /// hub weakly: the hub owns the store, and a relay dropped without [`Store::stop`] (its
+    /// serve future dropped) must still let the writer end and the directory go.
+    pub fn start(&self, hub: &Arc<Hub>) -> std::io::Result<()> {
         let mut state = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let WriterState::Ready(..) = &*state else {
+        let WriterState::Ready { .. } = &*state else {
             return Ok(());
         };
-        let WriterState::Ready(db, rx) = std::mem::replace(&mut *state, WriterState::Stopped)
+        let WriterState::Ready { db, rx, syncer } =
+            std::mem::replace(&mut *state, WriterState::Stopped)
         else {
             return Ok(());
         };
-        self.pager.set_hub(&hub);
-        let queued = self.queued.clone();
-        let settings = self.settings.clone();
-        let handle = std::thread::Builder::new()
+        self.pager.set_hub(hub);
+        let writer = writer::Writer::new(
+            db,
+            Arc::downgrade(hub),
+            self.queued.clone(),
+            self.unsaved.clone(),
+            self.settings.clone(),
+        );
+        let syncer = syncer::Syncer {
+            db: syncer,
+            wal: self.settings.wal.clone(),
+            fsync: self.settings.fsync,
+            interval: self.settings.fsync_interval,
+        };
+        let (stop_syncer, syncer_stop) = mpsc::channel();
+        let syncer = std::thread::Builder::new()
+            .name("store-syncer".into())
+            .spawn(move || syncer.run(syncer_stop))?;
+        let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(db, rx, hub, queued, settings))?;
-        *state = WriterState::Running(handle);
+            .spawn(move || writer.run(rx))?;
+        *state = WriterState::Running {
+            writer,
+            syncer,
+            stop_syncer,
+        };
         Ok(())
     }
 
-    /// Stores and delivers everything queued, then stops the writer (blocking: call off the
-    /// event loop).
+    /// Stores and appends everything queued, then stops the writer and lets the directory go
+    /// (blocking: call off the event loop). Messages offered after it are refused.
     pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Release);
         let mut state = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        if let WriterState::Running(handle) = std::mem::replace(&mut *state, WriterState::Stopped) {
+        if let WriterState::Running {
+            writer,
+            syncer,
+            stop_syncer,
+        } = std::mem::replace(&mut *state, WriterState::Stopped)
+        {
+            // The syncer first: the writer's last checkpoint syncs everything, and two
+            // checkpoints cannot run at once.
+            let _ = stop_syncer.send(());
+            if syncer.join().is_err() {
+                tracing::error!("the history store's syncer thread panicked");
+            }
             let _ = self.queue.send(Op::Stop);
-            if handle.join().is_err() {
+            if writer.join().is_err() {
                 tracing::error!("the history store's writer thread panicked");
             }
         }
@@ -220,10 +294,15 @@ impl Store {
         );
     }
 
-    /// Waits until every message queued before the call is stored and delivered (blocking).
+    /// Waits until every message queued before the call is stored and appended (blocking);
+    /// at once when the writer is not running.
     pub fn barrier(&self) {
+        let running = matches!(
+            *self.writer.lock().unwrap_or_else(PoisonError::into_inner),
+            WriterState::Running { .. }
+        );
         let (tx, rx) = mpsc::sync_channel(1);
-        if self.queue.send(Op::Barrier(tx)).is_ok() {
+        if running && self.queue.send(Op::Barrier(tx)).is_ok() {
             let _ = rx.recv();
         }
     }
@@ -231,11 +310,20 @@ impl Store {
 
 impl Journal for Store {
     fn open(&self, name: &str, newest: usize) -> Result<Option<StoredLife>, Unavailable> {
+        let unsaved = self
+            .unsaved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned();
         let db = self.opener.lock().unwrap_or_else(PoisonError::into_inner);
-        reader::life(&db, name, newest).map_err(|e| Unavailable(e.to_string()))
+        reader::life(&db, name, newest, unsaved).map_err(|e| Unavailable(e.to_string()))
     }
 
     fn keep(&self, room: &Arc<Room>, message: Reserved, from_client: bool) -> Result<(), Busy> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err(Busy);
+        }
         if self.queued.fetch_add(1, Ordering::AcqRel) >= self.capacity {
             self.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(Busy);
@@ -251,6 +339,16 @@ impl Journal for Store {
             return Err(Busy);
         }
         Ok(())
+    }
+
+    fn after_queued(&self, hub: &Hub, then: Box<dyn FnOnce(&Hub) + Send>) {
+        if self.stopping.load(Ordering::Acquire) {
+            // Stopping: nothing queued is left to wait for.
+            return then(hub);
+        }
+        if let Err(mpsc::SendError(Op::Then(then))) = self.queue.send(Op::Then(then)) {
+            then(hub);
+        }
     }
 
     fn queued(&self) -> usize {

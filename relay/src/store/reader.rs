@@ -1,13 +1,15 @@
-//! Reads from the database, each on a read-only connection of its own (WAL readers see every
+//! Reads from the database, on read-only connections of their own (WAL readers see every
 //! commit and never wait for the writer): a room's stored life when the node opens it, and
 //! scroll-back pages older than the room's in-memory tail.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tracing::warn;
 
+use super::{schema, StoreError};
 use crate::chat::backend::{send_page, Busy, Page, StoredLife};
 use crate::chat::client::Conn;
 use crate::chat::hub::Hub;
@@ -17,14 +19,20 @@ use crate::ws::{Frame, OpCode};
 /// Scroll-back reads under way at most; more get `server_busy` (each holds a blocking-pool
 /// thread, and a client paging fast must not take them all).
 const MAX_PAGE_READS: usize = 8;
+/// Connections those reads share: reads of one page are short, so a few serve eight.
+const PAGER_CONNECTIONS: usize = 4;
 
 /// A room's epoch, latest seq and `newest` messages, oldest first; `None` if never stored.
+/// `unsaved`: the room's highest seq that was delivered but not stored (a failed
+/// transaction of this run), which the room carries on above. The messages handed back are
+/// only the contiguous run that ends at the latest seq: the room's log holds no gaps.
 pub(super) fn life(
     db: &Connection,
     name: &str,
     newest: usize,
+    unsaved: Option<(Arc<str>, u64)>,
 ) -> rusqlite::Result<Option<StoredLife>> {
-    let Some((id, epoch, seq)) = db
+    let stored = db
         .prepare_cached("SELECT id, epoch, last_seq FROM rooms WHERE name = ?1")?
         .query_row(params![name], |r| {
             Ok((
@@ -33,19 +41,40 @@ pub(super) fn life(
                 r.get::<_, i64>(2)?,
             ))
         })
-        .optional()?
-    else {
-        return Ok(None);
+        .optional()?;
+    let Some((id, epoch, last)) = stored else {
+        return Ok(unsaved.map(|(epoch, seq)| StoredLife {
+            epoch,
+            seq,
+            newest: Vec::new(),
+        }));
     };
-    let mut frames: Vec<Frame> = db
-        .prepare_cached("SELECT event FROM messages WHERE room_id = ?1 ORDER BY seq DESC LIMIT ?2")?
-        .query_map(params![id, newest as i64], |r| r.get::<_, String>(0))?
-        .map(|event| event.map(|e| Frame::new(OpCode::Text, e.as_bytes())))
+    let mut seq = u64::try_from(last).unwrap_or(0);
+    let mut epoch: Arc<str> = epoch.into();
+    if let Some((unsaved_epoch, unsaved_seq)) = unsaved {
+        if unsaved_seq > seq {
+            (epoch, seq) = (unsaved_epoch, unsaved_seq);
+        }
+    }
+    let rows: Vec<(i64, String)> = db
+        .prepare_cached(
+            "SELECT seq, event FROM messages WHERE room_id = ?1 ORDER BY seq DESC LIMIT ?2",
+        )?
+        .query_map(params![id, newest as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    let mut frames = Vec::with_capacity(rows.len());
+    let mut want = i64::try_from(seq).unwrap_or(i64::MAX);
+    for (row_seq, event) in rows {
+        if row_seq != want {
+            break;
+        }
+        frames.push(Frame::new(OpCode::Text, event.as_bytes()));
+        want -= 1;
+    }
     frames.reverse();
     Ok(Some(StoredLife {
-        epoch: epoch.into(),
-        seq: u64::try_from(seq).unwrap_or(0),
+        epoch,
+        seq,
         newest: frames,
     }))
 }
@@ -53,19 +82,31 @@ pub(super) fn life(
 /// Scroll-back from disk.
 #[derive(Debug)]
 pub(super) struct Pager {
-    db: Arc<Mutex<Connection>>,
+    conns: Arc<[Mutex<Connection>]>,
     in_flight: Arc<AtomicUsize>,
     /// The hub answers go through; set when the store starts. Weak: the hub owns the store.
     hub: OnceLock<Weak<Hub>>,
 }
 
+/// Gives a read's place back however the read ends (a panic included).
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Pager {
-    pub(super) fn new(db: Connection) -> Self {
-        Self {
-            db: Arc::new(Mutex::new(db)),
+    pub(super) fn new(dir: &Path) -> Result<Self, StoreError> {
+        let conns = (0..PAGER_CONNECTIONS)
+            .map(|_| schema::open_reader(dir).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            conns: conns.into(),
             in_flight: Arc::new(AtomicUsize::new(0)),
             hub: OnceLock::new(),
-        }
+        })
     }
 
     pub(super) fn set_hub(&self, hub: &Arc<Hub>) {
@@ -80,20 +121,25 @@ impl Pager {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Err(Busy);
         };
-        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_PAGE_READS {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let taken = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(self.in_flight.clone());
+        if taken >= MAX_PAGE_READS {
             return Err(Busy);
         }
-        let (db, in_flight, conn, room) = (
-            self.db.clone(),
-            self.in_flight.clone(),
-            conn.clone(),
-            room.to_owned(),
-        );
+        let (conns, conn, room) = (self.conns.clone(), conn.clone(), room.to_owned());
         runtime.spawn_blocking(move || {
+            let _slot = slot;
             let max_bytes = hub.history_budget().limits.joined_bytes;
             let read = {
-                let db = db.lock().unwrap_or_else(PoisonError::into_inner);
+                // A free connection if there is one, else wait for the read's own.
+                let db = conns
+                    .iter()
+                    .find_map(|c| c.try_lock().ok())
+                    .unwrap_or_else(|| {
+                        conns[taken % conns.len()]
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                    });
                 read_page(&db, &room, page)
             };
             let answer = match read {
@@ -112,7 +158,6 @@ impl Pager {
                 }
             };
             send_page(&hub, &conn, &room, &answer);
-            in_flight.fetch_sub(1, Ordering::AcqRel);
         });
         Ok(())
     }

@@ -16,6 +16,13 @@ use crate::chat::hub::Hub;
 /// Rows deleted per transaction.
 const CHUNK: i64 = 1000;
 
+/// `interval` from now; a flag too large for the clock means never.
+fn later(interval: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(interval)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
 #[derive(Debug)]
 pub(super) struct Retention {
     retain_messages: u64,
@@ -32,7 +39,7 @@ impl Retention {
             retain_messages: settings.retain_messages,
             retain_age: settings.retain_age,
             interval: settings.retain_interval,
-            next_pass: Instant::now() + settings.retain_interval,
+            next_pass: later(settings.retain_interval),
             cursor: None,
         }
     }
@@ -78,7 +85,7 @@ impl Retention {
 
     fn end_pass(&mut self) {
         self.cursor = None;
-        self.next_pass = Instant::now() + self.interval;
+        self.next_pass = later(self.interval);
     }
 
     /// Trims the room after the cursor (or the cursor's again while it had more than a
@@ -97,13 +104,14 @@ impl Retention {
         let below_seq = if self.retain_messages == 0 {
             0
         } else {
-            last_seq.saturating_sub(self.retain_messages as i64)
+            last_seq.saturating_sub(i64::try_from(self.retain_messages).unwrap_or(i64::MAX))
         };
         // Older than `retain_age` goes too.
         let before_ms = if self.retain_age.is_zero() {
             i64::MIN
         } else {
-            crate::chat::hub::now_ms() as i64 - self.retain_age.as_millis() as i64
+            let now = i64::try_from(crate::clock::now_ms()).unwrap_or(i64::MAX);
+            now.saturating_sub(i64::try_from(self.retain_age.as_millis()).unwrap_or(i64::MAX))
         };
         // The room's oldest rows, in seq order (and so in time order): the leading run that
         // either bound removes. Reads at most a chunk, whatever the room's size.

@@ -94,13 +94,18 @@ pub fn open_writer(dir: &Path, fsync: Fsync, max_bytes: u64) -> Result<Connectio
     }
     let synchronous = match fsync {
         // FULL syncs the log at every commit; NORMAL only at checkpoints (the writer syncs
-        // the log itself every --fsync-interval); OFF never.
+        // the log itself every --fsync-interval, and not at all with `off`). Never OFF: in
+        // WAL mode that can leave a damaged file after an OS crash, which the relay would
+        // then refuse to start on.
         Fsync::Always => "FULL",
-        Fsync::Interval => "NORMAL",
-        Fsync::Off => "OFF",
+        Fsync::Interval | Fsync::Off => "NORMAL",
     };
-    db.execute_batch(&format!("PRAGMA synchronous = {synchronous};"))
-        .map_err(damaged)?;
+    // Checkpoints are the syncer thread's (`store::syncer`), never a commit's: an automatic
+    // one would copy and sync megabytes in the middle of the writer's next transaction.
+    db.execute_batch(&format!(
+        "PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0;"
+    ))
+    .map_err(damaged)?;
     let app: i64 = db
         .query_row("PRAGMA application_id", [], |r| r.get(0))
         .map_err(damaged)?;
@@ -156,13 +161,27 @@ pub fn open_writer(dir: &Path, fsync: Fsync, max_bytes: u64) -> Result<Connectio
     Ok(db)
 }
 
+/// The syncer's connection: read-write, because a checkpoint writes the database file.
+pub fn open_syncer(dir: &Path) -> Result<Connection, StoreError> {
+    let path = db_path(dir);
+    let db =
+        Connection::open(&path).map_err(|e| StoreError::file(&path, "cannot be opened", &e))?;
+    db.busy_timeout(std::time::Duration::from_millis(500))
+        .map_err(|e| StoreError::file(&path, "cannot be opened", &e))?;
+    Ok(db)
+}
+
 /// A read-only connection for room opens or scroll-back (WAL readers see every commit and
 /// never wait for the writer).
 pub fn open_reader(dir: &Path) -> Result<Connection, StoreError> {
     let path = db_path(dir);
-    Connection::open_with_flags(
+    let db = Connection::open_with_flags(
         &path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| StoreError::file(&path, "cannot be opened for reading", &e))
+    .map_err(|e| StoreError::file(&path, "cannot be opened for reading", &e))?;
+    // A reader waits only while the writer restarts the log after a checkpoint: brief.
+    db.busy_timeout(std::time::Duration::from_millis(500))
+        .map_err(|e| StoreError::file(&path, "cannot be opened for reading", &e))?;
+    Ok(db)
 }

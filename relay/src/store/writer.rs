@@ -1,4 +1,4 @@
-//! The writer thread: a round's messages in one transaction, then their delivery.
+//! The writer thread: whatever is waiting, in one transaction, then its delivery.
 //!
 //! A thread of its own, not a task: a commit (and with `--fsync always`, its fsync) blocks,
 //! and must not hold up a runtime worker that serves sockets. Messages arrive in the order
@@ -7,133 +7,148 @@
 //! message waits only for its own.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, PoisonError, Weak};
+use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode};
 use tracing::{error, info, warn};
 
 use super::retention::Retention;
-use super::{Op, Pending, Settings};
+use super::{Life, Op, Pending, Settings, Unsaved};
 use crate::chat::hub::Hub;
 use crate::chat::room::log::Order;
-use crate::config::Fsync;
 
 /// Messages in one transaction at most: bounds the delay of the first one in a burst.
 const MAX_BATCH: usize = 4096;
 
-struct Writer {
+pub(super) struct Writer {
     db: Connection,
-    hub: Arc<Hub>,
+    /// Weak: the hub owns the store (see `Store::start`).
+    hub: Weak<Hub>,
     queued: Arc<AtomicUsize>,
+    unsaved: Unsaved,
     settings: Settings,
     /// Whether the last commit failed (`/readyz` says so until one succeeds).
     failing: bool,
-    /// Committed since the last sync of the write-ahead log (`--fsync interval`).
-    unsynced: bool,
-    last_sync: Instant,
-    wal: Option<File>,
-}
-
-pub(super) fn run(
-    db: Connection,
-    rx: Receiver<Op>,
-    hub: Arc<Hub>,
-    queued: Arc<AtomicUsize>,
-    settings: Settings,
-) {
-    let mut retention = Retention::new(&settings);
-    let mut writer = Writer {
-        db,
-        hub,
-        queued,
-        settings,
-        failing: false,
-        unsynced: false,
-        last_sync: Instant::now(),
-        wal: None,
-    };
-    let mut batch: Vec<Pending> = Vec::with_capacity(64);
-    let mut barriers = Vec::new();
-    let mut stop = false;
-    while !stop {
-        let wait = retention
-            .due_in()
-            .min(writer.sync_due_in())
-            .max(Duration::from_millis(1));
-        let first = match rx.recv_timeout(wait) {
-            Ok(op) => Some(op),
-            Err(RecvTimeoutError::Timeout) => None,
-            Err(RecvTimeoutError::Disconnected) => Some(Op::Stop),
-        };
-        let mut next = first;
-        while let Some(op) = next.take() {
-            match op {
-                Op::Keep(pending) => batch.push(pending),
-                Op::Barrier(done) => barriers.push(done),
-                Op::Stop => {
-                    stop = true;
-                    break;
-                }
-            }
-            if batch.len() >= MAX_BATCH {
-                break;
-            }
-            next = rx.try_recv().ok();
-        }
-        if !batch.is_empty() {
-            writer.store_and_deliver(&mut batch);
-        }
-        for done in barriers.drain(..) {
-            let _ = done.send(());
-        }
-        writer.sync_if_due(false);
-        // Retention only between batches, a chunk at a time, so it never holds up delivery
-        // for long.
-        if batch.is_empty() && !stop {
-            retention.step(&writer.db, &writer.hub);
-        }
-    }
-    writer.sync_if_due(true);
-    // Everything into the database file itself, so the file alone is the whole history
-    // (a copy, a backup) and the next start has no log to replay.
-    if let Err(err) = writer
-        .db
-        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-    {
-        warn!(error = %err, "could not checkpoint the history store at shutdown");
-    }
-    info!("history store writer stopped");
 }
 
 impl Writer {
-    fn store_and_deliver(&mut self, batch: &mut Vec<Pending>) {
-        match self.store(batch) {
+    pub(super) fn new(
+        db: Connection,
+        hub: Weak<Hub>,
+        queued: Arc<AtomicUsize>,
+        unsaved: Unsaved,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            db,
+            hub,
+            queued,
+            unsaved,
+            settings,
+            failing: false,
+        }
+    }
+
+    pub(super) fn run(mut self, rx: Receiver<Op>) {
+        let mut retention = Retention::new(&self.settings);
+        let mut batch: Vec<Pending> = Vec::with_capacity(64);
+        let mut after: Vec<Op> = Vec::new();
+        let mut stop = false;
+        while !stop {
+            let wait = retention.due_in().max(Duration::from_millis(1));
+            let mut next = match rx.recv_timeout(wait) {
+                Ok(op) => Some(op),
+                Err(RecvTimeoutError::Timeout) => None,
+                // The store is gone (its relay dropped without stopping it).
+                Err(RecvTimeoutError::Disconnected) => Some(Op::Stop),
+            };
+            while let Some(op) = next.take() {
+                match op {
+                    Op::Keep(pending) if after.is_empty() => batch.push(pending),
+                    Op::Stop => {
+                        stop = true;
+                        break;
+                    }
+                    // Anything behind a leave or a barrier waits for it: order is kept.
+                    op => after.push(op),
+                }
+                if batch.len() + after.len() >= MAX_BATCH {
+                    break;
+                }
+                next = rx.try_recv().ok();
+            }
+            let Some(hub) = self.hub.upgrade() else {
+                break;
+            };
+            self.store_and_deliver(&hub, &mut batch);
+            for op in after.drain(..) {
+                match op {
+                    Op::Keep(pending) => batch.push(pending),
+                    Op::Then(then) => {
+                        self.store_and_deliver(&hub, &mut batch);
+                        then(&hub);
+                    }
+                    Op::Barrier(done) => {
+                        self.store_and_deliver(&hub, &mut batch);
+                        let _ = done.send(());
+                    }
+                    Op::Stop => stop = true,
+                }
+            }
+            self.store_and_deliver(&hub, &mut batch);
+            // Retention only while no message waits, a chunk at a time, so it never holds
+            // up delivery for long.
+            if !stop && self.queued.load(Ordering::Acquire) == 0 {
+                retention.step(&self.db, &hub);
+            }
+        }
+        // Everything into the database file itself (synced: checkpoints sync in every mode), so the file alone is the whole history
+        // (a copy, a backup) and the next start has no log to replay.
+        if let Err(err) = self
+            .db
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            warn!(error = %err, "could not checkpoint the history store at shutdown");
+        }
+        info!("history store writer stopped");
+    }
+
+    fn store_and_deliver(&mut self, hub: &Hub, batch: &mut Vec<Pending>) {
+        if batch.is_empty() {
+            return;
+        }
+        match self.store(hub, batch) {
             Ok(unsaved) => {
-                let stats = &self.hub.stats;
-                stats
+                hub.stats
                     .store_written
                     .fetch_add((batch.len() - unsaved) as u64, Ordering::Relaxed);
                 if self.failing {
                     self.failing = false;
-                    self.hub.readiness.set_ready("store");
+                    hub.readiness.set_ready("store");
                     info!("the history store is writable again");
                 }
-                self.unsynced = true;
             }
-            Err(err) => self.failed(batch, &err),
+            Err(err) => self.failed(hub, batch, &err),
         }
         for pending in batch.drain(..) {
-            self.deliver(pending);
+            self.deliver(hub, pending);
         }
     }
 
     /// One transaction for the batch; returns how many rows it could not insert (a
     /// constraint, which only a damaged file or a bug causes: the rest is still stored).
-    fn store(&mut self, batch: &[Pending]) -> rusqlite::Result<usize> {
+    fn store(&mut self, hub: &Hub, batch: &[Pending]) -> rusqlite::Result<usize> {
+        // Rooms a failed transaction left behind get their latest seq written now too.
+        let behind: Vec<(Arc<str>, Life)> = self
+            .unsaved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(name, life)| (name.clone(), life.clone()))
+            .collect();
         let tx = self
             .db
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -142,6 +157,9 @@ impl Writer {
             // One upsert per room per batch: the room's id, and its latest seq and epoch so
             // a restart carries the room's life on.
             let mut last: HashMap<&str, (&str, u64)> = HashMap::new();
+            for (name, (epoch, seq)) in &behind {
+                last.insert(name, (epoch, *seq));
+            }
             for p in batch {
                 let entry = last.entry(&p.room.name).or_insert((&p.message.epoch, 0));
                 entry.1 = entry.1.max(p.message.seq);
@@ -153,7 +171,8 @@ impl Writer {
             )?;
             let mut ids: HashMap<&str, i64> = HashMap::with_capacity(last.len());
             for (name, (epoch, seq)) in &last {
-                let id: i64 = upsert.query_row(params![name, epoch, *seq as i64], |r| r.get(0))?;
+                let seq = i64::try_from(*seq).unwrap_or(i64::MAX);
+                let id: i64 = upsert.query_row(params![name, epoch, seq], |r| r.get(0))?;
                 ids.insert(name, id);
             }
             let mut insert = tx.prepare_cached(
@@ -163,14 +182,11 @@ impl Writer {
                 let Some(&id) = ids.get(&*p.room.name) else {
                     continue;
                 };
-                let event = std::str::from_utf8(p.message.frame.payload()).unwrap_or_default();
-                let row = params![
-                    id,
-                    p.message.seq as i64,
-                    p.message.timestamp_ms as i64,
-                    event
-                ];
-                match insert.execute(row) {
+                // The relay's own encoder wrote it: always UTF-8 (borrowed, no copy).
+                let event = String::from_utf8_lossy(p.message.frame.payload());
+                let seq = i64::try_from(p.message.seq).unwrap_or(i64::MAX);
+                let ts = i64::try_from(p.message.timestamp_ms).unwrap_or(i64::MAX);
+                match insert.execute(params![id, seq, ts, event]) {
                     Ok(_) => {}
                     Err(rusqlite::Error::SqliteFailure(e, _))
                         if e.code == ErrorCode::ConstraintViolation =>
@@ -183,9 +199,17 @@ impl Writer {
             }
         }
         tx.commit()?;
+        let mut left = self.unsaved.lock().unwrap_or_else(PoisonError::into_inner);
+        for (name, (_, seq)) in &behind {
+            // Caught up, unless a later failure raised it meanwhile (it cannot: this thread
+            // is the only writer; kept exact anyway).
+            if left.get(name).is_some_and(|(_, now)| now == seq) {
+                left.remove(name);
+            }
+        }
+        drop(left);
         if unsaved > 0 {
-            self.hub
-                .stats
+            hub.stats
                 .store_unsaved
                 .fetch_add(unsaved as u64, Ordering::Relaxed);
         }
@@ -193,18 +217,25 @@ impl Writer {
     }
 
     /// The batch could not be stored (disk full, I/O error): its messages are still
-    /// delivered (live traffic goes on) and each room's lost seqs are reported.
-    fn failed(&mut self, batch: &[Pending], err: &rusqlite::Error) {
-        let stats = &self.hub.stats;
-        stats.store_write_errors.fetch_add(1, Ordering::Relaxed);
-        stats
+    /// delivered (live traffic goes on), each room's lost seqs are reported, and the rooms
+    /// are remembered so that none of their seqs is handed out twice.
+    fn failed(&mut self, hub: &Hub, batch: &[Pending], err: &rusqlite::Error) {
+        hub.stats.store_write_errors.fetch_add(1, Ordering::Relaxed);
+        hub.stats
             .store_unsaved
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut rooms: Vec<(&str, u64, u64)> = Vec::new();
-        for p in batch {
-            match rooms.iter_mut().find(|(name, ..)| *name == &*p.room.name) {
-                Some(range) => range.2 = p.message.seq,
-                None => rooms.push((&p.room.name, p.message.seq, p.message.seq)),
+        {
+            let mut unsaved = self.unsaved.lock().unwrap_or_else(PoisonError::into_inner);
+            for p in batch {
+                match rooms.iter_mut().find(|(name, ..)| *name == &*p.room.name) {
+                    Some(range) => range.2 = p.message.seq,
+                    None => rooms.push((&p.room.name, p.message.seq, p.message.seq)),
+                }
+                let life = unsaved
+                    .entry(p.room.name.clone())
+                    .or_insert_with(|| (p.message.epoch.clone(), 0));
+                *life = (p.message.epoch.clone(), life.1.max(p.message.seq));
             }
         }
         let lost: Vec<String> = rooms
@@ -214,13 +245,12 @@ impl Writer {
         error!(error = %err, messages = batch.len(), lost = %lost.join(", "), "could not store messages: they are delivered, but a restart will not have them");
         if !self.failing {
             self.failing = true;
-            self.hub
-                .readiness
+            hub.readiness
                 .set_unready("store", format!("the history store cannot write: {err}"));
         }
     }
 
-    fn deliver(&self, pending: Pending) {
+    fn deliver(&self, hub: &Hub, pending: Pending) {
         let Pending {
             room,
             message,
@@ -231,11 +261,10 @@ impl Writer {
             seq: message.seq,
             force: false,
         };
-        match room.append(&self.hub, order, Some(message.probe), |_| &message.frame) {
+        match room.append(hub, order, Some(message.probe), |_| &message.frame) {
             Ok(appended) if from_client => {
-                let stats = &self.hub.stats;
-                stats.messages_published.fetch_add(1, Ordering::Relaxed);
-                stats
+                hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
+                hub.stats
                     .deliveries
                     .fetch_add(appended.delivered, Ordering::Relaxed);
             }
@@ -245,44 +274,5 @@ impl Writer {
             }
         }
         self.queued.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    fn sync_due_in(&self) -> Duration {
-        if self.settings.fsync == Fsync::Interval && self.unsynced {
-            self.settings
-                .fsync_interval
-                .saturating_sub(self.last_sync.elapsed())
-        } else {
-            Duration::from_secs(3600)
-        }
-    }
-
-    /// `--fsync interval`: syncs the write-ahead log once the interval has passed since the
-    /// last sync (`last`: at shutdown, whatever is left).
-    fn sync_if_due(&mut self, last: bool) {
-        if self.settings.fsync != Fsync::Interval || !self.unsynced {
-            return;
-        }
-        if !last && self.last_sync.elapsed() < self.settings.fsync_interval {
-            return;
-        }
-        self.last_sync = Instant::now();
-        self.unsynced = false;
-        // fsync on any descriptor of the file flushes all of its dirty pages.
-        let synced = match &self.wal {
-            Some(file) => file.sync_data(),
-            None => File::open(&self.settings.wal).and_then(|file| {
-                let synced = file.sync_data();
-                self.wal = Some(file);
-                synced
-            }),
-        };
-        if let Err(err) = synced {
-            // A checkpoint may have removed the log; open it afresh next time.
-            self.wal = None;
-            if err.kind() != std::io::ErrorKind::NotFound {
-                warn!(error = %err, "could not sync the history store's log");
-            }
-        }
     }
 }

@@ -143,12 +143,19 @@ impl RelayProcess {
     }
 }
 
-/// Runs the binary with `args`, which must be refused: returns its exit status and output.
+/// Runs the binary with `args`, which must be refused before it listens: returns its exit
+/// status and output. A relay that started instead fails the test (it never exits by itself).
 pub async fn refused(args: &[&str]) -> (Option<i32>, String) {
     let child = Command::new(RELAY_BIN)
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
         .env_remove("RUST_LOG")
+        // Never the default ./chatrelay-data of the working directory: a case that names no
+        // --data-dir is refused before a store opens, or opens this one.
+        .env(
+            "RELAY_DATA_DIR",
+            std::env::temp_dir().join(format!("relay-refused-data-{}", std::process::id())),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -18,26 +18,47 @@ impl Hub {
     }
 
     /// Retires the oldest lingering room to make room for a new one; false if none lingers.
+    /// A room whose last messages are still on their way to the backend's log cannot go yet
+    /// (see `Room::retire_if_empty`): it keeps its place in the queue.
     pub(super) fn evict_lingering_room(&self) -> bool {
-        loop {
+        let mut held = Vec::new();
+        let evicted = loop {
             let next = self
                 .lingering
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .pop_front();
             let Some(weak) = next else {
-                return false;
+                break false;
             };
             let Some(room) = weak.upgrade() else {
                 continue;
             };
-            if room.unqueue_lingering() && room.retire_if_empty() {
+            if !room.unqueue_lingering() {
+                continue;
+            }
+            if room.retire_if_empty() {
                 self.rooms
                     .remove_if(&room.name, |_, r| Arc::ptr_eq(r, &room));
                 self.rooms_evicted.fetch_add(1, Ordering::Relaxed);
-                return true;
+                break true;
+            }
+            held.push(room);
+        };
+        if !held.is_empty() {
+            // Room locks first, the queue's after: rooms take the queue's lock under theirs.
+            for room in &held {
+                room.requeue_lingering();
+            }
+            let mut queue = self
+                .lingering
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for room in held.iter().rev() {
+                queue.push_front(Arc::downgrade(room));
             }
         }
+        evicted
     }
 
     /// The history bytes a publishing room may keep: unbounded by the node while it is under

@@ -128,12 +128,6 @@ pub enum RoomRefusal {
     Unavailable,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// A value that differs between runs and nodes, without a random-number crate: std's
 /// `RandomState` is seeded from the OS.
 fn random_u64() -> u64 {

@@ -34,9 +34,9 @@ impl Room {
     /// Retires the room now if it is empty (the node needs its place); whether it did.
     pub(crate) fn retire_if_empty(&self) -> bool {
         let mut state = self.lock();
-        // Not while messages are on their way to the backend's log: a successor would read
-        // that log without them (see `Log::in_flight`).
-        if state.members.is_empty() && !state.dead && !state.log.in_flight() {
+        // Not while messages or joins are on their way through the backend (see
+        // `State::is_idle`).
+        if state.members.is_empty() && state.is_idle() && !state.dead {
             state.dead = true;
             return true;
         }
@@ -54,6 +54,12 @@ impl Room {
         lingers
     }
 
+    /// Puts the room back on the lingering queue's books (the hub popped its entry but could
+    /// not retire it).
+    pub(crate) fn requeue_lingering(&self) {
+        self.lock().lingering_queued = true;
+    }
+
     /// Takes the room off the lingering queue's books (the hub popped its entry); whether it
     /// still lingers.
     pub(crate) fn unqueue_lingering(&self) -> bool {
@@ -68,7 +74,7 @@ impl Room {
         let idle = state
             .empty_since
             .is_some_and(|since| now.saturating_duration_since(since) >= linger);
-        if idle && state.members.is_empty() && !state.log.in_flight() {
+        if idle && state.members.is_empty() && state.is_idle() {
             state.dead = true;
         }
         state.dead
@@ -76,5 +82,30 @@ impl Room {
 
     pub fn is_retired(&self) -> bool {
         self.lock().dead
+    }
+
+    /// Holds the room for a join that the backend runs later; false if it was retired
+    /// already (look it up again). Every hold is released by [`Room::release_join`].
+    pub fn hold_for_join(&self) -> bool {
+        let mut state = self.lock();
+        if state.dead {
+            return false;
+        }
+        state.joining += 1;
+        true
+    }
+
+    /// The held join has run (the joiner is a member now, so the room stays).
+    pub fn release_join(&self) {
+        let mut state = self.lock();
+        state.joining = state.joining.saturating_sub(1);
+    }
+}
+
+impl State {
+    /// Nothing on its way through the backend: no reserved message (a successor would read
+    /// the backend's log without it, see `Log::in_flight`) and no held join.
+    fn is_idle(&self) -> bool {
+        !self.log.in_flight() && self.joining == 0
     }
 }

@@ -10,17 +10,19 @@
 //! is [`Room::join`] (presence from the room's own members or the backend's), and a `joined`
 //! replays from [`log::Log::replay`]. Submodules: [`log`] (ordering and replay), `fanout`
 //! (the per-round delivery to members), `lifecycle` (lingering and retirement),
-//! `scrollback` (the pages of a `history` command).
+//! `publish` (a message into the log: in memory at once, or reserved for a backend that
+//! keeps it first), `scrollback` (the pages of a `history` command).
 
 mod fanout;
 mod lifecycle;
 pub mod log;
+mod publish;
 mod scrollback;
 
+pub use publish::{Appended, Reserved};
 pub use scrollback::HistoryPage;
 
 use std::borrow::Borrow;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Instant;
 
@@ -28,12 +30,12 @@ use crate::chat::client::Conn;
 use crate::chat::history::HistoryBudget;
 use crate::chat::hub::Hub;
 use crate::chat::per_ip::RoomCharge;
-use crate::protocol::event::{self, MessageEvent, UserRef};
+use crate::protocol::event::{self, UserRef};
 use crate::transport::outbox::Priority;
 use crate::ws::Frame;
 
 use fanout::Pending;
-use log::{Log, Order, Refused};
+use log::Log;
 
 /// `joined` history may fill a connection's outbox up to 1/this of `--max-outbound-bytes`:
 /// the other half is left for live traffic while the joins are written out.
@@ -63,6 +65,9 @@ pub(crate) struct State {
     empty_since: Option<Instant>,
     /// On the hub's queue of lingering rooms (see [`Hub::note_lingering`]).
     lingering_queued: bool,
+    /// Joins on their way through the backend ([`Room::hold_for_join`]): the room is not
+    /// retired meanwhile.
+    joining: u32,
     /// Events fanned out this scheduler round, not yet pushed to members' queues (see
     /// [`Room::fan_out`]).
     pending: Vec<Pending>,
@@ -151,56 +156,6 @@ pub(crate) enum Skip<'a> {
     Client(&'a str),
 }
 
-/// A message the log took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Appended {
-    pub seq: u64,
-    /// How many members it was queued for.
-    pub delivered: u64,
-}
-
-/// A message [`Room::reserve`] ordered and encoded, on its way through the backend that keeps
-/// it before it is appended.
-#[derive(Debug)]
-pub struct Reserved {
-    pub epoch: Arc<str>,
-    pub seq: u64,
-    pub timestamp_ms: u64,
-    /// The message event, framed once; appended as it is.
-    pub frame: Frame,
-    /// The message number and when it was accepted, for the fan-out and delivery latencies
-    /// (which so include the time it took to be kept).
-    pub probe: (u64, Instant),
-    /// Members when it was ordered.
-    pub members: usize,
-}
-
-/// The one encoder of a chat message event: stamped with the time it is accepted, framed
-/// once for every member; returns the timestamp beside the frame.
-fn message_encoder<'a>(
-    hub: &'a Hub,
-    room: &'a str,
-    number: u64,
-    user_id: &'a str,
-    username: &'a str,
-    text: &'a str,
-) -> impl Fn(u64) -> (u64, Frame) + 'a {
-    let timestamp_ms = crate::chat::hub::now_ms();
-    move |seq| {
-        let frame = event::message(&MessageEvent {
-            node_tag: &hub.node_tag,
-            number,
-            seq,
-            room,
-            user_id,
-            username,
-            text,
-            timestamp_ms,
-        });
-        (timestamp_ms, frame)
-    }
-}
-
 impl Room {
     /// A room that batches its fan-out per scheduler round (what the hub creates).
     pub fn new_shared(
@@ -230,6 +185,7 @@ impl Room {
                 dead: false,
                 empty_since: None,
                 lingering_queued: false,
+                joining: 0,
                 pending: Vec::new(),
             }),
         }
@@ -391,115 +347,6 @@ impl Room {
             self.fan_out(&mut state, hub, frame.bytes(), Priority::Normal, None);
         }
         Some(gone.username)
-    }
-
-    /// Assigns the next seq, stores the message in history and sends it to every member,
-    /// the sender included. Returns the seq.
-    pub fn publish(&self, hub: &Hub, sender: &Conn, username: &str, text: &str) -> u64 {
-        let (seq, delivered) = self.publish_as(hub, &sender.user_id, username, text);
-        hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
-        hub.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
-        seq
-    }
-
-    /// [`Room::publish`] under any `userId` (the admin API's server messages), without
-    /// counting it as a client's message. Returns the seq and how many members queued it.
-    pub fn publish_as(&self, hub: &Hub, user_id: &str, username: &str, text: &str) -> (u64, u64) {
-        // One clock read per message, none per member: the fan-out histogram and the
-        // sampled delivery latency both start here.
-        let started = Instant::now();
-        let number = hub.next_message_number();
-        let encode = message_encoder(hub, &self.name, number, user_id, username, text);
-        // The room assigns the seq itself, so the log takes every message.
-        self.append(hub, Order::Next, Some((number, started)), |seq| {
-            encode(seq).1
-        })
-        .map_or((0, 0), |a| (a.seq, a.delivered))
-    }
-
-    /// Orders a message without delivering it, for a backend that keeps every message before
-    /// anyone sees it (the durable store): under the room's lock the next seq of the
-    /// backend's life is reserved, the event encoded once, and `keep` given it, so a room's
-    /// messages reach `keep` in seq order. The backend hands it back through
-    /// [`Room::append`] with [`Order::Assigned`]. If `keep` refuses, the seq is given back.
-    /// Returns the seq and the members it is for now; `None` if the log holds no backend
-    /// life (the message was then delivered as in memory).
-    pub fn reserve<E>(
-        &self,
-        hub: &Hub,
-        user_id: &str,
-        username: &str,
-        text: &str,
-        keep: impl FnOnce(Reserved) -> Result<(), E>,
-    ) -> Result<(u64, usize), E> {
-        let started = Instant::now();
-        let number = hub.next_message_number();
-        let encode = message_encoder(hub, &self.name, number, user_id, username, text);
-        let mut state = self.lock();
-        let Some(seq) = state.log.reserve() else {
-            drop(state);
-            debug_assert!(false, "a journalled room always holds its stored life");
-            let (seq, delivered) = self.publish_as(hub, user_id, username, text);
-            return Ok((seq, delivered as usize));
-        };
-        let (timestamp_ms, frame) = encode(seq);
-        let members = state.members.len();
-        let reserved = Reserved {
-            epoch: state.log.epoch().clone(),
-            seq,
-            timestamp_ms,
-            frame,
-            probe: (number, started),
-            members,
-        };
-        match keep(reserved) {
-            Ok(()) => Ok((seq, members)),
-            Err(refused) => {
-                state.log.unreserve(seq);
-                Err(refused)
-            }
-        }
-    }
-
-    /// Whether messages [`Room::reserve`]d here have not been appended yet.
-    pub fn has_in_flight(&self) -> bool {
-        self.lock().log.in_flight()
-    }
-
-    /// The one way a message enters the room: ordered into the log (`order`: the next seq,
-    /// or the one the backend assigned), kept in history and sent to every member.
-    /// `encode` gets the seq and returns the event frame. `probe`: the message number and
-    /// start of a message published on this node, for the fan-out and delivery latencies.
-    pub fn append<F: Borrow<Frame>>(
-        &self,
-        hub: &Hub,
-        order: Order<'_>,
-        probe: Option<(u64, Instant)>,
-        encode: impl FnOnce(u64) -> F,
-    ) -> Result<Appended, Refused> {
-        let mut state = self.lock();
-        let (seq, frame) = state
-            .log
-            .append(order, || hub.history_fair_share(), encode)?;
-        let frame = frame.borrow();
-        // A sampled message goes out as a probe: the same bytes, timed until the last
-        // member's writer drops them. History keeps the plain frame, or the probe would
-        // only fire when the message left history.
-        let sampled = match probe {
-            Some((number, started)) if !state.members.is_empty() => {
-                hub.metrics.probe(number, frame.bytes(), started)
-            }
-            _ => None,
-        };
-        let bytes = sampled.as_ref().unwrap_or(frame.bytes());
-        let delivered = self.fan_out(&mut state, hub, bytes, Priority::Normal, None);
-        drop(state);
-        drop(sampled);
-        if let Some((_, started)) = probe {
-            hub.metrics.fanout_done(started);
-        }
-        hub.reclaim_history_if_over();
-        Ok(Appended { seq, delivered })
     }
 
     /// Sends a typing indicator to every member but the typist.
