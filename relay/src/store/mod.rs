@@ -173,7 +173,8 @@ pub struct Store {
     stopping: AtomicBool,
     unsaved: Unsaved,
     /// Room opens, on the joining connection's thread: one indexed read per room opened.
-    opener: Mutex<Connection>,
+    /// One connection per runtime worker, so opens on different workers never queue.
+    openers: Vec<Mutex<Connection>>,
     pager: reader::Pager,
     writer: Mutex<WriterState>,
     settings: Settings,
@@ -189,7 +190,9 @@ impl Store {
         let lock = schema::lock_dir(&dir)?;
         let db = schema::open_writer(&dir, config.fsync, config.store_max_bytes)?;
         let syncer = schema::open_syncer(&dir)?;
-        let opener = schema::open_reader(&dir)?;
+        let openers = (0..crate::config::worker_count(config.worker_threads).clamp(1, 8))
+            .map(|_| schema::open_reader(&dir).map(Mutex::new))
+            .collect::<Result<Vec<_>, _>>()?;
         let pager = reader::Pager::new(&dir)?;
         let (queue, rx) = mpsc::channel();
         let settings = Settings {
@@ -207,7 +210,7 @@ impl Store {
             capacity: config.store_queue.max(1),
             stopping: AtomicBool::new(false),
             unsaved: Arc::default(),
-            opener: Mutex::new(opener),
+            openers,
             pager,
             writer: Mutex::new(WriterState::Ready { db, rx, syncer }),
             settings,
@@ -316,7 +319,16 @@ impl Journal for Store {
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
             .cloned();
-        let db = self.opener.lock().unwrap_or_else(PoisonError::into_inner);
+        // A free connection if there is one, else the first (opens are short).
+        let db = self
+            .openers
+            .iter()
+            .find_map(|c| c.try_lock().ok())
+            .unwrap_or_else(|| {
+                self.openers[0]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+            });
         reader::life(&db, name, newest, unsaved).map_err(|e| Unavailable(e.to_string()))
     }
 
