@@ -1,10 +1,12 @@
-//! chatrelay load generator: opens many WebSocket clients against a loopback relay, sends chat
-//! messages on an open-loop schedule and reports exact delivery counts and end-to-end latency
-//! measured from each message's schedule slot (no coordinated omission).
+//! chatrelay load generator: opens many WebSocket clients against a relay (loopback, or a
+//! deployment with `--allow-remote`), sends chat messages on an open-loop
+//! schedule and reports exact delivery counts and end-to-end latency measured from each
+//! message's schedule slot (no coordinated omission).
 //!
 //! Layout:
 //! - [`config`]: the command-line flags ([`Config`], clap derive, `LOADGEN_*` env vars).
-//! - [`target`]: `--url` parsing and the loopback-only rule.
+//! - [`target`]: `--url` parsing, the loopback rule and `--allow-remote` (checked on the URL
+//!   before any lookup), [`target::TargetFlags`] (its flags, one flattened group).
 //! - [`plan`]: the run's derived parameters (rooms, source addresses, pacing).
 //! - [`clock`]: wall-clock nanoseconds shared across processes; the phase signal.
 //! - [`scan`]: byte-scanning classification of relay events (no JSON parse on receive).

@@ -37,8 +37,15 @@ impl Plan {
         let targets = cfg
             .urls
             .iter()
-            .map(|u| target::parse(u))
+            .map(|u| target::parse(u, cfg.target.allow_remote))
             .collect::<Result<Vec<_>, _>>()?;
+        target::check_targets(&targets, cfg.source_ips)?;
+        if let Some(t) = targets.iter().find(|t| t.tls) {
+            return Err(Error::Config(format!(
+                "{}: wss:// is not supported yet (no TLS client)",
+                t.host_header
+            )));
+        }
         let per_target = cfg.clients.div_ceil(targets.len() as u64);
         let auto_ips = per_target.div_ceil(CLIENTS_PER_SOURCE_IP).clamp(1, 254) as u8;
         let rooms = match cfg.scenario {
@@ -87,9 +94,11 @@ impl Plan {
         &self.targets[(id % self.targets.len() as u64) as usize]
     }
 
-    /// 127.0.0.1, 127.0.0.2, ... round-robin; `None` for IPv6 targets (only ::1 exists there).
+    /// 127.0.0.1, 127.0.0.2, ... round-robin; `None` for IPv6 targets (only ::1 exists there)
+    /// and remote ones (the kernel picks the route's address).
     pub fn source_ip_of(&self, id: u64) -> Option<IpAddr> {
-        if self.target_of(id).addr.is_ipv6() {
+        let target = self.target_of(id);
+        if target.addr.is_ipv6() || target.remote {
             return None;
         }
         let k = (id / self.targets.len() as u64) % u64::from(self.source_ips);
@@ -108,6 +117,10 @@ impl Plan {
 
 pub fn validate(cfg: &Config) -> Result<(), Error> {
     let bad = |m: &str| Err(Error::Config(m.to_string()));
+    // The loopback rule first, on the URLs alone: nothing is resolved or opened before it.
+    for url in &cfg.urls {
+        target::check(url, cfg.target.allow_remote)?;
+    }
     if cfg.clients == 0 {
         return bad("--clients must be at least 1");
     }

@@ -2,21 +2,37 @@
 
 use std::process::Command;
 
+/// The guard refuses a remote target without `--allow-remote`, from the URL alone: these
+/// never resolve a name or open a socket (192.0.2.0/24 is TEST-NET-1, `.invalid` never
+/// resolves; the refusal comes before either would be tried). No test passes --allow-remote
+/// with a non-loopback target.
 #[test]
-fn refuses_non_loopback_targets() {
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
-            "--url",
-            "ws://192.0.2.7:8080/ws",
-            "--clients",
-            "1",
-            "--no-progress",
-        ])
-        .output()
-        .expect("spawn");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("only loopback"), "{err}");
+fn refuses_non_loopback_targets_without_allow_remote() {
+    for url in [
+        "ws://192.0.2.1/ws",
+        "ws://192.0.2.1:8443/ws",
+        "ws://no-such-host.invalid/ws",
+    ] {
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(["--url", url, "--clients", "1", "--no-progress"])
+            .env_remove("LOADGEN_ALLOW_REMOTE")
+            .output()
+            .expect("spawn");
+        assert!(!out.status.success(), "{url}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not a loopback address"), "{url}: {err}");
+        assert!(err.contains("--allow-remote"), "{url}: {err}");
+        assert!(
+            !err.contains("resolving"),
+            "{url}: no lookup happened: {err}"
+        );
+        // Refused at once: no connect (or its timeout) was attempted.
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{url}"
+        );
+    }
 }
 
 #[test]
@@ -33,6 +49,7 @@ fn help_names_every_env_var() {
         "LOADGEN_SCENARIO",
         "LOADGEN_SERVER_PID",
         "LOADGEN_SOURCE_IPS",
+        "LOADGEN_ALLOW_REMOTE",
     ] {
         assert!(help.contains(var), "{var} missing from --help");
     }
