@@ -21,6 +21,9 @@ pub enum Error {
     /// A remote target's host name did not resolve.
     #[error("resolving {host:?}: {reason}")]
     Resolve { host: String, reason: String },
+    /// TLS could not be set up, or a `wss://` target's certificate did not verify.
+    #[error("{0}")]
+    Tls(String),
     /// A flag combination that cannot work (zero clients, zero rooms, ...).
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -1,12 +1,16 @@
 //! chatrelay load generator: opens many WebSocket clients against a relay (loopback, or a
-//! deployment with `--allow-remote`), sends chat messages on an open-loop
+//! deployment with `--allow-remote`, over ws:// or wss://), sends chat messages on an open-loop
 //! schedule and reports exact delivery counts and end-to-end latency measured from each
 //! message's schedule slot (no coordinated omission).
 //!
 //! Layout:
 //! - [`config`]: the command-line flags ([`Config`], clap derive, `LOADGEN_*` env vars).
 //! - [`target`]: `--url` parsing, the loopback rule and `--allow-remote` (checked on the URL
-//!   before any lookup), [`target::TargetFlags`] (its flags, one flattened group).
+//!   before any lookup), [`target::TargetFlags`] (the flags below, one flattened group) and
+//!   the report's `target` section.
+//! - [`tls`]: `wss://` through rustls (system roots, `--ca-file`, `--insecure`), the
+//!   certificate preflight, and the client's `Wire` (plain TCP or a `ClientConnection` beside
+//!   the same socket).
 //! - [`plan`]: the run's derived parameters (rooms, source addresses, pacing).
 //! - [`clock`]: wall-clock nanoseconds shared across processes; the phase signal.
 //! - [`scan`]: byte-scanning classification of relay events (no JSON parse on receive).
@@ -40,6 +44,7 @@ pub mod scan;
 pub mod stats;
 pub mod sysinfo;
 pub mod target;
+pub mod tls;
 pub mod worker;
 
 pub use config::{Config, Scenario};

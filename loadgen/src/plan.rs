@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::config::{Config, Scenario};
-use crate::target::{self, Target};
+use crate::target::{self, Access, Target};
 use crate::Error;
 
 /// Clients per (source address, target) pair: below the ~28k ephemeral ports of one pair.
@@ -29,6 +29,8 @@ pub struct Plan {
     pub ramp_deadline_ns: u64,
     pub duration_ns: u64,
     pub drain_ns: u64,
+    /// TLS for the upgrades.
+    pub access: Access,
 }
 
 impl Plan {
@@ -40,12 +42,7 @@ impl Plan {
             .map(|u| target::parse(u, cfg.target.allow_remote))
             .collect::<Result<Vec<_>, _>>()?;
         target::check_targets(&targets, cfg.source_ips)?;
-        if let Some(t) = targets.iter().find(|t| t.tls) {
-            return Err(Error::Config(format!(
-                "{}: wss:// is not supported yet (no TLS client)",
-                t.host_header
-            )));
-        }
+        let access = Access::new(&cfg.target, &targets)?;
         let per_target = cfg.clients.div_ceil(targets.len() as u64);
         let auto_ips = per_target.div_ceil(CLIENTS_PER_SOURCE_IP).clamp(1, 254) as u8;
         let rooms = match cfg.scenario {
@@ -73,6 +70,7 @@ impl Plan {
             ramp_deadline_ns,
             duration_ns: cfg.duration.as_nanos() as u64,
             drain_ns: cfg.drain.as_nanos() as u64,
+            access,
         })
     }
 

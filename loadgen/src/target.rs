@@ -1,17 +1,21 @@
-//! `--url` parsing, the loopback rule and its `--allow-remote` override ([`TargetFlags`]).
+//! `--url` parsing, the loopback rule and its `--allow-remote` override, and the flags that say
+//! how clients reach a target ([`TargetFlags`]: TLS).
 //!
 //! The guard runs on the URL's host as written, before any name lookup or connect: a host name
 //! other than `localhost` is remote even if it would resolve to 127.0.0.1, so DNS can never
 //! point the generator at another machine without `--allow-remote`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
 
-/// How clients reach the target(s). One `#[command(flatten)]` group of [`crate::Config`].
+/// How clients reach the target(s): a deployment's TLS. One
+/// `#[command(flatten)]` group of [`crate::Config`].
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TargetFlags {
@@ -19,6 +23,16 @@ pub struct TargetFlags {
     /// outside 127.0.0.0/8 and ::1). Only for a deployment you are responsible for.
     #[arg(long, env = "LOADGEN_ALLOW_REMOTE")]
     pub allow_remote: bool,
+
+    /// PEM file of the CA certificate(s) to verify wss:// targets with, instead of the system
+    /// roots (a private CA, a staging certificate).
+    #[arg(long, env = "LOADGEN_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Do not verify the wss:// server certificate (any certificate is accepted; the report
+    /// says `insecure: true`).
+    #[arg(long, env = "LOADGEN_INSECURE")]
+    pub insecure: bool,
 }
 
 /// `ws://` or `wss://`.
@@ -181,6 +195,83 @@ pub fn check_targets(targets: &[Target], source_ips: Option<u8>) -> Result<(), E
         }
     }
     Ok(())
+}
+
+/// How clients reach the targets, derived once per process from the
+/// [`TargetFlags`].
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The TLS client configuration; `None` when no target is `wss://`.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub insecure: bool,
+}
+
+impl Access {
+    pub fn new(flags: &TargetFlags, targets: &[Target]) -> Result<Access, Error> {
+        let tls = if targets.iter().any(|t| t.tls) {
+            Some(crate::tls::client_config(flags)?)
+        } else {
+            None
+        };
+        Ok(Access {
+            tls,
+            insecure: flags.insecure,
+        })
+    }
+}
+
+/// The report's `target` section: how the run reached the relays.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TargetReport {
+    /// Some target is not a loopback address (`--allow-remote`).
+    pub remote: bool,
+    /// Some target is `wss://`.
+    pub tls: bool,
+    /// Certificates were not verified (`--insecure`).
+    pub insecure: bool,
+    pub ca_file: Option<String>,
+}
+
+impl TargetReport {
+    pub fn new(flags: &TargetFlags, targets: &[Target]) -> TargetReport {
+        let tls = targets.iter().any(|t| t.tls);
+        TargetReport {
+            remote: targets.iter().any(|t| t.remote),
+            tls,
+            insecure: tls && flags.insecure,
+            ca_file: flags
+                .ca_file
+                .as_ref()
+                .filter(|_| tls)
+                .map(|p| p.display().to_string()),
+        }
+    }
+
+    /// The table's lines about the targets (below the `targets:` line).
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let tls = match (self.tls, self.insecure, &self.ca_file) {
+            (false, _, _) => "plain ws".to_string(),
+            (true, true, _) => "TLS, certificate NOT verified".to_string(),
+            (true, false, Some(ca)) => format!("TLS verified against {ca}"),
+            (true, false, None) => "TLS verified against the system roots".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  transport: {tls}{}",
+            if self.remote {
+                "   (remote target)"
+            } else {
+                ""
+            }
+        );
+        if self.insecure {
+            let _ = writeln!(
+                out,
+                "  ** WARNING: --insecure: the server's TLS certificate was not verified **"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

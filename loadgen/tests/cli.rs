@@ -10,8 +10,8 @@ use std::process::Command;
 fn refuses_non_loopback_targets_without_allow_remote() {
     for url in [
         "ws://192.0.2.1/ws",
-        "ws://192.0.2.1:8443/ws",
-        "ws://no-such-host.invalid/ws",
+        "wss://192.0.2.1:8443/ws",
+        "wss://no-such-host.invalid/ws",
     ] {
         let started = std::time::Instant::now();
         let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
@@ -50,6 +50,8 @@ fn help_names_every_env_var() {
         "LOADGEN_SERVER_PID",
         "LOADGEN_SOURCE_IPS",
         "LOADGEN_ALLOW_REMOTE",
+        "LOADGEN_CA_FILE",
+        "LOADGEN_INSECURE",
     ] {
         assert!(help.contains(var), "{var} missing from --help");
     }

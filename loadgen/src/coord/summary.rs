@@ -135,6 +135,7 @@ fn build(
                 .collect(),
             other_events: c.other_events,
         },
+        target: crate::target::TargetReport::new(&config.target, &plan.targets),
         churn: (config.scenario == Scenario::Churn).then_some(ChurnReport {
             leaves: c.churn_leaves,
             rejoins: c.churn_rejoins,
