@@ -147,7 +147,17 @@ async fn open(ctx: &Rc<Ctx>, id: u64) -> Result<Conn, (FailKind, Option<String>)
     };
 
     let key = ws::client_key(id);
-    let request = ws::upgrade_request(&target.host_header, &target.path, &key);
+    let token = access
+        .tokens
+        .for_client(id)
+        .map_err(|e| (FailKind::Other, Some(e)))?;
+    let request = crate::auth::upgrade_request(
+        target,
+        &key,
+        token.as_deref(),
+        access.token_in,
+        access.origin.as_deref(),
+    );
     write_all(&mut wire, &stream, &request)
         .await
         .map_err(io_fail)?;

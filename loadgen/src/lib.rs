@@ -11,6 +11,8 @@
 //! - [`tls`]: `wss://` through rustls (system roots, `--ca-file`, `--insecure`), the
 //!   certificate preflight, and the client's `Wire` (plain TCP or a `ClientConnection` beside
 //!   the same socket).
+//! - [`auth`]: tokens (`--token`, `--token-file`, a JWT minted per client), `--token-in`,
+//!   `--origin`, and the upgrade request that carries them.
 //! - [`plan`]: the run's derived parameters (rooms, source addresses, pacing).
 //! - [`clock`]: wall-clock nanoseconds shared across processes; the phase signal.
 //! - [`scan`]: byte-scanning classification of relay events (no JSON parse on receive).
@@ -29,6 +31,7 @@
 //! fake relay the tests (and the absorb-rate example) run against is test code, in
 //! `tests/support/fake/`.
 
+pub mod auth;
 pub mod client;
 pub mod clock;
 pub mod config;

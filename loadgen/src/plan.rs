@@ -29,7 +29,7 @@ pub struct Plan {
     pub ramp_deadline_ns: u64,
     pub duration_ns: u64,
     pub drain_ns: u64,
-    /// TLS for the upgrades.
+    /// TLS, tokens and Origin for the upgrades.
     pub access: Access,
 }
 
@@ -42,7 +42,7 @@ impl Plan {
             .map(|u| target::parse(u, cfg.target.allow_remote))
             .collect::<Result<Vec<_>, _>>()?;
         target::check_targets(&targets, cfg.source_ips)?;
-        let access = Access::new(&cfg.target, &targets)?;
+        let access = Access::new(&cfg.target, &targets, token_exp(cfg, ramp_deadline_ns))?;
         let per_target = cfg.clients.div_ceil(targets.len() as u64);
         let auto_ips = per_target.div_ceil(CLIENTS_PER_SOURCE_IP).clamp(1, 254) as u8;
         let rooms = match cfg.scenario {
@@ -111,6 +111,14 @@ impl Plan {
     pub fn sends(&self) -> bool {
         self.scenario != Scenario::Idle && self.rate > 0.0
     }
+}
+
+/// `exp` of minted tokens (Unix seconds): past the latest end of the run (ramp deadline, its
+/// grace second, the send phase and the drain) with five minutes to spare, so no connection
+/// is closed with 4401 mid-run.
+fn token_exp(cfg: &Config, ramp_deadline_ns: u64) -> u64 {
+    let end_ns = ramp_deadline_ns + 1_500_000_000 + (cfg.duration + cfg.drain).as_nanos() as u64;
+    end_ns / 1_000_000_000 + 300
 }
 
 pub fn validate(cfg: &Config) -> Result<(), Error> {

@@ -1,5 +1,5 @@
 //! `--url` parsing, the loopback rule and its `--allow-remote` override, and the flags that say
-//! how clients reach a target ([`TargetFlags`]: TLS).
+//! how clients reach a target ([`TargetFlags`]: TLS, tokens, Origin).
 //!
 //! The guard runs on the URL's host as written, before any name lookup or connect: a host name
 //! other than `localhost` is remote even if it would resolve to 127.0.0.1, so DNS can never
@@ -12,9 +12,10 @@ use std::sync::Arc;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{JwtAlg, Secret, TokenIn, Tokens};
 use crate::Error;
 
-/// How clients reach the target(s): a deployment's TLS. One
+/// How clients reach the target(s): a deployment's TLS and authentication. One
 /// `#[command(flatten)]` group of [`crate::Config`].
 #[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
 #[serde(default)]
@@ -33,6 +34,40 @@ pub struct TargetFlags {
     /// says `insecure: true`).
     #[arg(long, env = "LOADGEN_INSECURE")]
     pub insecure: bool,
+
+    /// One token for every client (sent as --token-in says).
+    #[arg(long, env = "LOADGEN_TOKEN", hide_env_values = true)]
+    pub token: Option<Secret>,
+
+    /// File with one token per line; client i uses line i modulo the number of lines.
+    #[arg(long, env = "LOADGEN_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Mint an HS256 JWT per client with this secret (sub = u{i}, exp past the run's end).
+    #[arg(long, env = "LOADGEN_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<Secret>,
+
+    /// Mint a JWT per client signed with this PEM private key (RS256 or ES256, see --jwt-alg).
+    #[arg(long, env = "LOADGEN_JWT_PRIVATE_KEY")]
+    pub jwt_private_key: Option<PathBuf>,
+
+    /// JWT algorithm [default: HS256 with --jwt-secret; required with --jwt-private-key].
+    #[arg(long, env = "LOADGEN_JWT_ALG", value_enum)]
+    pub jwt_alg: Option<JwtAlg>,
+
+    /// JSON object merged into every minted JWT's claims (its keys win), e.g.
+    /// '{"aud":"chat","iss":"staging"}'.
+    #[arg(long, env = "LOADGEN_JWT_CLAIMS")]
+    pub jwt_claims: Option<String>,
+
+    /// Where the token goes: the `token` query parameter, or a `Sec-WebSocket-Protocol` value
+    /// next to `chatrelay` (what the relay's own browser client does).
+    #[arg(long, env = "LOADGEN_TOKEN_IN", value_enum, default_value_t = TokenIn::Subprotocol)]
+    pub token_in: TokenIn,
+
+    /// Origin header to send with every upgrade (a relay with --allowed-origin wants one).
+    #[arg(long, env = "LOADGEN_ORIGIN")]
+    pub origin: Option<String>,
 }
 
 /// `ws://` or `wss://`.
@@ -197,25 +232,39 @@ pub fn check_targets(targets: &[Target], source_ips: Option<u8>) -> Result<(), E
     Ok(())
 }
 
-/// How clients reach the targets, derived once per process from the
+/// How clients reach and authenticate to the targets, derived once per process from the
 /// [`TargetFlags`].
 #[derive(Debug, Clone)]
 pub struct Access {
     /// The TLS client configuration; `None` when no target is `wss://`.
     pub tls: Option<Arc<rustls::ClientConfig>>,
     pub insecure: bool,
+    pub tokens: Tokens,
+    pub token_in: TokenIn,
+    pub origin: Option<String>,
 }
 
 impl Access {
-    pub fn new(flags: &TargetFlags, targets: &[Target]) -> Result<Access, Error> {
+    /// `token_exp` is the `exp` (Unix seconds) of minted tokens.
+    pub fn new(flags: &TargetFlags, targets: &[Target], token_exp: u64) -> Result<Access, Error> {
         let tls = if targets.iter().any(|t| t.tls) {
             Some(crate::tls::client_config(flags)?)
         } else {
             None
         };
+        if let Some(o) = &flags.origin {
+            if o.is_empty() || o.bytes().any(|b| b < b' ' || b == 0x7f) {
+                return Err(Error::Config(
+                    "--origin must be a non-empty value without control characters".into(),
+                ));
+            }
+        }
         Ok(Access {
             tls,
             insecure: flags.insecure,
+            tokens: Tokens::new(flags, token_exp)?,
+            token_in: flags.token_in,
+            origin: flags.origin.clone(),
         })
     }
 }
@@ -230,11 +279,18 @@ pub struct TargetReport {
     /// Certificates were not verified (`--insecure`).
     pub insecure: bool,
     pub ca_file: Option<String>,
+    /// none, token, token-file, jwt.
+    pub auth: String,
+    pub jwt_alg: Option<String>,
+    /// query or subprotocol; null without a token.
+    pub token_in: Option<String>,
+    pub origin: Option<String>,
 }
 
 impl TargetReport {
     pub fn new(flags: &TargetFlags, targets: &[Target]) -> TargetReport {
         let tls = targets.iter().any(|t| t.tls);
+        let auth = Tokens::kind(flags);
         TargetReport {
             remote: targets.iter().any(|t| t.remote),
             tls,
@@ -244,6 +300,16 @@ impl TargetReport {
                 .as_ref()
                 .filter(|_| tls)
                 .map(|p| p.display().to_string()),
+            auth: auth.to_string(),
+            jwt_alg: (auth == "jwt").then(|| format!("{:?}", JwtAlg::of(flags))),
+            token_in: (auth != "none").then(|| {
+                match flags.token_in {
+                    TokenIn::Query => "query",
+                    TokenIn::Subprotocol => "subprotocol",
+                }
+                .to_string()
+            }),
+            origin: flags.origin.clone(),
         }
     }
 
@@ -256,9 +322,20 @@ impl TargetReport {
             (true, false, Some(ca)) => format!("TLS verified against {ca}"),
             (true, false, None) => "TLS verified against the system roots".to_string(),
         };
+        let mut auth = self.auth.clone();
+        if let Some(alg) = &self.jwt_alg {
+            auth = format!("jwt {alg}, one per client");
+        }
+        if let Some(at) = &self.token_in {
+            auth = format!("{auth} in the {at}");
+        }
         let _ = writeln!(
             out,
-            "  transport: {tls}{}",
+            "  transport: {tls}   auth: {auth}{}{}",
+            self.origin
+                .as_ref()
+                .map(|o| format!("   origin: {o}"))
+                .unwrap_or_default(),
             if self.remote {
                 "   (remote target)"
             } else {

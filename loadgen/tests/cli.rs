@@ -36,6 +36,20 @@ fn refuses_non_loopback_targets_without_allow_remote() {
 }
 
 #[test]
+fn secrets_stay_out_of_help() {
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg("--help")
+        .env("LOADGEN_JWT_SECRET", "very-secret-value-0123456789abcdef")
+        .env("LOADGEN_TOKEN", "token-value-xyz")
+        .output()
+        .expect("spawn");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("LOADGEN_JWT_SECRET"), "{help}");
+    assert!(!help.contains("very-secret-value"), "{help}");
+    assert!(!help.contains("token-value-xyz"), "{help}");
+}
+
+#[test]
 fn help_names_every_env_var() {
     let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .arg("--help")
@@ -52,6 +66,14 @@ fn help_names_every_env_var() {
         "LOADGEN_ALLOW_REMOTE",
         "LOADGEN_CA_FILE",
         "LOADGEN_INSECURE",
+        "LOADGEN_TOKEN",
+        "LOADGEN_TOKEN_FILE",
+        "LOADGEN_JWT_SECRET",
+        "LOADGEN_JWT_PRIVATE_KEY",
+        "LOADGEN_JWT_ALG",
+        "LOADGEN_JWT_CLAIMS",
+        "LOADGEN_TOKEN_IN",
+        "LOADGEN_ORIGIN",
     ] {
         assert!(help.contains(var), "{var} missing from --help");
     }

@@ -1,5 +1,6 @@
 //! The generator against a relay configured like a deployment, all in-process on loopback:
-//! wss:// with a test CA (`--ca-file`, no CA, `--insecure`).
+//! wss:// with a test CA (`--ca-file`, no CA, `--insecure`), JWTs minted per client against
+//! `--auth-secret` with the relay's default rate limits on.
 //! Nothing here uses `--allow-remote`: every target is 127.0.0.1 or localhost.
 
 #![allow(
@@ -10,14 +11,22 @@
 
 mod support;
 
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chatrelay_wsclient as ws;
+use loadgen::auth::Secret;
 use loadgen::Config;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
 static SERIAL: Mutex<()> = Mutex::new(());
+
+const AUTH_SECRET: &str = "loadgen-test-secret-of-32-bytes!";
 
 /// A relay on its own runtime thread; shut down when dropped.
 struct Relay {
@@ -205,4 +214,134 @@ fn wss_insecure_delivers_and_the_report_says_so() {
         "{table}"
     );
     let _ = std::fs::remove_file(json);
+}
+
+/// A plain client of its own in `room`, with its own token: collects the `userId` and the
+/// generator's sender id (the stamp's second field) of every message it sees until `stop`.
+fn observe(
+    port: u16,
+    room: &str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(String, u64)>> {
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": "observer", "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_secret(AUTH_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let join = format!(r#"{{"type":"join","room":"{room}"}}"#);
+    std::thread::spawn(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let key = ws::client_key(7);
+        let path = format!("/ws?token={token}");
+        s.write_all(&ws::upgrade_request(
+            &format!("127.0.0.1:{port}"),
+            &path,
+            &key,
+        ))
+        .unwrap();
+        let mut frame = Vec::new();
+        ws::put_client_frame(&mut frame, ws::OP_TEXT, [1, 2, 3, 4], join.as_bytes());
+        let mut buf = Vec::new();
+        let mut upgraded = false;
+        let mut seen = Vec::new();
+        let mut chunk = [0u8; 16384];
+        while !stop.load(Ordering::Relaxed) {
+            match s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => continue,
+            }
+            if !upgraded {
+                let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                ws::check_upgrade_response(&buf[..end + 4], &key).expect("observer upgraded");
+                buf.drain(..end + 4);
+                upgraded = true;
+                s.write_all(&frame).unwrap();
+            }
+            while let Ok(Some(h)) = ws::parse_header(&buf) {
+                if buf.len() < h.frame_len() {
+                    break;
+                }
+                let v: serde_json::Value =
+                    serde_json::from_slice(&buf[h.header_len..h.frame_len()]).unwrap_or_default();
+                if v["type"] == "message" {
+                    let sender = v["text"]
+                        .as_str()
+                        .and_then(|t| t.split(':').nth(1))
+                        .and_then(|id| id.parse().ok())
+                        .expect("a generator stamp");
+                    seen.push((v["userId"].as_str().unwrap_or_default().to_string(), sender));
+                }
+                buf.drain(..h.frame_len());
+            }
+        }
+        seen
+    })
+}
+
+#[test]
+fn jwt_per_client_against_auth_and_default_limits() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The relay's defaults, limits included, plus authentication.
+    let relay = Relay::start(relay::Config {
+        memory: true,
+        auth_secret: Some(relay::config::Secret(AUTH_SECRET.into())),
+        ..relay::Config::default()
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let observer = observe(relay.port, "room-0", Arc::clone(&stop));
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Within the defaults: 0.5 messages/s per client (limit 2), 12/s from the address (20),
+    // 24 connections at 20/s (burst 40).
+    let mut c = small_run(format!("ws://127.0.0.1:{}/ws", relay.port));
+    c.clients = 24;
+    c.rooms = 4;
+    c.rate = 12.0;
+    c.duration = Duration::from_secs(2);
+    c.connect_rate = 20.0;
+    c.target.jwt_secret = Some(Secret(AUTH_SECRET.into()));
+    let r = loadgen::run(c).expect("run");
+    stop.store(true, Ordering::Relaxed);
+    let seen = observer.join().expect("observer");
+
+    assert_exact(&r, 24);
+    assert_eq!(r.target.auth, "jwt");
+    assert_eq!(r.target.token_in.as_deref(), Some("subprotocol"));
+    assert!(r.server_events.errors.is_empty(), "{:?}", r.server_events);
+    // Every message in room-0 carried its sender's own identity: u{i} from client i's token.
+    assert!(!seen.is_empty());
+    for (user, sender) in &seen {
+        assert_eq!(user, &format!("u{sender}"), "{seen:?}");
+    }
+    let users: BTreeSet<&str> = seen.iter().map(|(u, _)| u.as_str()).collect();
+    let want: BTreeSet<String> = (0..24).step_by(4).map(|i| format!("u{i}")).collect();
+    assert_eq!(users, want.iter().map(String::as_str).collect(), "{seen:?}");
+}
+
+#[test]
+fn a_wrong_jwt_secret_is_refused_at_the_upgrade() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rc = relay::Config::without_limits();
+    rc.memory = true;
+    rc.auth_secret = Some(relay::config::Secret(AUTH_SECRET.into()));
+    let relay = Relay::start(rc);
+    let mut c = small_run(format!("ws://127.0.0.1:{}/ws", relay.port));
+    c.clients = 5;
+    c.duration = Duration::from_millis(200);
+    c.drain = Duration::ZERO;
+    c.target.jwt_secret = Some(Secret("another-secret-of-at-least-32-bytes".into()));
+    c.target.token_in = loadgen::auth::TokenIn::Query;
+    let r = loadgen::run(c).expect("run");
+    assert_eq!(r.connect.failed.handshake, 5, "{:?}", r.connect);
+    assert!(
+        r.connect.failure_samples.iter().any(|s| s.contains("401")),
+        "{:?}",
+        r.connect.failure_samples
+    );
 }
