@@ -13,6 +13,8 @@
 //!   the same socket).
 //! - [`auth`]: tokens (`--token`, `--token-file`, a JWT minted per client), `--token-in`,
 //!   `--origin`, and the upgrade request that carries them.
+//! - [`limits`]: the relay's default rate limits, the plan's warnings about them, and the
+//!   report's `limits` section (`rate_limited` errors, 4029 closes).
 //! - [`plan`]: the run's derived parameters (rooms, source addresses, pacing).
 //! - [`clock`]: wall-clock nanoseconds shared across processes; the phase signal.
 //! - [`scan`]: byte-scanning classification of relay events (no JSON parse on receive).
@@ -38,6 +40,7 @@ pub mod config;
 pub mod coord;
 mod error;
 pub mod hostile;
+pub mod limits;
 pub mod output;
 pub mod plan;
 pub mod plot;

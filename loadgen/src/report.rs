@@ -22,6 +22,8 @@ pub struct Report {
     pub server_events: ServerEvents,
     /// How the relays were reached: TLS, verification, authentication.
     pub target: crate::target::TargetReport,
+    /// What the relays' rate limits refused, and the plan's warnings about them.
+    pub limits: crate::limits::LimitsReport,
     pub churn: Option<ChurnReport>,
     pub loadgen: LoadgenCpu,
     pub server: Option<ServerReport>,
@@ -267,6 +269,7 @@ pub fn render_table(r: &Report) -> String {
             e.close_codes
         );
     }
+    r.limits.render(&mut o);
     if let Some(ch) = &r.churn {
         let _ = writeln!(
             o,

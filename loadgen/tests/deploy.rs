@@ -1,6 +1,6 @@
 //! The generator against a relay configured like a deployment, all in-process on loopback:
 //! wss:// with a test CA (`--ca-file`, no CA, `--insecure`), JWTs minted per client against
-//! `--auth-secret` with the relay's default rate limits on.
+//! `--auth-secret` with the relay's default rate limits on, and those limits' refusals counted.
 //! Nothing here uses `--allow-remote`: every target is 127.0.0.1 or localhost.
 
 #![allow(
@@ -313,7 +313,13 @@ fn jwt_per_client_against_auth_and_default_limits() {
     assert_exact(&r, 24);
     assert_eq!(r.target.auth, "jwt");
     assert_eq!(r.target.token_in.as_deref(), Some("subprotocol"));
-    assert!(r.server_events.errors.is_empty(), "{:?}", r.server_events);
+    assert_eq!(
+        (r.limits.rate_limited, r.limits.closed_4029),
+        (0, 0),
+        "{:?}",
+        r.limits
+    );
+    assert!(r.limits.warnings.is_empty(), "{:?}", r.limits.warnings);
     // Every message in room-0 carried its sender's own identity: u{i} from client i's token.
     assert!(!seen.is_empty());
     for (user, sender) in &seen {
@@ -343,5 +349,59 @@ fn a_wrong_jwt_secret_is_refused_at_the_upgrade() {
         r.connect.failure_samples.iter().any(|s| s.contains("401")),
         "{:?}",
         r.connect.failure_samples
+    );
+}
+
+#[test]
+fn rate_limited_and_4029_are_counted() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let relay = Relay::start(relay::Config {
+        memory: true,
+        ..relay::Config::default()
+    });
+    let url = format!("ws://127.0.0.1:{}/ws", relay.port);
+
+    // 2 clients at 10 messages/s each for 2 s: the burst of 10 and 2/s let 14 through each.
+    let mut c = small_run(url.clone());
+    c.clients = 2;
+    c.rooms = 1;
+    c.rate = 20.0;
+    c.duration = Duration::from_secs(2);
+    c.connect_rate = 20.0;
+    let json = support::temp_path("limits-report.json");
+    c.json = Some(json.clone());
+    let r = loadgen::run(c).expect("run");
+    assert!(r.limits.rate_limited > 0, "{:?}", r.limits);
+    assert_eq!(
+        r.server_events.errors.get("rate_limited").copied(),
+        Some(r.limits.rate_limited)
+    );
+    assert!(
+        r.limits
+            .warnings
+            .iter()
+            .any(|w| w.contains("--message-rate 2")),
+        "{:?}",
+        r.limits.warnings
+    );
+    let v = support::check_report_file(&json);
+    assert_eq!(v["limits"]["rate_limited"], r.limits.rate_limited);
+    let table = loadgen::report::render_table(&r);
+    assert!(table.contains("rate_limited errors"), "{table}");
+    assert!(table.contains("closed with 4029"), "{table}");
+    let _ = std::fs::remove_file(json);
+
+    // One client at 30/s: more than 20 refusals within 10 s end its connection with 4029.
+    let mut c = small_run(url);
+    c.clients = 1;
+    c.rooms = 1;
+    c.rate = 30.0;
+    c.duration = Duration::from_secs(2);
+    c.connect_rate = 20.0;
+    let r = loadgen::run(c).expect("run");
+    assert_eq!(
+        r.limits.closed_4029, 1,
+        "{:?} {:?}",
+        r.limits, r.server_events
     );
 }
