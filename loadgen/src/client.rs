@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use chatrelay_wsclient::{self as ws, Header};
 use memchr::memmem;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::Interest;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout_at};
@@ -22,6 +22,7 @@ use crate::plan::Plan;
 use crate::scan::{push_u64, write_text, Event, Scanner};
 use crate::stats::{FailKind, SeqOutcome, SeqTracker, WorkerReport};
 use crate::sysinfo;
+use crate::tls::{self, HandshakeError, Wire};
 
 /// Bytes asked of the kernel per read; big reads amortize the syscall over many frames.
 const READ_CHUNK: usize = 64 * 1024;
@@ -103,7 +104,8 @@ pub async fn client(ctx: Rc<Ctx>, id: u64) {
     conn.finish(end);
 }
 
-/// TCP connect from the client's source address, then the HTTP upgrade.
+/// TCP connect from the client's source address, the TLS handshake for `wss://`, then the
+/// HTTP upgrade.
 async fn open(ctx: &Rc<Ctx>, id: u64) -> Result<Conn, (FailKind, Option<String>)> {
     let plan = &ctx.plan;
     let target = plan.target_of(id);
@@ -122,22 +124,49 @@ async fn open(ctx: &Rc<Ctx>, id: u64) -> Result<Conn, (FailKind, Option<String>)
         sysinfo::set_bind_address_no_port(socket.as_raw_fd()).map_err(io_fail)?;
         socket.bind(SocketAddr::new(ip, 0)).map_err(io_fail)?;
     }
-    let mut stream = socket.connect(target.addr).await.map_err(io_fail)?;
+    let stream = socket.connect(target.addr).await.map_err(io_fail)?;
     stream.set_nodelay(true).map_err(io_fail)?;
+    let access = &plan.access;
+    let mut wire = match (&access.tls, target.tls) {
+        (Some(config), true) => {
+            let handshake_fail = |why: String| (FailKind::Handshake, Some(why));
+            let name = tls::server_name(target).map_err(handshake_fail)?;
+            let mut conn = rustls::ClientConnection::new(Arc::clone(config), name)
+                .map_err(|e| handshake_fail(format!("TLS: {e}")))?;
+            match tls::handshake(&stream, &mut conn).await {
+                Ok(()) => {}
+                Err(HandshakeError::Io(e)) => return Err(io_fail(e)),
+                Err(HandshakeError::Eof) => return Err((FailKind::Reset, None)),
+                Err(HandshakeError::Tls(e)) => {
+                    return Err(handshake_fail(tls::describe(&e, &target.host_header)))
+                }
+            }
+            Wire::tls(conn)
+        }
+        _ => Wire::Plain,
+    };
 
     let key = ws::client_key(id);
-    stream
-        .write_all(&ws::upgrade_request(
-            &target.host_header,
-            &target.path,
-            &key,
-        ))
+    let token = access
+        .tokens
+        .for_client(id)
+        .map_err(|e| (FailKind::Other, Some(e)))?;
+    let request = crate::auth::upgrade_request(
+        target,
+        &key,
+        token.as_deref(),
+        access.token_in,
+        access.origin.as_deref(),
+    );
+    write_all(&mut wire, &stream, &request)
         .await
         .map_err(io_fail)?;
     let mut head = Vec::with_capacity(1024);
     let end = loop {
         let mut chunk = [0u8; 1024];
-        let n = stream.read(&mut chunk).await.map_err(io_fail)?;
+        let n = read_some(&mut wire, &stream, &mut chunk)
+            .await
+            .map_err(io_fail)?;
         if n == 0 {
             return Err((FailKind::Reset, None));
         }
@@ -154,15 +183,42 @@ async fn open(ctx: &Rc<Ctx>, id: u64) -> Result<Conn, (FailKind, Option<String>)
     };
     ws::check_upgrade_response(&head[..end], &key)
         .map_err(|e| (FailKind::Handshake, Some(format!("handshake: {e}"))))?;
-    let mut conn = Conn::new(Rc::clone(ctx), stream, id);
+    let mut conn = Conn::new(Rc::clone(ctx), stream, wire, id);
     // Frames that arrived in the same segment as the response head.
     conn.pending.extend_from_slice(&head[end..]);
+    conn.wire.take_plaintext(&mut conn.pending);
     Ok(conn)
+}
+
+/// Writes all of `data` (the upgrade request), waiting for the socket as needed.
+async fn write_all(wire: &mut Wire, stream: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() || wire.wants_write() {
+        match wire.try_write(stream, data) {
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads what is there (at least one byte, or 0 at the end), waiting for the socket as needed.
+async fn read_some(wire: &mut Wire, stream: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match wire.try_read(stream, buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                stream.readable().await?;
+            }
+            other => return other,
+        }
+    }
 }
 
 struct Conn {
     ctx: Rc<Ctx>,
     stream: TcpStream,
+    /// Plain TCP or TLS: how bytes meet `stream`.
+    wire: Wire,
     id: u64,
     room: usize,
     /// Index of this client's room in the per-room counters.
@@ -186,13 +242,14 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(ctx: Rc<Ctx>, stream: TcpStream, id: u64) -> Conn {
+    fn new(ctx: Rc<Ctx>, stream: TcpStream, wire: Wire, id: u64) -> Conn {
         let room = ctx.plan.room_of(id);
         let slot = ctx.plan.room_slot_of(id);
         let m = (id as u32).wrapping_mul(0x9E37_79B9) | 1;
         Conn {
             ctx,
             stream,
+            wire,
             id,
             room,
             slot,
@@ -238,10 +295,11 @@ impl Conn {
         self.out_msgs += 1;
     }
 
-    /// Writes as much of `out` as the socket takes without blocking.
+    /// Writes as much of `out` as the socket takes without blocking (for TLS also records
+    /// rustls queued by itself, such as a key update's answer).
     fn flush(&mut self) -> Result<(), End> {
-        while self.out_pos < self.out.len() {
-            match self.stream.try_write(&self.out[self.out_pos..]) {
+        while self.out_pos < self.out.len() || self.wire.wants_write() {
+            match self.wire.try_write(&self.stream, &self.out[self.out_pos..]) {
                 Ok(n) => {
                     self.out_pos += n;
                     self.ctx.report.borrow_mut().counters.bytes_out += n as u64;
@@ -292,7 +350,7 @@ impl Conn {
     }
 
     fn interest(&self) -> Interest {
-        if self.out_pos < self.out.len() {
+        if self.out_pos < self.out.len() || self.wire.wants_write() {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
@@ -321,7 +379,10 @@ impl Conn {
                 buf.resize(p + READ_CHUNK, 0);
             }
             buf[..p].copy_from_slice(&self.pending);
-            match self.stream.try_read(&mut buf[p..p + READ_CHUNK]) {
+            match self
+                .wire
+                .try_read(&self.stream, &mut buf[p..p + READ_CHUNK])
+            {
                 Ok(0) => {
                     self.closed.get_or_insert(None);
                     return Ok(());
@@ -592,10 +653,19 @@ impl Conn {
             }
         }
         drop(r);
-        // Best effort: a close frame lets the server tidy up without logging resets.
-        let mut close = Vec::with_capacity(8);
-        ws::put_client_frame(&mut close, ws::OP_CLOSE, self.mask, &1000u16.to_be_bytes());
-        let _ = self.stream.try_write(&close);
+        // Best effort: a close frame lets the server tidy up without logging resets. Only
+        // behind whole frames: with bytes still queued (the server stopped reading) it would
+        // land inside one.
+        if self.out.is_empty() {
+            ws::put_client_frame(
+                &mut self.out,
+                ws::OP_CLOSE,
+                self.mask,
+                &1000u16.to_be_bytes(),
+            );
+            let _ = self.flush();
+        }
+        self.wire.close(&self.stream);
     }
 }
 

@@ -20,12 +20,14 @@ pub enum Scenario {
     Churn,
 }
 
-/// Load generator for chatrelay: opens many WebSocket clients against a loopback relay, sends
+/// Load generator for chatrelay: opens many WebSocket clients against a relay (loopback unless
+/// --allow-remote; ws:// or wss://), sends
 /// chat messages on an open-loop schedule, and reports delivery counts and end-to-end latency.
 #[derive(Debug, Clone, Parser, Serialize, Deserialize)]
 #[command(name = "loadgen", version)]
 pub struct Config {
-    /// Relay URL (ws://host:port/path, loopback only). Repeat to spread clients over relays.
+    /// Relay URL (ws:// or wss://host:port/path; loopback unless --allow-remote). Repeat to
+    /// spread clients over relays.
     #[arg(
         long = "url",
         env = "LOADGEN_URL",
@@ -125,6 +127,11 @@ pub struct Config {
     /// Do not print the table on stdout (the JSON file is still written).
     #[arg(long, env = "LOADGEN_QUIET")]
     pub quiet: bool,
+
+    /// Remote targets, TLS and authentication (`target::TargetFlags`).
+    #[command(flatten)]
+    #[serde(default)]
+    pub target: crate::target::TargetFlags,
 
     /// Internal: run as a worker process driven over stdin/stdout.
     #[arg(long, hide = true)]

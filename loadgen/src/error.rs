@@ -8,9 +8,22 @@ pub enum Error {
     /// A `--url` that is not `ws://host:port/path`.
     #[error("invalid url {url:?}: {reason}")]
     InvalidUrl { url: String, reason: String },
-    /// A target outside 127.0.0.0/8 and ::1: the generator must never load a foreign host.
+    /// A target outside 127.0.0.0/8 and ::1 (the hostile suite has no override).
     #[error("refusing target {0:?}: only loopback addresses (127.0.0.0/8, ::1, localhost) may be load-tested")]
     NotLoopback(String),
+    /// A remote target without `--allow-remote`: decided on the URL, before any lookup.
+    #[error(
+        "refusing target {host:?} in {url}: it is not a loopback address (127.0.0.0/8, ::1, \
+         localhost), and only those run without --allow-remote; pass --allow-remote \
+         (LOADGEN_ALLOW_REMOTE=1) to load a deployment you are responsible for"
+    )]
+    RemoteNotAllowed { url: String, host: String },
+    /// A remote target's host name did not resolve.
+    #[error("resolving {host:?}: {reason}")]
+    Resolve { host: String, reason: String },
+    /// TLS could not be set up, or a `wss://` target's certificate did not verify.
+    #[error("{0}")]
+    Tls(String),
     /// A flag combination that cannot work (zero clients, zero rooms, ...).
     #[error("invalid configuration: {0}")]
     Config(String),

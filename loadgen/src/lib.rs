@@ -1,10 +1,20 @@
-//! chatrelay load generator: opens many WebSocket clients against a loopback relay, sends chat
-//! messages on an open-loop schedule and reports exact delivery counts and end-to-end latency
-//! measured from each message's schedule slot (no coordinated omission).
+//! chatrelay load generator: opens many WebSocket clients against a relay (loopback, or a
+//! deployment with `--allow-remote`, over ws:// or wss://), sends chat messages on an open-loop
+//! schedule and reports exact delivery counts and end-to-end latency measured from each
+//! message's schedule slot (no coordinated omission).
 //!
 //! Layout:
 //! - [`config`]: the command-line flags ([`Config`], clap derive, `LOADGEN_*` env vars).
-//! - [`target`]: `--url` parsing and the loopback-only rule.
+//! - [`target`]: `--url` parsing, the loopback rule and `--allow-remote` (checked on the URL
+//!   before any lookup), [`target::TargetFlags`] (the flags below, one flattened group) and
+//!   the report's `target` section.
+//! - [`tls`]: `wss://` through rustls (system roots, `--ca-file`, `--insecure`), the
+//!   certificate preflight, and the client's `Wire` (plain TCP or a `ClientConnection` beside
+//!   the same socket).
+//! - [`auth`]: tokens (`--token`, `--token-file`, a JWT minted per client), `--token-in`,
+//!   `--origin`, and the upgrade request that carries them.
+//! - [`limits`]: the relay's default rate limits, the plan's warnings about them, and the
+//!   report's `limits` section (`rate_limited` errors, 4029 closes).
 //! - [`plan`]: the run's derived parameters (rooms, source addresses, pacing).
 //! - [`clock`]: wall-clock nanoseconds shared across processes; the phase signal.
 //! - [`scan`]: byte-scanning classification of relay events (no JSON parse on receive).
@@ -23,12 +33,14 @@
 //! fake relay the tests (and the absorb-rate example) run against is test code, in
 //! `tests/support/fake/`.
 
+pub mod auth;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod coord;
 mod error;
 pub mod hostile;
+pub mod limits;
 pub mod output;
 pub mod plan;
 pub mod plot;
@@ -38,6 +50,7 @@ pub mod scan;
 pub mod stats;
 pub mod sysinfo;
 pub mod target;
+pub mod tls;
 pub mod worker;
 
 pub use config::{Config, Scenario};

@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::config::{Config, Scenario};
-use crate::target::{self, Target};
+use crate::target::{self, Access, Target};
 use crate::Error;
 
 /// Clients per (source address, target) pair: below the ~28k ephemeral ports of one pair.
@@ -29,6 +29,8 @@ pub struct Plan {
     pub ramp_deadline_ns: u64,
     pub duration_ns: u64,
     pub drain_ns: u64,
+    /// TLS, tokens and Origin for the upgrades.
+    pub access: Access,
 }
 
 impl Plan {
@@ -37,8 +39,10 @@ impl Plan {
         let targets = cfg
             .urls
             .iter()
-            .map(|u| target::parse(u))
+            .map(|u| target::parse(u, cfg.target.allow_remote))
             .collect::<Result<Vec<_>, _>>()?;
+        target::check_targets(&targets, cfg.source_ips)?;
+        let access = Access::new(&cfg.target, &targets, token_exp(cfg, ramp_deadline_ns))?;
         let per_target = cfg.clients.div_ceil(targets.len() as u64);
         let auto_ips = per_target.div_ceil(CLIENTS_PER_SOURCE_IP).clamp(1, 254) as u8;
         let rooms = match cfg.scenario {
@@ -66,6 +70,7 @@ impl Plan {
             ramp_deadline_ns,
             duration_ns: cfg.duration.as_nanos() as u64,
             drain_ns: cfg.drain.as_nanos() as u64,
+            access,
         })
     }
 
@@ -87,9 +92,11 @@ impl Plan {
         &self.targets[(id % self.targets.len() as u64) as usize]
     }
 
-    /// 127.0.0.1, 127.0.0.2, ... round-robin; `None` for IPv6 targets (only ::1 exists there).
+    /// 127.0.0.1, 127.0.0.2, ... round-robin; `None` for IPv6 targets (only ::1 exists there)
+    /// and remote ones (the kernel picks the route's address).
     pub fn source_ip_of(&self, id: u64) -> Option<IpAddr> {
-        if self.target_of(id).addr.is_ipv6() {
+        let target = self.target_of(id);
+        if target.addr.is_ipv6() || target.remote {
             return None;
         }
         let k = (id / self.targets.len() as u64) % u64::from(self.source_ips);
@@ -106,8 +113,20 @@ impl Plan {
     }
 }
 
+/// `exp` of minted tokens (Unix seconds): past the latest end of the run (ramp deadline, its
+/// grace second, the send phase and the drain) with five minutes to spare, so no connection
+/// is closed with 4401 mid-run.
+fn token_exp(cfg: &Config, ramp_deadline_ns: u64) -> u64 {
+    let end_ns = ramp_deadline_ns + 1_500_000_000 + (cfg.duration + cfg.drain).as_nanos() as u64;
+    end_ns / 1_000_000_000 + 300
+}
+
 pub fn validate(cfg: &Config) -> Result<(), Error> {
     let bad = |m: &str| Err(Error::Config(m.to_string()));
+    // The loopback rule first, on the URLs alone: nothing is resolved or opened before it.
+    for url in &cfg.urls {
+        target::check(url, cfg.target.allow_remote)?;
+    }
     if cfg.clients == 0 {
         return bad("--clients must be at least 1");
     }

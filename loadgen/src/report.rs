@@ -20,6 +20,10 @@ pub struct Report {
     /// How late the generator queued messages relative to their slots (its own lag).
     pub send_lag_ms: Percentiles,
     pub server_events: ServerEvents,
+    /// How the relays were reached: TLS, verification, authentication.
+    pub target: crate::target::TargetReport,
+    /// What the relays' rate limits refused, and the plan's warnings about them.
+    pub limits: crate::limits::LimitsReport,
     pub churn: Option<ChurnReport>,
     pub loadgen: LoadgenCpu,
     pub server: Option<ServerReport>,
@@ -205,6 +209,7 @@ pub fn render_table(r: &Report) -> String {
         c.workers,
         c.threads
     );
+    r.target.render(&mut o);
     let k = &r.connect;
     let _ = writeln!(o, "\nCONNECT");
     let _ = writeln!(o, "  attempted {:>12}   joined {:>12}   failed {:>10}  (refused {}, timeout {}, handshake {}, reset {}, other {})",
@@ -264,6 +269,7 @@ pub fn render_table(r: &Report) -> String {
             e.close_codes
         );
     }
+    r.limits.render(&mut o);
     if let Some(ch) = &r.churn {
         let _ = writeln!(
             o,

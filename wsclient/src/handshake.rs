@@ -24,11 +24,29 @@ pub fn client_key(id: u64) -> String {
 
 /// The HTTP/1.1 upgrade request.
 pub fn upgrade_request(host: &str, path: &str, key: &str) -> Vec<u8> {
-    format!(
+    upgrade_request_with(host, path, key, &[])
+}
+
+/// The HTTP/1.1 upgrade request with extra headers (`Origin`, `Sec-WebSocket-Protocol`, ...),
+/// written after the standard ones. The caller keeps CR and LF out of names and values.
+pub fn upgrade_request_with(
+    host: &str,
+    path: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+) -> Vec<u8> {
+    let mut req = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .into_bytes()
+         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+    );
+    for (name, value) in headers {
+        req.push_str(name);
+        req.push_str(": ");
+        req.push_str(value);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req.into_bytes()
 }
 
 /// Checks an upgrade response head (everything up to and including `\r\n\r\n`).
@@ -79,6 +97,9 @@ mod tests {
         assert!(text.starts_with("GET /ws HTTP/1.1\r\nHost: 127.0.0.1:9\r\n"));
         assert!(text.contains(&format!("\r\nSec-WebSocket-Key: {RFC_KEY}\r\n")));
         assert!(text.ends_with("Sec-WebSocket-Version: 13\r\n\r\n"));
+        let req = upgrade_request_with("h", "/", RFC_KEY, &[("Origin", "https://a.example")]);
+        let text = std::str::from_utf8(&req).expect("ASCII");
+        assert!(text.ends_with("Sec-WebSocket-Version: 13\r\nOrigin: https://a.example\r\n\r\n"));
     }
 
     #[test]

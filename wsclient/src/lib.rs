@@ -18,4 +18,6 @@ pub use frame::{
     apply_mask, parse_header, put_client_frame, put_masked_frame, put_server_frame, Header,
     OP_BINARY, OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT,
 };
-pub use handshake::{accept_key, check_upgrade_response, client_key, upgrade_request};
+pub use handshake::{
+    accept_key, check_upgrade_response, client_key, upgrade_request, upgrade_request_with,
+};

@@ -31,6 +31,14 @@ pub fn run(config: Config) -> Result<Report, Error> {
     let split = Split::plan(&config)?;
     let ramp = Ramp::schedule(&config, &split);
     let plan = Arc::new(Plan::new(&config, ramp.t0, ramp.deadline)?);
+    // Before any client: a certificate that does not verify is one clear error, and the
+    // relay's default limits a plan would exceed are said up front (warnings, not errors).
+    if let Some(tls) = &plan.access.tls {
+        crate::tls::preflight(&plan.targets, tls, config.connect_timeout)?;
+    }
+    for w in crate::limits::warnings(&config, &plan) {
+        eprintln!("loadgen: warning: {w}");
+    }
     let mut workers = Workers::spawn(&config, &split, &plan, &ramp)?;
 
     let bar = progress_bar(&config);

@@ -135,6 +135,8 @@ fn build(
                 .collect(),
             other_events: c.other_events,
         },
+        target: crate::target::TargetReport::new(&config.target, &plan.targets),
+        limits: crate::limits::LimitsReport::new(config, plan, &m.error_codes, &m.close_codes),
         churn: (config.scenario == Scenario::Churn).then_some(ChurnReport {
             leaves: c.churn_leaves,
             rejoins: c.churn_rejoins,

@@ -107,7 +107,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 fn run_one(cfg: &HostileConfig, attack: Attack) -> Result<AttackReport, Error> {
     let mut relay = RelayProc::start(&cfg.relay_bin)?;
     // The relay address goes through the generator's own loopback rule.
-    let target = crate::target::parse(&format!("ws://{}/ws", relay.addr))?;
+    let target = crate::target::parse(&format!("ws://{}/ws", relay.addr), false)?;
     let sampler = RssSampler::start(relay.pid(), Duration::from_millis(100));
     let attack_start = Instant::now() + LEAD_IN;
     let until = attack_start + cfg.duration;
