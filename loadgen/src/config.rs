@@ -126,6 +126,11 @@ pub struct Config {
     #[arg(long, env = "LOADGEN_QUIET")]
     pub quiet: bool,
 
+    // `--metrics-url` (loadgen/src/observe.rs).
+    #[command(flatten)]
+    #[serde(default)]
+    pub observe: crate::observe::ObserveFlags,
+
     /// Internal: run as a worker process driven over stdin/stdout.
     #[arg(long, hide = true)]
     #[serde(skip)]

@@ -15,6 +15,10 @@
 //! - [`stats`]: counters, seq tracking, mergeable histograms.
 //! - [`report`]: the report (JSON and table); [`output`] writes `--json`/`--hdr`/`--plot`.
 //! - [`plot`]: the SVG percentile plot. [`sysinfo`]: rlimits, rusage, /proc sampling.
+//! - [`observe`]: the flags ([`observe::ObserveFlags`], flattened into [`Config`]) and report
+//!   sections ([`observe::Observed`], flattened into [`Report`]) of the one below.
+//! - [`scrape`]: `--metrics-url`: a tiny HTTP/1.1 GET client, the Prometheus text parser and
+//!   the per-second [`scrape::Watch`]; the relay's delivery count cross-checked with ours.
 //! - [`hostile`]: the hostile-load suite (`hostile` binary): attacks against a relay child
 //!   process with a victim measuring alongside.
 //!
@@ -29,12 +33,14 @@ pub mod config;
 pub mod coord;
 mod error;
 pub mod hostile;
+pub mod observe;
 pub mod output;
 pub mod plan;
 pub mod plot;
 pub mod process;
 pub mod report;
 pub mod scan;
+pub mod scrape;
 pub mod stats;
 pub mod sysinfo;
 pub mod target;

@@ -2,7 +2,9 @@
 //! everyone at one instant, samples the server, and merges everything into the [`Report`].
 //!
 //! [`run`] goes through the phases in order, one function each: split and spawn the workers
-//! ([`workers`]), ramp up, send, drain, and summarise ([`summary`]).
+//! ([`workers`]), ramp up, send, drain, and summarise ([`summary`]). With `--metrics-url` a
+//! [`Watch`](crate::scrape::Watch) scrapes the relay from the end of the ramp to the end of the
+//! drain.
 
 mod summary;
 mod workers;
@@ -28,13 +30,19 @@ const TICK: Duration = Duration::from_millis(50);
 /// Runs one complete load test and returns its report (also writing the requested files).
 pub fn run(config: Config) -> Result<Report, Error> {
     crate::plan::validate(&config)?;
+    let o = &config.observe;
+    let mut watch = crate::scrape::Watch::new(&o.metrics_urls, o.admin_token.as_deref())?;
     let split = Split::plan(&config)?;
     let ramp = Ramp::schedule(&config, &split);
     let plan = Arc::new(Plan::new(&config, ramp.t0, ramp.deadline)?);
+    // Before the first connection: the relay's refusals happen during the ramp-up.
+    watch.before_ramp();
     let mut workers = Workers::spawn(&config, &split, &plan, &ramp)?;
 
     let bar = progress_bar(&config);
     let ramped = ramp_up(&config, &workers, &bar, &ramp);
+    // The relay's baseline: after the joins, before the first message.
+    watch.begin();
     let sent = send(
         &mut workers,
         &plan,
@@ -44,6 +52,7 @@ pub fn run(config: Config) -> Result<Report, Error> {
         &ramped,
     );
     drain(&workers, &bar, sent.ticker, sent.drain_end);
+    watch.end();
     bar.finish_and_clear();
 
     let processes = workers.len();
@@ -55,7 +64,9 @@ pub fn run(config: Config) -> Result<Report, Error> {
         half: ramped.half,
         full: ramped.full,
     };
-    let report = summary::summarise(&config, &plan, &split, processes, merged, samples);
+    let mut report = summary::summarise(&config, &plan, &split, processes, merged, samples);
+    let m = &report.messages;
+    report.observe.relay_metrics = watch.finish(m.delivered + m.duplicated + m.foreign);
     crate::output::write_outputs(&config, &report)?;
     Ok(report)
 }

@@ -142,6 +142,7 @@ fn build(
         loadgen: cpu,
         server,
         latency_histogram: Some(m.latency_us),
+        observe: Default::default(),
     }
 }
 

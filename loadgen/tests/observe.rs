@@ -1,0 +1,107 @@
+//! `--metrics-url` against the real relay in-process on a
+//! loopback port (each test bounded: short send phases, small client counts).
+
+mod support;
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use loadgen::Config;
+use support::inproc::Relay;
+
+/// One run at a time: they share two cores with the relay.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn config(url: &str) -> Config {
+    Config {
+        urls: vec![url.to_string()],
+        clients: 100,
+        rooms: 10,
+        rate: 500.0,
+        duration: Duration::from_millis(2500),
+        drain: Duration::from_millis(700),
+        connect_rate: 3000.0,
+        threads: Some(1),
+        no_progress: true,
+        quiet: true,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn metrics_url_cross_checks_deliveries() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let relay = Relay::start(relay::Config::without_limits());
+    let json = support::temp_path("observe-metrics.json");
+    let mut c = config(&relay.ws_url());
+    c.observe.metrics_urls = vec![relay.metrics_url()];
+    c.json = Some(json.clone());
+    let r = loadgen::run(c).expect("run");
+    assert_eq!(r.connect.joined, 100, "{:?}", r.connect);
+    assert_eq!(r.messages.missing, 0, "{:?}", r.messages);
+    let m = r.observe.relay_metrics.as_ref().expect("relay_metrics");
+    assert_eq!(m.error, None, "{m:?}");
+    // Before, about one a second during 2.5 s, after.
+    assert!(m.scrapes >= 3, "{m:?}");
+    let d = m.delivered.as_ref().expect("delivered check");
+    assert!(d.matches, "{d:?}");
+    assert_eq!(d.relay, r.messages.delivered, "{d:?}");
+    assert!(d.relay > 0);
+    assert_eq!(m.connections_open_before, Some(100), "{m:?}");
+    assert!(m.connections_open_max >= Some(100), "{m:?}");
+    assert!(m.rejected_by_reason.is_empty(), "{m:?}");
+    // This relay exports no process metrics: said so, not invented.
+    assert_eq!(m.cpu_seconds, None);
+    let table = loadgen::report::render_table(&r);
+    assert!(table.contains("RELAY METRICS"), "{table}");
+    assert!(table.contains("delivered: relay"), "{table}");
+    let v = support::check_report_file(&json);
+    assert_eq!(
+        v["relay_metrics"]["delivered"]["matches"],
+        serde_json::Value::Bool(true)
+    );
+    let _ = std::fs::remove_file(json);
+}
+
+#[test]
+fn unreachable_metrics_url_is_a_report_line() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let relay = Relay::start(relay::Config::without_limits());
+    // A port nobody listens on (bound then released).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut c = config(&relay.ws_url());
+    c.clients = 20;
+    c.duration = Duration::from_millis(500);
+    c.drain = Duration::from_millis(300);
+    c.observe.metrics_urls = vec![format!("http://127.0.0.1:{port}/metrics")];
+    let r = loadgen::run(c).expect("the run goes on without the relay's numbers");
+    let m = r.observe.relay_metrics.as_ref().expect("relay_metrics");
+    assert_eq!(m.scrapes, 0);
+    assert!(m.failed_scrapes >= 2, "{m:?}");
+    assert!(m.delivered.is_none());
+    let e = m.error.as_deref().unwrap_or("");
+    assert!(e.contains(&format!("127.0.0.1:{port}")), "{e}");
+    let table = loadgen::report::render_table(&r);
+    assert!(table.contains("scrape error: GET"), "{table}");
+
+    // A malformed URL is refused before anything starts.
+    let mut c = config(&relay.ws_url());
+    c.observe.metrics_urls = vec!["https://127.0.0.1:1/metrics".into()];
+    let e = loadgen::run(c).expect_err("https is refused");
+    assert!(e.to_string().contains("https"), "{e}");
+}
+
+#[test]
+fn help_names_the_new_flags() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .arg("--help")
+        .output()
+        .expect("spawn");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in ["LOADGEN_METRICS_URL", "LOADGEN_ADMIN_TOKEN"] {
+        assert!(help.contains(var), "{var} missing from --help");
+    }
+}
