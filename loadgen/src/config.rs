@@ -18,6 +18,9 @@ pub enum Scenario {
     Idle,
     /// Like fanout, and clients also leave and rejoin their room at `--churn-rate` per second.
     Churn,
+    /// Fanout runs of rising load (`--step-clients`, `--step-rate`) until an objective
+    /// (`--slo`, no loss, no failed joins, no relay closes) breaks or the generator saturates.
+    Capacity,
 }
 
 /// Load generator for chatrelay: opens many WebSocket clients against a loopback relay, sends
@@ -126,7 +129,7 @@ pub struct Config {
     #[arg(long, env = "LOADGEN_QUIET")]
     pub quiet: bool,
 
-    // `--metrics-url` (loadgen/src/observe.rs).
+    // `--metrics-url`, `--scenario capacity` and `--html` (loadgen/src/observe.rs).
     #[command(flatten)]
     #[serde(default)]
     pub observe: crate::observe::ObserveFlags,

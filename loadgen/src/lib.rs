@@ -16,9 +16,11 @@
 //! - [`report`]: the report (JSON and table); [`output`] writes `--json`/`--hdr`/`--plot`.
 //! - [`plot`]: the SVG percentile plot. [`sysinfo`]: rlimits, rusage, /proc sampling.
 //! - [`observe`]: the flags ([`observe::ObserveFlags`], flattened into [`Config`]) and report
-//!   sections ([`observe::Observed`], flattened into [`Report`]) of the one below.
+//!   sections ([`observe::Observed`], flattened into [`Report`]) of the two below.
 //! - [`scrape`]: `--metrics-url`: a tiny HTTP/1.1 GET client, the Prometheus text parser and
 //!   the per-second [`scrape::Watch`]; the relay's delivery count cross-checked with ours.
+//! - [`capacity`]: `--scenario capacity`: steps of rising load (one ordinary run each), the
+//!   `--slo` objectives, the one-sentence answer.
 //! - [`hostile`]: the hostile-load suite (`hostile` binary): attacks against a relay child
 //!   process with a victim measuring alongside.
 //!
@@ -27,6 +29,7 @@
 //! fake relay the tests (and the absorb-rate example) run against is test code, in
 //! `tests/support/fake/`.
 
+pub mod capacity;
 pub mod client;
 pub mod clock;
 pub mod config;

@@ -26,7 +26,7 @@ pub struct Report {
     /// The merged latency histogram (microseconds), for `--hdr` and `--plot`.
     #[serde(skip)]
     pub latency_histogram: Option<Histogram<u64>>,
-    /// `relay_metrics` (loadgen/src/observe.rs), at the JSON's top level.
+    /// `relay_metrics` and `capacity` (loadgen/src/observe.rs), at the JSON's top level.
     #[serde(flatten)]
     pub observe: crate::observe::Observed,
 }

@@ -1,12 +1,13 @@
-//! `--metrics-url` against the real relay in-process on a
+//! `--metrics-url` and `--scenario capacity` against the real relay in-process on a
 //! loopback port (each test bounded: short send phases, small client counts).
 
 mod support;
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use loadgen::Config;
+use loadgen::capacity::{Limit, Outcome};
+use loadgen::{Config, Scenario};
 use support::inproc::Relay;
 
 /// One run at a time: they share two cores with the relay.
@@ -95,13 +96,90 @@ fn unreachable_metrics_url_is_a_report_line() {
 }
 
 #[test]
+fn capacity_finds_the_connection_limit() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The relay takes 150 connections: 60 and 120 clients hold, 180 lose clients.
+    let mut rc = relay::Config::without_limits();
+    rc.max_connections = 150;
+    let relay = Relay::start(rc);
+    let json = support::temp_path("observe-capacity.json");
+    let mut c = config(&relay.ws_url());
+    c.scenario = Scenario::Capacity;
+    c.clients = 60;
+    c.rooms = 6;
+    c.rate = 120.0;
+    c.drain = Duration::from_millis(400);
+    c.connect_timeout = Duration::from_secs(3);
+    c.observe.step_clients = 60;
+    c.observe.step_duration = Some(Duration::from_millis(800));
+    c.observe.max_steps = 6;
+    c.observe.slo = vec!["p99<5s".parse().expect("slo")];
+    c.observe.metrics_urls = vec![relay.metrics_url()];
+    c.json = Some(json.clone());
+    let started = Instant::now();
+    let r = loadgen::run(c).expect("capacity run");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let cap = r.observe.capacity.as_ref().expect("capacity");
+    let outcomes: Vec<Outcome> = cap.steps.iter().map(|s| s.outcome).collect();
+    assert_eq!(
+        outcomes,
+        [Outcome::Held, Outcome::Held, Outcome::Broke],
+        "{:#?}",
+        cap.steps
+    );
+    let last = &cap.steps[2];
+    assert_eq!(last.clients, 180);
+    assert!(last.failed > 0, "{last:?}");
+    assert!(last.reasons[0].contains("failed to join"), "{last:?}");
+    // At its cap the relay refuses the scrape on its main listener too (HTTP 503): that step
+    // has no relay numbers, and says so rather than guessing.
+    assert_eq!(last.relay_delivered_matches, None, "{last:?}");
+    assert_eq!(cap.answer.limit, Limit::Relay);
+    assert_eq!(cap.answer.clients, Some(120));
+    let s = &cap.answer.sentence;
+    assert!(
+        s.starts_with("The relay holds 120 clients at 120 msg/s"),
+        "{s}"
+    );
+    assert!(s.contains("at 180 clients, "), "{s}");
+    // The report's body is the step that held.
+    assert_eq!(r.config.scenario, "capacity");
+    assert_eq!(r.connect.joined, 120);
+    let table = loadgen::report::render_table(&r);
+    assert!(table.contains("CAPACITY"), "{table}");
+    assert!(table.contains(s.as_str()), "{table}");
+
+    let v = support::check_report_file(&json);
+    assert_eq!(v["capacity"]["answer"]["clients"], 120);
+    assert_eq!(v["capacity"]["steps"][2]["outcome"], "broke");
+    let _ = std::fs::remove_file(json);
+}
+
+#[test]
+fn capacity_needs_a_step() {
+    let mut c = config("ws://127.0.0.1:9/ws");
+    c.scenario = Scenario::Capacity;
+    let e = loadgen::run(c).expect_err("no step size");
+    assert!(e.to_string().contains("--step-clients"), "{e}");
+}
+
+#[test]
 fn help_names_the_new_flags() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .arg("--help")
         .output()
         .expect("spawn");
     let help = String::from_utf8_lossy(&out.stdout);
-    for var in ["LOADGEN_METRICS_URL", "LOADGEN_ADMIN_TOKEN"] {
+    for var in [
+        "LOADGEN_METRICS_URL",
+        "LOADGEN_ADMIN_TOKEN",
+        "LOADGEN_STEP_CLIENTS",
+        "LOADGEN_STEP_RATE",
+        "LOADGEN_STEP_DURATION",
+        "LOADGEN_MAX_STEPS",
+        "LOADGEN_SLO",
+        "capacity",
+    ] {
         assert!(help.contains(var), "{var} missing from --help");
     }
 }

@@ -4,7 +4,8 @@
 //! [`run`] goes through the phases in order, one function each: split and spawn the workers
 //! ([`workers`]), ramp up, send, drain, and summarise ([`summary`]). With `--metrics-url` a
 //! [`Watch`](crate::scrape::Watch) scrapes the relay from the end of the ramp to the end of the
-//! drain.
+//! drain. `--scenario capacity` is handed to [`crate::capacity`], which calls back here once
+//! per step.
 
 mod summary;
 mod workers;
@@ -29,6 +30,10 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// Runs one complete load test and returns its report (also writing the requested files).
 pub fn run(config: Config) -> Result<Report, Error> {
+    if config.scenario == Scenario::Capacity {
+        // A search over ordinary runs: each step comes back here as a fanout run.
+        return crate::capacity::run(config);
+    }
     crate::plan::validate(&config)?;
     let o = &config.observe;
     let mut watch = crate::scrape::Watch::new(&o.metrics_urls, o.admin_token.as_deref())?;
