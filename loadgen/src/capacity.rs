@@ -241,11 +241,12 @@ fn step_config(config: &Config, i: u32, duration: Duration) -> Config {
     c.json = None;
     c.hdr = None;
     c.plot = None;
+    c.observe.html = None;
     c
 }
 
 /// Runs the search and returns the report of the last step that held (the first step when
-/// none did), with `capacity` filled in; writes `--json`/`--hdr`/`--plot`.
+/// none did), with `capacity` filled in; writes `--json`/`--hdr`/`--plot`/`--html`.
 pub fn run(config: Config) -> Result<Report, Error> {
     validate(&config)?;
     let o = &config.observe;

@@ -1,10 +1,12 @@
 //! The flags and report sections of the "against real deployments" work: the relay's
-//! `/metrics` ([`crate::scrape`]) and the capacity search ([`crate::capacity`]).
+//! `/metrics` ([`crate::scrape`]), the capacity search ([`crate::capacity`]) and the HTML
+//! report ([`crate::html`]).
 //!
 //! Kept together so that [`Config`](crate::Config) carries them as one flattened struct
 //! ([`ObserveFlags`]) and [`Report`](crate::Report) as one flattened field ([`Observed`]):
 //! the shared files change by one line each.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -14,7 +16,7 @@ use crate::capacity::{CapacityReport, Slo};
 use crate::config::parse_duration;
 use crate::scrape::RelayMetrics;
 
-/// Flags of `--metrics-url` and `--scenario capacity`.
+/// Flags of `--metrics-url`, `--scenario capacity` and `--html`.
 #[derive(Debug, Clone, Args, Serialize, Deserialize)]
 pub struct ObserveFlags {
     /// The relay's Prometheus page (http://host:port/metrics; plain http; repeatable, one per
@@ -54,6 +56,10 @@ pub struct ObserveFlags {
     /// client that fails to join and any 4008/4029 close always break a step.
     #[arg(long, env = "LOADGEN_SLO", value_delimiter = ',')]
     pub slo: Vec<Slo>,
+
+    /// Write a self-contained HTML report (inline SVG and CSS, no scripts, no network) here.
+    #[arg(long, env = "LOADGEN_HTML")]
+    pub html: Option<PathBuf>,
 }
 
 impl Default for ObserveFlags {
@@ -66,6 +72,7 @@ impl Default for ObserveFlags {
             step_duration: None,
             max_steps: 10,
             slo: Vec::new(),
+            html: None,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! `--metrics-url` and `--scenario capacity` against the real relay in-process on a
+//! `--metrics-url`, `--scenario capacity` and `--html` against the real relay in-process on a
 //! loopback port (each test bounded: short send phases, small client counts).
 
 mod support;
@@ -103,6 +103,7 @@ fn capacity_finds_the_connection_limit() {
     rc.max_connections = 150;
     let relay = Relay::start(rc);
     let json = support::temp_path("observe-capacity.json");
+    let html = support::temp_path("observe-capacity.html");
     let mut c = config(&relay.ws_url());
     c.scenario = Scenario::Capacity;
     c.clients = 60;
@@ -116,6 +117,7 @@ fn capacity_finds_the_connection_limit() {
     c.observe.slo = vec!["p99<5s".parse().expect("slo")];
     c.observe.metrics_urls = vec![relay.metrics_url()];
     c.json = Some(json.clone());
+    c.observe.html = Some(html.clone());
     let started = Instant::now();
     let r = loadgen::run(c).expect("capacity run");
     assert!(started.elapsed() < Duration::from_secs(60));
@@ -152,7 +154,19 @@ fn capacity_finds_the_connection_limit() {
     let v = support::check_report_file(&json);
     assert_eq!(v["capacity"]["answer"]["clients"], 120);
     assert_eq!(v["capacity"]["steps"][2]["outcome"], "broke");
-    let _ = std::fs::remove_file(json);
+    let page = std::fs::read_to_string(&html).expect("html written");
+    assert!(page.contains("id=\"answer\""));
+    assert!(page.contains("The relay holds 120 clients"));
+    assert!(page.contains("<svg"));
+    assert!(!page.contains("<script"), "no scripts in the page");
+    // Nothing to fetch: no links, images, stylesheets or fonts from anywhere.
+    assert!(
+        !page.contains("src=") && !page.contains("href="),
+        "self-contained"
+    );
+    for p in [json, html] {
+        let _ = std::fs::remove_file(p);
+    }
 }
 
 #[test]
@@ -178,6 +192,7 @@ fn help_names_the_new_flags() {
         "LOADGEN_STEP_DURATION",
         "LOADGEN_MAX_STEPS",
         "LOADGEN_SLO",
+        "LOADGEN_HTML",
         "capacity",
     ] {
         assert!(help.contains(var), "{var} missing from --help");
