@@ -10,7 +10,8 @@ use loadgen::capacity::{Limit, Outcome};
 use loadgen::{Config, Scenario};
 use support::inproc::Relay;
 
-/// One run at a time: they share two cores with the relay.
+/// One test at a time, even the quick ones (a process spawned beside a run delays its timers):
+/// they share two cores with the relay.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn config(url: &str) -> Config {
@@ -118,9 +119,20 @@ fn capacity_finds_the_connection_limit() {
     c.observe.metrics_urls = vec![relay.metrics_url()];
     c.json = Some(json.clone());
     c.observe.html = Some(html.clone());
-    let started = Instant::now();
-    let r = loadgen::run(c).expect("capacity run");
-    assert!(started.elapsed() < Duration::from_secs(60));
+    // A step on which the generator fell behind (a late timer on this shared 2-core machine:
+    // the saturation test is strict by design) says nothing about the relay: try again, at
+    // most three times in all.
+    let mut attempts = 0;
+    let r = loop {
+        attempts += 1;
+        let started = Instant::now();
+        let r = loadgen::run(c.clone()).expect("capacity run");
+        assert!(started.elapsed() < Duration::from_secs(60));
+        let cap = r.observe.capacity.as_ref().expect("capacity");
+        if cap.answer.limit != Limit::Generator || attempts == 3 {
+            break r;
+        }
+    };
     let cap = r.observe.capacity.as_ref().expect("capacity");
     let outcomes: Vec<Outcome> = cap.steps.iter().map(|s| s.outcome).collect();
     assert_eq!(
@@ -171,6 +183,7 @@ fn capacity_finds_the_connection_limit() {
 
 #[test]
 fn capacity_needs_a_step() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut c = config("ws://127.0.0.1:9/ws");
     c.scenario = Scenario::Capacity;
     let e = loadgen::run(c).expect_err("no step size");
@@ -179,6 +192,7 @@ fn capacity_needs_a_step() {
 
 #[test]
 fn help_names_the_new_flags() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .arg("--help")
         .output()
