@@ -64,6 +64,7 @@ pub fn render(r: &Report) -> String {
         capacity(&mut h, r);
     }
     latency(&mut h, r);
+    intervals(&mut h, r);
     throughput(&mut h, r);
     server(&mut h, r);
     generator(&mut h, r);
@@ -349,6 +350,88 @@ fn latency(h: &mut String, r: &Report) {
     if let Some(hist) = &r.latency_histogram {
         h.push_str(&percentile_svg(hist, "end-to-end latency by percentile"));
     }
+}
+
+fn intervals(h: &mut String, r: &Report) {
+    let Some(iv) = &r.observe.intervals else {
+        return;
+    };
+    let _ = writeln!(
+        h,
+        "<h2>Over time ({} intervals)</h2>",
+        crate::interval::span(iv.interval_s)
+    );
+    if let Some(why) = &iv.rss_leak {
+        let _ = writeln!(h, "<p class=\"flag\">{}</p>", esc(why));
+    }
+    let pts = |f: fn(&crate::interval::IntervalRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        iv.rows
+            .iter()
+            .filter_map(|r| Some((r.end_s, f(r)?)))
+            .collect()
+    };
+    h.push_str("<div class=\"grid\">");
+    h.push_str(&line_chart(
+        "Latency over time",
+        "s",
+        "ms",
+        &[
+            ("p99", "#d1242f", pts(|r| r.p99_ms)),
+            ("p50", "#1f6feb", pts(|r| r.p50_ms)),
+        ],
+        None,
+    ));
+    h.push_str(&line_chart(
+        "Rates over time",
+        "s",
+        "per second",
+        &[
+            (
+                "delivered/s",
+                "#1a7f37",
+                pts(|r| Some(r.delivered_per_second)),
+            ),
+            ("sent/s", "#8250df", pts(|r| Some(r.sent_per_second))),
+        ],
+        None,
+    ));
+    let rss = pts(|r| r.server_rss_bytes.map(|b| b as f64 / 1048576.0));
+    if rss.len() >= 2 {
+        h.push_str(&line_chart(
+            "Server RSS",
+            "s",
+            "MiB",
+            &[("rss", "#8250df", rss)],
+            None,
+        ));
+    }
+    h.push_str("</div><table>\n");
+    head(
+        h,
+        &[
+            "seconds",
+            "sent/s",
+            "delivered/s",
+            "p50",
+            "p99",
+            "server RSS",
+        ],
+    );
+    for row_ in &iv.rows {
+        let o = |v: Option<f64>| v.map_or_else(|| "-".to_string(), ms);
+        row(
+            h,
+            &[
+                format!("{:.1}-{:.1}", row_.start_s, row_.end_s),
+                commas(row_.sent_per_second.round() as u64),
+                deliveries(row_.delivered_per_second),
+                o(row_.p50_ms),
+                o(row_.p99_ms),
+                row_.server_rss_bytes.map_or_else(|| "-".to_string(), mib),
+            ],
+        );
+    }
+    h.push_str("</table>\n");
 }
 
 fn throughput(h: &mut String, r: &Report) {

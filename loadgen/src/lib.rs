@@ -16,12 +16,13 @@
 //! - [`report`]: the report (JSON and table); [`output`] writes `--json`/`--hdr`/`--plot`.
 //! - [`plot`]: the SVG percentile plot. [`sysinfo`]: rlimits, rusage, /proc sampling.
 //! - [`observe`]: the flags ([`observe::ObserveFlags`], flattened into [`Config`]) and report
-//!   sections ([`observe::Observed`], flattened into [`Report`]) of the three below.
+//!   sections ([`observe::Observed`], flattened into [`Report`]) of the four below.
 //! - [`scrape`]: `--metrics-url`: a tiny HTTP/1.1 GET client, the Prometheus text parser and
 //!   the per-second [`scrape::Watch`]; the relay's delivery count cross-checked with ours.
 //! - [`capacity`]: `--scenario capacity`: steps of rising load (one ordinary run each), the
 //!   `--slo` objectives, the one-sentence answer.
 //! - [`html`]: `--html`: the self-contained report page (inline CSS and SVG, no scripts).
+//! - [`interval`]: `--report-interval`: per-interval rates, p50/p99 and server RSS, leak flag.
 //! - [`hostile`]: the hostile-load suite (`hostile` binary): attacks against a relay child
 //!   process with a victim measuring alongside.
 //!
@@ -38,6 +39,7 @@ pub mod coord;
 mod error;
 pub mod hostile;
 pub mod html;
+pub mod interval;
 pub mod observe;
 pub mod output;
 pub mod plan;

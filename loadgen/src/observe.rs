@@ -57,6 +57,12 @@ pub struct ObserveFlags {
     #[arg(long, env = "LOADGEN_SLO", value_delimiter = ',')]
     pub slo: Vec<Slo>,
 
+    /// Print and record the rates, p50/p99 latency and server RSS (--server-pid) per interval
+    /// of this length (e.g. 10s); a steady RSS rise over the last intervals is flagged.
+    #[arg(long, env = "LOADGEN_REPORT_INTERVAL", value_parser = parse_duration)]
+    #[serde(with = "opt_secs")]
+    pub report_interval: Option<Duration>,
+
     /// Write a self-contained HTML report (inline SVG and CSS, no scripts, no network) here.
     #[arg(long, env = "LOADGEN_HTML")]
     pub html: Option<PathBuf>,
@@ -73,6 +79,7 @@ impl Default for ObserveFlags {
             max_steps: 10,
             slo: Vec::new(),
             html: None,
+            report_interval: None,
         }
     }
 }
@@ -85,12 +92,17 @@ pub struct Observed {
     pub relay_metrics: Option<RelayMetrics>,
     /// `--scenario capacity`: the steps and the answer.
     pub capacity: Option<CapacityReport>,
+    /// `--report-interval`: one row per interval.
+    pub intervals: Option<crate::interval::IntervalReport>,
 }
 
 /// This module's sections of the table (after the existing ones).
 pub fn render_table(out: &mut String, o: &Observed) {
     if let Some(m) = &o.relay_metrics {
         crate::scrape::render_table(out, m);
+    }
+    if let Some(i) = &o.intervals {
+        crate::interval::render_table(out, i);
     }
     if let Some(c) = &o.capacity {
         crate::capacity::render_table(out, c);

@@ -29,6 +29,8 @@ pub struct Plan {
     pub ramp_deadline_ns: u64,
     pub duration_ns: u64,
     pub drain_ns: u64,
+    /// `--report-interval` (0: off): the workers keep a latency histogram per interval.
+    pub report_interval_ns: u64,
 }
 
 impl Plan {
@@ -66,6 +68,10 @@ impl Plan {
             ramp_deadline_ns,
             duration_ns: cfg.duration.as_nanos() as u64,
             drain_ns: cfg.drain.as_nanos() as u64,
+            report_interval_ns: cfg
+                .observe
+                .report_interval
+                .map_or(0, |d| d.as_nanos() as u64),
         })
     }
 

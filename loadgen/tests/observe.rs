@@ -182,6 +182,44 @@ fn capacity_finds_the_connection_limit() {
 }
 
 #[test]
+fn report_interval_rows_and_latency() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let relay = Relay::start(relay::Config::without_limits());
+    let json = support::temp_path("observe-intervals.json");
+    let mut c = config(&relay.ws_url());
+    c.duration = Duration::from_secs(2);
+    c.drain = Duration::from_millis(500);
+    c.server_pids = vec![std::process::id()];
+    c.observe.report_interval = Some(Duration::from_millis(500));
+    c.json = Some(json.clone());
+    let r = loadgen::run(c).expect("run");
+    let iv = r.observe.intervals.as_ref().expect("intervals");
+    // 2.5 s in 0.5 s intervals: 5 or 6 rows (the first and last may be partial).
+    assert!((4..=7).contains(&iv.rows.len()), "{iv:#?}");
+    assert!(iv.rows.iter().all(|row| row.server_rss_bytes.is_some()));
+    let with_latency = iv.rows.iter().filter(|row| row.p99_ms.is_some()).count();
+    assert!(with_latency >= 3, "{iv:#?}");
+    // The intervals add up to the run's deliveries (rates x lengths, within rounding).
+    let summed: f64 = iv
+        .rows
+        .iter()
+        .map(|row| row.delivered_per_second * (row.end_s - row.start_s))
+        .sum();
+    let delivered = r.messages.delivered as f64;
+    assert!(
+        (summed - delivered).abs() <= delivered * 0.02 + 10.0,
+        "{summed} vs {delivered}"
+    );
+    let table = loadgen::report::render_table(&r);
+    assert!(table.contains("INTERVALS"), "{table}");
+    let v = support::check_report_file(&json);
+    assert!(v["intervals"]["rows"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty()));
+    let _ = std::fs::remove_file(json);
+}
+
+#[test]
 fn capacity_needs_a_step() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut c = config("ws://127.0.0.1:9/ws");
@@ -207,6 +245,7 @@ fn help_names_the_new_flags() {
         "LOADGEN_MAX_STEPS",
         "LOADGEN_SLO",
         "LOADGEN_HTML",
+        "LOADGEN_REPORT_INTERVAL",
         "capacity",
     ] {
         assert!(help.contains(var), "{var} missing from --help");

@@ -10,9 +10,9 @@
 //
 // The test starts a relay child process on a free 127.0.0.1 port with its abuse limits off,
 // runs a short capacity search against it (2 steps of 1 s, 40 then 80 clients, with
-// --metrics-url and --server-pid), and opens the page the loadgen wrote: no console or page
-// errors, no request leaves the page (it is self-contained), the answer sentence and the SVG
-// charts are there. It writes the screenshot results/loadgen-report.png.
+// --metrics-url, --server-pid and --report-interval), and opens the page the loadgen wrote:
+// no console or page errors, no request leaves the page (it is self-contained), the answer
+// sentence and the SVG charts are there. It writes the screenshot results/loadgen-report.png.
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -97,7 +97,7 @@ test('the loadgen HTML report renders in Chromium', { timeout: 120_000 }, async 
     '--clients', '40', '--rooms', '4', '--rate', '200', '--step-clients', '40',
     '--step-duration', '1s', '--drain', '500ms', '--max-steps', '2', '--slo', 'p99<2s',
     '--metrics-url', `http://127.0.0.1:${port}/metrics`, '--server-pid', String(proc.pid),
-    '--threads', '1', '--no-progress', '--html', html, '--json', json,
+    '--report-interval', '250ms', '--threads', '1', '--no-progress', '--html', html, '--json', json,
   ], { timeout: 90_000 });
   assert.match(stdout, /CAPACITY/);
   const report = JSON.parse(fs.readFileSync(json, 'utf8'));
@@ -122,7 +122,7 @@ test('the loadgen HTML report renders in Chromium', { timeout: 120_000 }, async 
   assert.ok(await page.locator('svg').count() >= 3, 'percentile plot and step charts');
   assert.ok(await page.locator('svg polyline').count() >= 3);
   const body = await page.locator('body').textContent();
-  for (const needle of ['Settings', 'Capacity steps', 'Latency', 'Throughput and loss', 'Server', 'Generator']) {
+  for (const needle of ['Settings', 'Capacity steps', 'Latency', 'Over time', 'Throughput and loss', 'Server', 'Generator']) {
     assert.ok(body.includes(needle), `page lacks ${needle}`);
   }
   assert.match(body, /relay \d[\d,]* = clients \d/, 'the delivery cross-check is shown');

@@ -56,12 +56,14 @@ pub fn run(config: Config) -> Result<Report, Error> {
         &bar,
         &ramped,
     );
-    drain(&workers, &bar, sent.ticker, sent.drain_end);
+    let ticker = drain(&workers, &bar, sent.ticker, sent.drain_end);
     watch.end();
+    let at_end = (now_ns(), workers.total());
     bar.finish_and_clear();
 
     let processes = workers.len();
     let mut merged = summary::merge(workers.finish(), plan.room_slots as usize)?;
+    let by_interval = std::mem::take(&mut merged.latency_by_interval);
     merged.ramp_s = (ramped.done_at.saturating_sub(ramp.t0)) as f64 / 1e9;
     let samples = ServerSamples {
         start: sent.server_start,
@@ -72,6 +74,9 @@ pub fn run(config: Config) -> Result<Report, Error> {
     let mut report = summary::summarise(&config, &plan, &split, processes, merged, samples);
     let m = &report.messages;
     report.observe.relay_metrics = watch.finish(m.delivered + m.duplicated + m.foreign);
+    report.observe.intervals = ticker
+        .intervals
+        .map(|iv| iv.finish(at_end.0, &at_end.1, &by_interval));
     crate::output::write_outputs(&config, &report)?;
     Ok(report)
 }
@@ -186,6 +191,7 @@ fn send(
     let mut ticker = Ticker {
         t0,
         last: (now_ns(), 0),
+        intervals: crate::interval::Recorder::new(plan.report_interval_ns, t0, pids),
     };
     loop {
         let now = now_ns();
@@ -203,8 +209,9 @@ fn send(
     }
 }
 
-/// Keeps showing progress while the last deliveries arrive.
-fn drain(workers: &Workers, bar: &ProgressBar, mut ticker: Ticker, drain_end: u64) {
+/// Keeps showing progress while the last deliveries arrive; hands the ticker back for its
+/// `--report-interval` rows.
+fn drain(workers: &Workers, bar: &ProgressBar, mut ticker: Ticker, drain_end: u64) -> Ticker {
     loop {
         let now = now_ns();
         if now >= drain_end {
@@ -213,6 +220,7 @@ fn drain(workers: &Workers, bar: &ProgressBar, mut ticker: Ticker, drain_end: u6
         ticker.show(bar, workers, now, "draining");
         sleep_until_ns((now + TICK.as_nanos() as u64).min(drain_end));
     }
+    ticker
 }
 
 /// The progress line of the send and drain phases: totals and the delivery rate since the
@@ -220,6 +228,8 @@ fn drain(workers: &Workers, bar: &ProgressBar, mut ticker: Ticker, drain_end: u6
 struct Ticker {
     t0: u64,
     last: (u64, u64),
+    /// `--report-interval`.
+    intervals: Option<crate::interval::Recorder>,
 }
 
 impl Ticker {
@@ -228,6 +238,10 @@ impl Ticker {
         let rate = (s.delivered - self.last.1.min(s.delivered)) as f64
             / ((now - self.last.0).max(1) as f64 / 1e9);
         self.last = (now, s.delivered);
+        if let Some(line) = self.intervals.as_mut().and_then(|iv| iv.tick(now, &s)) {
+            // Above the progress bar, and also when it is hidden.
+            bar.suspend(|| eprintln!("{line}"));
+        }
         bar.set_position((now - self.t0) / 1_000_000);
         bar.set_message(format!(
             "{phase}: sent {}, delivered {} ({rate:.0}/s)",
