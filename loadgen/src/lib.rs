@@ -13,7 +13,7 @@
 //! - [`process`]: worker processes (re-exec with `--worker`) and their pipe protocol.
 //! - [`coord`]: the coordinator: ramp, start, sampling, merging into a [`Report`].
 //! - [`stats`]: counters, seq tracking, mergeable histograms.
-//! - [`report`]: the report (JSON and table); [`output`] writes `--json`/`--hdr`/`--plot`.
+//! - [`report`]: the report (JSON and table); [`output`] writes `--json`/`--hdr`/`--plot`/`--html`.
 //! - [`plot`]: the SVG percentile plot. [`sysinfo`]: rlimits, rusage, /proc sampling.
 //! - [`observe`]: the flags ([`observe::ObserveFlags`], flattened into [`Config`]) and report
 //!   sections ([`observe::Observed`], flattened into [`Report`]) of the four below.
