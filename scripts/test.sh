@@ -9,9 +9,11 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 
-# The browser tests start this binary as a child process.
-cargo build -p relay
+# The browser tests start these binaries as child processes (the relay; the loadgen writes
+# the HTML report that tests/browser/loadgen-report.test.mjs opens).
+cargo build -p relay -p loadgen
 export RELAY_BIN="$PWD/target/debug/relay"
+export LOADGEN_BIN="$PWD/target/debug/loadgen"
 
 cargo test --workspace
 

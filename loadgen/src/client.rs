@@ -499,8 +499,15 @@ impl Conn {
                     }
                 }
                 r.counters.delivered += 1;
-                r.latency_us
-                    .saturating_record(arrival.saturating_sub(stamp.t_ns) / 1000);
+                let us = arrival.saturating_sub(stamp.t_ns) / 1000;
+                r.latency_us.saturating_record(us);
+                // --report-interval only: one map lookup per delivery (a handful of buckets).
+                if let Some(bucket) = arrival.checked_div(self.ctx.plan.report_interval_ns) {
+                    r.latency_by_interval
+                        .entry(bucket)
+                        .or_insert_with(crate::stats::new_histogram)
+                        .saturating_record(us);
+                }
             }
             Event::Joined => {
                 if self.joined {

@@ -18,6 +18,9 @@ pub enum Scenario {
     Idle,
     /// Like fanout, and clients also leave and rejoin their room at `--churn-rate` per second.
     Churn,
+    /// Fanout runs of rising load (`--step-clients`, `--step-rate`) until an objective
+    /// (`--slo`, no loss, no failed joins, no relay closes) breaks or the generator saturates.
+    Capacity,
 }
 
 /// Load generator for chatrelay: opens many WebSocket clients against a relay (loopback unless
@@ -132,6 +135,10 @@ pub struct Config {
     #[command(flatten)]
     #[serde(default)]
     pub target: crate::target::TargetFlags,
+    // `--metrics-url`, `--scenario capacity` and `--html` (loadgen/src/observe.rs).
+    #[command(flatten)]
+    #[serde(default)]
+    pub observe: crate::observe::ObserveFlags,
 
     /// Internal: run as a worker process driven over stdin/stdout.
     #[arg(long, hide = true)]

@@ -23,8 +23,16 @@
 //! - [`process`]: worker processes (re-exec with `--worker`) and their pipe protocol.
 //! - [`coord`]: the coordinator: ramp, start, sampling, merging into a [`Report`].
 //! - [`stats`]: counters, seq tracking, mergeable histograms.
-//! - [`report`]: the report (JSON and table); [`output`] writes `--json`/`--hdr`/`--plot`.
+//! - [`report`]: the report (JSON and table); [`output`] writes `--json`/`--hdr`/`--plot`/`--html`.
 //! - [`plot`]: the SVG percentile plot. [`sysinfo`]: rlimits, rusage, /proc sampling.
+//! - [`observe`]: the flags ([`observe::ObserveFlags`], flattened into [`Config`]) and report
+//!   sections ([`observe::Observed`], flattened into [`Report`]) of the four below.
+//! - [`scrape`]: `--metrics-url`: a tiny HTTP/1.1 GET client, the Prometheus text parser and
+//!   the per-second [`scrape::Watch`]; the relay's delivery count cross-checked with ours.
+//! - [`capacity`]: `--scenario capacity`: steps of rising load (one ordinary run each), the
+//!   `--slo` objectives, the one-sentence answer.
+//! - [`html`]: `--html`: the self-contained report page (inline CSS and SVG, no scripts).
+//! - [`interval`]: `--report-interval`: per-interval rates, p50/p99 and server RSS, leak flag.
 //! - [`hostile`]: the hostile-load suite (`hostile` binary): attacks against a relay child
 //!   process with a victim measuring alongside.
 //!
@@ -34,19 +42,24 @@
 //! `tests/support/fake/`.
 
 pub mod auth;
+pub mod capacity;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod coord;
 mod error;
 pub mod hostile;
+pub mod html;
+pub mod interval;
 pub mod limits;
+pub mod observe;
 pub mod output;
 pub mod plan;
 pub mod plot;
 pub mod process;
 pub mod report;
 pub mod scan;
+pub mod scrape;
 pub mod stats;
 pub mod sysinfo;
 pub mod target;

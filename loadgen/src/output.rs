@@ -1,4 +1,4 @@
-//! Writing `--json`, `--hdr` and `--plot`.
+//! Writing `--json`, `--hdr`, `--plot` and `--html`.
 
 use std::path::Path;
 
@@ -46,6 +46,9 @@ pub fn write_outputs(config: &Config, report: &Report) -> Result<(), Error> {
             report.latency_ms.p99
         );
         write(path, plot::percentile_svg(&hist, &title).as_bytes())?;
+    }
+    if let Some(path) = &config.observe.html {
+        crate::html::write(path, report)?;
     }
     Ok(())
 }

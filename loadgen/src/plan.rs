@@ -31,6 +31,8 @@ pub struct Plan {
     pub drain_ns: u64,
     /// TLS, tokens and Origin for the upgrades.
     pub access: Access,
+    /// `--report-interval` (0: off): the workers keep a latency histogram per interval.
+    pub report_interval_ns: u64,
 }
 
 impl Plan {
@@ -71,6 +73,10 @@ impl Plan {
             duration_ns: cfg.duration.as_nanos() as u64,
             drain_ns: cfg.drain.as_nanos() as u64,
             access,
+            report_interval_ns: cfg
+                .observe
+                .report_interval
+                .map_or(0, |d| d.as_nanos() as u64),
         })
     }
 

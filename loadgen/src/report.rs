@@ -30,6 +30,9 @@ pub struct Report {
     /// The merged latency histogram (microseconds), for `--hdr` and `--plot`.
     #[serde(skip)]
     pub latency_histogram: Option<Histogram<u64>>,
+    /// `relay_metrics` and `capacity` (loadgen/src/observe.rs), at the JSON's top level.
+    #[serde(flatten)]
+    pub observe: crate::observe::Observed,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -305,5 +308,6 @@ pub fn render_table(r: &Report) -> String {
                 i.bytes_per_connection, i.rss_half_bytes as f64 / 1048576.0, num(i.joined_half), i.rss_full_bytes as f64 / 1048576.0, num(i.joined_full));
         }
     }
+    crate::observe::render_table(&mut o, &r.observe);
     o
 }

@@ -226,6 +226,9 @@ pub struct WorkerReport {
     pub connect_us: Histogram<u64>,
     #[serde(with = "hist_b64")]
     pub send_lag_us: Histogram<u64>,
+    /// `--report-interval`: latency by wall-clock bucket of arrival (`ns / interval`).
+    #[serde(with = "hist_map_b64", default)]
+    pub latency_by_interval: BTreeMap<u64, Histogram<u64>>,
     pub error_codes: BTreeMap<String, u64>,
     pub close_codes: BTreeMap<u16, u64>,
     /// A few distinct messages of `failed_other` errors, to say what went wrong.
@@ -248,6 +251,7 @@ impl WorkerReport {
             latency_us: new_histogram(),
             connect_us: new_histogram(),
             send_lag_us: new_histogram(),
+            latency_by_interval: BTreeMap::new(),
             error_codes: BTreeMap::new(),
             close_codes: BTreeMap::new(),
             fail_samples: Vec::new(),
@@ -270,6 +274,13 @@ impl WorkerReport {
             (&mut self.send_lag_us, &o.send_lag_us),
         ] {
             a.add(b).map_err(|e| Error::Histogram(format!("{e:?}")))?;
+        }
+        for (k, h) in &o.latency_by_interval {
+            self.latency_by_interval
+                .entry(*k)
+                .or_insert_with(new_histogram)
+                .add(h)
+                .map_err(|e| Error::Histogram(format!("{e:?}")))?;
         }
         for (k, v) in &o.error_codes {
             *self.error_codes.entry(k.clone()).or_default() += v;
@@ -331,6 +342,28 @@ mod hist_b64 {
     }
 }
 
+/// The per-interval histograms cross the pipe as `[[bucket, base64], ...]`.
+mod hist_map_b64 {
+    use super::*;
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry(u64, #[serde(with = "hist_b64")] Histogram<u64>);
+
+    pub fn serialize<S: serde::Serializer>(
+        m: &BTreeMap<u64, Histogram<u64>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter().map(|(k, h)| Entry(*k, h.clone())))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<u64, Histogram<u64>>, D::Error> {
+        let v = <Vec<Entry> as Deserialize>::deserialize(d)?;
+        Ok(v.into_iter().map(|Entry(k, h)| (k, h)).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,6 +392,9 @@ mod tests {
         r.latency_us.saturating_record(1234);
         r.counters.delivered = 9;
         r.joined_per_room[2] = 4;
+        let mut h = new_histogram();
+        h.saturating_record(77);
+        r.latency_by_interval.insert(12, h);
         let json = serde_json::to_string(&r).expect("serialize");
         let back: WorkerReport = serde_json::from_str(&json).expect("deserialize");
         assert_eq!(back.latency_us.len(), 1);
@@ -369,5 +405,6 @@ mod tests {
         assert_eq!(m.counters.delivered, 18);
         assert_eq!(m.joined_per_room, vec![0, 0, 8]);
         assert_eq!(m.latency_us.len(), 2);
+        assert_eq!(m.latency_by_interval.get(&12).map(|h| h.len()), Some(2));
     }
 }

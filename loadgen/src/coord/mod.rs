@@ -2,7 +2,10 @@
 //! everyone at one instant, samples the server, and merges everything into the [`Report`].
 //!
 //! [`run`] goes through the phases in order, one function each: split and spawn the workers
-//! ([`workers`]), ramp up, send, drain, and summarise ([`summary`]).
+//! ([`workers`]), ramp up, send, drain, and summarise ([`summary`]). With `--metrics-url` a
+//! [`Watch`](crate::scrape::Watch) scrapes the relay from the end of the ramp to the end of the
+//! drain. `--scenario capacity` is handed to [`crate::capacity`], which calls back here once
+//! per step.
 
 mod summary;
 mod workers;
@@ -27,7 +30,13 @@ const TICK: Duration = Duration::from_millis(50);
 
 /// Runs one complete load test and returns its report (also writing the requested files).
 pub fn run(config: Config) -> Result<Report, Error> {
+    if config.scenario == Scenario::Capacity {
+        // A search over ordinary runs: each step comes back here as a fanout run.
+        return crate::capacity::run(config);
+    }
     crate::plan::validate(&config)?;
+    let o = &config.observe;
+    let mut watch = crate::scrape::Watch::new(&o.metrics_urls, o.admin_token.as_deref())?;
     let split = Split::plan(&config)?;
     let ramp = Ramp::schedule(&config, &split);
     let plan = Arc::new(Plan::new(&config, ramp.t0, ramp.deadline)?);
@@ -39,10 +48,14 @@ pub fn run(config: Config) -> Result<Report, Error> {
     for w in crate::limits::warnings(&config, &plan) {
         eprintln!("loadgen: warning: {w}");
     }
+    // Before the first connection: the relay's refusals happen during the ramp-up.
+    watch.before_ramp();
     let mut workers = Workers::spawn(&config, &split, &plan, &ramp)?;
 
     let bar = progress_bar(&config);
     let ramped = ramp_up(&config, &workers, &bar, &ramp);
+    // The relay's baseline: after the joins, before the first message.
+    watch.begin();
     let sent = send(
         &mut workers,
         &plan,
@@ -51,11 +64,14 @@ pub fn run(config: Config) -> Result<Report, Error> {
         &bar,
         &ramped,
     );
-    drain(&workers, &bar, sent.ticker, sent.drain_end);
+    let ticker = drain(&workers, &bar, sent.ticker, sent.drain_end);
+    watch.end();
+    let at_end = (now_ns(), workers.total());
     bar.finish_and_clear();
 
     let processes = workers.len();
     let mut merged = summary::merge(workers.finish(), plan.room_slots as usize)?;
+    let by_interval = std::mem::take(&mut merged.latency_by_interval);
     merged.ramp_s = (ramped.done_at.saturating_sub(ramp.t0)) as f64 / 1e9;
     let samples = ServerSamples {
         start: sent.server_start,
@@ -63,7 +79,12 @@ pub fn run(config: Config) -> Result<Report, Error> {
         half: ramped.half,
         full: ramped.full,
     };
-    let report = summary::summarise(&config, &plan, &split, processes, merged, samples);
+    let mut report = summary::summarise(&config, &plan, &split, processes, merged, samples);
+    let m = &report.messages;
+    report.observe.relay_metrics = watch.finish(m.delivered + m.duplicated + m.foreign);
+    report.observe.intervals = ticker
+        .intervals
+        .map(|iv| iv.finish(at_end.0, &at_end.1, &by_interval));
     crate::output::write_outputs(&config, &report)?;
     Ok(report)
 }
@@ -178,6 +199,7 @@ fn send(
     let mut ticker = Ticker {
         t0,
         last: (now_ns(), 0),
+        intervals: crate::interval::Recorder::new(plan.report_interval_ns, t0, pids),
     };
     loop {
         let now = now_ns();
@@ -195,8 +217,9 @@ fn send(
     }
 }
 
-/// Keeps showing progress while the last deliveries arrive.
-fn drain(workers: &Workers, bar: &ProgressBar, mut ticker: Ticker, drain_end: u64) {
+/// Keeps showing progress while the last deliveries arrive; hands the ticker back for its
+/// `--report-interval` rows.
+fn drain(workers: &Workers, bar: &ProgressBar, mut ticker: Ticker, drain_end: u64) -> Ticker {
     loop {
         let now = now_ns();
         if now >= drain_end {
@@ -205,6 +228,7 @@ fn drain(workers: &Workers, bar: &ProgressBar, mut ticker: Ticker, drain_end: u6
         ticker.show(bar, workers, now, "draining");
         sleep_until_ns((now + TICK.as_nanos() as u64).min(drain_end));
     }
+    ticker
 }
 
 /// The progress line of the send and drain phases: totals and the delivery rate since the
@@ -212,6 +236,8 @@ fn drain(workers: &Workers, bar: &ProgressBar, mut ticker: Ticker, drain_end: u6
 struct Ticker {
     t0: u64,
     last: (u64, u64),
+    /// `--report-interval`.
+    intervals: Option<crate::interval::Recorder>,
 }
 
 impl Ticker {
@@ -220,6 +246,10 @@ impl Ticker {
         let rate = (s.delivered - self.last.1.min(s.delivered)) as f64
             / ((now - self.last.0).max(1) as f64 / 1e9);
         self.last = (now, s.delivered);
+        if let Some(line) = self.intervals.as_mut().and_then(|iv| iv.tick(now, &s)) {
+            // Above the progress bar, and also when it is hidden.
+            bar.suspend(|| eprintln!("{line}"));
+        }
         bar.set_position((now - self.t0) / 1_000_000);
         bar.set_message(format!(
             "{phase}: sent {}, delivered {} ({rate:.0}/s)",

@@ -144,6 +144,7 @@ fn build(
         loadgen: cpu,
         server,
         latency_histogram: Some(m.latency_us),
+        observe: Default::default(),
     }
 }
 

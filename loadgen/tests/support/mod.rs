@@ -1,8 +1,9 @@
-//! Shared test helpers: a JSON-schema subset validator, temporary file names, and [`fake`],
-//! an in-process fake relay.
+//! Shared test helpers: a JSON-schema subset validator, temporary file names, [`fake`],
+//! an in-process fake relay, and [`inproc`], the real relay in-process.
 #![allow(dead_code)]
 
 pub mod fake;
+pub mod inproc;
 
 use std::path::PathBuf;
 
