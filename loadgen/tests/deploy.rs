@@ -23,56 +23,11 @@ use chatrelay_wsclient as ws;
 use loadgen::auth::Secret;
 use loadgen::Config;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use support::inproc::Relay;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 const AUTH_SECRET: &str = "loadgen-test-secret-of-32-bytes!";
-
-/// A relay on its own runtime thread; shut down when dropped.
-struct Relay {
-    port: u16,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Relay {
-    fn start(config: relay::Config) -> Relay {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let shutdown = async move {
-                let _ = rx.await;
-            };
-            if let Err(e) = rt.block_on(relay::run(listener, config, shutdown)) {
-                eprintln!("relay stopped: {e}");
-            }
-        });
-        Relay {
-            port,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// A CA and a `localhost` leaf signed by it (rustls refuses a self-signed CA as the leaf), as
 /// PEM files: the relay's `--tls-cert`/`--tls-key` and the generator's `--ca-file`.
@@ -161,7 +116,7 @@ fn wss_with_the_ca_file_delivers_everything() {
     let pki = Pki::new("ca");
     let relay = tls_relay(&pki);
     let json = support::temp_path("wss-report.json");
-    let mut c = small_run(format!("wss://localhost:{}/ws", relay.port));
+    let mut c = small_run(format!("wss://localhost:{}/ws", relay.addr.port()));
     c.target.ca_file = Some(pki.file("ca.pem"));
     c.json = Some(json.clone());
     let r = loadgen::run(c).expect("run");
@@ -183,7 +138,7 @@ fn wss_without_the_ca_fails_verification_clearly() {
     let pki = Pki::new("noca");
     let relay = tls_relay(&pki);
     // The system roots do not know the test CA: the preflight handshake stops the run.
-    let c = small_run(format!("wss://localhost:{}/ws", relay.port));
+    let c = small_run(format!("wss://localhost:{}/ws", relay.addr.port()));
     let err = loadgen::run(c).expect_err("the certificate must not verify");
     let msg = err.to_string();
     assert!(matches!(err, loadgen::Error::Tls(_)), "{err:?}");
@@ -200,7 +155,7 @@ fn wss_insecure_delivers_and_the_report_says_so() {
     let pki = Pki::new("insecure");
     let relay = tls_relay(&pki);
     let json = support::temp_path("insecure-report.json");
-    let mut c = small_run(format!("wss://localhost:{}/ws", relay.port));
+    let mut c = small_run(format!("wss://localhost:{}/ws", relay.addr.port()));
     c.target.insecure = true;
     c.json = Some(json.clone());
     let r = loadgen::run(c).expect("run");
@@ -294,12 +249,12 @@ fn jwt_per_client_against_auth_and_default_limits() {
         ..relay::Config::default()
     });
     let stop = Arc::new(AtomicBool::new(false));
-    let observer = observe(relay.port, "room-0", Arc::clone(&stop));
+    let observer = observe(relay.addr.port(), "room-0", Arc::clone(&stop));
     std::thread::sleep(Duration::from_millis(300));
 
     // Within the defaults: 0.5 messages/s per client (limit 2), 12/s from the address (20),
     // 24 connections at 20/s (burst 40).
-    let mut c = small_run(format!("ws://127.0.0.1:{}/ws", relay.port));
+    let mut c = small_run(format!("ws://127.0.0.1:{}/ws", relay.addr.port()));
     c.clients = 24;
     c.rooms = 4;
     c.rate = 12.0;
@@ -337,7 +292,7 @@ fn a_wrong_jwt_secret_is_refused_at_the_upgrade() {
     rc.memory = true;
     rc.auth_secret = Some(relay::config::Secret(AUTH_SECRET.into()));
     let relay = Relay::start(rc);
-    let mut c = small_run(format!("ws://127.0.0.1:{}/ws", relay.port));
+    let mut c = small_run(format!("ws://127.0.0.1:{}/ws", relay.addr.port()));
     c.clients = 5;
     c.duration = Duration::from_millis(200);
     c.drain = Duration::ZERO;
@@ -359,7 +314,7 @@ fn rate_limited_and_4029_are_counted() {
         memory: true,
         ..relay::Config::default()
     });
-    let url = format!("ws://127.0.0.1:{}/ws", relay.port);
+    let url = format!("ws://127.0.0.1:{}/ws", relay.addr.port());
 
     // 2 clients at 10 messages/s each for 2 s: the burst of 10 and 2/s let 14 through each.
     let mut c = small_run(url.clone());

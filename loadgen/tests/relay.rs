@@ -6,58 +6,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use loadgen::Config;
+use support::inproc::Relay;
 
 static SERIAL: Mutex<()> = Mutex::new(());
-
-/// A relay on its own runtime thread; shut down when dropped.
-struct Relay {
-    url: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Relay {
-    fn start() -> Relay {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("bind");
-        let url = format!("ws://{}/ws", listener.local_addr().expect("addr"));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let shutdown = async move {
-                let _ = rx.await;
-            };
-            // History in memory: these tests are about the generator, and must not leave a
-            // data directory behind.
-            let mut config = relay::Config::without_limits();
-            config.memory = true;
-            if let Err(e) = rt.block_on(relay::run(listener, config, shutdown)) {
-                eprintln!("relay stopped: {e}");
-            }
-        });
-        Relay {
-            url,
-            stop: Some(tx),
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn config(url: &str) -> Config {
     Config {
@@ -78,11 +29,11 @@ fn config(url: &str) -> Config {
 #[test]
 fn exact_counts_and_schema_against_the_relay() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let relay = Relay::start();
+    let relay = Relay::start(relay::Config::without_limits());
     let json = support::temp_path("relay-report.json");
     let hdr = support::temp_path("relay.hdr");
     let plot = support::temp_path("relay.svg");
-    let mut c = config(&relay.url);
+    let mut c = config(&relay.ws_url());
     c.json = Some(json.clone());
     c.hdr = Some(hdr.clone());
     c.plot = Some(plot.clone());
@@ -124,12 +75,12 @@ fn exact_counts_and_schema_against_the_relay() {
 #[test]
 fn multi_process_binary_against_the_relay() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let relay = Relay::start();
+    let relay = Relay::start(relay::Config::without_limits());
     let json = support::temp_path("relay-workers.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
         .args([
             "--url",
-            &relay.url,
+            &relay.ws_url(),
             "--clients",
             "300",
             "--rooms",
