@@ -73,6 +73,12 @@ pub enum StoreError {
     },
 }
 
+/// A count, seq or time as SQLite's signed 64-bit integer: values past `i64::MAX` (flags
+/// meaning "unbounded", far-future times) saturate rather than wrap.
+fn sql_int(value: impl TryInto<i64>) -> i64 {
+    value.try_into().unwrap_or(i64::MAX)
+}
+
 impl From<StoreError> for crate::error::Error {
     fn from(err: StoreError) -> Self {
         Self::Store(Box::new(err))
@@ -319,16 +325,7 @@ impl Journal for Store {
             .unwrap_or_else(PoisonError::into_inner)
             .get(name)
             .cloned();
-        // A free connection if there is one, else the first (opens are short).
-        let db = self
-            .openers
-            .iter()
-            .find_map(|c| c.try_lock().ok())
-            .unwrap_or_else(|| {
-                self.openers[0]
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-            });
+        let db = reader::free_connection(&self.openers, 0);
         reader::life(&db, name, newest, unsaved).map_err(|e| Unavailable(e.to_string()))
     }
 

@@ -4,12 +4,12 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use tracing::warn;
 
-use super::{schema, StoreError};
+use super::{schema, sql_int, StoreError};
 use crate::chat::backend::{send_page, Busy, Page, StoredLife};
 use crate::chat::client::Conn;
 use crate::chat::hub::Hub;
@@ -63,7 +63,7 @@ pub(super) fn life(
         .query_map(params![id, newest as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut frames = Vec::with_capacity(rows.len());
-    let mut want = i64::try_from(seq).unwrap_or(i64::MAX);
+    let mut want = sql_int(seq);
     for (row_seq, event) in rows {
         if row_seq != want {
             break;
@@ -77,6 +77,23 @@ pub(super) fn life(
         seq,
         newest: frames,
     }))
+}
+
+/// A free connection of `conns` if there is one, else waits for the one at `fallback` (modulo
+/// their number): reads are short, so a few connections serve more readers. `conns` is never
+/// empty.
+pub(super) fn free_connection(
+    conns: &[Mutex<Connection>],
+    fallback: usize,
+) -> MutexGuard<'_, Connection> {
+    conns
+        .iter()
+        .find_map(|c| c.try_lock().ok())
+        .unwrap_or_else(|| {
+            conns[fallback % conns.len()]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        })
 }
 
 /// Scroll-back from disk.
@@ -131,15 +148,7 @@ impl Pager {
             let _slot = slot;
             let max_bytes = hub.history_budget().limits.joined_bytes;
             let read = {
-                // A free connection if there is one, else wait for the read's own.
-                let db = conns
-                    .iter()
-                    .find_map(|c| c.try_lock().ok())
-                    .unwrap_or_else(|| {
-                        conns[taken % conns.len()]
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                    });
+                let db = free_connection(&conns, taken);
                 read_page(&db, &room, page)
             };
             let answer = match read {
@@ -165,9 +174,7 @@ impl Pager {
 
 /// Up to `limit + 1` messages below `before`, newest first.
 fn read_page(db: &Connection, room: &str, page: Page) -> rusqlite::Result<Vec<String>> {
-    let before = page
-        .before
-        .map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+    let before = page.before.map_or(i64::MAX, sql_int);
     db.prepare_cached(
         "SELECT m.event FROM messages m JOIN rooms r ON r.id = m.room_id \
          WHERE r.name = ?1 AND m.seq < ?2 ORDER BY m.seq DESC LIMIT ?3",

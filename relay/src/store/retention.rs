@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{params, Connection, OptionalExtension};
 use tracing::{debug, warn};
 
-use super::Settings;
+use super::{sql_int, Settings};
 use crate::chat::hub::Hub;
 
 /// Rows deleted per transaction.
@@ -104,14 +104,13 @@ impl Retention {
         let below_seq = if self.retain_messages == 0 {
             0
         } else {
-            last_seq.saturating_sub(i64::try_from(self.retain_messages).unwrap_or(i64::MAX))
+            last_seq.saturating_sub(sql_int(self.retain_messages))
         };
         // Older than `retain_age` goes too.
         let before_ms = if self.retain_age.is_zero() {
             i64::MIN
         } else {
-            let now = i64::try_from(crate::clock::now_ms()).unwrap_or(i64::MAX);
-            now.saturating_sub(i64::try_from(self.retain_age.as_millis()).unwrap_or(i64::MAX))
+            sql_int(crate::clock::now_ms()).saturating_sub(sql_int(self.retain_age.as_millis()))
         };
         // The room's oldest rows, in seq order (and so in time order): the leading run that
         // either bound removes. Reads at most a chunk, whatever the room's size.

@@ -163,25 +163,30 @@ pub fn open_writer(dir: &Path, fsync: Fsync, max_bytes: u64) -> Result<Connectio
 
 /// The syncer's connection: read-write, because a checkpoint writes the database file.
 pub fn open_syncer(dir: &Path) -> Result<Connection, StoreError> {
-    let path = db_path(dir);
-    let db =
-        Connection::open(&path).map_err(|e| StoreError::file(&path, "cannot be opened", &e))?;
-    db.busy_timeout(std::time::Duration::from_millis(500))
-        .map_err(|e| StoreError::file(&path, "cannot be opened", &e))?;
-    Ok(db)
+    open_beside_writer(dir, OpenFlags::default(), "cannot be opened")
 }
 
 /// A read-only connection for room opens or scroll-back (WAL readers see every commit and
 /// never wait for the writer).
 pub fn open_reader(dir: &Path) -> Result<Connection, StoreError> {
-    let path = db_path(dir);
-    let db = Connection::open_with_flags(
-        &path,
+    open_beside_writer(
+        dir,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        "cannot be opened for reading",
     )
-    .map_err(|e| StoreError::file(&path, "cannot be opened for reading", &e))?;
-    // A reader waits only while the writer restarts the log after a checkpoint: brief.
+}
+
+/// A connection beside the writer's. It waits for a lock only while the writer restarts the
+/// log after a checkpoint, which is brief.
+fn open_beside_writer(
+    dir: &Path,
+    flags: OpenFlags,
+    what: &'static str,
+) -> Result<Connection, StoreError> {
+    let path = db_path(dir);
+    let db =
+        Connection::open_with_flags(&path, flags).map_err(|e| StoreError::file(&path, what, &e))?;
     db.busy_timeout(std::time::Duration::from_millis(500))
-        .map_err(|e| StoreError::file(&path, "cannot be opened for reading", &e))?;
+        .map_err(|e| StoreError::file(&path, what, &e))?;
     Ok(db)
 }

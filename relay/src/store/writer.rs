@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, ErrorCode};
 use tracing::{error, info, warn};
 
 use super::retention::Retention;
-use super::{Life, Op, Pending, Settings, Unsaved};
+use super::{sql_int, Life, Op, Pending, Settings, Unsaved};
 use crate::chat::hub::Hub;
 use crate::chat::room::log::Order;
 
@@ -171,7 +171,7 @@ impl Writer {
             )?;
             let mut ids: HashMap<&str, i64> = HashMap::with_capacity(last.len());
             for (name, (epoch, seq)) in &last {
-                let seq = i64::try_from(*seq).unwrap_or(i64::MAX);
+                let seq = sql_int(*seq);
                 let id: i64 = upsert.query_row(params![name, epoch, seq], |r| r.get(0))?;
                 ids.insert(name, id);
             }
@@ -184,8 +184,7 @@ impl Writer {
                 };
                 // The relay's own encoder wrote it: always UTF-8 (borrowed, no copy).
                 let event = String::from_utf8_lossy(p.message.frame.payload());
-                let seq = i64::try_from(p.message.seq).unwrap_or(i64::MAX);
-                let ts = i64::try_from(p.message.timestamp_ms).unwrap_or(i64::MAX);
+                let (seq, ts) = (sql_int(p.message.seq), sql_int(p.message.timestamp_ms));
                 match insert.execute(params![id, seq, ts, event]) {
                     Ok(_) => {}
                     Err(rusqlite::Error::SqliteFailure(e, _))
