@@ -57,6 +57,17 @@ impl Conn {
         }
         conn
     }
+
+    /// Who this connection is as a person, when it is `username` in a room: what presence,
+    /// read positions, `ref` de-duplication and message authorship key on. The token's `sub`
+    /// with authentication on; without it the username given at join, which is unverified
+    /// (anyone may join under any free-form name: docs/PROTOCOL.md says so).
+    pub fn person<'a>(&'a self, username: &'a str) -> &'a str {
+        match &self.identity {
+            Some(identity) => &identity.user_id,
+            None => username,
+        }
+    }
 }
 
 /// Who a connection is, from its token. Lives behind `Conn::identity` for the connection's
