@@ -50,6 +50,8 @@ fn message_event(number: u64) -> MessageEvent<'static> {
         username: "alice",
         text: TEXT_64,
         timestamp_ms: 1_763_800_000_123,
+        reply_to: None,
+        reference: None,
     }
 }
 

@@ -20,7 +20,7 @@ use benches::TEXT_64;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use relay::chat::backend::{Backend, Journal};
 use relay::chat::hub::Hub;
-use relay::chat::room::Room;
+use relay::chat::room::{Outgoing, Room, SendRefusal};
 use relay::config::{Config, Fsync};
 use relay::store::Store;
 
@@ -67,8 +67,16 @@ fn persisted(c: &mut Criterion) {
                 b.iter(|| {
                     for n in 0..burst as usize {
                         let room = &rooms[n % ROOMS];
-                        room.reserve(&hub, "u-1", "alice", TEXT_64, |m| {
-                            store.keep(room, m, false)
+                        let out = Outgoing {
+                            sender: None,
+                            user_id: "u-1",
+                            username: "alice",
+                            text: TEXT_64,
+                            reply_to: None,
+                            reference: None,
+                        };
+                        room.reserve(&hub, &out, |m| {
+                            store.keep(room, m, false).map_err(|_| SendRefusal::Busy)
                         })
                         .unwrap();
                     }

@@ -208,7 +208,7 @@ proptest! {
         let command = decode(&json).expect("a well-formed command decodes");
         match command {
             Command::Join { room: r, since: s, .. } => { prop_assert_eq!(&*r, &*room); prop_assert_eq!(s, Some(since)); }
-            Command::Message { room: r, text: t } => { prop_assert_eq!(r.as_deref(), Some(&*room)); prop_assert_eq!(&*t, &*text); }
+            Command::Message { room: r, text: t, .. } => { prop_assert_eq!(r.as_deref(), Some(&*room)); prop_assert_eq!(&*t, &*text); }
             Command::Typing { is_typing, .. } => prop_assert!(!is_typing),
             Command::Leave { room: r } => prop_assert_eq!(r.as_deref(), Some(&*room)),
             Command::History { room: r, before: b, limit: l } => {

@@ -48,6 +48,8 @@ fn main() {
                     username: "alice",
                     text: TEXT_64,
                     timestamp_ms: 1_763_800_000_123,
+                    reply_to: None,
+                    reference: None,
                 }));
             }
         }

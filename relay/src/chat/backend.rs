@@ -52,12 +52,14 @@ use std::fmt;
 use crate::chat::client::Conn;
 use crate::chat::hub::{Hub, RoomRefusal};
 use crate::chat::room::{
-    Announce, HistoryPage, JoinOutcome, JoinRequest, Presence, Reserved, Room,
+    Announce, HistoryPage, JoinOutcome, JoinRequest, Outgoing, Presence, Reservation, Reserved,
+    Room, SendRefusal,
 };
 use crate::protocol::event;
 use crate::transport::outbox::Priority;
 use crate::ws::Frame;
 
+pub use crate::chat::room::dedupe::Sent;
 pub use crate::chat::room::log::Page;
 
 #[derive(Debug)]
@@ -92,15 +94,15 @@ pub trait RemoteLog: fmt::Debug + Send + Sync {
         epoch: Option<&str>,
     ) -> Result<(), Busy>;
 
-    /// Orders and delivers a chat message from `sender`.
+    /// Orders and delivers a chat message from `sender`; with a `ref`, de-duplicates it
+    /// across the cluster and sends the sender its `ack` once ordered.
     fn publish(
         &self,
         hub: &Hub,
         sender: &Arc<Conn>,
         room: &Arc<Room>,
-        username: &str,
-        text: &str,
-    ) -> Result<(), Busy>;
+        out: &Outgoing<'_>,
+    ) -> Result<(), SendRefusal>;
 
     /// Sends a typing indicator to the room's other members, wherever they are.
     fn typing(&self, hub: &Hub, room: &Arc<Room>, typist: &Conn, username: &str, is_typing: bool);
@@ -131,6 +133,9 @@ pub struct StoredLife {
     pub seq: u64,
     /// Its newest messages (message event frames), oldest first, at most the number asked.
     pub newest: Vec<Frame>,
+    /// Sends with `ref` within the dedupe window: `(person, ref, what its ack said, when
+    /// in ms)`, oldest first, so that a resend after a restart is still recognised.
+    pub sends: Vec<(Box<str>, Box<str>, Sent, u64)>,
 }
 
 /// The journal cannot read what it keeps now (its disk failed): the room is not opened.
@@ -248,26 +253,36 @@ impl Backend {
         }
     }
 
-    /// Publishes a chat message from `sender` (named `username` in the room).
+    /// Publishes a chat message from `sender` (`out`: what it sent, as whom). With a `ref`
+    /// the sender gets its `ack` once the message is ordered (and stored, on disk), and a
+    /// resend gets the same `ack` again without a second message.
     pub fn publish(
         &self,
         hub: &Hub,
         sender: &Arc<Conn>,
         room: &Arc<Room>,
-        username: &str,
-        text: &str,
-    ) -> Result<(), Busy> {
+        out: &Outgoing<'_>,
+    ) -> Result<(), SendRefusal> {
         match self {
-            Backend::Memory => {
-                room.publish(hub, sender, username, text);
+            Backend::Memory => room.send(hub, out).map(drop),
+            Backend::Durable(journal) => {
+                let reserved = room.reserve(hub, out, |message| {
+                    journal.keep(room, message, true).map_err(|Busy| SendRefusal::Busy)
+                })?;
+                if let Reservation::Resent(ack) = reserved {
+                    // Behind everything queued: the first send may not be stored yet, and
+                    // an ack promises that it is.
+                    let to = sender.clone();
+                    journal.after_queued(
+                        hub,
+                        Box::new(move |hub: &Hub| {
+                            hub.push_to(&to, ack.bytes(), Priority::Normal);
+                        }),
+                    );
+                }
                 Ok(())
             }
-            Backend::Durable(journal) => room
-                .reserve(hub, &sender.user_id, username, text, |message| {
-                    journal.keep(room, message, true)
-                })
-                .map(drop),
-            Backend::Remote(backplane) => backplane.publish(hub, sender, room, username, text),
+            Backend::Remote(backplane) => backplane.publish(hub, sender, room, out),
         }
     }
 
@@ -286,11 +301,22 @@ impl Backend {
             Backend::Memory | Backend::Remote(_) => {
                 Ok(room.publish_as(hub, user_id, username, text))
             }
-            Backend::Durable(journal) => room
-                .reserve(hub, user_id, username, text, |message| {
-                    journal.keep(room, message, false)
-                })
-                .map(|(seq, members)| (seq, members as u64)),
+            Backend::Durable(journal) => {
+                let out = Outgoing {
+                    sender: None,
+                    user_id,
+                    username,
+                    text,
+                    reply_to: None,
+                    reference: None,
+                };
+                let keep = |message| journal.keep(room, message, false);
+                match room.reserve(hub, &out, |m| keep(m).map_err(|Busy| SendRefusal::Busy)) {
+                    Ok(Reservation::Reserved { seq, members }) => Ok((seq, members as u64)),
+                    // A server message has no `ref` to resend.
+                    Ok(Reservation::Resent(_)) | Err(_) => Err(Busy),
+                }
+            }
         }
     }
 
@@ -312,6 +338,7 @@ impl Backend {
                         epoch: made_up.clone(),
                         seq: 0,
                         newest: Vec::new(),
+                        sends: Vec::new(),
                     }
                 })))
             }

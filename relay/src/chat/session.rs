@@ -15,9 +15,9 @@ use crate::chat::backend::{JoinRefusal, Leave, Page};
 use crate::chat::client::Conn;
 use crate::chat::hub::{Hub, RoomRefusal};
 use crate::chat::ratelimit::{Kind, Throttle, Verdict};
-use crate::chat::room::{JoinRequest, Room};
+use crate::chat::room::{JoinRequest, Outgoing, Room, SendRefusal};
 use crate::protocol::name::normalize_name;
-use crate::protocol::{decode, event, CloseCode, Command, ErrorCode};
+use crate::protocol::{decode_frame, event, CloseCode, Command, ErrorCode};
 use crate::transport::outbox::Priority;
 
 /// A `history` command's `limit` when it gives none, and the most it may ask for.
@@ -130,7 +130,7 @@ impl Session {
 
     /// Charges one command to the rate limits; false when it must not be carried out (the
     /// client got a `rate_limited` error, or is being closed with 4029).
-    fn within_rate(&mut self, kind: Kind) -> bool {
+    fn within_rate(&mut self, kind: Kind, reference: Option<&str>) -> bool {
         let limits = &self.hub.limits;
         let verdict = self.budget.as_mut().map_or(Verdict::Allow, |b| {
             b.throttle.check(
@@ -154,7 +154,7 @@ impl Session {
             Verdict::Allow => true,
             Verdict::Refuse => {
                 self.hub.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                self.error(
+                self.error_for(reference, 
                     ErrorCode::RateLimited,
                     match kind {
                         Kind::Message => "too many messages: slow down",
@@ -187,10 +187,15 @@ impl Session {
     }
 
     pub fn error(&self, code: ErrorCode, message: &str) {
+        self.error_for(None, code, message);
+    }
+
+    /// An `error` for a command that carried `reference` (its `ref`), which it echoes.
+    fn error_for(&self, reference: Option<&str>, code: ErrorCode, message: &str) {
         self.hub.stats.errors_sent.fetch_add(1, Ordering::Relaxed);
         self.hub.push_to(
             &self.conn,
-            event::error(code, message).bytes(),
+            event::error_for(code, message, reference).bytes(),
             Priority::Normal,
         );
     }
@@ -199,7 +204,7 @@ impl Session {
     /// flood of them earns `rate_limited`, then 4029, not one reply per frame.
     pub fn on_binary(&mut self) {
         self.hub.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        if self.within_rate(Kind::Command) {
+        if self.within_rate(Kind::Command, None) {
             self.error(
                 ErrorCode::BinaryNotSupported,
                 "binary messages are not supported; send JSON text",
@@ -210,30 +215,37 @@ impl Session {
     /// Handles one text message from the client.
     pub fn on_text(&mut self, text: &str) {
         self.hub.stats.frames_in.fetch_add(1, Ordering::Relaxed);
-        let command = decode(text);
-        let kind = match command {
+        let decoded = decode_frame(text);
+        let reference = decoded.reference.as_deref();
+        let kind = match decoded.command {
             Ok(Command::Message { .. }) => Kind::Message,
             _ => Kind::Command,
         };
-        if !self.within_rate(kind) {
+        if !self.within_rate(kind, reference) {
             return;
         }
-        match command {
-            Err(err) => self.error(err.code, &err.message),
+        match decoded.command {
+            Err(err) => self.error_for(reference, err.code, &err.message),
             Ok(Command::Join {
                 room,
                 username,
                 since,
                 epoch,
-            }) => self.join(&room, username.as_deref(), since, epoch.as_deref()),
-            Ok(Command::Message { room, text }) => self.message(room.as_deref(), &text),
-            Ok(Command::Typing { room, is_typing }) => self.typing(room.as_deref(), is_typing),
-            Ok(Command::Leave { room }) => self.leave(room.as_deref()),
+            }) => self.join(reference, &room, username.as_deref(), since, epoch.as_deref()),
+            Ok(Command::Message {
+                room,
+                text,
+                reply_to,
+            }) => self.message(reference, room.as_deref(), &text, reply_to),
+            Ok(Command::Typing { room, is_typing }) => {
+                self.typing(reference, room.as_deref(), is_typing);
+            }
+            Ok(Command::Leave { room }) => self.leave(reference, room.as_deref()),
             Ok(Command::History {
                 room,
                 before,
                 limit,
-            }) => self.history(room.as_deref(), before, limit),
+            }) => self.history(reference, room.as_deref(), before, limit),
             Ok(Command::Ping) => {
                 self.hub
                     .push_to(&self.conn, event::pong().bytes(), Priority::Normal);
@@ -243,6 +255,7 @@ impl Session {
 
     fn join(
         &mut self,
+        reference: Option<&str>,
         name: &str,
         username: Option<&str>,
         since: Option<u64>,
@@ -251,7 +264,7 @@ impl Session {
         // From here on the room is its NFC form: the one the room map, the cluster's keys,
         // a token's `rooms` claim and every event use.
         let Some(name) = normalize_name(name) else {
-            return self.error(
+            return self.error_for(reference, 
                 ErrorCode::InvalidRoom,
                 "room must be 1-64 characters without control or format characters",
             );
@@ -259,7 +272,7 @@ impl Session {
         let name = &*name;
         if let Some(identity) = &self.conn.identity {
             if !identity.may_join(name) {
-                return self.error(
+                return self.error_for(reference, 
                     ErrorCode::ForbiddenRoom,
                     "your token does not allow this room",
                 );
@@ -272,7 +285,7 @@ impl Session {
             (None, Some(u)) => match normalize_name(u) {
                 Some(u) => u.into(),
                 None => {
-                    return self.error(
+                    return self.error_for(reference, 
                         ErrorCode::InvalidUsername,
                         "username must be 1-64 characters without control or format characters",
                     )
@@ -286,7 +299,7 @@ impl Session {
         let at = self.rooms.iter().position(|m| &*m.room.name == name);
         if at.is_none() && self.rooms.len() >= self.hub.limits.max_rooms_per_connection {
             let limit = self.hub.limits.max_rooms_per_connection;
-            return self.error(
+            return self.error_for(reference, 
                 ErrorCode::TooManyRooms,
                 &format!("at most {limit} rooms per connection"),
             );
@@ -305,13 +318,13 @@ impl Session {
             .join(&self.hub, &self.conn, name, current, request)
         {
             Ok(room) => self.joined(at, room, name_in_room, username),
-            Err(JoinRefusal::Room(refusal)) => self.room_refused(refusal),
-            Err(JoinRefusal::Busy) => self.busy(),
+            Err(JoinRefusal::Room(refusal)) => self.room_refused(reference, refusal),
+            Err(JoinRefusal::Busy) => self.busy(reference),
         }
     }
 
-    fn room_refused(&self, refusal: RoomRefusal) {
-        self.error(
+    fn room_refused(&self, reference: Option<&str>, refusal: RoomRefusal) {
+        self.error_for(reference, 
             ErrorCode::RoomLimit,
             match refusal {
                 RoomRefusal::NodeFull => {
@@ -321,7 +334,7 @@ impl Session {
                     "too many rooms created from your address; retry once some have expired"
                 }
                 RoomRefusal::Unavailable => {
-                    return self.error(
+                    return self.error_for(reference, 
                         ErrorCode::ServerBusy,
                         "the relay cannot read this room's history right now; retry shortly",
                     )
@@ -354,8 +367,8 @@ impl Session {
         self.username = Some(username);
     }
 
-    fn busy(&self) {
-        self.error(
+    fn busy(&self, reference: Option<&str>) {
+        self.error_for(reference, 
             ErrorCode::ServerBusy,
             "the relay is busy (its queue for Redis or the disk is full); retry shortly",
         );
@@ -374,47 +387,68 @@ impl Session {
         }
     }
 
-    fn not_joined(&self, name: Option<&str>) {
+    fn not_joined(&self, reference: Option<&str>, name: Option<&str>) {
         match name {
-            Some(_) => self.error(
+            Some(_) => self.error_for(reference, 
                 ErrorCode::NotJoined,
                 "not a member of that room; join it first",
             ),
-            None => self.error(ErrorCode::NotJoined, "join a room first"),
+            None => self.error_for(reference, ErrorCode::NotJoined, "join a room first"),
         }
     }
 
-    fn message(&self, room: Option<&str>, text: &str) {
+    fn message(
+        &self,
+        reference: Option<&str>,
+        room: Option<&str>,
+        text: &str,
+        reply_to: Option<u64>,
+    ) {
         let Some(at) = self.resolve(room) else {
-            return self.not_joined(room);
+            return self.not_joined(reference, room);
         };
         if text.is_empty() {
-            return self.error(ErrorCode::EmptyText, "text is empty");
+            return self.error_for(reference, ErrorCode::EmptyText, "text is empty");
         }
         let max = self.hub.limits.max_text_chars;
         // Bytes bound characters from above, so most texts skip the count.
         if text.len() > max && text.chars().count() > max {
-            return self.error(
+            return self.error_for(
+                reference,
                 ErrorCode::TextTooLong,
                 &format!("text longer than {max} characters"),
             );
         }
+        if reference.is_some_and(|r| r.is_empty() || (r.len() > 64 && r.chars().count() > 64)) {
+            return self.error_for(None, ErrorCode::InvalidRef, "ref must be 1-64 characters");
+        }
         let membership = &self.rooms[at];
-        let sent = self.hub.backend.publish(
-            &self.hub,
-            &self.conn,
-            &membership.room,
-            &membership.username,
+        let out = Outgoing {
+            sender: Some(&self.conn),
+            user_id: &self.conn.user_id,
+            username: &membership.username,
             text,
-        );
-        if sent.is_err() {
-            self.busy();
+            reply_to,
+            reference: reference.map(|r| (self.conn.person(&membership.username), r)),
+        };
+        match self
+            .hub
+            .backend
+            .publish(&self.hub, &self.conn, &membership.room, &out)
+        {
+            Ok(()) => {}
+            Err(SendRefusal::Busy) => self.busy(reference),
+            Err(SendRefusal::NoSuchReply) => self.error_for(
+                reference,
+                ErrorCode::NoSuchMessage,
+                "replyTo names no message of this room",
+            ),
         }
     }
 
-    fn typing(&self, room: Option<&str>, is_typing: bool) {
+    fn typing(&self, reference: Option<&str>, room: Option<&str>, is_typing: bool) {
         let Some(at) = self.resolve(room) else {
-            return self.not_joined(room);
+            return self.not_joined(reference, room);
         };
         let membership = &self.rooms[at];
         self.hub.backend.typing(
@@ -427,13 +461,19 @@ impl Session {
     }
 
     /// Scroll-back: membership first, then the page's bounds (`docs/PROTOCOL.md`).
-    fn history(&self, room: Option<&str>, before: Option<u64>, limit: Option<u64>) {
+    fn history(
+        &self,
+        reference: Option<&str>,
+        room: Option<&str>,
+        before: Option<u64>,
+        limit: Option<u64>,
+    ) {
         let Some(at) = self.resolve(room) else {
-            return self.not_joined(room);
+            return self.not_joined(reference, room);
         };
         let limit = limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
         if !(1..=HISTORY_MAX_LIMIT).contains(&limit) || before == Some(0) {
-            return self.error(
+            return self.error_for(reference, 
                 ErrorCode::InvalidHistory,
                 "history wants a limit of 1-100 and a before of at least 1",
             );
@@ -450,13 +490,13 @@ impl Session {
             .history(&self.hub, &self.conn, &membership.room, page)
             .is_err()
         {
-            self.busy();
+            self.busy(reference);
         }
     }
 
-    fn leave(&mut self, room: Option<&str>) {
+    fn leave(&mut self, reference: Option<&str>, room: Option<&str>) {
         let Some(at) = self.resolve(room) else {
-            return self.not_joined(room);
+            return self.not_joined(reference, room);
         };
         let membership = self.rooms.remove(at);
         self.hub.backend.leave(

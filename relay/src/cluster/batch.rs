@@ -117,6 +117,12 @@ impl Task {
                     room,
                     page,
                 } => self.history_answer(&client, &room, page, reply),
+                Command::Message {
+                    sender,
+                    room,
+                    ack: Some(ack),
+                    ..
+                } => self.acknowledge(&sender, &room, &ack, reply),
                 _ => {}
             }
         }
@@ -134,11 +140,18 @@ impl Task {
                 prefix,
                 suffix,
                 sent_us,
+                ack,
             } => {
                 let keys = settings.keys.room(&room.name);
                 let mut cmd = evalsha(
                     &self.scripts.publish,
-                    &[&keys.epoch, &keys.seq, &keys.stream],
+                    &[
+                        &keys.epoch,
+                        &keys.seq,
+                        &keys.stream,
+                        &keys.refs,
+                        &keys.refs_by_time,
+                    ],
                 );
                 cmd.arg(candidate_epoch())
                     .arg(settings.history)
@@ -147,7 +160,11 @@ impl Task {
                     .arg(wire::head(Kind::Message, node, *sent_us))
                     .arg(&*sender.client_id)
                     .arg(prefix.as_slice())
-                    .arg(&suffix[..]);
+                    .arg(&suffix[..])
+                    .arg(ack.as_ref().map_or("", |a| a.field.as_str()))
+                    .arg(ack.as_ref().map_or("", |a| a.id.as_str()))
+                    .arg(crate::clock::now_ms())
+                    .arg(settings.dedupe_window.as_millis() as u64);
                 pipe.add_command(cmd);
             }
             Command::Typing { room, payload } => {
@@ -271,6 +288,25 @@ impl Task {
         }
         outcome
     }
+    /// Sends the `ack` of a message sent with `ref`, from the publish script's reply (the
+    /// first send's seq and id for a resend).
+    fn acknowledge(&self, sender: &Arc<crate::chat::client::Conn>, room: &Room, ack: &super::PendingAck, reply: &Value) {
+        let sent = match reply {
+            Value::Array(parts) => parts.get(1).and_then(super::reply::bytes),
+            _ => None,
+        };
+        let Some((seq, id)) = sent
+            .and_then(|s| std::str::from_utf8(s).ok())
+            .and_then(|s| s.split_once('|'))
+            .and_then(|(seq, id)| Some((seq.parse::<u64>().ok()?, id)))
+        else {
+            warn!(room = %room.name, "unexpected reply from the publish script");
+            return;
+        };
+        let frame = event::ack(&ack.reference, &room.name, seq, id);
+        self.hub.push_to(sender, frame.bytes(), Priority::Normal);
+    }
+
     /// A command while Redis is unreachable: served for local members only.
     pub(super) fn offline(&mut self, command: Command) {
         match command {
@@ -315,6 +351,21 @@ impl Task {
                     }
                     self.local_presence(&room, "user_left", &conn.client_id, &username);
                 }
+            }
+            Command::Message {
+                sender,
+                ack: Some(ack),
+                ..
+            } => {
+                // Not ordered by the cluster, so not delivered: the sender resends it (with
+                // its `ref`) once Redis is back, and nobody sees it twice.
+                self.hub.stats.errors_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let refusal = event::error_for(
+                    crate::protocol::ErrorCode::ServerBusy,
+                    "the relay cannot reach Redis to order this message; send it again shortly",
+                    Some(&ack.reference),
+                );
+                self.hub.push_to(&sender, refusal.bytes(), Priority::Normal);
             }
             Command::Message {
                 room,

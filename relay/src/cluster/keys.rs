@@ -10,6 +10,10 @@ pub struct RoomKeys {
     pub seq: String,
     pub stream: String,
     pub members: String,
+    /// Sends remembered by `ref`: a hash `person\nref -> seq|id`, and a sorted set of the
+    /// same fields by time, for expiry after `--dedupe-window`.
+    pub refs: String,
+    pub refs_by_time: String,
     pub channel: String,
 }
 
@@ -34,6 +38,8 @@ impl Keys {
             seq: format!("{tag}:seq"),
             stream: format!("{tag}:history"),
             members: format!("{tag}:members"),
+            refs: format!("{tag}:refs"),
+            refs_by_time: format!("{tag}:refs-by-time"),
             channel: format!("{}{room}", self.channel_prefix),
         }
     }

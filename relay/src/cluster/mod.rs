@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use crate::chat::backend::Page;
 use crate::chat::client::Conn;
 use crate::chat::hub::Hub;
-use crate::chat::room::Room;
+use crate::chat::room::{Outgoing, Room, SendRefusal};
 use crate::clock::now_ms;
 use crate::config::Config;
 
@@ -62,6 +62,8 @@ pub enum Command {
         prefix: Vec<u8>,
         suffix: BytesMut,
         sent_us: u64,
+        /// A send with `ref`: acknowledged once Redis ordered it, and de-duplicated there.
+        ack: Option<Box<PendingAck>>,
     },
     Typing {
         room: Arc<Room>,
@@ -75,6 +77,16 @@ pub enum Command {
     },
 }
 
+/// What a message sent with `ref` needs for its `ack` and its de-duplication in Redis.
+#[derive(Debug)]
+pub struct PendingAck {
+    /// The refs hash field: `person\nref` (a person's name cannot hold a newline).
+    pub field: String,
+    pub reference: Box<str>,
+    /// The message's id, as its event has it.
+    pub id: String,
+}
+
 /// Settings the backplane task needs, copied out of `Config`.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -84,6 +96,7 @@ pub struct Settings {
     pub history: usize,
     pub presence_list_max: usize,
     pub room_linger: Duration,
+    pub dedupe_window: Duration,
 }
 
 pub use crate::chat::backend::Busy;
@@ -122,6 +135,7 @@ impl Backplane {
                 history: config.history,
                 presence_list_max: config.presence_list_max,
                 room_linger: config.room_linger,
+                dedupe_window: config.dedupe_window,
             },
             node: node.clone(),
             tx,
@@ -217,30 +231,48 @@ impl crate::chat::backend::RemoteLog for Backplane {
         );
     }
 
-    /// A chat message: through Redis while connected, else straight to local members.
+    /// A chat message: through Redis while connected, else straight to local members. A
+    /// send with `ref` needs Redis (only there is it ordered and de-duplicated for the whole
+    /// cluster): while Redis is away it is refused as busy, and the client resends it later.
     fn publish(
         &self,
         hub: &Hub,
         sender: &Arc<Conn>,
         room: &Arc<Room>,
-        username: &str,
-        text: &str,
-    ) -> Result<(), Busy> {
+        out: &Outgoing<'_>,
+    ) -> Result<(), SendRefusal> {
+        // This node's view of the room's seq: a reply can only name a message it has seen.
+        if out.reply_to.is_some_and(|r| r == 0 || r > room.position().1) {
+            return Err(SendRefusal::NoSuchReply);
+        }
+        let number = hub.next_message_number();
         let parts = crate::protocol::event::MessageEvent {
             node_tag: &hub.node_tag,
-            number: hub.next_message_number(),
+            number,
             // Assigned by Redis; the halves leave it out.
             seq: 0,
             room: &room.name,
             user_id: &sender.client_id,
-            username,
-            text,
+            username: out.username,
+            text: out.text,
             timestamp_ms: now_ms(),
+            reply_to: out.reply_to,
+            reference: out.reference.map(|(_, r)| r),
         };
         if !self.is_connected() {
+            if out.reference.is_some() {
+                return Err(SendRefusal::Busy);
+            }
             room.cluster_local_message(hub, &parts);
             return Ok(());
         }
+        let ack = out.reference.map(|(person, reference)| {
+            Box::new(PendingAck {
+                field: format!("{person}\n{reference}"),
+                reference: reference.into(),
+                id: format!("{}-m{number}", hub.node_tag),
+            })
+        });
         let (prefix, suffix) = wire::message_halves(&parts);
         self.send(
             Command::Message {
@@ -249,9 +281,11 @@ impl crate::chat::backend::RemoteLog for Backplane {
                 prefix,
                 suffix,
                 sent_us: now_us(),
+                ack,
             },
             true,
         )
+        .map_err(|Busy| SendRefusal::Busy)
     }
 
     /// A page of the room's stream; `server_busy` when the queue is full, as for messages.

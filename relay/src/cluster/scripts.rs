@@ -49,13 +49,28 @@ local function presence(kind, room, id, username, count, users)
 end
 "#;
 
-/// A chat message. KEYS epoch, seq, stream; ARGV: 1 candidate epoch, 2 history length,
-/// 3 key TTL ms, 4 channel, 5 header head (`m|node|µs|`), 6 sender client id, 7 JSON before
-/// the seq, 8 JSON after it. Returns the seq.
+/// A chat message. KEYS epoch, seq, stream, refs, refs by time; ARGV: 1 candidate epoch,
+/// 2 history length, 3 key TTL ms, 4 channel, 5 header head (`m|node|µs|`), 6 sender client
+/// id, 7 JSON before the seq, 8 JSON after it, 9 the `person\nref` field of a send with
+/// `ref` (else ''), 10 the message id, 11 now in ms, 12 the dedupe window in ms. Returns
+/// `{1, 'seq|id'}` for a new message, `{0, 'seq|id'}` (the first send's) for a resend of a
+/// remembered `ref`, which publishes nothing.
 pub fn publish() -> String {
     format!(
         "{ENSURE_EPOCH}{}",
         r"
+if fresh then redis.call('DEL', KEYS[4], KEYS[5]) end
+local field = ARGV[9]
+if field ~= '' then
+  local cutoff = tonumber(ARGV[11]) - tonumber(ARGV[12])
+  local expired = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', cutoff, 'LIMIT', 0, 64)
+  for _, old in ipairs(expired) do
+    redis.call('HDEL', KEYS[4], old)
+    redis.call('ZREM', KEYS[5], old)
+  end
+  local sent = redis.call('HGET', KEYS[4], field)
+  if sent then return {0, sent} end
+end
 local seq = redis.call('INCR', KEYS[2])
 local json = ARGV[7] .. seq .. ARGV[8] .. '}'
 local max = tonumber(ARGV[2])
@@ -63,8 +78,16 @@ if max > 0 then
   redis.call('XADD', KEYS[3], 'MAXLEN', max, seq .. '-1', 'e', json)
 end
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+if field ~= '' then
+  redis.call('HSET', KEYS[4], field, seq .. '|' .. ARGV[10])
+  redis.call('ZADD', KEYS[5], ARGV[11], field)
+  -- Kept for the window even while the room is quiet (its other keys may expire sooner:
+  -- then the room starts a new life, and the fresh check above clears these).
+  local ttl = math.max(tonumber(ARGV[3]), tonumber(ARGV[12]))
+  for i = 4, 5 do redis.call('PEXPIRE', KEYS[i], ttl) end
+end
 redis.call('PUBLISH', ARGV[4], ARGV[5] .. seq .. '|' .. epoch .. '|' .. ARGV[6] .. '|' .. json)
-return seq
+return {1, seq .. '|' .. ARGV[10]}
 "
     )
 }

@@ -180,6 +180,8 @@ mod tests {
             username: "al\"ice",
             text: "<b>hi</b>|\n",
             timestamp_ms: 1_763_800_000_000,
+            reply_to: None,
+            reference: None,
         };
         let (prefix, suffix) = message_halves(&parts);
         let mut joined = prefix;
@@ -195,6 +197,8 @@ mod tests {
             username: "al\"ice",
             text: "<b>hi</b>|\n",
             timestamp_ms: 1_763_800_000_000,
+            reply_to: None,
+            reference: None,
         });
         assert_eq!(joined, single.payload());
         let local: serde_json::Value =

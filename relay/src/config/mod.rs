@@ -82,6 +82,12 @@ pub struct Config {
     #[arg(long, env = "RELAY_ROOM_LINGER", default_value = "60s", value_parser = parse_duration)]
     pub room_linger: Duration,
 
+    /// How long a room remembers a sent message's `ref`: a resend with the same `ref` by the
+    /// same user within it gets the first send's `ack` again and no second message (each
+    /// user keeps at most 256 refs per room; docs/PROTOCOL.md "Acknowledged sends").
+    #[arg(long, env = "RELAY_DEDUPE_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    pub dedupe_window: Duration,
+
     /// On SIGINT/SIGTERM: time allowed for clients to receive their 1001 close before exit.
     #[arg(long, env = "RELAY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -489,6 +495,7 @@ mod tests {
         assert_eq!(config.history, 100);
         assert_eq!(config.max_outbound_bytes, 1 << 20);
         assert_eq!(config.ping_interval, Duration::from_secs(30));
+        assert_eq!(config.dedupe_window, Duration::from_secs(600));
         assert_eq!(config.connection_rate_per_ip, 20.0);
         assert_eq!(config.connection_burst_per_ip, 40);
         assert!(config.trusted_proxies.is_empty());

@@ -23,11 +23,18 @@ pub enum ErrorCode {
     RoomLimit,
     /// A `history` command with a `limit` outside 1-100 or a `before` of 0.
     InvalidHistory,
+    /// A `ref` that is not 1-64 characters.
+    InvalidRef,
+    /// An `edit`, `delete` or `replyTo` naming a seq that is not a message of the room (or
+    /// a deleted one).
+    NoSuchMessage,
+    /// An `edit` or `delete` of someone else's message.
+    NotAuthor,
 }
 
 impl ErrorCode {
     /// Every code (the documentation test walks it; `position` keeps it complete).
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::InvalidJson,
         ErrorCode::MissingField,
         ErrorCode::UnknownType,
@@ -43,6 +50,9 @@ impl ErrorCode {
         ErrorCode::ServerBusy,
         ErrorCode::RoomLimit,
         ErrorCode::InvalidHistory,
+        ErrorCode::InvalidRef,
+        ErrorCode::NoSuchMessage,
+        ErrorCode::NotAuthor,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +72,9 @@ impl ErrorCode {
             ErrorCode::ServerBusy => "server_busy",
             ErrorCode::RoomLimit => "room_limit",
             ErrorCode::InvalidHistory => "invalid_history",
+            ErrorCode::InvalidRef => "invalid_ref",
+            ErrorCode::NoSuchMessage => "no_such_message",
+            ErrorCode::NotAuthor => "not_author",
         }
     }
 }
@@ -144,6 +157,9 @@ mod tests {
             ErrorCode::ServerBusy => 12,
             ErrorCode::RoomLimit => 13,
             ErrorCode::InvalidHistory => 14,
+            ErrorCode::InvalidRef => 15,
+            ErrorCode::NoSuchMessage => 16,
+            ErrorCode::NotAuthor => 17,
         }
     }
 

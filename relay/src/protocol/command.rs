@@ -23,6 +23,8 @@ pub enum Command<'a> {
     Message {
         room: Option<Cow<'a, str>>,
         text: Cow<'a, str>,
+        /// The seq of the message this one answers (`replyTo`), in the same room.
+        reply_to: Option<u64>,
     },
     Typing {
         room: Option<Cow<'a, str>>,
@@ -102,10 +104,44 @@ struct Raw<'a> {
     is_typing: Option<bool>,
     before: Option<u64>,
     limit: Option<u64>,
+    #[serde(rename = "ref", borrow)]
+    reference: Option<Str<'a>>,
+    #[serde(rename = "replyTo")]
+    reply_to: Option<u64>,
+}
+
+/// A decoded frame: the command, and the `ref` it carried whatever its type, so that an
+/// `error` it causes can carry the `ref` too (docs/PROTOCOL.md "Acknowledged sends").
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    pub command: Result<Command<'a>, CommandError>,
+    /// The `ref` of a frame that parsed as a JSON object with a string `ref`.
+    pub reference: Option<Cow<'a, str>>,
 }
 
 /// Decodes one text frame into a command (fields are checked by the session, not here).
 pub fn decode(text: &str) -> Result<Command<'_>, CommandError> {
+    decode_frame(text).command
+}
+
+/// [`decode`], keeping the frame's `ref` beside the command.
+pub fn decode_frame(text: &str) -> Decoded<'_> {
+    match parse(text) {
+        Ok(raw) => {
+            let reference = raw.reference.as_ref().map(|r| r.0.clone());
+            Decoded {
+                command: command(raw),
+                reference,
+            }
+        }
+        Err(err) => Decoded {
+            command: Err(err),
+            reference: None,
+        },
+    }
+}
+
+fn parse(text: &str) -> Result<Raw<'_>, CommandError> {
     // serde would word this as "expected struct Raw"; say what a client needs to hear.
     if !text.trim_start().starts_with('{') {
         return Err(CommandError::new(
@@ -113,8 +149,11 @@ pub fn decode(text: &str) -> Result<Command<'_>, CommandError> {
             r#"invalid JSON: expected an object such as {"type":"join","room":"general"}"#,
         ));
     }
-    let raw: Raw<'_> = serde_json::from_str(text)
-        .map_err(|err| CommandError::new(ErrorCode::InvalidJson, format!("invalid JSON: {err}")))?;
+    serde_json::from_str(text)
+        .map_err(|err| CommandError::new(ErrorCode::InvalidJson, format!("invalid JSON: {err}")))
+}
+
+fn command(raw: Raw<'_>) -> Result<Command<'_>, CommandError> {
     let kind = raw
         .kind
         .ok_or_else(|| CommandError::new(ErrorCode::MissingField, "missing field: type"))?;
@@ -133,6 +172,7 @@ pub fn decode(text: &str) -> Result<Command<'_>, CommandError> {
                 .text
                 .map(|s| s.0)
                 .ok_or_else(|| CommandError::new(ErrorCode::MissingField, "missing field: text"))?,
+            reply_to: raw.reply_to,
         },
         "typing" => Command::Typing {
             room,
@@ -181,7 +221,8 @@ mod tests {
             decode(r#"{"type":"chat","text":"a\"b"}"#),
             Ok(Command::Message {
                 room: None,
-                text: Cow::Owned("a\"b".into())
+                text: Cow::Owned("a\"b".into()),
+                reply_to: None,
             })
         );
         assert_eq!(
@@ -210,6 +251,29 @@ mod tests {
                 before: None,
                 limit: None
             })
+        );
+    }
+
+    #[test]
+    fn a_ref_is_kept_for_any_command_and_reply_to_for_messages() {
+        let decoded = decode_frame(r#"{"type":"message","text":"hi","ref":"c-17","replyTo":4}"#);
+        assert_eq!(decoded.reference.as_deref(), Some("c-17"));
+        assert_eq!(
+            decoded.command,
+            Ok(Command::Message {
+                room: None,
+                text: "hi".into(),
+                reply_to: Some(4)
+            })
+        );
+        let decoded = decode_frame(r#"{"type":"shout","ref":"c-18"}"#);
+        assert_eq!(decoded.reference.as_deref(), Some("c-18"));
+        assert_eq!(decoded.command.map_err(|e| e.code), Err(ErrorCode::UnknownType));
+        assert!(decode_frame("nope").reference.is_none());
+        assert_eq!(
+            decode_frame(r#"{"type":"ping","ref":7}"#).command.map_err(|e| e.code),
+            Err(ErrorCode::InvalidJson),
+            "a ref is a string"
         );
     }
 

@@ -7,5 +7,5 @@ pub mod json;
 pub mod name;
 
 pub use codes::{CloseCode, ErrorCode};
-pub use command::{decode, Command, CommandError};
+pub use command::{decode, decode_frame, Command, CommandError, Decoded};
 pub use name::{normalize_name, valid_name};

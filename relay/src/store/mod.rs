@@ -112,6 +112,7 @@ struct Settings {
     retain_messages: u64,
     retain_age: Duration,
     retain_interval: Duration,
+    dedupe_window: Duration,
 }
 
 /// One message on its way to the disk.
@@ -208,6 +209,7 @@ impl Store {
             retain_messages: config.retain_messages,
             retain_age: config.retain_age,
             retain_interval: config.retain_interval,
+            dedupe_window: config.dedupe_window,
         };
         Ok(Self {
             dir,
@@ -326,7 +328,8 @@ impl Journal for Store {
             .get(name)
             .cloned();
         let db = reader::free_connection(&self.openers, 0);
-        reader::life(&db, name, newest, unsaved).map_err(|e| Unavailable(e.to_string()))
+        reader::life(&db, name, newest, unsaved, self.settings.dedupe_window)
+            .map_err(|e| Unavailable(e.to_string()))
     }
 
     fn keep(&self, room: &Arc<Room>, message: Reserved, from_client: bool) -> Result<(), Busy> {

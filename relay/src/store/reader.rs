@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tracing::warn;
 
 use super::{schema, sql_int, StoreError};
-use crate::chat::backend::{send_page, Busy, Page, StoredLife};
+use crate::chat::backend::{send_page, Busy, Page, Sent, StoredLife};
 use crate::chat::client::Conn;
 use crate::chat::hub::Hub;
 use crate::chat::room::HistoryPage;
@@ -31,6 +31,7 @@ pub(super) fn life(
     name: &str,
     newest: usize,
     unsaved: Option<(Arc<str>, u64)>,
+    dedupe_window: std::time::Duration,
 ) -> rusqlite::Result<Option<StoredLife>> {
     let stored = db
         .prepare_cached("SELECT id, epoch, last_seq FROM rooms WHERE name = ?1")?
@@ -47,6 +48,7 @@ pub(super) fn life(
             epoch,
             seq,
             newest: Vec::new(),
+            sends: Vec::new(),
         }));
     };
     let mut seq = u64::try_from(last).unwrap_or(0);
@@ -72,11 +74,66 @@ pub(super) fn life(
         want -= 1;
     }
     frames.reverse();
+    let sends = sends(db, id, seq, dedupe_window)?;
     Ok(Some(StoredLife {
         epoch,
         seq,
         newest: frames,
+        sends,
     }))
+}
+
+/// Sends with `ref` a room stored within the dedupe window, oldest first. Only the room's
+/// latest rows are looked at (as many as every person's cap allows in a busy room is more
+/// than a resend needs: `SENDS_SCANNED`), so a room open stays one short indexed read.
+fn sends(
+    db: &Connection,
+    room_id: i64,
+    seq: u64,
+    window: std::time::Duration,
+) -> rusqlite::Result<Vec<(Box<str>, Box<str>, Sent, u64)>> {
+    /// Rows scanned back from the latest for remembered sends.
+    const SENDS_SCANNED: u64 = 10_000;
+    let since_ms = crate::clock::now_ms().saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+    let mut rows = db.prepare_cached(
+        "SELECT person, ref, seq, ts, event FROM messages WHERE room_id = ?1 AND seq > ?2 \
+         AND ref IS NOT NULL AND ts >= ?3 ORDER BY seq",
+    )?;
+    let found = rows.query_map(
+        params![room_id, sql_int(seq.saturating_sub(SENDS_SCANNED)), sql_int(since_ms)],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        },
+    )?;
+    let mut sends = Vec::new();
+    for row in found {
+        let (person, reference, seq, ts, event) = row?;
+        // The id is the event's own (this node's tag of the run that took it).
+        let Some(id) = event_id(&event) else {
+            continue;
+        };
+        let sent = Sent {
+            seq: u64::try_from(seq).unwrap_or(0),
+            id: id.into(),
+        };
+        sends.push((person.into(), reference.into(), sent, u64::try_from(ts).unwrap_or(0)));
+    }
+    Ok(sends)
+}
+
+/// The `id` of a stored message event.
+fn event_id(event: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: String,
+    }
+    serde_json::from_str::<Id>(event).ok().map(|e| e.id)
 }
 
 /// A free connection of `conns` if there is one, else waits for the one at `fallback` (modulo

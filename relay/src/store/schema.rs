@@ -10,11 +10,16 @@
 //!                     epoch TEXT NOT NULL, last_seq INTEGER NOT NULL);
 //! CREATE TABLE messages (room_id INTEGER NOT NULL, seq INTEGER NOT NULL,
 //!                        ts INTEGER NOT NULL, event TEXT NOT NULL,
+//!                        ref TEXT, person TEXT,
 //!                        PRIMARY KEY (room_id, seq)) WITHOUT ROWID;
 //! ```
 //!
 //! `event` is the message event's JSON exactly as clients received it; `ts` its timestamp
-//! in milliseconds (for `--retain-age`).
+//! in milliseconds (for `--retain-age`); `ref` and `person` the sender's `ref` and who sent
+//! it, for a send with `ref` (a resend after a restart is recognised from them).
+//!
+//! Versions: 1 had no `ref`/`person`; [`MIGRATIONS`] brings an older file up to
+//! [`SCHEMA_VERSION`] in place, in one transaction, at start-up.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -28,7 +33,14 @@ use crate::config::Fsync;
 const APPLICATION_ID: i64 = 0x4352_4c59;
 /// `PRAGMA user_version` of the schema this relay writes; a file with a higher one was
 /// written by a newer relay and is refused rather than misread.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// `MIGRATIONS[i]` takes a file from version `i + 1` to `i + 2`. A new file gets the
+/// version 1 tables and then every step, so both paths end with the same schema.
+const MIGRATIONS: &[&str] = &[
+    // 2: the ref of a send with `ref`, and its sender as a person.
+    "ALTER TABLE messages ADD COLUMN ref TEXT; ALTER TABLE messages ADD COLUMN person TEXT;",
+];
 
 const CREATE: &str = "
     CREATE TABLE rooms (
@@ -116,8 +128,9 @@ pub fn open_writer(dir: &Path, fsync: Fsync, max_bytes: u64) -> Result<Connectio
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
         .map_err(damaged)?;
     if app == 0 && version == 0 && tables == 0 {
+        let steps = MIGRATIONS.concat();
         db.execute_batch(&format!(
-            "BEGIN; {CREATE} PRAGMA application_id = {APPLICATION_ID}; \
+            "BEGIN; {CREATE} {steps} PRAGMA application_id = {APPLICATION_ID}; \
              PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         ))
         .map_err(|e| StoreError::file(&path, "cannot be written", &e))?;
@@ -133,6 +146,17 @@ pub fn open_writer(dir: &Path, fsync: Fsync, max_bytes: u64) -> Result<Connectio
     let check: String = db
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(damaged)?;
+    if check == "ok" && (1..SCHEMA_VERSION).contains(&version) {
+        // An older relay's file: upgraded in place (checked first, so a damaged file is
+        // refused as before rather than half-migrated).
+        let from = usize::try_from(version - 1).unwrap_or(0);
+        let steps = MIGRATIONS[from..].concat();
+        db.execute_batch(&format!(
+            "BEGIN; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        ))
+        .map_err(|e| StoreError::file(&path, "cannot be upgraded to this relay's schema", &e))?;
+        tracing::info!(path = %path.display(), from = version, to = SCHEMA_VERSION, "upgraded the history database's schema");
+    }
     if check != "ok" {
         // One line, as every start-up error: SQLite lists each damaged page on its own.
         let mut detail = check.split_whitespace().collect::<Vec<_>>().join(" ");

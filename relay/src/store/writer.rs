@@ -176,7 +176,8 @@ impl Writer {
                 ids.insert(name, id);
             }
             let mut insert = tx.prepare_cached(
-                "INSERT INTO messages (room_id, seq, ts, event) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO messages (room_id, seq, ts, event, ref, person) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for p in batch {
                 let Some(&id) = ids.get(&*p.room.name) else {
@@ -185,7 +186,9 @@ impl Writer {
                 // The relay's own encoder wrote it: always UTF-8 (borrowed, no copy).
                 let event = String::from_utf8_lossy(p.message.frame.payload());
                 let (seq, ts) = (sql_int(p.message.seq), sql_int(p.message.timestamp_ms));
-                match insert.execute(params![id, seq, ts, event]) {
+                let ack = p.message.ack.as_deref();
+                let (reference, person) = (ack.map(|a| &*a.reference), ack.map(|a| &*a.person));
+                match insert.execute(params![id, seq, ts, event, reference, person]) {
                     Ok(_) => {}
                     Err(rusqlite::Error::SqliteFailure(e, _))
                         if e.code == ErrorCode::ConstraintViolation =>
@@ -271,6 +274,11 @@ impl Writer {
             Err(refused) => {
                 warn!(room = %room.name, seq = message.seq, ?refused, "a stored message was not taken by its room")
             }
+        }
+        // After its event is queued for the members (the sender among them) and, unless the
+        // transaction failed (then it is logged and counted as unsaved), stored.
+        if let Some(ack) = message.ack {
+            hub.push_to(&ack.to, ack.frame.bytes(), crate::transport::outbox::Priority::Normal);
         }
         self.queued.fetch_sub(1, Ordering::AcqRel);
     }

@@ -41,6 +41,8 @@ pub struct Limits {
     pub max_outbound_bytes: usize,
     pub ping_interval: Duration,
     pub room_linger: Duration,
+    /// How long a room remembers a send's `ref` (`--dedupe-window`).
+    pub dedupe_window: Duration,
     /// Chat messages per connection (`--message-rate`, `--message-burst`).
     pub message_rate: Rate,
     /// Every other command per connection (`--command-rate`, `--command-burst`).
@@ -64,6 +66,7 @@ impl From<&Config> for Limits {
             max_outbound_bytes: c.max_outbound_bytes,
             ping_interval: c.ping_interval,
             room_linger: c.room_linger,
+            dedupe_window: c.dedupe_window,
             message_rate: Rate::new(c.message_rate, c.message_burst),
             command_rate: Rate::new(c.command_rate, c.command_burst),
             strike_rate: ratelimit::strike_rate(c.rate_limit_strikes),
@@ -324,6 +327,7 @@ impl Hub {
                 if let Some(life) = life {
                     // Not shared yet: its lock is free.
                     room.reset_log(life.epoch, life.seq, &life.newest);
+                    room.remember_sends(self, life.sends);
                 }
                 room
             })

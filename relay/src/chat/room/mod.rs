@@ -11,15 +11,17 @@
 //! replays from [`log::Log::replay`]. Submodules: [`log`] (ordering and replay), `fanout`
 //! (the per-round delivery to members), `lifecycle` (lingering and retirement),
 //! `publish` (a message into the log: in memory at once, or reserved for a backend that
-//! keeps it first), `scrollback` (the pages of a `history` command).
+//! keeps it first), [`dedupe`] (the sends remembered by `ref`), `scrollback` (the pages of
+//! a `history` command).
 
+pub mod dedupe;
 mod fanout;
 mod lifecycle;
 pub mod log;
 mod publish;
 mod scrollback;
 
-pub use publish::{Appended, Reserved};
+pub use publish::{Ack, Appended, Outgoing, Reservation, Reserved, SendRefusal};
 pub use scrollback::HistoryPage;
 
 use std::borrow::Borrow;
@@ -71,6 +73,8 @@ pub(crate) struct State {
     /// Events fanned out this scheduler round, not yet pushed to members' queues (see
     /// [`Room::fan_out`]).
     pending: Vec<Pending>,
+    /// Sends remembered by `ref`; boxed and made on the first one, as most rooms see none.
+    dedupe: Option<Box<dedupe::Dedupe>>,
 }
 
 impl State {
@@ -187,6 +191,7 @@ impl Room {
                 lingering_queued: false,
                 joining: 0,
                 pending: Vec::new(),
+                dedupe: None,
             }),
         }
     }

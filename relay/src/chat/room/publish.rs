@@ -1,15 +1,19 @@
 //! A chat message into the room: ordered, kept and fanned out in one go
 //! ([`Room::publish`], [`Room::append`]), or reserved under the room's lock for a backend
-//! that keeps it before anyone sees it ([`Room::reserve`]).
+//! that keeps it before anyone sees it ([`Room::reserve`]). A message with a `ref` is
+//! checked against the room's remembered sends ([`super::dedupe`]) under the same lock that
+//! orders it, so two connections of one person resending at once cannot both get through.
 
 use std::borrow::Borrow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::sync::MutexGuard;
+
+use super::dedupe::Sent;
 use super::log::{Order, Refused};
-use super::Room;
-use crate::chat::backend::Busy;
+use super::{Room, State};
 use crate::chat::client::Conn;
 use crate::chat::hub::Hub;
 use crate::protocol::event::{self, MessageEvent};
@@ -24,6 +28,55 @@ pub struct Appended {
     pub delivered: u64,
 }
 
+/// A chat message on its way into a room: who sends it and what the event carries.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// The connection that sent it (`None`: the admin API's server messages).
+    pub sender: Option<&'a Arc<Conn>>,
+    pub user_id: &'a str,
+    pub username: &'a str,
+    pub text: &'a str,
+    /// `replyTo`: a seq of this room (checked against the room's latest).
+    pub reply_to: Option<u64>,
+    /// The sender's `ref` and who it is as a person ([`Conn::person`]): the message is
+    /// acknowledged, and a resend of the same `ref` within the dedupe window is not
+    /// delivered again.
+    pub reference: Option<(&'a str, &'a str)>,
+}
+
+impl<'a> Outgoing<'a> {
+    /// A plain message from `sender`, as before `ref` and `replyTo` existed.
+    pub fn plain(sender: &'a Arc<Conn>, username: &'a str, text: &'a str) -> Self {
+        Self {
+            sender: Some(sender),
+            user_id: &sender.user_id,
+            username,
+            text,
+            reply_to: None,
+            reference: None,
+        }
+    }
+}
+
+/// Why a room did not take a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendRefusal {
+    /// `replyTo` names no message of the room.
+    NoSuchReply,
+    /// The backend cannot take it now (its queue is full, or the room was retired).
+    Busy,
+}
+
+/// What [`Room::reserve`] did.
+#[derive(Debug)]
+pub enum Reservation {
+    /// Reserved and handed to the backend: its seq, and the members it is for now.
+    Reserved { seq: u64, members: usize },
+    /// A resend of a `ref` the room remembers: nothing new; the sender is owed this `ack`
+    /// again once the first send is stored (the backend sends it after what it has queued).
+    Resent(Frame),
+}
+
 /// A message [`Room::reserve`] ordered and encoded, on its way through the backend that keeps
 /// it before it is appended.
 #[derive(Debug)]
@@ -36,6 +89,19 @@ pub struct Reserved {
     /// The message number and when it was accepted, for the fan-out and delivery latencies
     /// (which so include the time it took to be kept).
     pub probe: (u64, Instant),
+    /// A message sent with `ref`: its sender and `ack`, pushed once it is stored and
+    /// appended, and the person and ref the store keeps beside it (so that a resend after
+    /// a restart is still recognised).
+    pub ack: Option<Box<Ack>>,
+}
+
+/// The `ack` a stored message owes its sender.
+#[derive(Debug)]
+pub struct Ack {
+    pub to: Arc<Conn>,
+    pub frame: Frame,
+    pub person: Box<str>,
+    pub reference: Box<str>,
 }
 
 /// The one encoder of a chat message event: stamped with the time it is accepted, framed
@@ -44,9 +110,7 @@ fn message_encoder<'a>(
     hub: &'a Hub,
     room: &'a str,
     number: u64,
-    user_id: &'a str,
-    username: &'a str,
-    text: &'a str,
+    out: &'a Outgoing<'a>,
 ) -> impl Fn(u64) -> (u64, Frame) + 'a {
     let timestamp_ms = crate::clock::now_ms();
     move |seq| {
@@ -55,34 +119,101 @@ fn message_encoder<'a>(
             number,
             seq,
             room,
-            user_id,
-            username,
-            text,
+            user_id: out.user_id,
+            username: out.username,
+            text: out.text,
             timestamp_ms,
+            reply_to: out.reply_to,
+            reference: out.reference.map(|(_, r)| r),
         });
         (timestamp_ms, frame)
     }
 }
 
+/// The id of message `number` published on this node (`<node tag>-m<number>`, as the
+/// event's `id`).
+fn message_id(hub: &Hub, number: u64) -> Box<str> {
+    format!("{}-m{number}", hub.node_tag).into()
+}
+
 impl Room {
     /// Assigns the next seq, stores the message in history and sends it to every member,
     /// the sender included. Returns the seq.
-    pub fn publish(&self, hub: &Hub, sender: &Conn, username: &str, text: &str) -> u64 {
-        let (seq, delivered) = self.publish_as(hub, &sender.user_id, username, text);
-        hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
-        hub.stats.deliveries.fetch_add(delivered, Ordering::Relaxed);
-        seq
+    pub fn publish(&self, hub: &Hub, sender: &Arc<Conn>, username: &str, text: &str) -> u64 {
+        self.send(hub, &Outgoing::plain(sender, username, text))
+            .unwrap_or(0)
+    }
+
+    /// [`Room::publish`] of any [`Outgoing`] message, for a room whose log lives here:
+    /// with a `ref` the sender gets its `ack` (also for a resend, which is not delivered
+    /// again). Counted as a client's message when it has a sender.
+    pub fn send(&self, hub: &Hub, out: &Outgoing<'_>) -> Result<u64, SendRefusal> {
+        // One clock read per message, none per member: the fan-out histogram and the
+        // sampled delivery latency both start here.
+        let started = Instant::now();
+        let mut state = self.lock();
+        if out.reply_to.is_some_and(|r| r == 0 || r > state.log.seq()) {
+            return Err(SendRefusal::NoSuchReply);
+        }
+        let window_ms = window_ms(hub);
+        let now_ms = crate::clock::now_ms();
+        if let (Some(sender), Some((person, reference))) = (out.sender, out.reference) {
+            let remembered = state
+                .dedupe
+                .get_or_insert_default()
+                .find(person, reference, now_ms, window_ms)
+                .cloned();
+            if let Some(sent) = remembered {
+                drop(state);
+                let ack = event::ack(reference, &self.name, sent.seq, &sent.id);
+                hub.push_to(sender, ack.bytes(), Priority::Normal);
+                return Ok(sent.seq);
+            }
+        }
+        let number = hub.next_message_number();
+        let encode = message_encoder(hub, &self.name, number, out);
+        // The room assigns the seq itself, so the log takes every message.
+        let appended = self
+            .append_locked(state, hub, Order::Next, Some((number, started)), |seq| {
+                encode(seq).1
+            })
+            .map_err(|_| SendRefusal::Busy)?;
+        if out.sender.is_some() {
+            hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
+            hub.stats
+                .deliveries
+                .fetch_add(appended.delivered, Ordering::Relaxed);
+        }
+        if let (Some(sender), Some((person, reference))) = (out.sender, out.reference) {
+            let id = message_id(hub, number);
+            let ack = event::ack(reference, &self.name, appended.seq, &id);
+            let sent = Sent {
+                seq: appended.seq,
+                id,
+            };
+            self.lock()
+                .dedupe
+                .get_or_insert_default()
+                .remember(person, reference, sent, now_ms, window_ms);
+            hub.push_to(sender, ack.bytes(), Priority::Normal);
+        }
+        Ok(appended.seq)
     }
 
     /// [`Room::publish`] under any `userId` (the admin API's server messages), without
     /// counting it as a client's message. Returns the seq and how many members queued it.
     pub fn publish_as(&self, hub: &Hub, user_id: &str, username: &str, text: &str) -> (u64, u64) {
-        // One clock read per message, none per member: the fan-out histogram and the
-        // sampled delivery latency both start here.
         let started = Instant::now();
         let number = hub.next_message_number();
-        let encode = message_encoder(hub, &self.name, number, user_id, username, text);
-        // The room assigns the seq itself, so the log takes every message.
+        let out = Outgoing {
+            sender: None,
+            user_id,
+            username,
+            text,
+            reply_to: None,
+            reference: None,
+        };
+        let encode = message_encoder(hub, &self.name, number, &out);
         self.append(hub, Order::Next, Some((number, started)), |seq| {
             encode(seq).1
         })
@@ -93,48 +224,100 @@ impl Room {
     /// anyone sees it (the durable store): under the room's lock the next seq of the
     /// backend's life is reserved, the event encoded once, and `keep` given it, so a room's
     /// messages reach `keep` in seq order. The backend hands it back through
-    /// [`Room::append`] with [`Order::Assigned`]. If `keep` refuses, the seq is given back.
-    /// Returns the seq and the members it is for now. [`Busy`] when `keep` refuses or the
-    /// room was retired meanwhile. A room whose log holds no backend life (not opened by a
+    /// [`Room::append`] with [`Order::Assigned`] (and then sends its `ack`). If `keep`
+    /// refuses, the seq is given back. A resend of a remembered `ref` reserves nothing
+    /// ([`Reservation::Resent`]). A room whose log holds no backend life (not opened by a
     /// journalling backend) gets the message as in memory.
     pub fn reserve(
         &self,
         hub: &Hub,
-        user_id: &str,
-        username: &str,
-        text: &str,
-        keep: impl FnOnce(Reserved) -> Result<(), Busy>,
-    ) -> Result<(u64, usize), Busy> {
+        out: &Outgoing<'_>,
+        keep: impl FnOnce(Reserved) -> Result<(), SendRefusal>,
+    ) -> Result<Reservation, SendRefusal> {
         let started = Instant::now();
-        let number = hub.next_message_number();
-        let encode = message_encoder(hub, &self.name, number, user_id, username, text);
         let mut state = self.lock();
         if state.dead {
             // Retired since the caller found it (the admin API looks rooms up by name): its
             // successor, opened from the backend's log, hands out these seqs now.
-            return Err(Busy);
+            return Err(SendRefusal::Busy);
+        }
+        if out.reply_to.is_some_and(|r| r == 0 || r > state.log.seq()) {
+            return Err(SendRefusal::NoSuchReply);
+        }
+        let window_ms = window_ms(hub);
+        let now_ms = crate::clock::now_ms();
+        if let Some((person, reference)) = out.reference {
+            let remembered = state
+                .dedupe
+                .get_or_insert_default()
+                .find(person, reference, now_ms, window_ms);
+            if let Some(sent) = remembered {
+                let ack = event::ack(reference, &self.name, sent.seq, &sent.id);
+                return Ok(Reservation::Resent(ack));
+            }
         }
         let Some(seq) = state.log.reserve() else {
             drop(state);
             debug_assert!(false, "a journalled room always holds its stored life");
-            let (seq, delivered) = self.publish_as(hub, user_id, username, text);
-            return Ok((seq, delivered as usize));
+            return self.send(hub, out).map(|seq| Reservation::Reserved { seq, members: 0 });
         };
+        let number = hub.next_message_number();
+        let encode = message_encoder(hub, &self.name, number, out);
         let (timestamp_ms, frame) = encode(seq);
         let members = state.members.len();
+        let ack = match (out.sender, out.reference) {
+            (Some(sender), Some((person, reference))) => {
+                let id = message_id(hub, number);
+                let frame = event::ack(reference, &self.name, seq, &id);
+                // Remembered now, not once stored: a resend meanwhile must not be taken
+                // as new (its ack waits behind this message's store, see `Resent`).
+                state.dedupe.get_or_insert_default().remember(
+                    person,
+                    reference,
+                    Sent { seq, id },
+                    now_ms,
+                    window_ms,
+                );
+                Some(Box::new(Ack {
+                    to: sender.clone(),
+                    frame,
+                    person: person.into(),
+                    reference: reference.into(),
+                }))
+            }
+            _ => None,
+        };
         let reserved = Reserved {
             epoch: state.log.epoch().clone(),
             seq,
             timestamp_ms,
             frame,
             probe: (number, started),
+            ack,
         };
         match keep(reserved) {
-            Ok(()) => Ok((seq, members)),
+            Ok(()) => Ok(Reservation::Reserved { seq, members }),
             Err(refused) => {
                 state.log.unreserve(seq);
+                if let Some((person, reference)) = out.reference {
+                    state.dedupe.get_or_insert_default().forget(person, reference);
+                }
                 Err(refused)
             }
+        }
+    }
+
+    /// Remembers sends a backend kept beside its log (a durable store's, when the room is
+    /// opened after a restart): `(person, ref, sent, at_ms)`, oldest first.
+    pub fn remember_sends(&self, hub: &Hub, sends: Vec<(Box<str>, Box<str>, Sent, u64)>) {
+        if sends.is_empty() {
+            return;
+        }
+        let window_ms = window_ms(hub);
+        let mut state = self.lock();
+        let dedupe = state.dedupe.get_or_insert_default();
+        for (person, reference, sent, at_ms) in sends {
+            dedupe.remember(&person, &reference, sent, at_ms, window_ms);
         }
     }
 
@@ -149,7 +332,18 @@ impl Room {
         probe: Option<(u64, Instant)>,
         encode: impl FnOnce(u64) -> F,
     ) -> Result<Appended, Refused> {
-        let mut state = self.lock();
+        self.append_locked(self.lock(), hub, order, probe, encode)
+    }
+
+    /// [`Room::append`] under the lock the caller holds (a check and the append in one).
+    fn append_locked<F: Borrow<Frame>>(
+        &self,
+        mut state: MutexGuard<'_, State>,
+        hub: &Hub,
+        order: Order<'_>,
+        probe: Option<(u64, Instant)>,
+        encode: impl FnOnce(u64) -> F,
+    ) -> Result<Appended, Refused> {
         let (seq, frame) = state
             .log
             .append(order, || hub.history_fair_share(), encode)?;
@@ -173,4 +367,9 @@ impl Room {
         hub.reclaim_history_if_over();
         Ok(Appended { seq, delivered })
     }
+}
+
+/// `--dedupe-window` in milliseconds.
+fn window_ms(hub: &Hub) -> u64 {
+    u64::try_from(hub.limits.dedupe_window.as_millis()).unwrap_or(u64::MAX)
 }

@@ -32,6 +32,10 @@ pub struct MessageEvent<'a> {
     pub username: &'a str,
     pub text: &'a str,
     pub timestamp_ms: u64,
+    /// The seq of the message this one answers (`replyTo`), when it answers one.
+    pub reply_to: Option<u64>,
+    /// The sender's `ref`, so its other connections can match the message to their send.
+    pub reference: Option<&'a str>,
 }
 
 fn begin(kind: &str, capacity: usize) -> FrameBuilder {
@@ -78,6 +82,8 @@ pub fn message_capacity(m: &MessageEvent<'_>) -> usize {
         + str_len(m.text)
         + key_len("timestamp")
         + u64_len(m.timestamp_ms)
+        + m.reply_to.map_or(0, |r| key_len("replyTo") + u64_len(r))
+        + m.reference.map_or(0, |r| key_len("ref") + str_len(r))
         + 1
 }
 
@@ -101,7 +107,8 @@ pub fn put_message_head(buf: &mut BytesMut, m: &MessageEvent<'_>) {
 }
 
 /// The message event after its seq value, without the closing `}`:
-/// `,"room":..,"userId":..,"username":..,"text":..,"timestamp":N`.
+/// `,"room":..,"userId":..,"username":..,"text":..,"timestamp":N` and, when present,
+/// `,"replyTo":N,"ref":".."`.
 pub fn put_message_tail(buf: &mut BytesMut, m: &MessageEvent<'_>) {
     put_key(buf, "room");
     put_str(buf, m.room);
@@ -113,6 +120,14 @@ pub fn put_message_tail(buf: &mut BytesMut, m: &MessageEvent<'_>) {
     put_str(buf, m.text);
     put_key(buf, "timestamp");
     put_u64(buf, m.timestamp_ms);
+    if let Some(reply_to) = m.reply_to {
+        put_key(buf, "replyTo");
+        put_u64(buf, reply_to);
+    }
+    if let Some(reference) = m.reference {
+        put_key(buf, "ref");
+        put_str(buf, reference);
+    }
 }
 
 fn put_users<'a>(frame: &mut FrameBuilder, users: impl Iterator<Item = UserRef<'a>>) {
@@ -186,12 +201,48 @@ pub fn pong() -> Frame {
 }
 
 pub fn error(code: ErrorCode, message: &str) -> Frame {
-    let mut frame = begin("error", 48 + message.len());
+    error_for(code, message, None)
+}
+
+/// An `error` caused by a command that carried `reference` (its `ref`), which it echoes.
+pub fn error_for(code: ErrorCode, message: &str, reference: Option<&str>) -> Frame {
+    let extra = reference.map_or(0, |r| key_len("ref") + str_len(r));
+    let mut frame = begin("error", 48 + message.len() + extra);
     let buf = frame.payload();
     put_key(buf, "code");
     put_str(buf, code.as_str());
     put_key(buf, "message");
     put_str(buf, message);
+    if let Some(reference) = reference {
+        put_key(buf, "ref");
+        put_str(buf, reference);
+    }
+    end(frame)
+}
+
+/// What a sender is told once its message with `ref` is ordered (and stored, where the
+/// relay keeps history on disk): the message's `seq` and `id`. The same for a resend.
+pub fn ack(reference: &str, room: &str, seq: u64, id: &str) -> Frame {
+    let mut frame = begin(
+        "ack",
+        16 + key_len("ref")
+            + str_len(reference)
+            + key_len("room")
+            + str_len(room)
+            + key_len("seq")
+            + u64_len(seq)
+            + key_len("id")
+            + str_len(id),
+    );
+    let buf = frame.payload();
+    put_key(buf, "ref");
+    put_str(buf, reference);
+    put_key(buf, "room");
+    put_str(buf, room);
+    put_key(buf, "seq");
+    put_u64(buf, seq);
+    put_key(buf, "id");
+    put_str(buf, id);
     end(frame)
 }
 
@@ -215,11 +266,42 @@ mod tests {
             username: "al\"ice",
             text: "<b>hi</b>\n",
             timestamp_ms: 1_763_800_000_000,
+            reply_to: None,
+            reference: None,
         });
         assert_eq!(
             parse(&frame),
             json!({"type":"message","id":"ab12-m7","seq":3,"room":"general","userId":"ab12-1",
                    "username":"al\"ice","text":"<b>hi</b>\n","timestamp":1_763_800_000_000u64})
+        );
+    }
+
+    #[test]
+    fn replies_refs_and_acks_encode_as_documented() {
+        let frame = message(&MessageEvent {
+            node_tag: "ab12",
+            number: 8,
+            seq: 4,
+            room: "general",
+            user_id: "ab12-1",
+            username: "alice",
+            text: "yes",
+            timestamp_ms: 5,
+            reply_to: Some(3),
+            reference: Some("c-\"17"),
+        });
+        assert_eq!(
+            parse(&frame),
+            json!({"type":"message","id":"ab12-m8","seq":4,"room":"general","userId":"ab12-1",
+                   "username":"alice","text":"yes","timestamp":5,"replyTo":3,"ref":"c-\"17"})
+        );
+        assert_eq!(
+            parse(&ack("c-17", "general", 43, "ab12-m8")),
+            json!({"type":"ack","ref":"c-17","room":"general","seq":43,"id":"ab12-m8"})
+        );
+        assert_eq!(
+            parse(&error_for(ErrorCode::TextTooLong, "too long", Some("c-1"))),
+            json!({"type":"error","code":"text_too_long","message":"too long","ref":"c-1"})
         );
     }
 
@@ -240,6 +322,15 @@ mod tests {
                 username: "bob",
                 text,
                 timestamp_ms: 1_763_800_000_000,
+                reply_to: None,
+                reference: None,
+            };
+            let frame = message(&m);
+            assert_eq!(frame.payload().len(), message_capacity(&m), "{text:?}");
+            let m = MessageEvent {
+                reply_to: Some(12_345),
+                reference: Some(text),
+                ..m
             };
             let frame = message(&m);
             assert_eq!(frame.payload().len(), message_capacity(&m), "{text:?}");

@@ -246,6 +246,8 @@ mod tests {
                 username: "bob",
                 text,
                 timestamp_ms: 5,
+                reply_to: None,
+                reference: None,
             });
             entries.push(history_entry(frame.payload()));
             frames.push(frame);
