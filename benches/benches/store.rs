@@ -74,6 +74,7 @@ fn persisted(c: &mut Criterion) {
                             text: TEXT_64,
                             reply_to: None,
                             reference: None,
+                            change: None,
                         };
                         room.reserve(&hub, &out, |m| {
                             store.keep(room, m, false).map_err(|_| SendRefusal::Busy)

@@ -61,9 +61,16 @@ async fn resend_and_reply(alice: &mut Client, bob: &mut Client, first: &Value) {
     alice.send(reply).await;
     let ack = alice.recv_until("ack").await;
     assert_eq!(ack["ref"], "c-2");
-    assert_eq!(ack["seq"].as_u64().unwrap(), first["seq"].as_u64().unwrap() + 1);
+    assert_eq!(
+        ack["seq"].as_u64().unwrap(),
+        first["seq"].as_u64().unwrap() + 1
+    );
     let seen = messages_until(bob, "answer").await;
-    assert_eq!(seen.len(), 1, "no second `hello` before the reply: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        1,
+        "no second `hello` before the reply: {seen:?}"
+    );
     assert_eq!(seen[0]["replyTo"], first["seq"]);
     assert_eq!(seen[0]["ref"], "c-2");
     // Nothing came twice in the room's history either.

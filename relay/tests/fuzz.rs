@@ -195,7 +195,7 @@ proptest! {
 
     #[test]
     fn decode_reads_generated_commands(
-        kind in prop::sample::select(vec!["join", "message", "chat", "typing", "leave", "history", "ping"]),
+        kind in prop::sample::select(vec!["join", "message", "chat", "typing", "leave", "history", "edit", "delete", "ping"]),
         room in "\\PC{1,20}",
         text in "\\PC{0,50}",
         since in any::<u64>(),
@@ -204,7 +204,7 @@ proptest! {
     ) {
         let json = serde_json::json!({"type": kind, "room": room, "text": text, "since": since,
                                       "isTyping": false, "username": "u", "before": before,
-                                      "limit": limit}).to_string();
+                                      "limit": limit, "seq": since}).to_string();
         let command = decode(&json).expect("a well-formed command decodes");
         match command {
             Command::Join { room: r, since: s, .. } => { prop_assert_eq!(&*r, &*room); prop_assert_eq!(s, Some(since)); }
@@ -214,6 +214,14 @@ proptest! {
             Command::History { room: r, before: b, limit: l } => {
                 prop_assert_eq!(r.as_deref(), Some(&*room));
                 prop_assert_eq!((b, l), (Some(before), Some(limit)));
+            }
+            Command::Edit { room: r, seq, text: t } => {
+                prop_assert_eq!(r.as_deref(), Some(&*room));
+                prop_assert_eq!((seq, &*t), (since, &*text));
+            }
+            Command::Delete { room: r, seq } => {
+                prop_assert_eq!(r.as_deref(), Some(&*room));
+                prop_assert_eq!(seq, since);
             }
             Command::Ping => prop_assert_eq!(kind, "ping"),
         }

@@ -59,7 +59,7 @@ use crate::protocol::event;
 use crate::transport::outbox::Priority;
 use crate::ws::Frame;
 
-pub use crate::chat::room::dedupe::Sent;
+pub use crate::chat::room::dedupe::{KeptSend, Sent};
 pub use crate::chat::room::log::Page;
 
 #[derive(Debug)]
@@ -96,13 +96,7 @@ pub trait RemoteLog: fmt::Debug + Send + Sync {
 
     /// Orders and delivers a chat message from `sender`; with a `ref`, de-duplicates it
     /// across the cluster and sends the sender its `ack` once ordered.
-    fn publish(
-        &self,
-        hub: &Hub,
-        sender: &Arc<Conn>,
-        room: &Arc<Room>,
-        out: &Outgoing<'_>,
-    ) -> Result<(), SendRefusal>;
+    fn publish(&self, hub: &Hub, room: &Arc<Room>, out: &Outgoing<'_>) -> Result<(), SendRefusal>;
 
     /// Sends a typing indicator to the room's other members, wherever they are.
     fn typing(&self, hub: &Hub, room: &Arc<Room>, typist: &Conn, username: &str, is_typing: bool);
@@ -133,9 +127,9 @@ pub struct StoredLife {
     pub seq: u64,
     /// Its newest messages (message event frames), oldest first, at most the number asked.
     pub newest: Vec<Frame>,
-    /// Sends with `ref` within the dedupe window: `(person, ref, what its ack said, when
-    /// in ms)`, oldest first, so that a resend after a restart is still recognised.
-    pub sends: Vec<(Box<str>, Box<str>, Sent, u64)>,
+    /// Sends with `ref` within the dedupe window, oldest first, so that a resend after a
+    /// restart is still recognised.
+    pub sends: Vec<KeptSend>,
 }
 
 /// The journal cannot read what it keeps now (its disk failed): the room is not opened.
@@ -162,6 +156,10 @@ pub trait Journal: fmt::Debug + Send + Sync {
     /// the journal has stopped): a leave goes this way, so that the leaver still gets what
     /// it sent before it left and the others see its messages before its `user_left`.
     fn after_queued(&self, hub: &Hub, then: Box<dyn FnOnce(&Hub) + Send>);
+
+    /// The stored event JSON of message `seq` of the room called `room` (one indexed read,
+    /// on the caller's thread: an edit or delete of a message memory no longer keeps).
+    fn lookup(&self, room: &str, seq: u64) -> Result<Option<String>, Unavailable>;
 
     /// Answers `conn`'s scroll-back `page` of the room called `room` from disk, off the
     /// event loop (the answer is pushed when read). [`Busy`] when too many reads are
@@ -253,23 +251,35 @@ impl Backend {
         }
     }
 
-    /// Publishes a chat message from `sender` (`out`: what it sent, as whom). With a `ref`
+    /// Publishes a chat message, an edit or a delete (`out`: what, from whom). With a `ref`
     /// the sender gets its `ack` once the message is ordered (and stored, on disk), and a
     /// resend gets the same `ack` again without a second message.
     pub fn publish(
         &self,
         hub: &Hub,
-        sender: &Arc<Conn>,
         room: &Arc<Room>,
         out: &Outgoing<'_>,
     ) -> Result<(), SendRefusal> {
         match self {
             Backend::Memory => room.send(hub, out).map(drop),
             Backend::Durable(journal) => {
+                let stored;
+                let mut out = *out;
+                if let Some(change) = out.change.as_mut() {
+                    if !room.keeps(change.target) {
+                        stored = journal
+                            .lookup(&room.name, change.target)
+                            .map_err(|_| SendRefusal::Busy)?;
+                        change.stored = stored.as_deref().map(str::as_bytes);
+                    }
+                }
+                let out = &out;
                 let reserved = room.reserve(hub, out, |message| {
-                    journal.keep(room, message, true).map_err(|Busy| SendRefusal::Busy)
+                    journal
+                        .keep(room, message, true)
+                        .map_err(|Busy| SendRefusal::Busy)
                 })?;
-                if let Reservation::Resent(ack) = reserved {
+                if let (Reservation::Resent(ack), Some(sender)) = (reserved, out.sender) {
                     // Behind everything queued: the first send may not be stored yet, and
                     // an ack promises that it is.
                     let to = sender.clone();
@@ -282,7 +292,7 @@ impl Backend {
                 }
                 Ok(())
             }
-            Backend::Remote(backplane) => backplane.publish(hub, sender, room, out),
+            Backend::Remote(backplane) => backplane.publish(hub, room, out),
         }
     }
 
@@ -309,6 +319,7 @@ impl Backend {
                     text,
                     reply_to: None,
                     reference: None,
+                    change: None,
                 };
                 let keep = |message| journal.keep(room, message, false);
                 match room.reserve(hub, &out, |m| keep(m).map_err(|Busy| SendRefusal::Busy)) {

@@ -129,6 +129,26 @@ impl History {
         self.trim(fair_share);
     }
 
+    /// Applies `change` to the entry at `index` (a message edited or deleted since it was
+    /// kept), within the same byte accounting. Nothing for an entry it does not change.
+    pub fn revise(&mut self, index: usize, change: &event::Change) {
+        let Some(entry) = self.entries.get(index) else {
+            return;
+        };
+        let Some(revised) = event::revise(event::entry_json(entry), change) else {
+            return;
+        };
+        let revised = event::history_entry(revised.payload());
+        let (old, new) = (entry.len(), revised.len());
+        self.entries[index] = revised;
+        self.bytes = self.bytes + new - old;
+        if new >= old {
+            self.budget.used.fetch_add(new - old, Ordering::Relaxed);
+        } else {
+            self.budget.used.fetch_sub(old - new, Ordering::Relaxed);
+        }
+    }
+
     /// Replaces the whole history (cluster mode: the tail of the room's Redis stream, as
     /// message event frames, oldest first), within the same bounds as [`History::push`].
     pub fn reset(&mut self, frames: &[Frame]) {

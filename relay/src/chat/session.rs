@@ -15,7 +15,7 @@ use crate::chat::backend::{JoinRefusal, Leave, Page};
 use crate::chat::client::Conn;
 use crate::chat::hub::{Hub, RoomRefusal};
 use crate::chat::ratelimit::{Kind, Throttle, Verdict};
-use crate::chat::room::{JoinRequest, Outgoing, Room, SendRefusal};
+use crate::chat::room::{Author, Edit, JoinRequest, Outgoing, Room, SendRefusal};
 use crate::protocol::name::normalize_name;
 use crate::protocol::{decode_frame, event, CloseCode, Command, ErrorCode};
 use crate::transport::outbox::Priority;
@@ -154,7 +154,8 @@ impl Session {
             Verdict::Allow => true,
             Verdict::Refuse => {
                 self.hub.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                self.error_for(reference, 
+                self.error_for(
+                    reference,
                     ErrorCode::RateLimited,
                     match kind {
                         Kind::Message => "too many messages: slow down",
@@ -218,7 +219,11 @@ impl Session {
         let decoded = decode_frame(text);
         let reference = decoded.reference.as_deref();
         let kind = match decoded.command {
-            Ok(Command::Message { .. }) => Kind::Message,
+            // Edits and deletes are sequenced and fanned out like messages, so they share
+            // the message budget.
+            Ok(Command::Message { .. } | Command::Edit { .. } | Command::Delete { .. }) => {
+                Kind::Message
+            }
             _ => Kind::Command,
         };
         if !self.within_rate(kind, reference) {
@@ -231,7 +236,13 @@ impl Session {
                 username,
                 since,
                 epoch,
-            }) => self.join(reference, &room, username.as_deref(), since, epoch.as_deref()),
+            }) => self.join(
+                reference,
+                &room,
+                username.as_deref(),
+                since,
+                epoch.as_deref(),
+            ),
             Ok(Command::Message {
                 room,
                 text,
@@ -246,11 +257,65 @@ impl Session {
                 before,
                 limit,
             }) => self.history(reference, room.as_deref(), before, limit),
+            Ok(Command::Edit { room, seq, text }) => {
+                self.change(reference, room.as_deref(), seq, Some(&text));
+            }
+            Ok(Command::Delete { room, seq }) => self.change(reference, room.as_deref(), seq, None),
             Ok(Command::Ping) => {
                 self.hub
                     .push_to(&self.conn, event::pong().bytes(), Priority::Normal);
             }
         }
+    }
+
+    /// An edit (`text`: the new text) or delete of the sender's own message `target`.
+    fn change(&self, reference: Option<&str>, room: Option<&str>, target: u64, text: Option<&str>) {
+        let Some(at) = self.resolve(room) else {
+            return self.not_joined(reference, room);
+        };
+        if let Some(text) = text {
+            if let Err((code, message)) = self.text_fits(text) {
+                return self.error_for(reference, code, &message);
+            }
+        }
+        let membership = &self.rooms[at];
+        let out = Outgoing {
+            sender: Some(&self.conn),
+            user_id: &self.conn.user_id,
+            username: &membership.username,
+            text: text.unwrap_or_default(),
+            reply_to: None,
+            reference: None,
+            change: Some(Edit {
+                target,
+                delete: text.is_none(),
+                by: Some(Author {
+                    authenticated: self.conn.identity.is_some(),
+                    user_id: &self.conn.user_id,
+                    username: &membership.username,
+                }),
+                stored: None,
+            }),
+        };
+        if let Err(refusal) = self.hub.backend.publish(&self.hub, &membership.room, &out) {
+            self.send_refused(reference, refusal);
+        }
+    }
+
+    /// A message's (or an edit's) text is 1 to `--max-text-chars` characters.
+    fn text_fits(&self, text: &str) -> Result<(), (ErrorCode, String)> {
+        if text.is_empty() {
+            return Err((ErrorCode::EmptyText, "text is empty".into()));
+        }
+        let max = self.hub.limits.max_text_chars;
+        // Bytes bound characters from above, so most texts skip the count.
+        if text.len() > max && text.chars().count() > max {
+            return Err((
+                ErrorCode::TextTooLong,
+                format!("text longer than {max} characters"),
+            ));
+        }
+        Ok(())
     }
 
     fn join(
@@ -264,7 +329,8 @@ impl Session {
         // From here on the room is its NFC form: the one the room map, the cluster's keys,
         // a token's `rooms` claim and every event use.
         let Some(name) = normalize_name(name) else {
-            return self.error_for(reference, 
+            return self.error_for(
+                reference,
                 ErrorCode::InvalidRoom,
                 "room must be 1-64 characters without control or format characters",
             );
@@ -272,7 +338,8 @@ impl Session {
         let name = &*name;
         if let Some(identity) = &self.conn.identity {
             if !identity.may_join(name) {
-                return self.error_for(reference, 
+                return self.error_for(
+                    reference,
                     ErrorCode::ForbiddenRoom,
                     "your token does not allow this room",
                 );
@@ -285,7 +352,8 @@ impl Session {
             (None, Some(u)) => match normalize_name(u) {
                 Some(u) => u.into(),
                 None => {
-                    return self.error_for(reference, 
+                    return self.error_for(
+                        reference,
                         ErrorCode::InvalidUsername,
                         "username must be 1-64 characters without control or format characters",
                     )
@@ -299,7 +367,8 @@ impl Session {
         let at = self.rooms.iter().position(|m| &*m.room.name == name);
         if at.is_none() && self.rooms.len() >= self.hub.limits.max_rooms_per_connection {
             let limit = self.hub.limits.max_rooms_per_connection;
-            return self.error_for(reference, 
+            return self.error_for(
+                reference,
                 ErrorCode::TooManyRooms,
                 &format!("at most {limit} rooms per connection"),
             );
@@ -324,7 +393,8 @@ impl Session {
     }
 
     fn room_refused(&self, reference: Option<&str>, refusal: RoomRefusal) {
-        self.error_for(reference, 
+        self.error_for(
+            reference,
             ErrorCode::RoomLimit,
             match refusal {
                 RoomRefusal::NodeFull => {
@@ -334,7 +404,8 @@ impl Session {
                     "too many rooms created from your address; retry once some have expired"
                 }
                 RoomRefusal::Unavailable => {
-                    return self.error_for(reference, 
+                    return self.error_for(
+                        reference,
                         ErrorCode::ServerBusy,
                         "the relay cannot read this room's history right now; retry shortly",
                     )
@@ -368,7 +439,8 @@ impl Session {
     }
 
     fn busy(&self, reference: Option<&str>) {
-        self.error_for(reference, 
+        self.error_for(
+            reference,
             ErrorCode::ServerBusy,
             "the relay is busy (its queue for Redis or the disk is full); retry shortly",
         );
@@ -389,7 +461,8 @@ impl Session {
 
     fn not_joined(&self, reference: Option<&str>, name: Option<&str>) {
         match name {
-            Some(_) => self.error_for(reference, 
+            Some(_) => self.error_for(
+                reference,
                 ErrorCode::NotJoined,
                 "not a member of that room; join it first",
             ),
@@ -407,17 +480,8 @@ impl Session {
         let Some(at) = self.resolve(room) else {
             return self.not_joined(reference, room);
         };
-        if text.is_empty() {
-            return self.error_for(reference, ErrorCode::EmptyText, "text is empty");
-        }
-        let max = self.hub.limits.max_text_chars;
-        // Bytes bound characters from above, so most texts skip the count.
-        if text.len() > max && text.chars().count() > max {
-            return self.error_for(
-                reference,
-                ErrorCode::TextTooLong,
-                &format!("text longer than {max} characters"),
-            );
+        if let Err((code, message)) = self.text_fits(text) {
+            return self.error_for(reference, code, &message);
         }
         if reference.is_some_and(|r| r.is_empty() || (r.len() > 64 && r.chars().count() > 64)) {
             return self.error_for(None, ErrorCode::InvalidRef, "ref must be 1-64 characters");
@@ -430,18 +494,27 @@ impl Session {
             text,
             reply_to,
             reference: reference.map(|r| (self.conn.person(&membership.username), r)),
+            change: None,
         };
-        match self
-            .hub
-            .backend
-            .publish(&self.hub, &self.conn, &membership.room, &out)
-        {
+        match self.hub.backend.publish(&self.hub, &membership.room, &out) {
             Ok(()) => {}
             Err(SendRefusal::Busy) => self.busy(reference),
-            Err(SendRefusal::NoSuchReply) => self.error_for(
+            Err(refusal) => self.send_refused(reference, refusal),
+        }
+    }
+
+    fn send_refused(&self, reference: Option<&str>, refusal: SendRefusal) {
+        match refusal {
+            SendRefusal::Busy => self.busy(reference),
+            SendRefusal::NoSuchMessage => self.error_for(
                 reference,
                 ErrorCode::NoSuchMessage,
-                "replyTo names no message of this room",
+                "no such message in this room (or it was deleted)",
+            ),
+            SendRefusal::NotAuthor => self.error_for(
+                reference,
+                ErrorCode::NotAuthor,
+                "only the author can change a message",
             ),
         }
     }
@@ -473,7 +546,8 @@ impl Session {
         };
         let limit = limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
         if !(1..=HISTORY_MAX_LIMIT).contains(&limit) || before == Some(0) {
-            return self.error_for(reference, 
+            return self.error_for(
+                reference,
                 ErrorCode::InvalidHistory,
                 "history wants a limit of 1-100 and a before of at least 1",
             );

@@ -118,7 +118,7 @@ impl Task {
                     page,
                 } => self.history_answer(&client, &room, page, reply),
                 Command::Message {
-                    sender,
+                    sender: Some(sender),
                     room,
                     ack: Some(ack),
                     ..
@@ -141,6 +141,7 @@ impl Task {
                 suffix,
                 sent_us,
                 ack,
+                revised,
             } => {
                 let keys = settings.keys.room(&room.name);
                 let mut cmd = evalsha(
@@ -151,6 +152,7 @@ impl Task {
                         &keys.stream,
                         &keys.refs,
                         &keys.refs_by_time,
+                        &keys.revised,
                     ],
                 );
                 cmd.arg(candidate_epoch())
@@ -158,13 +160,15 @@ impl Task {
                     .arg(self.key_ttl_ms)
                     .arg(&keys.channel)
                     .arg(wire::head(Kind::Message, node, *sent_us))
-                    .arg(&*sender.client_id)
+                    .arg(sender.as_ref().map_or("", |s| &*s.client_id))
                     .arg(prefix.as_slice())
                     .arg(&suffix[..])
                     .arg(ack.as_ref().map_or("", |a| a.field.as_str()))
                     .arg(ack.as_ref().map_or("", |a| a.id.as_str()))
                     .arg(crate::clock::now_ms())
-                    .arg(settings.dedupe_window.as_millis() as u64);
+                    .arg(settings.dedupe_window.as_millis() as u64)
+                    .arg(revised.as_ref().map_or(String::new(), |r| r.0.to_string()))
+                    .arg(revised.as_ref().map_or(&[][..], |r| r.1.payload()));
                 pipe.add_command(cmd);
             }
             Command::Typing { room, payload } => {
@@ -290,7 +294,13 @@ impl Task {
     }
     /// Sends the `ack` of a message sent with `ref`, from the publish script's reply (the
     /// first send's seq and id for a resend).
-    fn acknowledge(&self, sender: &Arc<crate::chat::client::Conn>, room: &Room, ack: &super::PendingAck, reply: &Value) {
+    fn acknowledge(
+        &self,
+        sender: &Arc<crate::chat::client::Conn>,
+        room: &Room,
+        ack: &super::PendingAck,
+        reply: &Value,
+    ) {
         let sent = match reply {
             Value::Array(parts) => parts.get(1).and_then(super::reply::bytes),
             _ => None,
@@ -353,13 +363,16 @@ impl Task {
                 }
             }
             Command::Message {
-                sender,
+                sender: Some(sender),
                 ack: Some(ack),
                 ..
             } => {
                 // Not ordered by the cluster, so not delivered: the sender resends it (with
                 // its `ref`) once Redis is back, and nobody sees it twice.
-                self.hub.stats.errors_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.hub
+                    .stats
+                    .errors_sent
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let refusal = event::error_for(
                     crate::protocol::ErrorCode::ServerBusy,
                     "the relay cannot reach Redis to order this message; send it again shortly",

@@ -10,14 +10,15 @@ use std::sync::Arc;
 use redis::Value;
 use tracing::warn;
 
-use super::reply::stream_entries;
+use super::reply::{evalsha, stream_entries};
 use super::task::Task;
 use crate::chat::backend::{send_page, Page};
 use crate::chat::client::Conn;
 use crate::chat::room::{HistoryPage, Room};
 
 impl Task {
-    /// `XREVRANGE` of the room's stream below `page.before`: one entry more than the page,
+    /// `XREVRANGE` of the room's stream below `page.before` (through the page script, which
+    /// shows edited and deleted messages as they are now): one entry more than the page,
     /// which says whether older ones exist.
     pub(super) fn history_read(&self, room: &Room, page: Page) -> redis::Cmd {
         let keys = self.bp.settings.keys.room(&room.name);
@@ -25,12 +26,8 @@ impl Task {
         let end = page
             .before
             .map_or_else(|| "+".to_owned(), |before| format!("{}-1", before - 1));
-        let mut cmd = redis::cmd("XREVRANGE");
-        cmd.arg(&keys.stream)
-            .arg(end)
-            .arg("-")
-            .arg("COUNT")
-            .arg(page.limit + 1);
+        let mut cmd = evalsha(&self.scripts.page, &[&keys.stream, &keys.revised]);
+        cmd.arg(end).arg(page.limit + 1);
         cmd
     }
 

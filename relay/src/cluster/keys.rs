@@ -14,6 +14,9 @@ pub struct RoomKeys {
     /// same fields by time, for expiry after `--dedupe-window`.
     pub refs: String,
     pub refs_by_time: String,
+    /// Messages as they are after an edit or delete: `seq -> event JSON`, applied over the
+    /// stream's entries (which stay as first sent) when a page is read.
+    pub revised: String,
     pub channel: String,
 }
 
@@ -40,6 +43,7 @@ impl Keys {
             members: format!("{tag}:members"),
             refs: format!("{tag}:refs"),
             refs_by_time: format!("{tag}:refs-by-time"),
+            revised: format!("{tag}:revised"),
             channel: format!("{}{room}", self.channel_prefix),
         }
     }

@@ -36,6 +36,8 @@ use crate::chat::hub::Hub;
 use crate::chat::room::{Outgoing, Room, SendRefusal};
 use crate::clock::now_ms;
 use crate::config::Config;
+use crate::protocol::event;
+use crate::ws::Frame;
 
 /// What sessions ask of the backplane task, in the order they asked.
 #[derive(Debug)]
@@ -57,13 +59,17 @@ pub enum Command {
     },
     Message {
         room: Arc<Room>,
-        sender: Arc<Conn>,
+        /// `None`: the admin API's (a moderator's delete).
+        sender: Option<Arc<Conn>>,
         /// The event's JSON before and after its seq (encoded once, on the sender's node).
         prefix: Vec<u8>,
         suffix: BytesMut,
         sent_us: u64,
         /// A send with `ref`: acknowledged once Redis ordered it, and de-duplicated there.
         ack: Option<Box<PendingAck>>,
+        /// An edit or delete: its target's seq and event as it is after it, kept in Redis
+        /// for scroll-back pages (the stream keeps the message as first sent).
+        revised: Option<(u64, Frame)>,
     },
     Typing {
         room: Arc<Room>,
@@ -234,25 +240,18 @@ impl crate::chat::backend::RemoteLog for Backplane {
     /// A chat message: through Redis while connected, else straight to local members. A
     /// send with `ref` needs Redis (only there is it ordered and de-duplicated for the whole
     /// cluster): while Redis is away it is refused as busy, and the client resends it later.
-    fn publish(
-        &self,
-        hub: &Hub,
-        sender: &Arc<Conn>,
-        room: &Arc<Room>,
-        out: &Outgoing<'_>,
-    ) -> Result<(), SendRefusal> {
-        // This node's view of the room's seq: a reply can only name a message it has seen.
-        if out.reply_to.is_some_and(|r| r == 0 || r > room.position().1) {
-            return Err(SendRefusal::NoSuchReply);
-        }
+    fn publish(&self, hub: &Hub, room: &Arc<Room>, out: &Outgoing<'_>) -> Result<(), SendRefusal> {
+        // This node's view of the room: a reply can only name a message it has seen, and an
+        // edit only one it keeps (docs/CLUSTER.md).
+        room.check_change(out)?;
         let number = hub.next_message_number();
-        let parts = crate::protocol::event::MessageEvent {
+        let parts = event::MessageEvent {
             node_tag: &hub.node_tag,
             number,
             // Assigned by Redis; the halves leave it out.
             seq: 0,
             room: &room.name,
-            user_id: &sender.client_id,
+            user_id: out.user_id,
             username: out.username,
             text: out.text,
             timestamp_ms: now_ms(),
@@ -260,28 +259,53 @@ impl crate::chat::backend::RemoteLog for Backplane {
             reference: out.reference.map(|(_, r)| r),
         };
         if !self.is_connected() {
-            if out.reference.is_some() {
+            // Only Redis orders (and de-duplicates) for the whole cluster: a send with `ref`
+            // is resent by its client later, and an edit or delete must be in the room's
+            // one order to be seen by every node.
+            if out.reference.is_some() || out.change.is_some() {
                 return Err(SendRefusal::Busy);
             }
             room.cluster_local_message(hub, &parts);
             return Ok(());
         }
-        let ack = out.reference.map(|(person, reference)| {
+        let ack = out.sender.and(out.reference).map(|(person, reference)| {
             Box::new(PendingAck {
                 field: format!("{person}\n{reference}"),
                 reference: reference.into(),
                 id: format!("{}-m{number}", hub.node_tag),
             })
         });
-        let (prefix, suffix) = wire::message_halves(&parts);
+        let (prefix, suffix) = match &out.change {
+            None => wire::message_halves(&parts),
+            Some(change) => wire::change_halves(&event::ChangeEvent {
+                room: &room.name,
+                target: change.target,
+                edit: (!change.delete).then_some((out.text, parts.timestamp_ms)),
+            }),
+        };
+        // Revised here as every node revises its own copy when the change arrives (the
+        // same function on the same event), for pages read from Redis later.
+        let revised = out.change.as_ref().and_then(|change| {
+            let how = if change.delete {
+                event::Change::Delete
+            } else {
+                event::Change::Edit {
+                    text: out.text.to_owned(),
+                    edited_at: parts.timestamp_ms,
+                }
+            };
+            let frame = room.kept_json(change.target, |json| event::revise(json, &how))??;
+            Some((change.target, frame))
+        });
         self.send(
             Command::Message {
                 room: room.clone(),
-                sender: sender.clone(),
+                sender: out.sender.cloned(),
                 prefix,
                 suffix,
                 sent_us: now_us(),
                 ack,
+                revised,
             },
             true,
         )

@@ -49,17 +49,20 @@ local function presence(kind, room, id, username, count, users)
 end
 "#;
 
-/// A chat message. KEYS epoch, seq, stream, refs, refs by time; ARGV: 1 candidate epoch,
+/// A chat message (or an edit or delete: the same, with the target's revised form). KEYS
+/// epoch, seq, stream, refs, refs by time, revised; ARGV: 1 candidate epoch,
 /// 2 history length, 3 key TTL ms, 4 channel, 5 header head (`m|node|µs|`), 6 sender client
 /// id, 7 JSON before the seq, 8 JSON after it, 9 the `person\nref` field of a send with
-/// `ref` (else ''), 10 the message id, 11 now in ms, 12 the dedupe window in ms. Returns
+/// `ref` (else ''), 10 the message id, 11 now in ms, 12 the dedupe window in ms, 13 the
+/// target seq of an edit or delete (else ''), 14 the target's event as it is after it.
+/// Returns
 /// `{1, 'seq|id'}` for a new message, `{0, 'seq|id'}` (the first send's) for a resend of a
 /// remembered `ref`, which publishes nothing.
 pub fn publish() -> String {
     format!(
         "{ENSURE_EPOCH}{}",
         r"
-if fresh then redis.call('DEL', KEYS[4], KEYS[5]) end
+if fresh then redis.call('DEL', KEYS[4], KEYS[5], KEYS[6]) end
 local field = ARGV[9]
 if field ~= '' then
   local cutoff = tonumber(ARGV[11]) - tonumber(ARGV[12])
@@ -78,6 +81,10 @@ if max > 0 then
   redis.call('XADD', KEYS[3], 'MAXLEN', max, seq .. '-1', 'e', json)
 end
 for i = 1, 3 do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+if ARGV[13] ~= '' then
+  redis.call('HSET', KEYS[6], ARGV[13], ARGV[14])
+  redis.call('PEXPIRE', KEYS[6], ARGV[3])
+end
 if field ~= '' then
   redis.call('HSET', KEYS[4], field, seq .. '|' .. ARGV[10])
   redis.call('ZADD', KEYS[5], ARGV[11], field)
@@ -91,6 +98,18 @@ return {1, seq .. '|' .. ARGV[10]}
 "
     )
 }
+
+/// A scroll-back page: `XREVRANGE` of the stream, each message as it is now (its revised
+/// form where an edit or delete left one). KEYS stream, revised; ARGV: 1 the end id, 2 count.
+pub const PAGE: &str = r"
+local entries = redis.call('XREVRANGE', KEYS[1], ARGV[1], '-', 'COUNT', tonumber(ARGV[2]))
+for _, entry in ipairs(entries) do
+  local seq = string.match(entry[1], '^(%d+)')
+  local revised = redis.call('HGET', KEYS[2], seq)
+  if revised then entry[2][2] = revised end
+end
+return entries
+";
 
 /// A join. KEYS epoch, seq, stream, members; ARGV: 1 candidate epoch, 2 key TTL ms,
 /// 3 channel, 4 header head (`j|node|µs|`), 5 member field (`node|client id`), 6 client id,

@@ -59,6 +59,7 @@ pub(super) struct Scripts {
     pub(super) leave: redis::Script,
     pub(super) prune: redis::Script,
     pub(super) resync: redis::Script,
+    pub(super) page: redis::Script,
 }
 
 pub(super) struct Task {
@@ -99,6 +100,7 @@ pub(crate) async fn run(
             leave: redis::Script::new(&scripts::leave()),
             prune: redis::Script::new(&scripts::prune()),
             resync: redis::Script::new(&scripts::resync()),
+            page: redis::Script::new(scripts::PAGE),
         },
         metrics: Metrics::new(),
         rooms: HashMap::new(),
@@ -182,6 +184,7 @@ impl Task {
             &self.scripts.leave,
             &self.scripts.prune,
             &self.scripts.resync,
+            &self.scripts.page,
         ] {
             script.load_async(&mut conn).await?;
         }

@@ -108,6 +108,16 @@ pub fn message_halves(m: &MessageEvent<'_>) -> (Vec<u8>, BytesMut) {
     (prefix.to_vec(), suffix)
 }
 
+/// A change event (`message_edited`, `message_deleted`) in the same two halves: it takes
+/// a seq in the room's order like a message, through the same script.
+pub fn change_halves(c: &event::ChangeEvent<'_>) -> (Vec<u8>, BytesMut) {
+    let mut prefix = BytesMut::with_capacity(64 + c.room.len());
+    event::put_change_head(&mut prefix, c);
+    let mut suffix = BytesMut::with_capacity(64 + c.edit.map_or(0, |(t, _)| t.len() * 2));
+    event::put_change_tail(&mut suffix, c);
+    (prefix.to_vec(), suffix)
+}
+
 /// A message delivered only on this node while Redis is unreachable: it carries the room's
 /// last cluster `seq` (it has none of its own) and `"local":true`.
 pub fn local_message(m: &MessageEvent<'_>, seq: u64) -> Frame {

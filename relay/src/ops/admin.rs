@@ -29,6 +29,7 @@ use tracing::{debug, info, warn};
 
 use super::probes;
 use crate::chat::hub::Hub;
+use crate::chat::room::{Edit, Outgoing, SendRefusal};
 use crate::config::{AdminToken, Config};
 use crate::edge::http::{self, Body};
 use crate::protocol::name::{nfc, normalize_name};
@@ -43,7 +44,7 @@ const MAX_BODY: usize = 64 * 1024;
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// The `userId` of messages published through the admin API.
-pub const SERVER_USER_ID: &str = "server";
+pub use crate::protocol::event::SERVER_USER_ID;
 
 /// Whether and where the admin API is served.
 #[derive(Debug, Clone, Default)]
@@ -146,6 +147,8 @@ pub async fn handle(
             Err(response) => response,
         },
         (["rooms", _, "messages"], _) => method_not_allowed("POST"),
+        (["rooms", room, "messages", seq], &Method::DELETE) => delete_message(hub, room, seq),
+        (["rooms", _, "messages", _], _) => method_not_allowed("DELETE"),
         (["disconnect"], &Method::POST) => match body::<Disconnect>(req).await {
             Ok(target) => disconnect(hub, target),
             Err(response) => response,
@@ -246,6 +249,51 @@ fn publish_message(hub: &Hub, name: &str, publish: Publish) -> Response<Body> {
         StatusCode::OK,
         &json!({ "room": name, "seq": seq, "delivered": delivered }),
     )
+}
+
+/// Moderation: deletes any message of the room, as its author could (members get
+/// `message_deleted`; history shows it deleted from then on).
+fn delete_message(hub: &Hub, name: &str, seq: &str) -> Response<Body> {
+    let Some(room) = hub.room(name).filter(|room| !room.is_retired()) else {
+        return error(StatusCode::NOT_FOUND, "no such room");
+    };
+    let Some(target) = seq.parse::<u64>().ok().filter(|&s| s > 0) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "the seq must be a positive integer",
+        );
+    };
+    let out = Outgoing {
+        sender: None,
+        user_id: SERVER_USER_ID,
+        username: SERVER_USER_ID,
+        text: "",
+        reply_to: None,
+        reference: None,
+        change: Some(Edit {
+            target,
+            delete: true,
+            by: None,
+            stored: None,
+        }),
+    };
+    match hub.backend.publish(hub, &room, &out) {
+        Ok(()) => {
+            info!(room = name, target, "admin deleted a message");
+            json_response(
+                StatusCode::OK,
+                &json!({ "room": name, "target": target, "deleted": true }),
+            )
+        }
+        Err(SendRefusal::NoSuchMessage | SendRefusal::NotAuthor) => error(
+            StatusCode::NOT_FOUND,
+            "no such message in this room (or it was deleted already)",
+        ),
+        Err(SendRefusal::Busy) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the relay's queue for the disk or Redis is full; retry shortly",
+        ),
+    }
 }
 
 #[derive(Debug, Deserialize)]

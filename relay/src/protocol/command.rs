@@ -39,6 +39,17 @@ pub enum Command<'a> {
         before: Option<u64>,
         limit: Option<u64>,
     },
+    /// Changes the text of the sender's own message `seq`.
+    Edit {
+        room: Option<Cow<'a, str>>,
+        seq: u64,
+        text: Cow<'a, str>,
+    },
+    /// Deletes the sender's own message `seq`.
+    Delete {
+        room: Option<Cow<'a, str>>,
+        seq: u64,
+    },
     Ping,
 }
 
@@ -108,6 +119,7 @@ struct Raw<'a> {
     reference: Option<Str<'a>>,
     #[serde(rename = "replyTo")]
     reply_to: Option<u64>,
+    seq: Option<u64>,
 }
 
 /// A decoded frame: the command, and the `ref` it carried whatever its type, so that an
@@ -183,6 +195,22 @@ fn command(raw: Raw<'_>) -> Result<Command<'_>, CommandError> {
             room,
             before: raw.before,
             limit: raw.limit,
+        },
+        "edit" => Command::Edit {
+            room,
+            seq: raw
+                .seq
+                .ok_or_else(|| CommandError::new(ErrorCode::MissingField, "missing field: seq"))?,
+            text: raw
+                .text
+                .map(|s| s.0)
+                .ok_or_else(|| CommandError::new(ErrorCode::MissingField, "missing field: text"))?,
+        },
+        "delete" => Command::Delete {
+            room,
+            seq: raw
+                .seq
+                .ok_or_else(|| CommandError::new(ErrorCode::MissingField, "missing field: seq"))?,
         },
         "ping" => Command::Ping,
         other => {
@@ -268,10 +296,36 @@ mod tests {
         );
         let decoded = decode_frame(r#"{"type":"shout","ref":"c-18"}"#);
         assert_eq!(decoded.reference.as_deref(), Some("c-18"));
-        assert_eq!(decoded.command.map_err(|e| e.code), Err(ErrorCode::UnknownType));
+        assert_eq!(
+            decoded.command.map_err(|e| e.code),
+            Err(ErrorCode::UnknownType)
+        );
         assert!(decode_frame("nope").reference.is_none());
         assert_eq!(
-            decode_frame(r#"{"type":"ping","ref":7}"#).command.map_err(|e| e.code),
+            decode(r#"{"type":"edit","room":"r","seq":43,"text":"fixed"}"#),
+            Ok(Command::Edit {
+                room: Some("r".into()),
+                seq: 43,
+                text: "fixed".into()
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"delete","seq":43}"#),
+            Ok(Command::Delete {
+                room: None,
+                seq: 43
+            })
+        );
+        let code = |s: &str| decode(s).map(|_| ()).map_err(|e| e.code);
+        assert_eq!(
+            code(r#"{"type":"edit","seq":1}"#),
+            Err(ErrorCode::MissingField)
+        );
+        assert_eq!(code(r#"{"type":"delete"}"#), Err(ErrorCode::MissingField));
+        assert_eq!(
+            decode_frame(r#"{"type":"ping","ref":7}"#)
+                .command
+                .map_err(|e| e.code),
             Err(ErrorCode::InvalidJson),
             "a ref is a string"
         );

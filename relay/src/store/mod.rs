@@ -367,6 +367,11 @@ impl Journal for Store {
         self.queued.load(Ordering::Relaxed)
     }
 
+    fn lookup(&self, room: &str, seq: u64) -> Result<Option<String>, Unavailable> {
+        let db = reader::free_connection(&self.openers, 0);
+        reader::event(&db, room, seq).map_err(|e| Unavailable(e.to_string()))
+    }
+
     fn page(&self, conn: &Arc<Conn>, room: &str, page: Page) -> Result<(), Busy> {
         self.pager.page(conn, room, page)
     }

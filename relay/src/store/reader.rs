@@ -10,7 +10,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use tracing::warn;
 
 use super::{schema, sql_int, StoreError};
-use crate::chat::backend::{send_page, Busy, Page, Sent, StoredLife};
+use crate::chat::backend::{send_page, Busy, KeptSend, Page, Sent, StoredLife};
 use crate::chat::client::Conn;
 use crate::chat::hub::Hub;
 use crate::chat::room::HistoryPage;
@@ -83,6 +83,16 @@ pub(super) fn life(
     }))
 }
 
+/// The stored event of message `seq` of the room called `name`.
+pub(super) fn event(db: &Connection, name: &str, seq: u64) -> rusqlite::Result<Option<String>> {
+    db.prepare_cached(
+        "SELECT m.event FROM messages m JOIN rooms r ON r.id = m.room_id \
+         WHERE r.name = ?1 AND m.seq = ?2",
+    )?
+    .query_row(params![name, sql_int(seq)], |r| r.get(0))
+    .optional()
+}
+
 /// Sends with `ref` a room stored within the dedupe window, oldest first. Only the room's
 /// latest rows are looked at (as many as every person's cap allows in a busy room is more
 /// than a resend needs: `SENDS_SCANNED`), so a room open stays one short indexed read.
@@ -91,16 +101,21 @@ fn sends(
     room_id: i64,
     seq: u64,
     window: std::time::Duration,
-) -> rusqlite::Result<Vec<(Box<str>, Box<str>, Sent, u64)>> {
+) -> rusqlite::Result<Vec<KeptSend>> {
     /// Rows scanned back from the latest for remembered sends.
     const SENDS_SCANNED: u64 = 10_000;
-    let since_ms = crate::clock::now_ms().saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+    let since_ms = crate::clock::now_ms()
+        .saturating_sub(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
     let mut rows = db.prepare_cached(
         "SELECT person, ref, seq, ts, event FROM messages WHERE room_id = ?1 AND seq > ?2 \
          AND ref IS NOT NULL AND ts >= ?3 ORDER BY seq",
     )?;
     let found = rows.query_map(
-        params![room_id, sql_int(seq.saturating_sub(SENDS_SCANNED)), sql_int(since_ms)],
+        params![
+            room_id,
+            sql_int(seq.saturating_sub(SENDS_SCANNED)),
+            sql_int(since_ms)
+        ],
         |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -122,7 +137,12 @@ fn sends(
             seq: u64::try_from(seq).unwrap_or(0),
             id: id.into(),
         };
-        sends.push((person.into(), reference.into(), sent, u64::try_from(ts).unwrap_or(0)));
+        sends.push(KeptSend {
+            person: person.into(),
+            reference: reference.into(),
+            sent,
+            at_ms: u64::try_from(ts).unwrap_or(0),
+        });
     }
     Ok(sends)
 }

@@ -12,13 +12,14 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, ErrorCode};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tracing::{error, info, warn};
 
 use super::retention::Retention;
 use super::{sql_int, Life, Op, Pending, Settings, Unsaved};
 use crate::chat::hub::Hub;
 use crate::chat::room::log::Order;
+use crate::protocol::event;
 
 /// Messages in one transaction at most: bounds the delay of the first one in a burst.
 const MAX_BATCH: usize = 4096;
@@ -198,6 +199,9 @@ impl Writer {
                     }
                     Err(err) => return Err(err),
                 }
+                if let Some((target, change)) = event::change_of(p.message.frame.payload()) {
+                    revise(&tx, id, target, &change)?;
+                }
             }
         }
         tx.commit()?;
@@ -278,8 +282,36 @@ impl Writer {
         // After its event is queued for the members (the sender among them) and, unless the
         // transaction failed (then it is logged and counted as unsaved), stored.
         if let Some(ack) = message.ack {
-            hub.push_to(&ack.to, ack.frame.bytes(), crate::transport::outbox::Priority::Normal);
+            hub.push_to(
+                &ack.to,
+                ack.frame.bytes(),
+                crate::transport::outbox::Priority::Normal,
+            );
         }
         self.queued.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Stores message `target` of room `room_id` as it is after `change` (an edit or delete
+/// committed in the same transaction), so that every later read sees its current form.
+fn revise(
+    tx: &rusqlite::Transaction<'_>,
+    room_id: i64,
+    target: u64,
+    change: &event::Change,
+) -> rusqlite::Result<()> {
+    let target = sql_int(target);
+    let original: Option<String> = tx
+        .prepare_cached("SELECT event FROM messages WHERE room_id = ?1 AND seq = ?2")?
+        .query_row(params![room_id, target], |r| r.get(0))
+        .optional()?;
+    let Some(revised) = original.and_then(|o| event::revise(o.as_bytes(), change)) else {
+        // Gone already (retention), or deleted before: nothing to change.
+        return Ok(());
+    };
+    // The relay's own encoder wrote it: always UTF-8.
+    let revised = String::from_utf8_lossy(revised.payload());
+    tx.prepare_cached("UPDATE messages SET event = ?3 WHERE room_id = ?1 AND seq = ?2")?
+        .execute(params![room_id, target, revised])?;
+    Ok(())
 }

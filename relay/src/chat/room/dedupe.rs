@@ -23,6 +23,16 @@ pub struct Sent {
     pub id: Box<str>,
 }
 
+/// A send a backend kept beside its log, to be remembered again (a room opened from disk).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeptSend {
+    pub person: Box<str>,
+    pub reference: Box<str>,
+    pub sent: Sent,
+    /// When it was sent, in ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
 #[derive(Debug)]
 struct Entry {
     reference: Box<str>,
@@ -40,7 +50,13 @@ pub struct Dedupe {
 
 impl Dedupe {
     /// What `person` was told for `reference`, if the room still remembers it.
-    pub fn find(&mut self, person: &str, reference: &str, now_ms: u64, window_ms: u64) -> Option<&Sent> {
+    pub fn find(
+        &mut self,
+        person: &str,
+        reference: &str,
+        now_ms: u64,
+        window_ms: u64,
+    ) -> Option<&Sent> {
         self.expire(now_ms, window_ms);
         self.people
             .get(person)?
@@ -50,7 +66,14 @@ impl Dedupe {
     }
 
     /// Remembers that `person`'s send `reference` became `sent`.
-    pub fn remember(&mut self, person: &str, reference: &str, sent: Sent, now_ms: u64, window_ms: u64) {
+    pub fn remember(
+        &mut self,
+        person: &str,
+        reference: &str,
+        sent: Sent,
+        now_ms: u64,
+        window_ms: u64,
+    ) {
         self.expire(now_ms, window_ms);
         let key: Arc<str> = match self.people.get_key_value(person) {
             Some((key, _)) => key.clone(),
@@ -144,7 +167,11 @@ mod tests {
             d.remember("alice", &format!("c-{n}"), sent(n), n, 1_000_000);
         }
         assert_eq!(d.len(), MAX_PER_PERSON);
-        assert_eq!(d.find("alice", "c-0", 300, 1_000_000), None, "the oldest went");
+        assert_eq!(
+            d.find("alice", "c-0", 300, 1_000_000),
+            None,
+            "the oldest went"
+        );
         assert!(d.find("alice", "c-10", 300, 1_000_000).is_some());
         // Everything older than the window goes, including the cap's leftovers in `order`.
         assert!(d.find("alice", "c-265", 1_000_265, 1_000_000).is_none());

@@ -131,7 +131,36 @@ impl Log {
         let frame = encode(seq);
         self.seq = seq;
         self.history.push(frame.borrow(), fair_share());
+        self.apply_change(frame.borrow());
         Ok((seq, frame))
+    }
+
+    /// If `frame` (just kept, or kept by a reset) edits or deletes a message, shows that
+    /// message as it is now wherever it is kept here: what `joined` and `history` send is
+    /// the message's current form (docs/PROTOCOL.md "Edits and deletes").
+    fn apply_change(&mut self, frame: &Frame) {
+        let Some((target, change)) = crate::protocol::event::change_of(frame.payload()) else {
+            return;
+        };
+        if let Some(index) = self.index_of(target) {
+            self.history.revise(index, &change);
+        }
+    }
+
+    /// Where message `seq` is among the kept entries, if it is kept.
+    fn index_of(&self, seq: u64) -> Option<usize> {
+        let kept = self.history.len() as u64;
+        let oldest_kept = self.seq + 1 - kept;
+        (seq >= oldest_kept && seq <= self.seq && kept > 0).then(|| (seq - oldest_kept) as usize)
+    }
+
+    /// The kept event of `seq` (its JSON), if kept here.
+    pub fn kept(&self, seq: u64) -> Option<&[u8]> {
+        let index = self.index_of(seq)?;
+        self.history
+            .entries()
+            .get(index)
+            .map(crate::protocol::event::entry_json)
     }
 
     /// Hands out the next seq of the backend's life for a message the backend keeps before
@@ -180,6 +209,10 @@ impl Log {
     pub fn reset(&mut self, epoch: Arc<str>, seq: u64, history: &[Frame]) {
         self.adopt_life(epoch, seq);
         self.history.reset(history);
+        // A cluster's stream holds each message as first sent, and its changes after it.
+        for frame in history {
+            self.apply_change(frame);
+        }
     }
 
     /// Carries on a retired room's life in its successor: `entries` are the predecessor's

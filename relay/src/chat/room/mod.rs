@@ -21,7 +21,7 @@ pub mod log;
 mod publish;
 mod scrollback;
 
-pub use publish::{Ack, Appended, Outgoing, Reservation, Reserved, SendRefusal};
+pub use publish::{Ack, Appended, Author, Edit, Outgoing, Reservation, Reserved, SendRefusal};
 pub use scrollback::HistoryPage;
 
 use std::borrow::Borrow;

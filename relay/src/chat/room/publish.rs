@@ -11,12 +11,12 @@ use std::time::Instant;
 
 use std::sync::MutexGuard;
 
-use super::dedupe::Sent;
+use super::dedupe::{KeptSend, Sent};
 use super::log::{Order, Refused};
 use super::{Room, State};
 use crate::chat::client::Conn;
 use crate::chat::hub::Hub;
-use crate::protocol::event::{self, MessageEvent};
+use crate::protocol::event::{self, MessageEvent, Stored, SERVER_USER_ID};
 use crate::transport::outbox::Priority;
 use crate::ws::Frame;
 
@@ -42,6 +42,57 @@ pub struct Outgoing<'a> {
     /// acknowledged, and a resend of the same `ref` within the dedupe window is not
     /// delivered again.
     pub reference: Option<(&'a str, &'a str)>,
+    /// Not a new message but an edit (`text` is the new text) or a delete of one: the event
+    /// is then `message_edited` / `message_deleted`, after the checks of [`Edit`].
+    pub change: Option<Edit<'a>>,
+}
+
+/// An edit or delete of the room's message `target`.
+#[derive(Debug, Clone, Copy)]
+pub struct Edit<'a> {
+    pub target: u64,
+    pub delete: bool,
+    /// Who asks; `None`: the admin API, which may delete any message (moderation).
+    pub by: Option<Author<'a>>,
+    /// The target's event as the backend read it, when the room no longer keeps it in
+    /// memory (history on disk).
+    pub stored: Option<&'a [u8]>,
+}
+
+/// Who may change a message: its author. With authentication on that is the token's `sub`
+/// (the event's `userId`); without, the username (unverified, like presence).
+#[derive(Debug, Clone, Copy)]
+pub struct Author<'a> {
+    pub authenticated: bool,
+    pub user_id: &'a str,
+    pub username: &'a str,
+}
+
+impl Author<'_> {
+    fn wrote(&self, message: &Stored) -> bool {
+        message.user_id != SERVER_USER_ID
+            && if self.authenticated {
+                message.user_id == self.user_id
+            } else {
+                message.username == self.username
+            }
+    }
+}
+
+impl Edit<'_> {
+    /// Whether the change may go ahead, given the room's log (the target's event, kept in
+    /// memory or read by the backend).
+    pub(crate) fn check(&self, log: &super::log::Log) -> Result<(), SendRefusal> {
+        let json = log.kept(self.target).or(self.stored);
+        let message = json.and_then(Stored::parse).filter(|m| !m.deleted);
+        let Some(message) = message else {
+            return Err(SendRefusal::NoSuchMessage);
+        };
+        match self.by {
+            Some(by) if !by.wrote(&message) => Err(SendRefusal::NotAuthor),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl<'a> Outgoing<'a> {
@@ -54,15 +105,28 @@ impl<'a> Outgoing<'a> {
             text,
             reply_to: None,
             reference: None,
+            change: None,
         }
+    }
+
+    /// Checks what the room's log must say first: `replyTo` names one of its messages, an
+    /// edit's target is a message its sender wrote.
+    fn check(&self, log: &super::log::Log) -> Result<(), SendRefusal> {
+        if self.reply_to.is_some_and(|r| r == 0 || r > log.seq()) {
+            return Err(SendRefusal::NoSuchMessage);
+        }
+        self.change.as_ref().map_or(Ok(()), |c| c.check(log))
     }
 }
 
 /// Why a room did not take a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendRefusal {
-    /// `replyTo` names no message of the room.
-    NoSuchReply,
+    /// `replyTo`, or an edit's or delete's target, names no message of the room (or a
+    /// deleted one).
+    NoSuchMessage,
+    /// An edit or delete of someone else's message.
+    NotAuthor,
     /// The backend cannot take it now (its queue is full, or the room was retired).
     Busy,
 }
@@ -114,6 +178,15 @@ fn message_encoder<'a>(
 ) -> impl Fn(u64) -> (u64, Frame) + 'a {
     let timestamp_ms = crate::clock::now_ms();
     move |seq| {
+        if let Some(change) = &out.change {
+            let edit = (!change.delete).then_some((out.text, timestamp_ms));
+            let c = event::ChangeEvent {
+                room,
+                target: change.target,
+                edit,
+            };
+            return (timestamp_ms, event::change(&c, seq));
+        }
         let frame = event::message(&MessageEvent {
             node_tag: &hub.node_tag,
             number,
@@ -152,9 +225,7 @@ impl Room {
         // sampled delivery latency both start here.
         let started = Instant::now();
         let mut state = self.lock();
-        if out.reply_to.is_some_and(|r| r == 0 || r > state.log.seq()) {
-            return Err(SendRefusal::NoSuchReply);
-        }
+        out.check(&state.log)?;
         let window_ms = window_ms(hub);
         let now_ms = crate::clock::now_ms();
         if let (Some(sender), Some((person, reference))) = (out.sender, out.reference) {
@@ -178,7 +249,7 @@ impl Room {
                 encode(seq).1
             })
             .map_err(|_| SendRefusal::Busy)?;
-        if out.sender.is_some() {
+        if out.sender.is_some() && out.change.is_none() {
             hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
             hub.stats
                 .deliveries
@@ -212,6 +283,7 @@ impl Room {
             text,
             reply_to: None,
             reference: None,
+            change: None,
         };
         let encode = message_encoder(hub, &self.name, number, &out);
         self.append(hub, Order::Next, Some((number, started)), |seq| {
@@ -241,9 +313,7 @@ impl Room {
             // successor, opened from the backend's log, hands out these seqs now.
             return Err(SendRefusal::Busy);
         }
-        if out.reply_to.is_some_and(|r| r == 0 || r > state.log.seq()) {
-            return Err(SendRefusal::NoSuchReply);
-        }
+        out.check(&state.log)?;
         let window_ms = window_ms(hub);
         let now_ms = crate::clock::now_ms();
         if let Some((person, reference)) = out.reference {
@@ -259,7 +329,9 @@ impl Room {
         let Some(seq) = state.log.reserve() else {
             drop(state);
             debug_assert!(false, "a journalled room always holds its stored life");
-            return self.send(hub, out).map(|seq| Reservation::Reserved { seq, members: 0 });
+            return self
+                .send(hub, out)
+                .map(|seq| Reservation::Reserved { seq, members: 0 });
         };
         let number = hub.next_message_number();
         let encode = message_encoder(hub, &self.name, number, out);
@@ -300,24 +372,49 @@ impl Room {
             Err(refused) => {
                 state.log.unreserve(seq);
                 if let Some((person, reference)) = out.reference {
-                    state.dedupe.get_or_insert_default().forget(person, reference);
+                    state
+                        .dedupe
+                        .get_or_insert_default()
+                        .forget(person, reference);
                 }
                 Err(refused)
             }
         }
     }
 
+    /// Checks an edit or delete (and a `replyTo`) against what the room keeps, for a
+    /// backend that orders it elsewhere (the cluster).
+    pub fn check_change(&self, out: &Outgoing<'_>) -> Result<(), SendRefusal> {
+        out.check(&self.lock().log)
+    }
+
+    /// `with` the event JSON of `seq` if the room keeps it in memory.
+    pub fn kept_json<T>(&self, seq: u64, with: impl FnOnce(&[u8]) -> T) -> Option<T> {
+        self.lock().log.kept(seq).map(with)
+    }
+
+    /// Whether the room keeps message `seq` in memory (else a backend with more reads it).
+    pub fn keeps(&self, seq: u64) -> bool {
+        self.lock().log.kept(seq).is_some()
+    }
+
     /// Remembers sends a backend kept beside its log (a durable store's, when the room is
-    /// opened after a restart): `(person, ref, sent, at_ms)`, oldest first.
-    pub fn remember_sends(&self, hub: &Hub, sends: Vec<(Box<str>, Box<str>, Sent, u64)>) {
+    /// opened after a restart), oldest first.
+    pub fn remember_sends(&self, hub: &Hub, sends: Vec<KeptSend>) {
         if sends.is_empty() {
             return;
         }
         let window_ms = window_ms(hub);
         let mut state = self.lock();
         let dedupe = state.dedupe.get_or_insert_default();
-        for (person, reference, sent, at_ms) in sends {
-            dedupe.remember(&person, &reference, sent, at_ms, window_ms);
+        for kept in sends {
+            dedupe.remember(
+                &kept.person,
+                &kept.reference,
+                kept.sent,
+                kept.at_ms,
+                window_ms,
+            );
         }
     }
 

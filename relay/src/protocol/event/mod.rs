@@ -1,8 +1,13 @@
 //! Encoding server events, each straight into its one shared frame. Those that carry stored
 //! history entries (`joined`, `history`) are in `spliced`.
 
+mod change;
 mod spliced;
 
+pub use change::{
+    change, change_of, put_change_head, put_change_tail, revise, Change, ChangeEvent, Stored,
+    SERVER_USER_ID,
+};
 pub use spliced::{
     entry_json, history, history_entry, joined, Joined, SplicedFrames, INLINE_HISTORY_BYTES,
 };
