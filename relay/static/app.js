@@ -27,6 +27,16 @@
   const HISTORY_ERRORS = new Set(['rate_limited', 'server_busy', 'invalid_history', 'not_joined']);
   const WS_URL = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
   const TOKEN = params.get('token');
+  const QUOTE_CHARS = 80; // how much of a replied-to message its quote shows
+  const READ_DEBOUNCE_MS = 400; // one `read` per burst of shown messages
+  const SEEN_BY_MAX_MEMBERS = 10; // "seen by ..." only in rooms this small
+  // Every `message` goes out with a `ref` (PROTOCOL.md, "Acknowledged sends"): this tab's random
+  // prefix and a counter. A resend after a reconnect reuses the ref, so the relay sends the
+  // same `ack` and no second message.
+  const REF_PREFIX = 'p' + Array.from(crypto.getRandomValues(new Uint8Array(6)),
+    (b) => b.toString(16).padStart(2, '0')).join('') + '-';
+  // With authentication, authorship is the token's `sub` (what `message.userId` carries).
+  const TOKEN_SUB = subOf(TOKEN);
 
   // ---------------------------------------------------------------- elements
   const $ = (id) => document.getElementById(id);
@@ -42,6 +52,8 @@
     banner: $('banner'), bannerText: $('banner-text'), bannerClose: $('banner-close'),
     messages: $('messages'), jump: $('jump'), typing: $('typing'),
     composer: $('composer'), input: $('input'), send: $('send'),
+    replyBar: $('reply-bar'), replyAuthor: $('reply-author'), replyText: $('reply-text'),
+    replyCancel: $('reply-cancel'), rooms: $('rooms'),
   };
 
   // ---------------------------------------------------------------- state
@@ -76,9 +88,40 @@
     typingIdleTimer: null,
     // Typing (incoming): userId -> {username, timer}
     typers: new Map(),
+    // Sent messages not acknowledged yet (or refused): ref -> {ref, room, text, replyTo, li,
+    // failed}. Resent with the same ref after every rejoin until acked or refused.
+    pending: new Map(),
+    refCounter: 0,
+    // Shown messages of the room's current life: seq -> <li>, and id -> <li>.
+    bySeq: new Map(),
+    byId: new Map(),
+    // My edits and deletes on their way: ref -> {kind, seq, before}, and seq -> ref.
+    changes: new Map(),
+    changeBySeq: new Map(),
+    editing: null, // {li, seq, form} while a message is being edited inline
+    replyTo: null, // seq of the message the next send answers
+    // Read state (only once the relay's `joined` carries `lastRead`).
+    readSupported: false,
+    readSent: 0, // the highest seq sent in a `read` (never goes backwards)
+    readTimer: null,
+    reads: new Map(), // userId -> {username, seq}: the others' read positions
+    memberCount: 0,
   };
 
   // ---------------------------------------------------------------- helpers
+  // The `sub` claim of a JWT, read without checking it (the relay checks it): only used to
+  // recognise my own messages. Null when there is no token or it does not parse.
+  function subOf(token) {
+    if (!token) return null;
+    try {
+      const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const claims = JSON.parse(atob(part.padEnd(part.length + (4 - part.length % 4) % 4, '=')));
+      return typeof claims.sub === 'string' ? claims.sub : null;
+    } catch {
+      return null;
+    }
+  }
+
   function clampInt(text, min, max, fallback) {
     const n = Number.parseInt(text ?? '', 10);
     if (!Number.isFinite(n)) return fallback;
@@ -281,6 +324,10 @@
     switch (msg.type) {
       case 'joined': return onJoined(msg);
       case 'message': return onMessage(msg, true);
+      case 'ack': return onAck(msg);
+      case 'message_edited': return onEdited(msg, true);
+      case 'message_deleted': return onDeleted(msg, true);
+      case 'read': return onRead(msg);
       case 'user_joined': return onUserJoined(msg);
       case 'user_left': return onUserLeft(msg);
       case 'typing': return onTyping(msg);
@@ -314,6 +361,7 @@
       // The room was created anew (relay restart or expiry): seq restarted at 1.
       state.generation += 1;
       state.historyDone = false; // the new life has its own beginning
+      forgetRoomLife();
     }
     state.epoch = newEpoch;
     const wasRejoin = state.hasJoinedOnce;
@@ -325,7 +373,7 @@
       addSystem('Some earlier messages may be missing', 'warn', epochChanged ? 0 : (state.lastSeq ?? 0));
     }
     const history = Array.isArray(msg.history) ? msg.history : [];
-    for (const m of history) onMessage(m, false);
+    for (const m of history) onStored(m, false);
     // joined.seq is the room's latest seq; history runs up to it, so that is what we have seen.
     state.lastSeq = Number.isFinite(msg.seq) ? msg.seq : latestSeqOf(history);
 
@@ -333,7 +381,24 @@
     if (wasRejoin) addSystem('Reconnected');
     else addSystem('You joined #' + state.room);
     setStatus('connected', 'Connected');
+    // What was sent but not acknowledged goes out again with its ref: the relay answers a ref
+    // it already ordered with the same ack and no second message. Not what went out on this
+    // very socket (a second join on it, after a cluster restore): that is still on its way.
+    for (const entry of state.pending.values()) {
+      if (!entry.failed && entry.sentOn !== state.ws) transmit(entry);
+    }
+    readJoined(msg, epochChanged);
     scrollToBottom();
+    scheduleRead();
+  }
+
+  // A history entry (joined.history, a `history` answer): messages as they are now, and the
+  // edits and deletes in their places.
+  function onStored(entry, older) {
+    if (!entry || typeof entry !== 'object') return;
+    if (entry.type === 'message_edited') return onEdited(entry, false);
+    if (entry.type === 'message_deleted') return onDeleted(entry, false);
+    return onMessage(entry, false, older);
   }
 
   // Cluster mode only: the relay lost or regained Redis (docs/CLUSTER.md). While degraded,
@@ -361,13 +426,30 @@
     if (!isCurrentRoom(msg)) return;
     if (typeof msg.id !== 'string' && typeof msg.id !== 'number') return;
     const id = String(msg.id);
-    if (live && Number.isFinite(msg.seq) && (state.lastSeq === null || msg.seq > state.lastSeq)) {
-      state.lastSeq = msg.seq;
-    }
-    if (state.seenIds.has(id)) return;
-    state.seenIds.add(id);
+    if (live) advanceSeq(msg.seq);
     if (!older && msg.userId !== undefined) removeTyper(String(msg.userId));
-    renderMessage(msg, id, older);
+    // My own send coming back (live, or in joined.history after a reconnect that lost the
+    // ack): it takes the place of its "sending..." bubble.
+    const entry = typeof msg.ref === 'string' ? state.pending.get(msg.ref) : undefined;
+    if (entry) {
+      confirmPending(entry, msg, false);
+    } else if (state.seenIds.has(id)) {
+      // Shown already; one shown from its ack alone gets the relay's own copy now.
+      const shown = state.byId.get(id);
+      if (shown && shown.dataset.provisional) replaceMessage(shown, msg);
+      return;
+    } else {
+      state.seenIds.add(id);
+      renderMessage(msg, id, older);
+    }
+    if (live) {
+      renderSeenBy();
+      scheduleRead();
+    }
+  }
+
+  function advanceSeq(seq) {
+    if (Number.isFinite(seq) && (state.lastSeq === null || seq > state.lastSeq)) state.lastSeq = seq;
   }
 
   // ---------------------------------------------------------------- scroll-back
@@ -402,9 +484,7 @@
     // older messages go in above it.
     const fromBottom = m.scrollHeight - m.scrollTop;
     const messages = Array.isArray(msg.messages) ? msg.messages : [];
-    for (const entry of messages) {
-      if (entry && typeof entry === 'object') onMessage(entry, false, true);
-    }
+    for (const entry of messages) onStored(entry, true);
     if (msg.hasMore === false) showBeginning();
     m.scrollTop = m.scrollHeight - fromBottom;
   }
@@ -422,7 +502,7 @@
   function onUserJoined(msg) {
     if (!isCurrentRoom(msg) || !state.joined) return;
     setPresence(msg.users, msg.count);
-    if (msg.userId !== state.clientId) addSystem(nameOf(msg) + ' joined');
+    if (!isMe(String(msg.userId), msg.username)) addSystem(nameOf(msg) + ' joined');
   }
 
   function onUserLeft(msg) {
@@ -441,6 +521,12 @@
     const text = typeof msg.message === 'string' ? msg.message : '';
     // These may answer the pending `history`: scrolling up again retries.
     if (HISTORY_ERRORS.has(code)) state.historyPending = false;
+    if (typeof msg.ref === 'string') {
+      // A refused send is marked on its own bubble (with Retry), not in the banner.
+      const entry = state.pending.get(msg.ref);
+      if (entry) return failPending(entry, code, text);
+      revertChange(msg.ref);
+    }
     showBanner(code, text);
     // A failed join leaves the page without a room; let the user pick another one.
     if (!state.joined && (code === 'invalid_room' || code === 'invalid_username' || code === 'too_many_rooms')) {
@@ -471,19 +557,38 @@
   }
 
   function currentTailKey() {
-    const last = el.messages.lastElementChild;
+    // Bubbles still sending sit below everything at (Infinity, Infinity): skip them.
+    let last = el.messages.lastElementChild;
+    while (last && last.dataset.pending) last = last.previousElementSibling;
     if (!last) return [state.generation, 0];
     const [g, s] = keyOf(last);
     return g === state.generation ? [g, s] : [state.generation, 0];
   }
 
-  function renderMessage(msg, id, older) {
-    const mine = state.myIds.has(String(msg.userId));
+  // Mine: written by this page's user, so it can be edited and deleted. With a token that is
+  // the token's `sub` (message.userId); without one the relay goes by the username given at
+  // join (PROTOCOL.md, `edit`), so the same name counts as the same person here too.
+  function isMine(msg) {
+    const uid = msg.userId === undefined || msg.userId === null ? '' : String(msg.userId);
+    if (uid && state.myIds.has(uid)) return true;
+    if (TOKEN) return TOKEN_SUB !== null && uid === TOKEN_SUB;
+    return typeof msg.username === 'string' && state.username !== ''
+      && msg.username === state.username.normalize('NFC');
+  }
+
+  // The same test for a presence entry or a `read`/`typing` event's user.
+  function isMe(id, name) {
+    if (id && (id === state.clientId || (TOKEN_SUB !== null && id === TOKEN_SUB))) return true;
+    if (TOKEN) return false;
+    return typeof name === 'string' && state.username !== '' && name === state.username.normalize('NFC');
+  }
+
+  function buildMessage(msg, mine) {
     const li = h('li', 'msg' + (mine ? ' mine' : ''));
-    li.dataset.id = id;
     li.dataset.testid = 'message';
     const author = typeof msg.username === 'string' ? msg.username : 'unknown';
     li.dataset.author = author;
+    if (msg.local === true) li.dataset.local = '1'; // repeats the last seq: not addressable
 
     if (!mine) {
       const avatar = h('span', 'avatar ' + colorClass(msg.userId ?? author), initials(author));
@@ -491,6 +596,7 @@
       li.append(avatar);
     }
     const bubble = h('div', 'bubble');
+    if (Number.isFinite(msg.replyTo)) bubble.append(buildQuote(msg.replyTo));
     const meta = h('div', 'meta');
     meta.append(h('span', 'author', mine ? 'You' : author));
     if (Number.isFinite(msg.timestamp)) {
@@ -500,12 +606,47 @@
       time.title = fullFormat.format(date);
       meta.append(time);
     }
+    const status = h('span', 'msg-status');
+    status.dataset.testid = 'msg-status';
+    status.hidden = true;
+    meta.append(status);
     bubble.append(meta, h('div', 'text', typeof msg.text === 'string' ? msg.text : ''));
     li.append(bubble);
+    if (msg.deleted === true) markDeleted(li);
+    else if (msg.edited === true) markEdited(li, msg.editedAt);
+    return li;
+  }
 
+  function renderMessage(msg, id, older) {
+    const mine = isMine(msg);
+    const li = buildMessage(msg, mine);
+    li.dataset.id = id;
     const seq = Number.isFinite(msg.seq) ? msg.seq : currentTailKey()[1];
     const nearBottom = insertOrdered(li, state.generation, seq);
+    track(li, id, msg.seq);
     if (!older) afterInsert(nearBottom || mine, li);
+  }
+
+  // Registers a shown message under its id and seq, gives it its actions, and fills in the
+  // quotes that were waiting for it.
+  function track(li, id, seq) {
+    state.byId.set(id, li);
+    if (Number.isFinite(seq) && !li.dataset.local) {
+      state.bySeq.set(seq, li);
+      refreshQuotes(seq);
+    }
+    setActions(li);
+  }
+
+  // The relay's copy of a message shown so far from its ack only: same place, its own content.
+  function replaceMessage(shown, msg) {
+    const li = buildMessage(msg, shown.classList.contains('mine') || isMine(msg));
+    li.dataset.id = shown.dataset.id;
+    li.dataset.gen = shown.dataset.gen;
+    li.dataset.seq = shown.dataset.seq;
+    if (state.editing && state.editing.li === shown) cancelEdit();
+    shown.replaceWith(li);
+    track(li, li.dataset.id, msg.seq);
   }
 
   function addSystem(text, tone, seqOverride) {
@@ -537,9 +678,523 @@
     el.jump.hidden = true;
   }
 
+  // ---------------------------------------------------------------- sending (acknowledged)
+  function nextRef() {
+    state.refCounter += 1;
+    return REF_PREFIX + state.refCounter;
+  }
+
+  // Shows the message at once as "sending..." and sends it with a ref; the bubble becomes the
+  // message when its `ack` or its own `message` event (whichever comes first) arrives.
+  function sendChat(text) {
+    const entry = {
+      ref: nextRef(), room: state.room, text, replyTo: state.replyTo,
+      sentAt: Date.now(), li: null, failed: false, sentOn: null,
+    };
+    entry.li = renderPending(entry);
+    state.pending.set(entry.ref, entry);
+    clearReply();
+    transmit(entry);
+  }
+
+  function transmit(entry) {
+    const frame = { type: 'message', room: entry.room, text: entry.text, ref: entry.ref };
+    if (entry.replyTo !== null) frame.replyTo = entry.replyTo;
+    // Not joined: it goes out after the next `joined`, with the others waiting.
+    if (state.joined && send(frame)) entry.sentOn = state.ws;
+  }
+
+  function renderPending(entry) {
+    const msg = { username: state.username, text: entry.text, timestamp: entry.sentAt };
+    if (entry.replyTo !== null) msg.replyTo = entry.replyTo;
+    const li = buildMessage(msg, true);
+    li.dataset.pending = '1';
+    li.dataset.ref = entry.ref;
+    li.classList.add('pending');
+    setMsgStatus(li, 'sending...', 'sending');
+    // Below every ordered message until the relay gives it a seq.
+    insertOrdered(li, Infinity, Infinity);
+    setActions(li);
+    afterInsert(true, li);
+    return li;
+  }
+
+  // `msg`: the relay's message event, or (`provisional`) one made from the ack, which the
+  // message event replaces when it comes.
+  function confirmPending(entry, msg, provisional) {
+    state.pending.delete(entry.ref);
+    const id = String(msg.id);
+    const nearBottom = isNearBottom();
+    entry.li.remove();
+    if (state.byId.has(id)) {
+      // Already shown (joined.history after a reconnect): the resend's ack names it.
+      afterInsert(nearBottom, state.byId.get(id));
+      return;
+    }
+    if (msg.userId !== undefined && msg.userId !== null) state.myIds.add(String(msg.userId));
+    state.seenIds.add(id);
+    const li = buildMessage(msg, true);
+    li.dataset.id = id;
+    if (provisional) li.dataset.provisional = '1';
+    insertOrdered(li, state.generation, msg.seq);
+    track(li, id, msg.seq);
+    afterInsert(nearBottom, li);
+  }
+
+  function onAck(msg) {
+    if (typeof msg.ref !== 'string') return;
+    const entry = state.pending.get(msg.ref);
+    // Absent: its message event came first and took the bubble.
+    if (!entry || msg.room !== entry.room || !Number.isFinite(msg.seq)) return;
+    if (typeof msg.id !== 'string' && typeof msg.id !== 'number') return;
+    const made = {
+      id: msg.id, seq: msg.seq, room: msg.room, userId: TOKEN_SUB ?? state.clientId,
+      username: state.username, text: entry.text, timestamp: entry.sentAt,
+    };
+    if (entry.replyTo !== null) made.replyTo = entry.replyTo;
+    confirmPending(entry, made, true);
+    scheduleRead();
+  }
+
+  function failPending(entry, code, text) {
+    entry.failed = true;
+    entry.li.classList.add('failed');
+    setMsgStatus(entry.li, 'not sent: ' + (text || code), 'failed');
+    entry.li.querySelector('.msg-status').dataset.code = code;
+    setActions(entry.li);
+  }
+
+  function retryPending(li) {
+    const entry = state.pending.get(li.dataset.ref);
+    if (!entry) return;
+    entry.failed = false;
+    entry.sentOn = null;
+    li.classList.remove('failed');
+    setMsgStatus(li, 'sending...', 'sending');
+    setActions(li);
+    transmit(entry);
+  }
+
+  function discardPending(li) {
+    state.pending.delete(li.dataset.ref);
+    li.remove();
+  }
+
+  function setMsgStatus(li, text, kind) {
+    const status = li.querySelector('.msg-status');
+    if (!status) return;
+    status.textContent = text || '';
+    status.hidden = !text;
+    if (kind) status.dataset.state = kind;
+    else delete status.dataset.state;
+  }
+
+  // ---------------------------------------------------------------- message actions
+  // The seq a message can be answered, edited or deleted by: only messages of the room's
+  // current life the relay has ordered (not sending, not a degraded cluster's local copy).
+  function seqOf(li) {
+    if (!li || li.dataset.pending || li.dataset.stale || li.dataset.local) return null;
+    const seq = Number(li.dataset.seq);
+    return Number.isFinite(seq) && state.bySeq.get(seq) === li ? seq : null;
+  }
+
+  function setActions(li, mode) {
+    let bar = li.querySelector('.actions');
+    if (!bar) {
+      bar = h('div', 'actions');
+      bar.dataset.testid = 'actions';
+      li.append(bar);
+    }
+    bar.replaceChildren();
+    bar.classList.toggle('confirming', mode === 'confirm-delete');
+    const add = (action, label, title) => {
+      const button = h('button', 'action action-' + action, label);
+      button.type = 'button';
+      button.dataset.action = action;
+      if (title) button.title = title;
+      bar.append(button);
+    };
+    const editing = state.editing && state.editing.li === li;
+    if (li.dataset.pending) {
+      if (li.classList.contains('failed')) {
+        add('retry', 'Retry', 'Send it again');
+        add('discard', 'Discard', 'Remove it');
+      }
+    } else if (mode === 'confirm-delete') {
+      bar.append(h('span', 'confirm-text', 'Delete this message?'));
+      add('confirm-delete', 'Delete');
+      add('cancel-delete', 'Cancel');
+    } else if (seqOf(li) !== null && !li.dataset.deleted && !editing) {
+      add('reply', 'Reply', 'Reply with a quote');
+      if (li.classList.contains('mine') && !li.dataset.changing) {
+        add('edit', 'Edit', 'Edit your message');
+        add('delete', 'Delete', 'Delete your message');
+      }
+    }
+    bar.hidden = bar.childElementCount === 0;
+  }
+
+  function onMessageAction(event) {
+    const button = event.target.closest('[data-action]');
+    if (!button || !el.messages.contains(button)) return;
+    const li = button.closest('.msg');
+    if (!li) return;
+    switch (button.dataset.action) {
+      case 'reply': return startReply(li);
+      case 'edit': return startEdit(li);
+      case 'delete': return setActions(li, 'confirm-delete');
+      case 'confirm-delete': return sendDelete(li);
+      case 'cancel-delete': return setActions(li);
+      case 'retry': return retryPending(li);
+      case 'discard': return discardPending(li);
+      case 'jump': return jumpTo(Number(button.dataset.parent));
+      default: return undefined;
+    }
+  }
+
+  // Messages of an earlier life of the room (before an epoch change) keep their place but
+  // their seqs now name other messages: they can no longer be answered or changed.
+  function forgetRoomLife() {
+    for (const li of state.bySeq.values()) {
+      li.dataset.stale = '1';
+      setActions(li);
+    }
+    state.bySeq.clear();
+    state.changes.clear();
+    state.changeBySeq.clear();
+    cancelEdit();
+    clearReply();
+    state.reads.clear();
+  }
+
+  // ---------------------------------------------------------------- edit and delete
+  function startEdit(li) {
+    const seq = seqOf(li);
+    const textNode = li.querySelector('.bubble > .text');
+    if (seq === null || !textNode || !state.joined) return;
+    cancelEdit();
+    const form = h('form', 'edit-form');
+    const input = h('textarea', 'edit-input');
+    input.dataset.testid = 'edit-input';
+    input.maxLength = 2000;
+    input.rows = Math.min(6, textNode.textContent.split('\n').length);
+    input.value = textNode.textContent;
+    input.setAttribute('aria-label', 'Edit message');
+    const save = h('button', 'edit-save', 'Save');
+    save.type = 'submit';
+    const cancel = h('button', 'edit-cancel', 'Cancel');
+    cancel.type = 'button';
+    const buttons = h('div', 'edit-buttons');
+    buttons.append(h('span', 'edit-hint', 'Enter to save, Esc to cancel'), cancel, save);
+    form.append(input, buttons);
+    textNode.hidden = true;
+    textNode.after(form);
+    state.editing = { li, seq, form };
+    setActions(li);
+    input.addEventListener('keydown', (event) => {
+      if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
+        event.preventDefault();
+        form.requestSubmit();
+      } else if (event.key === 'Escape') {
+        event.preventDefault();
+        event.stopPropagation();
+        cancelEdit();
+      }
+    });
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      saveEdit();
+    });
+    cancel.addEventListener('click', cancelEdit);
+    input.focus();
+    input.setSelectionRange(input.value.length, input.value.length);
+  }
+
+  function closeEditor() {
+    const ed = state.editing;
+    if (!ed) return null;
+    state.editing = null;
+    ed.form.remove();
+    const textNode = ed.li.querySelector('.bubble > .text');
+    if (textNode) textNode.hidden = false;
+    setActions(ed.li);
+    return ed;
+  }
+
+  function cancelEdit() {
+    const ed = closeEditor();
+    if (ed && ed.li.isConnected && document.activeElement === document.body) el.input.focus();
+  }
+
+  function saveEdit() {
+    const ed = state.editing;
+    if (!ed) return;
+    const textNode = ed.li.querySelector('.bubble > .text');
+    const text = ed.form.querySelector('textarea').value;
+    if (!textNode || text.trim() === '' || text === textNode.textContent) return cancelEdit();
+    const ref = nextRef();
+    if (!state.joined || !send({ type: 'edit', room: state.room, seq: ed.seq, text, ref })) {
+      showBanner('not_connected', 'Not connected: the edit was not sent.');
+      return undefined;
+    }
+    state.changes.set(ref, { kind: 'edit', seq: ed.seq, before: textNode.textContent });
+    state.changeBySeq.set(ed.seq, ref);
+    closeEditor();
+    // Shown at once; `message_edited` confirms it, an error with this ref puts it back.
+    textNode.textContent = text;
+    ed.li.dataset.changing = '1';
+    setMsgStatus(ed.li, 'saving...', 'sending');
+    setActions(ed.li);
+    refreshQuotes(ed.seq);
+    return undefined;
+  }
+
+  function sendDelete(li) {
+    const seq = seqOf(li);
+    if (seq === null) return;
+    const ref = nextRef();
+    if (!state.joined || !send({ type: 'delete', room: state.room, seq, ref })) {
+      setActions(li);
+      showBanner('not_connected', 'Not connected: the message was not deleted.');
+      return;
+    }
+    state.changes.set(ref, { kind: 'delete', seq });
+    state.changeBySeq.set(seq, ref);
+    li.dataset.changing = '1';
+    setMsgStatus(li, 'deleting...', 'sending');
+    setActions(li);
+  }
+
+  // An error answered one of my edits or deletes: the message shows what the relay has.
+  function revertChange(ref) {
+    const change = state.changes.get(ref);
+    if (!change) return;
+    state.changes.delete(ref);
+    if (state.changeBySeq.get(change.seq) === ref) state.changeBySeq.delete(change.seq);
+    const li = state.bySeq.get(change.seq);
+    if (!li) return;
+    delete li.dataset.changing;
+    setMsgStatus(li, '');
+    const textNode = li.querySelector('.bubble > .text');
+    if (change.kind === 'edit' && textNode) {
+      textNode.textContent = change.before;
+      refreshQuotes(change.seq);
+    }
+    setActions(li);
+  }
+
+  // A change of mine the relay carried out (the event is the confirmation).
+  function settleChange(seq) {
+    const ref = state.changeBySeq.get(seq);
+    if (ref === undefined) return;
+    state.changeBySeq.delete(seq);
+    state.changes.delete(ref);
+  }
+
+  function onEdited(msg, live) {
+    if (!isCurrentRoom(msg)) return;
+    if (live) advanceSeq(msg.seq);
+    const li = state.bySeq.get(msg.target);
+    // A delete is final: an older edit replayed from history does not bring the text back.
+    if (!li || li.dataset.deleted || typeof msg.text !== 'string') return;
+    settleChange(msg.target);
+    delete li.dataset.changing;
+    setMsgStatus(li, '');
+    const textNode = li.querySelector('.bubble > .text');
+    if (textNode) textNode.textContent = msg.text;
+    markEdited(li, msg.editedAt);
+    setActions(li);
+    refreshQuotes(msg.target);
+  }
+
+  function onDeleted(msg, live) {
+    if (!isCurrentRoom(msg)) return;
+    if (live) advanceSeq(msg.seq);
+    const li = state.bySeq.get(msg.target);
+    if (!li) return;
+    settleChange(msg.target);
+    delete li.dataset.changing;
+    setMsgStatus(li, '');
+    markDeleted(li);
+    refreshQuotes(msg.target);
+    if (state.replyTo === msg.target) renderReplyBar();
+    renderSeenBy();
+  }
+
+  function markEdited(li, editedAt) {
+    li.dataset.edited = '1';
+    const meta = li.querySelector('.meta');
+    let mark = meta.querySelector('.edited');
+    if (!mark) {
+      mark = h('span', 'edited', '(edited)');
+      mark.dataset.testid = 'edited';
+      meta.insertBefore(mark, meta.querySelector('.msg-status'));
+    }
+    if (Number.isFinite(editedAt)) mark.title = 'edited ' + fullFormat.format(new Date(editedAt));
+  }
+
+  // "message deleted" and nothing of what it said: no text, no quote, no actions.
+  function markDeleted(li) {
+    if (state.editing && state.editing.li === li) closeEditor();
+    li.dataset.deleted = '1';
+    li.classList.add('deleted');
+    const bubble = li.querySelector('.bubble');
+    for (const node of bubble.querySelectorAll(':scope > .text, :scope > .quote, .edited')) node.remove();
+    if (!bubble.querySelector('.tombstone')) {
+      const note = h('div', 'tombstone', 'message deleted');
+      note.dataset.testid = 'tombstone';
+      bubble.append(note);
+    }
+    setActions(li);
+  }
+
+  // ---------------------------------------------------------------- replies and quotes
+  function snippet(text) {
+    const flat = String(text).replace(/\s+/g, ' ').trim();
+    const chars = Array.from(flat);
+    return chars.length > QUOTE_CHARS ? chars.slice(0, QUOTE_CHARS).join('') + '…' : flat;
+  }
+
+  function buildQuote(parentSeq) {
+    const quote = h('button', 'quote');
+    quote.type = 'button';
+    quote.dataset.testid = 'quote';
+    quote.dataset.action = 'jump';
+    quote.dataset.parent = String(parentSeq);
+    fillQuote(quote);
+    return quote;
+  }
+
+  // The parent's author and the start of its text, or why there is none to show.
+  function fillQuote(quote) {
+    const parent = state.bySeq.get(Number(quote.dataset.parent));
+    quote.replaceChildren();
+    quote.classList.toggle('missing', !parent);
+    if (!parent) {
+      quote.append(h('span', 'quote-text', 'original message not loaded'));
+      quote.title = '';
+      return;
+    }
+    const author = parent.classList.contains('mine') ? 'You' : parent.dataset.author;
+    quote.append(h('span', 'quote-author', author));
+    const textNode = parent.querySelector('.bubble > .text');
+    const text = parent.dataset.deleted || !textNode ? 'message deleted' : snippet(textNode.textContent);
+    quote.append(h('span', 'quote-text', text));
+    quote.title = 'Show the message ' + author + ' wrote';
+  }
+
+  function refreshQuotes(seq) {
+    for (const quote of el.messages.querySelectorAll('.quote[data-parent="' + seq + '"]')) {
+      if (!quote.closest('.msg').dataset.stale) fillQuote(quote);
+    }
+    if (state.replyTo === seq) renderReplyBar();
+  }
+
+  function jumpTo(seq) {
+    const li = state.bySeq.get(seq);
+    if (!li) return;
+    li.scrollIntoView({ block: 'center' });
+    li.classList.remove('flash');
+    void li.offsetWidth; // restart the animation
+    li.classList.add('flash');
+  }
+
+  function startReply(li) {
+    const seq = seqOf(li);
+    if (seq === null || li.dataset.deleted) return;
+    state.replyTo = seq;
+    renderReplyBar();
+    el.input.focus();
+  }
+
+  function clearReply() {
+    state.replyTo = null;
+    renderReplyBar();
+  }
+
+  function renderReplyBar() {
+    if (state.replyTo === null) {
+      el.replyBar.hidden = true;
+      return;
+    }
+    const parent = state.bySeq.get(state.replyTo);
+    const textNode = parent && parent.querySelector('.bubble > .text');
+    el.replyAuthor.textContent = !parent ? 'a message' : parent.classList.contains('mine') ? 'yourself' : parent.dataset.author;
+    el.replyText.textContent = !parent ? '' : parent.dataset.deleted || !textNode ? 'message deleted' : snippet(textNode.textContent);
+    el.replyBar.hidden = false;
+  }
+
+  // ---------------------------------------------------------------- read state
+  // Only with a relay whose `joined` carries `lastRead`: an older one would answer `read`
+  // with unknown_type.
+  function readJoined(msg, epochChanged) {
+    state.readSupported = Number.isFinite(msg.lastRead);
+    if (!state.readSupported) return;
+    // Never backwards: another tab of mine may have read further, or this one before a
+    // reconnect. A new life of the room numbers from 1 again.
+    state.readSent = epochChanged ? msg.lastRead : Math.max(state.readSent, msg.lastRead);
+  }
+
+  function scheduleRead() {
+    if (!state.readSupported || state.readTimer || document.visibilityState !== 'visible') return;
+    // At most one `read` per interval, sent at its end with the position then.
+    state.readTimer = setTimeout(() => {
+      state.readTimer = null;
+      flushRead();
+    }, READ_DEBOUNCE_MS);
+  }
+
+  // The newest message of the room's current life the reader has had on screen: the last
+  // one whose top is above the bottom of the list's viewport.
+  function shownUpTo() {
+    const bottom = el.messages.getBoundingClientRect().bottom;
+    for (let li = el.messages.lastElementChild; li; li = li.previousElementSibling) {
+      const seq = seqOf(li);
+      if (seq === null) continue;
+      if (li.getBoundingClientRect().top < bottom) return seq;
+    }
+    return 0;
+  }
+
+  function flushRead() {
+    if (!state.readSupported || !state.joined || document.visibilityState !== 'visible') return;
+    const seq = shownUpTo();
+    if (seq > state.readSent && send({ type: 'read', room: state.room, seq })) state.readSent = seq;
+  }
+
+  function onRead(msg) {
+    if (!isCurrentRoom(msg) || !Number.isFinite(msg.seq)) return;
+    const id = String(msg.userId ?? '');
+    if (isMe(id, msg.username)) return;
+    const known = state.reads.get(id);
+    state.reads.set(id, { username: nameOf(msg), seq: Math.max(known ? known.seq : 0, msg.seq) });
+    renderSeenBy();
+  }
+
+  // "seen by alice, bob" under the last message, in rooms of at most SEEN_BY_MAX_MEMBERS.
+  function renderSeenBy() {
+    for (const old of el.messages.querySelectorAll('.seen-by')) old.remove();
+    if (!state.readSupported || state.reads.size === 0 || state.memberCount > SEEN_BY_MAX_MEMBERS) return;
+    let last = el.messages.lastElementChild;
+    while (last && seqOf(last) === null) last = last.previousElementSibling;
+    if (!last) return;
+    const seq = seqOf(last);
+    const names = [...new Set([...state.reads.values()].filter((r) => r.seq >= seq).map((r) => r.username))]
+      .sort((a, b) => a.localeCompare(b));
+    if (names.length === 0) return;
+    const li = h('li', 'seen-by' + (last.classList.contains('mine') ? ' mine' : ''), 'seen by ' + names.join(', '));
+    li.dataset.testid = 'seen-by';
+    li.dataset.gen = last.dataset.gen;
+    li.dataset.seq = last.dataset.seq;
+    last.after(li);
+  }
+
   // ---------------------------------------------------------------- rendering: presence
+  // `users` has one entry per person (several tabs of one person are one entry), so "me" is
+  // whichever entry is this page's person, not this connection.
   function setPresence(users, count) {
     const n = Number.isFinite(count) ? count : Array.isArray(users) ? users.length : 0;
+    state.memberCount = n;
     el.onlineCount.textContent = numberFormat.format(n);
     if (Array.isArray(users)) {
       const items = users.map((u) => {
@@ -551,7 +1206,7 @@
         const avatar = h('span', 'avatar small ' + colorClass(id || name), initials(name));
         avatar.setAttribute('aria-hidden', 'true');
         li.append(avatar, h('span', 'user-name', name));
-        if (state.myIds.has(id) && id === state.clientId) {
+        if (isMe(id, name)) {
           li.classList.add('me');
           li.append(h('span', 'you-tag', 'you'));
         }
@@ -569,6 +1224,7 @@
       el.usersNote.textContent = numberFormat.format(n) + ' online';
       el.usersNote.hidden = false;
     }
+    renderSeenBy();
   }
 
   // ---------------------------------------------------------------- typing (incoming)
@@ -669,6 +1325,19 @@
     state.joined = false;
     state.historyPending = false;
     state.historyDone = false;
+    // Unacknowledged sends belong to the room left: the page does not rejoin it to resend.
+    state.pending.clear();
+    state.bySeq.clear();
+    state.byId.clear();
+    state.changes.clear();
+    state.changeBySeq.clear();
+    state.editing = null;
+    clearReply();
+    state.reads.clear();
+    state.readSupported = false;
+    state.readSent = 0;
+    clearTimeout(state.readTimer);
+    state.readTimer = null;
     clearTypers();
     clearMessages();
     setPresence([], 0);
@@ -735,12 +1404,11 @@
     const text = el.input.value;
     if (text.trim() === '' || !state.joined) return;
     stopTypingOut(true);
-    if (send({ type: 'message', text, room: state.room })) {
-      el.input.value = '';
-      autosize();
-      updateComposer();
-      el.input.focus();
-    }
+    sendChat(text);
+    el.input.value = '';
+    autosize();
+    updateComposer();
+    el.input.focus();
   });
 
   el.input.addEventListener('input', onInput);
@@ -748,8 +1416,16 @@
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
       el.composer.requestSubmit();
+    } else if (event.key === 'Escape' && state.replyTo !== null) {
+      event.stopPropagation();
+      clearReply();
     }
   });
+  el.replyCancel.addEventListener('click', () => {
+    clearReply();
+    el.input.focus();
+  });
+  el.messages.addEventListener('click', onMessageAction);
 
   el.switchForm.addEventListener('submit', (event) => {
     event.preventDefault();
@@ -769,7 +1445,9 @@
   el.messages.addEventListener('scroll', () => {
     if (isNearBottom()) el.jump.hidden = true;
     if (el.messages.scrollTop <= NEAR_TOP_PX) requestOlder();
+    scheduleRead();
   });
+  document.addEventListener('visibilitychange', scheduleRead);
   el.menu.addEventListener('click', () => setSidebar(!el.app.classList.contains('sidebar-open')));
   el.scrim.addEventListener('click', () => setSidebar(false));
   document.addEventListener('keydown', (event) => {

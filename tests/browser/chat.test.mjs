@@ -167,6 +167,12 @@ async function openPage(t, relay, { query = '', viewport = { width: 1000, height
  * frame it receives (window.__recv), both in one order (window.__wire: ['>' or '<', data]), every close code
  * (window.__closes), and while window.__blockConnect holds a URL (a closed port) opens new sockets there instead, so the
  * page stays away as long as a test needs.
+ * For the acknowledged sends: while window.__holdMessages is true a `message` frame is recorded
+ * but kept back (window.__held) until window.__releaseHeld() sends it, so the page shows
+ * "sending..." as long as a test needs (a held frame whose socket closes never reaches the
+ * relay); window.__closeAfterMessage = true closes the socket right after the next `message`
+ * frame, in the same task, so the relay gets the message but the page never sees its ack
+ * (a browser delivers nothing more once close() is called).
  */
 function instrumentPage() {
   const Native = window.WebSocket;
@@ -177,6 +183,12 @@ function instrumentPage() {
   window.__closes = [];
   window.__wire = [];
   window.__blockConnect = null;
+  window.__holdMessages = false;
+  window.__held = [];
+  window.__closeAfterMessage = false;
+  window.__releaseHeld = () => {
+    for (const [socket, data] of window.__held.splice(0)) Native.prototype.send.call(socket, data);
+  };
   window.WebSocket = class extends Native {
     constructor(url, protocols) {
       super(window.__blockConnect || url, protocols);
@@ -190,7 +202,17 @@ function instrumentPage() {
     send(data) {
       window.__sent.push(String(data));
       window.__wire.push(['>', String(data)]);
-      return super.send(data);
+      const isMessage = String(data).includes('"type":"message"');
+      if (isMessage && window.__holdMessages) {
+        window.__held.push([this, data]);
+        return undefined;
+      }
+      const result = super.send(data);
+      if (isMessage && window.__closeAfterMessage) {
+        window.__closeAfterMessage = false;
+        this.close();
+      }
+      return result;
     }
   };
   document.addEventListener('DOMContentLoaded', () => {
@@ -224,18 +246,29 @@ async function openJoined(t, relay, username, room, opts) {
   return handle;
 }
 
+/** Sends a message from the composer and waits until the relay acknowledged it. */
 async function sendMessage(page, text) {
   await page.fill('#input', text);
   await page.click('#send');
-  await waitForMessage(page, text);
+  await waitForMessage(page, text, { acked: true });
 }
 
-/** Waits until a message with exactly this text is in #messages. */
-async function waitForMessage(page, text) {
+/** Waits until a message with exactly this text is in #messages (`acked`: and not sending). */
+async function waitForMessage(page, text, { acked = false } = {}) {
   await page.waitForFunction(
-    (want) => [...document.querySelectorAll('#messages .msg .text')].some((n) => n.textContent === want),
-    text,
+    ({ want, acked }) => [...document.querySelectorAll(acked ? '#messages .msg:not(.pending) .text' : '#messages .msg .text')]
+      .some((n) => n.textContent === want),
+    { want: text, acked },
   );
+}
+
+/** The rendered message whose text (or, once deleted, whose data-id) is given. */
+function messageByText(page, text) {
+  return page.locator('#messages .msg').filter({ has: page.locator('.text', { hasText: new RegExp(`^${escapeRegExp(text)}$`) }) });
+}
+
+function escapeRegExp(text) {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /** Texts of the rendered chat messages, in DOM order. */
@@ -800,4 +833,284 @@ test('cluster: users on two relays chat, and the page says when Redis is lost an
   await sendMessage(bob.page, 'after the outage');
   await waitForMessage(alice.page, 'after the outage');
   assertClean(alice.problems, { console: false });
+});
+
+// ------------------------------------------------------------------------------ acknowledged sends, edits, replies
+
+test('a message shows "sending..." until its ack, and its own echo takes the same bubble', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'acks', { instrument: true });
+  const bob = await openJoined(t, relay, 'bob', 'acks');
+
+  // The frame is kept back in the page: the bubble is there at once, marked as sending.
+  await alice.page.evaluate(() => { window.__holdMessages = true; });
+  await alice.page.fill('#input', 'wait for it');
+  await alice.page.click('#send');
+  const bubble = messageByText(alice.page, 'wait for it');
+  await bubble.locator('[data-testid="msg-status"]', { hasText: 'sending...' }).waitFor();
+  assert.equal(await bubble.count(), 1);
+  assert.ok(await bubble.evaluate((li) => li.classList.contains('pending')));
+  assert.equal(await bubble.locator('[data-action]').count(), 0, 'no reply/edit/delete before it has a seq');
+  assert.equal(await alice.page.inputValue('#input'), '', 'the composer is free for the next message');
+  const [sent] = (await sentFrames(alice.page)).filter((m) => m.type === 'message');
+  assert.equal(typeof sent.ref, 'string');
+  assert.match(sent.ref, /^p[0-9a-f]{12}-\d+$/, 'a per-tab random prefix and a counter');
+
+  await alice.page.evaluate(() => { window.__holdMessages = false; window.__releaseHeld(); });
+  await bubble.locator('[data-testid="msg-status"]').waitFor({ state: 'hidden' });
+  await waitForMessage(bob.page, 'wait for it');
+  // The ack and the echo (both carrying the ref) both arrived: still one bubble, now ordered.
+  await alice.page.waitForFunction((ref) => {
+    const frames = window.__recv.map((s) => JSON.parse(s));
+    return frames.some((m) => m.type === 'ack' && m.ref === ref) && frames.some((m) => m.type === 'message' && m.ref === ref);
+  }, sent.ref);
+  const ack = (await receivedFrames(alice.page)).find((m) => m.type === 'ack');
+  assert.deepEqual(await messageTexts(alice.page), ['wait for it']);
+  assert.deepEqual(await alice.page.$$eval('#messages .msg', (n) => n.map((li) => [li.dataset.seq, li.dataset.id, li.className])),
+    [[String(ack.seq), ack.id, 'msg mine']]);
+  assert.match(await bubble.locator('time.time').textContent(), /\d{1,2}.\d{2}/);
+  await bubble.hover();
+  await bubble.locator('[data-action="edit"]').waitFor();
+  assertClean(alice.problems);
+});
+
+test('an error with the message\'s ref marks its bubble as not sent', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  // One message per 20 s: the second one is refused with rate_limited, carrying its ref.
+  const relay = await startRelay(undefined, ['--message-rate', '0.05', '--message-burst', '1']);
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'refused', { instrument: true });
+  await sendMessage(alice.page, 'first one goes through');
+  await alice.page.fill('#input', 'second one is refused');
+  await alice.page.click('#send');
+  const bubble = messageByText(alice.page, 'second one is refused');
+  const status = bubble.locator('[data-testid="msg-status"][data-state="failed"]');
+  await status.waitFor();
+  const error = (await receivedFrames(alice.page)).find((m) => m.type === 'error');
+  const sent = (await sentFrames(alice.page)).filter((m) => m.type === 'message').at(-1);
+  assert.equal(error.code, 'rate_limited');
+  assert.equal(error.ref, sent.ref);
+  assert.equal(await status.textContent(), `not sent: ${error.message}`);
+  assert.ok(await alice.page.locator('#banner').isHidden(), 'shown on the bubble, not in the banner');
+  // A refused message is not resent by itself; the reader can retry or discard it.
+  await bubble.locator('[data-action="retry"]').waitFor();
+  await bubble.locator('[data-action="discard"]').click();
+  await bubble.waitFor({ state: 'detached' });
+  assert.deepEqual(await messageTexts(alice.page), ['first one goes through']);
+  assertClean(alice.problems);
+});
+
+test('after a reconnect the page resends what was not acknowledged and takes back what history shows: each message once', { timeout: 60_000 }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'resend', { query: '?reconnectBaseMs=100', instrument: true });
+  const bob = await openJoined(t, relay, 'bob', 'resend');
+  await sendMessage(alice.page, 'before the drop');
+
+  // One message never leaves the page (its socket closes with it held back); the next reaches
+  // the relay, but the socket closes right after it, so its ack never comes.
+  await alice.page.evaluate(() => { window.__holdMessages = true; });
+  await alice.page.fill('#input', 'never reached the relay');
+  await alice.page.click('#send');
+  await messageByText(alice.page, 'never reached the relay').locator('[data-testid="msg-status"]', { hasText: 'sending...' }).waitFor();
+  // She stays away (new sockets go to a dead port) until the page has been looked at.
+  const deadPort = await freePort();
+  await alice.page.evaluate((port) => {
+    window.__holdMessages = false;
+    window.__closeAfterMessage = true;
+    window.__blockConnect = `ws://127.0.0.1:${port}/ws`;
+  }, deadPort);
+  await alice.page.fill('#input', 'reached the relay, ack lost');
+  await alice.page.click('#send');
+  await alice.page.waitForFunction(() => window.__states.includes('reconnecting'));
+  const [lost, unacked] = (await sentFrames(alice.page)).filter((m) => m.type === 'message').slice(-2);
+  assert.equal(lost.text, 'never reached the relay');
+  assert.equal(unacked.text, 'reached the relay, ack lost');
+  assert.equal(await alice.page.locator('#messages .msg.pending').count(), 2, 'both still sending');
+  await waitForMessage(bob.page, unacked.text);
+  await alice.page.evaluate(() => { window.__blockConnect = null; });
+
+  await alice.page.locator('#status[data-state="connected"]').waitFor({ timeout: 30_000 });
+  await alice.page.waitForFunction(() => document.querySelectorAll('#messages .msg.pending').length === 0);
+  const frames = await receivedFrames(alice.page);
+  // The relay had the second one: the rejoin's history holds it with its ref, which takes the
+  // bubble; the first goes out again with its ref and is acknowledged.
+  const rejoined = frames.filter((m) => m.type === 'joined').at(-1);
+  assert.equal(rejoined.history.find((m) => m.text === unacked.text)?.ref, unacked.ref, 'the relay got it before the socket closed');
+  const sent = (await sentFrames(alice.page)).filter((m) => m.type === 'message');
+  assert.deepEqual(sent.filter((m) => m.ref === lost.ref).map((m) => m.text), [lost.text, lost.text], 'resent with the same ref');
+  assert.equal(sent.filter((m) => m.ref === unacked.ref).length, 1, 'what history shows is not resent');
+  assert.ok(frames.some((m) => m.type === 'ack' && m.ref === lost.ref));
+
+  // Bob's message after all that: anything duplicated would have arrived before it.
+  await sendMessage(bob.page, 'bob after the resend');
+  for (const page of [alice.page, bob.page]) {
+    await waitForMessage(page, 'bob after the resend');
+    assert.deepEqual(await messageTexts(page), ['before the drop', unacked.text, lost.text, 'bob after the resend']);
+  }
+  assertClean(alice.problems, { console: false });
+  assertClean(bob.problems);
+});
+
+test('a resend of a message the relay already has gets the same ack and shows once (the relay de-duplicates)', { timeout: 60_000 }, async (t) => {
+  // joined carries only the newest few messages: after bob's burst the rejoin's history does
+  // not show alice's message, so the page cannot tell it arrived and resends it.
+  const relay = await startRelay(undefined, ['--joined-history-bytes', '600']);
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'dedupe', { query: '?reconnectBaseMs=100', instrument: true });
+  const bob = await openJoined(t, relay, 'bob', 'dedupe');
+  const deadPort = await freePort();
+  // Alice's socket closes right after the message, and she stays away while bob talks.
+  await alice.page.evaluate((port) => {
+    window.__closeAfterMessage = true;
+    window.__blockConnect = `ws://127.0.0.1:${port}/ws`;
+  }, deadPort);
+  await alice.page.fill('#input', 'sent once, resent once');
+  await alice.page.click('#send');
+  await alice.page.waitForFunction(() => window.__states.includes('reconnecting'));
+  await waitForMessage(bob.page, 'sent once, resent once');
+  const seq = Number(await messageByText(bob.page, 'sent once, resent once').getAttribute('data-seq'));
+  for (let i = 1; i <= 5; i++) await sendMessage(bob.page, `bob while alice is away ${i}`);
+  await alice.page.evaluate(() => { window.__blockConnect = null; });
+  await alice.page.locator('#status[data-state="connected"]').waitFor({ timeout: 30_000 });
+  await messageByText(alice.page, 'sent once, resent once').and(alice.page.locator(':not(.pending)')).waitFor();
+
+  const [first, again] = (await sentFrames(alice.page)).filter((m) => m.type === 'message');
+  assert.equal(again.ref, first.ref, 'resent with the same ref');
+  const frames = await receivedFrames(alice.page);
+  const rejoined = frames.filter((m) => m.type === 'joined').at(-1);
+  assert.ok(!rejoined.history.some((m) => m.ref === first.ref), 'history did not show it');
+  const ack = frames.find((m) => m.type === 'ack' && m.ref === first.ref);
+  assert.equal(ack.seq, seq, 'the same seq as the message bob got: no second message');
+  assert.equal(await alice.page.getAttribute(`#messages .msg[data-id="${ack.id}"]`, 'data-seq'), String(seq));
+
+  await sendMessage(bob.page, 'after the resend');
+  await waitForMessage(alice.page, 'after the resend');
+  for (const page of [alice.page, bob.page]) {
+    const texts = await messageTexts(page);
+    assert.equal(texts.filter((x) => x === 'sent once, resent once').length, 1);
+  }
+  assert.deepEqual(await messageTexts(bob.page), ['sent once, resent once',
+    ...[1, 2, 3, 4, 5].map((i) => `bob while alice is away ${i}`), 'after the resend']);
+  assertClean(alice.problems, { console: false });
+});
+
+test('the author edits and deletes a message, the other page shows both, and only the author has those actions', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'edits', { instrument: true });
+  const bob = await openJoined(t, relay, 'bob', 'edits');
+  await sendMessage(alice.page, 'meet at noon tomorow');
+  await sendMessage(alice.page, 'this one goes away');
+  await waitForMessage(bob.page, 'this one goes away');
+  await sendMessage(bob.page, 'ok, noted');
+  await waitForMessage(alice.page, 'ok, noted');
+
+  // Bob may answer alice's message, not change it; his own he may.
+  const onBob = messageByText(bob.page, 'meet at noon tomorow');
+  await onBob.hover();
+  await onBob.locator('[data-action="reply"]').waitFor();
+  assert.equal(await onBob.locator('[data-action="edit"], [data-action="delete"]').count(), 0);
+  const bobsOwn = messageByText(bob.page, 'ok, noted');
+  await bobsOwn.hover();
+  await bobsOwn.locator('[data-action="edit"]').waitFor();
+  assert.equal(await bobsOwn.locator('[data-action="delete"]').count(), 1);
+
+  // Edit inline; Escape cancels and sends nothing.
+  const mine = messageByText(alice.page, 'meet at noon tomorow');
+  const id = await mine.getAttribute('data-id');
+  const seq = Number(await mine.getAttribute('data-seq'));
+  await mine.hover();
+  await mine.locator('[data-action="edit"]').click();
+  const editor = alice.page.locator('[data-testid="edit-input"]');
+  assert.equal(await editor.inputValue(), 'meet at noon tomorow');
+  await editor.fill('never mind');
+  await editor.press('Escape');
+  await editor.waitFor({ state: 'detached' });
+  assert.ok((await messageTexts(alice.page)).includes('meet at noon tomorow'));
+  assert.equal((await sentFrames(alice.page)).filter((m) => m.type === 'edit').length, 0);
+  // Enter saves.
+  await mine.hover();
+  await mine.locator('[data-action="edit"]').click();
+  await editor.fill('meet at noon tomorrow');
+  await editor.press('Enter');
+  const edit = (await sentFrames(alice.page)).find((m) => m.type === 'edit');
+  assert.deepEqual({ ...edit, ref: undefined }, { type: 'edit', room: 'edits', seq, text: 'meet at noon tomorrow', ref: undefined });
+  for (const page of [alice.page, bob.page]) {
+    const li = page.locator(`#messages .msg[data-id="${id}"]`);
+    await li.locator('[data-testid="edited"]', { hasText: '(edited)' }).waitFor();
+    assert.equal(await li.locator('.text').textContent(), 'meet at noon tomorrow');
+    await li.locator('[data-testid="msg-status"]').waitFor({ state: 'hidden' });
+  }
+
+  // Delete asks once, then the message is gone on both pages: no text, a note in its place.
+  const doomed = messageByText(alice.page, 'this one goes away');
+  const doomedId = await doomed.getAttribute('data-id');
+  await doomed.hover();
+  await doomed.locator('[data-action="delete"]').click();
+  await doomed.locator('[data-action="confirm-delete"]').click();
+  for (const page of [alice.page, bob.page]) {
+    const li = page.locator(`#messages .msg[data-id="${doomedId}"]`);
+    await li.locator('[data-testid="tombstone"]', { hasText: 'message deleted' }).waitFor();
+    assert.equal(await li.locator('.text').count(), 0);
+    assert.equal(await li.locator('[data-action]').count(), 0, 'nothing more to do with it');
+    assert.deepEqual(await messageTexts(page), ['meet at noon tomorrow', 'ok, noted']);
+  }
+
+  // Someone joining later gets the messages as they are now from the relay's history.
+  const carol = await openJoined(t, relay, 'carol', 'edits', { instrument: true });
+  await waitForMessage(carol.page, 'ok, noted');
+  const history = (await receivedFrames(carol.page)).find((m) => m.type === 'joined').history;
+  assert.ok(history.some((m) => m.edited === true) && history.some((m) => m.deleted === true));
+  assert.deepEqual(await messageTexts(carol.page), ['meet at noon tomorrow', 'ok, noted']);
+  await carol.page.locator(`#messages .msg[data-id="${id}"] [data-testid="edited"]`).waitFor();
+  await carol.page.locator(`#messages .msg[data-id="${doomedId}"] [data-testid="tombstone"]`).waitFor();
+  for (const h of [alice, bob, carol]) assertClean(h.problems);
+});
+
+test('a reply carries replyTo and shows a quote of the parent, or says the parent is not loaded', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  // The relay keeps only the newest 3 messages, so a late joiner never gets the parent.
+  const relay = await startRelay(undefined, ['--memory', '--history', '3']);
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'replies');
+  const bob = await openJoined(t, relay, 'bob', 'replies', { instrument: true });
+  const question = 'Which port does the relay listen on by default? Asking for the deployment checklist we are writing';
+  await sendMessage(alice.page, question);
+  for (let i = 1; i <= 4; i++) await sendMessage(alice.page, `filler ${i}`);
+  await waitForMessage(bob.page, 'filler 4');
+
+  // Reply, change of mind (Escape), reply again.
+  const parent = messageByText(bob.page, question);
+  const parentSeq = Number(await parent.getAttribute('data-seq'));
+  await parent.hover();
+  await parent.locator('[data-action="reply"]').click();
+  await bob.page.locator('#reply-bar', { hasText: 'Replying to alice' }).waitFor();
+  assert.match(await bob.page.textContent('#reply-text'), /^Which port does the relay listen on by default\?/);
+  await bob.page.press('#input', 'Escape');
+  await bob.page.locator('#reply-bar').waitFor({ state: 'hidden' });
+  await parent.hover();
+  await parent.locator('[data-action="reply"]').click();
+  await bob.page.locator('#reply-bar').waitFor();
+  await sendMessage(bob.page, '8080, see the README');
+  assert.ok(await bob.page.locator('#reply-bar').isHidden(), 'the reply is done once sent');
+  const sent = (await sentFrames(bob.page)).find((m) => m.type === 'message');
+  assert.equal(sent.replyTo, parentSeq);
+
+  // On alice's page the answer quotes her message: its author and the start of its text.
+  await waitForMessage(alice.page, '8080, see the README');
+  const quote = messageByText(alice.page, '8080, see the README').locator('[data-testid="quote"]');
+  assert.equal(await quote.locator('.quote-author').textContent(), 'You');
+  const quoted = await quote.locator('.quote-text').textContent();
+  assert.ok(quoted.endsWith('…') && question.startsWith(quoted.slice(0, -1)) && quoted.length < question.length, `the start of the text: ${quoted}`);
+  const onBob = messageByText(bob.page, '8080, see the README').locator('[data-testid="quote"]');
+  assert.equal(await onBob.locator('.quote-author').textContent(), 'alice');
+
+  // Carol joins when the relay no longer has the parent: the quote says so.
+  const carol = await openJoined(t, relay, 'carol', 'replies', { instrument: true });
+  await waitForMessage(carol.page, '8080, see the README');
+  const joined = (await receivedFrames(carol.page)).find((m) => m.type === 'joined');
+  assert.deepEqual(joined.history.map((m) => m.text), ['filler 3', 'filler 4', '8080, see the README']);
+  const carolQuote = messageByText(carol.page, '8080, see the README').locator('[data-testid="quote"]');
+  assert.equal(await carolQuote.textContent(), 'original message not loaded');
+  for (const h of [alice, bob, carol]) assertClean(h.problems);
 });
