@@ -30,6 +30,7 @@
   const QUOTE_CHARS = 80; // how much of a replied-to message its quote shows
   const READ_DEBOUNCE_MS = 400; // one `read` per burst of shown messages
   const SEEN_BY_MAX_MEMBERS = 10; // "seen by ..." only in rooms this small
+  const MAX_KNOWN_ROOMS = 8; // rooms kept joined in the background (the relay allows 16)
   // Every `message` goes out with a `ref` (PROTOCOL.md, "Acknowledged sends"): this tab's random
   // prefix and a counter. A resend after a reconnect reuses the ref, so the relay sends the
   // same `ack` and no second message.
@@ -106,6 +107,10 @@
     readTimer: null,
     reads: new Map(), // userId -> {username, seq}: the others' read positions
     memberCount: 0,
+    // Rooms this tab has shown, kept joined while another one is shown so their new messages
+    // count as unread: name -> {epoch, lastSeq, unread, joined}. The shown room is one of them
+    // (its epoch and lastSeq live in the fields above while it is shown).
+    rooms: new Map(),
   };
 
   // ---------------------------------------------------------------- helpers
@@ -196,6 +201,8 @@
       state.socketOpen = true;
       state.lastTraffic = Date.now();
       setStatus('connecting', 'Joining…');
+      // The rooms in the background first: the room joined last is the relay's current room.
+      for (const name of state.rooms.keys()) if (name !== state.room) joinBackground(name);
       sendJoin();
       startHeartbeat();
     };
@@ -226,6 +233,7 @@
     state.ws = null;
     state.socketOpen = false;
     state.joined = false;
+    for (const info of state.rooms.values()) info.joined = false;
     state.historyPending = false; // its answer died with the socket
     stopHeartbeat();
     stopTypingOut(false);
@@ -321,6 +329,9 @@
 
   // ---------------------------------------------------------------- events from the relay
   function handleEvent(msg) {
+    if (typeof msg.room === 'string' && msg.room !== state.room && state.rooms.has(msg.room)) {
+      return onBackgroundEvent(msg, state.rooms.get(msg.room));
+    }
     switch (msg.type) {
       case 'joined': return onJoined(msg);
       case 'message': return onMessage(msg, true);
@@ -596,7 +607,6 @@
       li.append(avatar);
     }
     const bubble = h('div', 'bubble');
-    if (Number.isFinite(msg.replyTo)) bubble.append(buildQuote(msg.replyTo));
     const meta = h('div', 'meta');
     meta.append(h('span', 'author', mine ? 'You' : author));
     if (Number.isFinite(msg.timestamp)) {
@@ -610,7 +620,9 @@
     status.dataset.testid = 'msg-status';
     status.hidden = true;
     meta.append(status);
-    bubble.append(meta, h('div', 'text', typeof msg.text === 'string' ? msg.text : ''));
+    bubble.append(meta);
+    if (Number.isFinite(msg.replyTo)) bubble.append(buildQuote(msg.replyTo));
+    bubble.append(h('div', 'text', typeof msg.text === 'string' ? msg.text : ''));
     li.append(bubble);
     if (msg.deleted === true) markDeleted(li);
     else if (msg.edited === true) markEdited(li, msg.editedAt);
@@ -1277,7 +1289,7 @@
       return;
     }
     if (!state.typingSent) {
-      state.typingSent = send({ type: 'typing', isTyping: true });
+      state.typingSent = send({ type: 'typing', room: state.room, isTyping: true });
     }
     clearTimeout(state.typingIdleTimer);
     state.typingIdleTimer = setTimeout(() => stopTypingOut(true), TYPING_IDLE_MS);
@@ -1286,7 +1298,7 @@
   function stopTypingOut(notify) {
     clearTimeout(state.typingIdleTimer);
     state.typingIdleTimer = null;
-    if (state.typingSent && notify) send({ type: 'typing', isTyping: false });
+    if (state.typingSent && notify) send({ type: 'typing', room: state.room, isTyping: false });
     state.typingSent = false;
   }
 
@@ -1346,14 +1358,27 @@
   function enterRoom(room) {
     state.room = room;
     el.roomTitle.textContent = '#' + room;
-    document.title = '#' + room + ' · chatrelay';
     try { localStorage.setItem('chatrelay.room', room); } catch { /* storage off */ }
+    const info = knownRoom(room);
+    info.unread = 0;
+    // Most recently shown last: the first one is the one to drop when there are too many.
+    state.rooms.delete(room);
+    state.rooms.set(room, info);
+    while (state.rooms.size > MAX_KNOWN_ROOMS) forgetRoom(state.rooms.keys().next().value);
+    renderRooms();
   }
 
   function switchRoom(room) {
     if (room === state.room) return;
     stopTypingOut(true);
-    if (state.socketOpen && state.joined) send({ type: 'leave', room: state.room });
+    // The room shown so far stays joined in the background, resuming from what was shown.
+    const previous = state.rooms.get(state.room);
+    if (previous) {
+      previous.epoch = state.epoch;
+      previous.lastSeq = state.lastSeq;
+      previous.joined = state.joined;
+      previous.unread = 0;
+    }
     resetRoomState();
     enterRoom(room);
     hideBanner();
@@ -1364,6 +1389,124 @@
       reconnectNow();
     }
     updateComposer();
+  }
+
+  // ---------------------------------------------------------------- room list and unread counts
+  function knownRoom(name) {
+    let info = state.rooms.get(name);
+    if (!info) {
+      info = { epoch: null, lastSeq: null, unread: 0, joined: false };
+      state.rooms.set(name, info);
+    }
+    return info;
+  }
+
+  function savedRooms() {
+    try {
+      const list = JSON.parse(localStorage.getItem('chatrelay.rooms') || '[]');
+      return Array.isArray(list) ? list.filter((x) => typeof x === 'string').slice(-MAX_KNOWN_ROOMS) : [];
+    } catch {
+      return [];
+    }
+  }
+
+  function joinBackground(name) {
+    const info = state.rooms.get(name);
+    if (!info) return;
+    const join = { type: 'join', room: name, username: state.username };
+    if (info.epoch !== null && info.lastSeq !== null) {
+      join.since = info.lastSeq;
+      join.epoch = info.epoch;
+    }
+    send(join);
+  }
+
+  function forgetRoom(name) {
+    const info = state.rooms.get(name);
+    if (!info || name === state.room) return;
+    state.rooms.delete(name);
+    if (info.joined) send({ type: 'leave', room: name });
+    renderRooms();
+  }
+
+  // Events of a room joined in the background: only what its unread count and its resume
+  // point need. Its messages are shown (from joined.history) when it is opened.
+  function onBackgroundEvent(msg, info) {
+    const name = msg.room;
+    switch (msg.type) {
+      case 'joined': {
+        const fresh = typeof msg.epoch === 'string' && msg.epoch !== info.epoch;
+        const history = Array.isArray(msg.history) ? msg.history : [];
+        if (Number.isFinite(msg.unread)) {
+          info.unread = msg.unread; // the relay's count after this person's read position
+        } else if (info.lastSeq !== null) {
+          // A relay without read state: count what the others sent since this tab last had
+          // the room (all of a new life of the room).
+          const after = fresh ? 0 : info.lastSeq;
+          info.unread += history.filter((m) => m && m.type === 'message' && !m.deleted && !isMine(m)
+            && Number.isFinite(m.seq) && m.seq > after).length;
+        }
+        info.epoch = typeof msg.epoch === 'string' ? msg.epoch : null;
+        info.lastSeq = Number.isFinite(msg.seq) ? msg.seq : latestSeqOf(history);
+        info.joined = true;
+        break;
+      }
+      case 'message':
+        if (Number.isFinite(msg.seq) && (info.lastSeq === null || msg.seq > info.lastSeq)) info.lastSeq = msg.seq;
+        if (!isMine(msg)) info.unread += 1;
+        break;
+      case 'message_edited':
+      case 'message_deleted':
+        if (Number.isFinite(msg.seq) && (info.lastSeq === null || msg.seq > info.lastSeq)) info.lastSeq = msg.seq;
+        break;
+      case 'cluster':
+        if (msg.state === 'restored' && msg.recovered === false) joinBackground(name);
+        break;
+      case 'left':
+        info.joined = false;
+        break;
+      default:
+        break;
+    }
+    renderRooms();
+  }
+
+  function renderRooms() {
+    const items = [...state.rooms.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([name, info]) => {
+      const li = h('li', 'room-item' + (name === state.room ? ' current' : ''));
+      li.dataset.testid = 'room-item';
+      li.dataset.room = name;
+      const open = h('button', 'room-link');
+      open.type = 'button';
+      open.append(h('span', 'room-name', '#' + name));
+      if (name === state.room) open.setAttribute('aria-current', 'true');
+      open.addEventListener('click', () => {
+        setSidebar(false);
+        switchRoom(name);
+      });
+      li.append(open);
+      if (name !== state.room && info.unread > 0) {
+        const badge = h('span', 'unread-badge', info.unread > 99 ? '99+' : numberFormat.format(info.unread));
+        badge.dataset.testid = 'unread';
+        badge.dataset.count = String(info.unread);
+        badge.title = info.unread + ' unread';
+        open.append(badge);
+      }
+      if (name !== state.room) {
+        const leave = h('button', 'icon-btn room-leave', '×');
+        leave.type = 'button';
+        leave.setAttribute('aria-label', 'Leave #' + name);
+        leave.addEventListener('click', () => forgetRoom(name));
+        li.append(leave);
+      }
+      return li;
+    });
+    el.rooms.replaceChildren(...items);
+    el.rooms.hidden = items.length < 2;
+    try { localStorage.setItem('chatrelay.rooms', JSON.stringify([...state.rooms.keys()])); } catch { /* storage off */ }
+    let unread = 0;
+    for (const [name, info] of state.rooms) if (name !== state.room) unread += info.unread;
+    document.title = (unread > 0 ? '(' + unread + ') ' : '') + (state.room ? '#' + state.room + ' · ' : '') + 'chatrelay';
   }
 
   // ---------------------------------------------------------------- sidebar (narrow screens)
@@ -1384,6 +1527,9 @@
     try { localStorage.setItem('chatrelay.username', username); } catch { /* storage off */ }
     state.username = username;
     el.me.textContent = username;
+    // The rooms of an earlier visit come back to the list, joined in the background, with the
+    // relay's unread counts where it keeps read state.
+    for (const name of savedRooms()) if (name !== room && validName(name)) knownRoom(name);
     enterRoom(room);
     resetRoomState();
     el.joinScreen.hidden = true;

@@ -472,7 +472,7 @@ test('the message list follows new messages only when the reader is at the botto
   assertClean(alice.problems);
 });
 
-test('switching rooms leaves the old room and shows the new room\'s history', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+test('switching rooms shows the new room\'s history and keeps the old room in the room list', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const relay = await startRelay();
   t.after(() => relay.kill());
   const alice = await openJoined(t, relay, 'alice', 'one');
@@ -1113,4 +1113,54 @@ test('a reply carries replyTo and shows a quote of the parent, or says the paren
   const carolQuote = messageByText(carol.page, '8080, see the README').locator('[data-testid="quote"]');
   assert.equal(await carolQuote.textContent(), 'original message not loaded');
   for (const h of [alice, bob, carol]) assertClean(h.problems);
+});
+
+/** The unread counts the room list shows: {room: count}, rooms without a badge left out. */
+async function unreadCounts(page) {
+  return page.$$eval('#rooms [data-testid="room-item"]', (items) => Object.fromEntries(items
+    .filter((li) => li.querySelector('[data-testid="unread"]'))
+    .map((li) => [li.dataset.room, Number(li.querySelector('[data-testid="unread"]').dataset.count)])));
+}
+
+test('rooms shown before stay in the room list and count the messages that arrive while another is shown', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'kitchen', { instrument: true });
+  const bob = await openJoined(t, relay, 'bob', 'kitchen');
+  await sendMessage(alice.page, 'anyone for coffee?');
+  assert.ok(await alice.page.locator('#rooms').isHidden(), 'no list while there is one room');
+
+  await alice.page.fill('#switch-room', 'garden');
+  await alice.page.click('#switch');
+  await alice.page.locator('#input:enabled').waitFor();
+  await alice.page.locator('#rooms [data-room="kitchen"]').waitFor();
+  assert.deepEqual(await alice.page.$$eval('#rooms [data-testid="room-item"]', (n) => n.map((li) => [li.dataset.room, li.classList.contains('current')])),
+    [['garden', true], ['kitchen', false]]);
+  assert.equal((await sentFrames(alice.page)).filter((m) => m.type === 'leave').length, 0, 'kitchen stays joined');
+
+  // Bob talks in the kitchen: alice's list counts it; her own words in the garden do not.
+  await sendMessage(bob.page, 'me!');
+  await sendMessage(bob.page, 'milk, no sugar');
+  await alice.page.locator('#rooms [data-room="kitchen"] [data-testid="unread"][data-count="2"]').waitFor();
+  await sendMessage(alice.page, 'in the garden now');
+  assert.deepEqual(await unreadCounts(alice.page), { kitchen: 2 });
+  assert.equal(await alice.page.title(), '(2) #garden · chatrelay');
+  assert.deepEqual(await messageTexts(alice.page), ['in the garden now']);
+
+  // Opening the kitchen shows what came and clears its count; the garden waits in the list.
+  await alice.page.click('#rooms [data-room="kitchen"] .room-link');
+  await waitForMessage(alice.page, 'milk, no sugar');
+  assert.deepEqual(await messageTexts(alice.page), ['anyone for coffee?', 'me!', 'milk, no sugar']);
+  assert.deepEqual(await unreadCounts(alice.page), {});
+  assert.equal(await alice.page.textContent('#room-title'), '#kitchen');
+  await sendMessage(alice.page, 'coming');
+  await waitForMessage(bob.page, 'coming');
+  // Leaving a room from the list sends `leave` and drops it.
+  await alice.page.locator('#rooms [data-room="garden"]').hover();
+  await alice.page.click('#rooms [data-room="garden"] .room-leave');
+  await alice.page.locator('#rooms').waitFor({ state: 'hidden' });
+  await alice.page.waitForFunction(() => window.__recv.some((s) => JSON.parse(s).type === 'left'));
+  assert.deepEqual((await sentFrames(alice.page)).filter((m) => m.type === 'leave').map((m) => m.room), ['garden']);
+  assertClean(alice.problems);
+  assertClean(bob.problems);
 });
