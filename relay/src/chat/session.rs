@@ -234,6 +234,7 @@ impl Session {
                 before,
                 limit,
             }) => self.history(room.as_deref(), before, limit),
+            Ok(Command::Read { room, seq }) => self.read(room.as_deref(), seq),
             Ok(Command::Ping) => {
                 self.hub
                     .push_to(&self.conn, event::pong().bytes(), Priority::Normal);
@@ -452,6 +453,24 @@ impl Session {
         {
             self.busy();
         }
+    }
+
+    /// Read state: membership first, then the seq (`docs/PROTOCOL.md`).
+    fn read(&self, room: Option<&str>, seq: Option<u64>) {
+        let Some(at) = self.resolve(room) else {
+            return self.not_joined(room);
+        };
+        let Some(seq) = seq.filter(|&s| s > 0) else {
+            return self.error(ErrorCode::InvalidRead, "read wants a seq of at least 1");
+        };
+        let membership = &self.rooms[at];
+        self.hub.backend.read(
+            &self.hub,
+            &self.conn,
+            &membership.room,
+            &membership.username,
+            seq,
+        );
     }
 
     fn leave(&mut self, room: Option<&str>) {

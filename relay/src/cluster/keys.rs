@@ -10,6 +10,8 @@ pub struct RoomKeys {
     pub seq: String,
     pub stream: String,
     pub members: String,
+    /// Read positions: a hash of person to seq.
+    pub reads: String,
     pub channel: String,
 }
 
@@ -34,6 +36,7 @@ impl Keys {
             seq: format!("{tag}:seq"),
             stream: format!("{tag}:history"),
             members: format!("{tag}:members"),
+            reads: format!("{tag}:reads"),
             channel: format!("{}{room}", self.channel_prefix),
         }
     }

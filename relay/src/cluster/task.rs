@@ -59,6 +59,7 @@ pub(super) struct Scripts {
     pub(super) leave: redis::Script,
     pub(super) prune: redis::Script,
     pub(super) resync: redis::Script,
+    pub(super) read: redis::Script,
 }
 
 pub(super) struct Task {
@@ -99,6 +100,7 @@ pub(crate) async fn run(
             leave: redis::Script::new(&scripts::leave()),
             prune: redis::Script::new(&scripts::prune()),
             resync: redis::Script::new(&scripts::resync()),
+            read: redis::Script::new(scripts::read()),
         },
         metrics: Metrics::new(),
         rooms: HashMap::new(),
@@ -182,6 +184,7 @@ impl Task {
             &self.scripts.leave,
             &self.scripts.prune,
             &self.scripts.resync,
+            &self.scripts.read,
         ] {
             script.load_async(&mut conn).await?;
         }
@@ -412,6 +415,7 @@ impl Task {
             Kind::Message => self.deliver(conn, &room, p.epoch, p.seq, &frame).await?,
             Kind::Presence => room.cluster_fan_out(&self.hub, &frame, Priority::Normal, p.subject),
             Kind::Typing => room.cluster_fan_out(&self.hub, &frame, Priority::Droppable, p.subject),
+            Kind::Read => room.cluster_read(&self.hub, &frame, p.seq, p.subject),
             Kind::Probe => {}
         }
         Ok(())

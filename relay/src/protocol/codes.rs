@@ -23,11 +23,13 @@ pub enum ErrorCode {
     RoomLimit,
     /// A `history` command with a `limit` outside 1-100 or a `before` of 0.
     InvalidHistory,
+    /// A `read` without a `seq`, or with a `seq` of 0.
+    InvalidRead,
 }
 
 impl ErrorCode {
     /// Every code (the documentation test walks it; `position` keeps it complete).
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::InvalidJson,
         ErrorCode::MissingField,
         ErrorCode::UnknownType,
@@ -43,6 +45,7 @@ impl ErrorCode {
         ErrorCode::ServerBusy,
         ErrorCode::RoomLimit,
         ErrorCode::InvalidHistory,
+        ErrorCode::InvalidRead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +65,7 @@ impl ErrorCode {
             ErrorCode::ServerBusy => "server_busy",
             ErrorCode::RoomLimit => "room_limit",
             ErrorCode::InvalidHistory => "invalid_history",
+            ErrorCode::InvalidRead => "invalid_read",
         }
     }
 }
@@ -144,6 +148,7 @@ mod tests {
             ErrorCode::ServerBusy => 12,
             ErrorCode::RoomLimit => 13,
             ErrorCode::InvalidHistory => 14,
+            ErrorCode::InvalidRead => 15,
         }
     }
 

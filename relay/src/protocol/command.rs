@@ -37,6 +37,11 @@ pub enum Command<'a> {
         before: Option<u64>,
         limit: Option<u64>,
     },
+    /// Moves the sender's read position in the room forward (`seq` checked by the session).
+    Read {
+        room: Option<Cow<'a, str>>,
+        seq: Option<u64>,
+    },
     Ping,
 }
 
@@ -102,6 +107,7 @@ struct Raw<'a> {
     is_typing: Option<bool>,
     before: Option<u64>,
     limit: Option<u64>,
+    seq: Option<u64>,
 }
 
 /// Decodes one text frame into a command (fields are checked by the session, not here).
@@ -144,6 +150,7 @@ pub fn decode(text: &str) -> Result<Command<'_>, CommandError> {
             before: raw.before,
             limit: raw.limit,
         },
+        "read" => Command::Read { room, seq: raw.seq },
         "ping" => Command::Ping,
         other => {
             let mut shown: String = other.chars().take(32).collect();
@@ -201,6 +208,20 @@ mod tests {
                 room: Some("general".into()),
                 before: Some(43),
                 limit: Some(50)
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"read","room":"general","seq":43}"#),
+            Ok(Command::Read {
+                room: Some("general".into()),
+                seq: Some(43)
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"read"}"#),
+            Ok(Command::Read {
+                room: None,
+                seq: None
             })
         );
         assert_eq!(

@@ -16,6 +16,7 @@
 //!   pool), each through a read-only connection of its own.
 
 mod reader;
+mod reads;
 mod retention;
 pub mod schema;
 mod syncer;
@@ -125,6 +126,8 @@ struct Pending {
 /// Work for the writer, done in the order it was queued.
 enum Op {
     Keep(Pending),
+    /// A read position, coalesced per (room, person) per batch and written behind the room.
+    Read(reads::Read),
     /// Runs once everything queued before it is stored and appended (a leave, so that the
     /// leaver still gets the messages it sent before it left).
     Then(Box<dyn FnOnce(&Hub) + Send>),
@@ -137,6 +140,7 @@ impl std::fmt::Debug for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Op::Keep(p) => f.debug_tuple("Keep").field(p).finish(),
+            Op::Read(r) => f.debug_tuple("Read").field(r).finish(),
             Op::Then(_) => f.write_str("Then(..)"),
             Op::Barrier(_) => f.write_str("Barrier"),
             Op::Stop => f.write_str("Stop"),
@@ -366,5 +370,20 @@ impl Journal for Store {
 
     fn page(&self, conn: &Arc<Conn>, room: &str, page: Page) -> Result<(), Busy> {
         self.pager.page(conn, room, page)
+    }
+
+    fn keep_read(&self, room: &Arc<str>, person: &str, seq: u64) {
+        // Not counted in `queued`: never refused (a client's reads are bounded by its
+        // command rate), and a stopped writer loses only what the room still holds.
+        let _ = self.queue.send(Op::Read(reads::Read {
+            room: room.clone(),
+            person: person.into(),
+            seq,
+        }));
+    }
+
+    fn read_position(&self, room: &str, person: &str) -> Result<u64, Unavailable> {
+        let db = reader::free_connection(&self.openers, 0);
+        reads::position(&db, room, person).map_err(|e| Unavailable(e.to_string()))
     }
 }

@@ -11,10 +11,18 @@
 //! CREATE TABLE messages (room_id INTEGER NOT NULL, seq INTEGER NOT NULL,
 //!                        ts INTEGER NOT NULL, event TEXT NOT NULL,
 //!                        PRIMARY KEY (room_id, seq)) WITHOUT ROWID;
+//! CREATE TABLE reads (room_id INTEGER NOT NULL, person TEXT NOT NULL,
+//!                     seq INTEGER NOT NULL,
+//!                     PRIMARY KEY (room_id, person)) WITHOUT ROWID;
 //! ```
 //!
 //! `event` is the message event's JSON exactly as clients received it; `ts` its timestamp
-//! in milliseconds (for `--retain-age`).
+//! in milliseconds (for `--retain-age`). `reads` holds each person's read position in a
+//! room (`person`: a token's `sub`, or a username without authentication).
+//!
+//! A new file gets the first version's schema and then every migration step; a file of an
+//! older version gets the steps it lacks ([`MIGRATIONS`]), in one transaction, when the
+//! relay opens it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -28,9 +36,10 @@ use crate::config::Fsync;
 const APPLICATION_ID: i64 = 0x4352_4c59;
 /// `PRAGMA user_version` of the schema this relay writes; a file with a higher one was
 /// written by a newer relay and is refused rather than misread.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
-const CREATE: &str = "
+/// The schema of version 1 (the first release), which every file starts from.
+pub const CREATE_V1: &str = "
     CREATE TABLE rooms (
         id INTEGER PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
@@ -45,6 +54,36 @@ const CREATE: &str = "
         PRIMARY KEY (room_id, seq)
     ) WITHOUT ROWID;
 ";
+
+/// What each version adds, as `(version, statement)` steps in order: a file of version `v`
+/// gets every step of a version above `v`. One statement per step, so changes to the same
+/// version from different work merge as added lines.
+const MIGRATIONS: &[(i64, &str)] = &[
+    // 2: read positions.
+    (
+        2,
+        "CREATE TABLE reads (
+            room_id INTEGER NOT NULL,
+            person TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (room_id, person)
+        ) WITHOUT ROWID",
+    ),
+];
+
+/// Brings a file of schema `from` to [`SCHEMA_VERSION`]: every step it lacks and the new
+/// version, in one transaction (a crash midway leaves the old version whole).
+fn migrate(db: &Connection, from: i64) -> rusqlite::Result<()> {
+    let mut script = String::from("BEGIN;");
+    for (version, step) in MIGRATIONS {
+        if *version > from {
+            script.push_str(step);
+            script.push(';');
+        }
+    }
+    script.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"));
+    db.execute_batch(&script)
+}
 
 /// The database file inside `--data-dir`.
 pub fn db_path(dir: &Path) -> PathBuf {
@@ -117,10 +156,11 @@ pub fn open_writer(dir: &Path, fsync: Fsync, max_bytes: u64) -> Result<Connectio
         .map_err(damaged)?;
     if app == 0 && version == 0 && tables == 0 {
         db.execute_batch(&format!(
-            "BEGIN; {CREATE} PRAGMA application_id = {APPLICATION_ID}; \
-             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {CREATE_V1} PRAGMA application_id = {APPLICATION_ID}; \
+             PRAGMA user_version = 1; COMMIT;"
         ))
         .map_err(|e| StoreError::file(&path, "cannot be written", &e))?;
+        migrate(&db, 1).map_err(|e| StoreError::file(&path, "cannot be written", &e))?;
     } else if app != APPLICATION_ID {
         return Err(StoreError::Foreign(path));
     } else if version > SCHEMA_VERSION {
@@ -129,6 +169,8 @@ pub fn open_writer(dir: &Path, fsync: Fsync, max_bytes: u64) -> Result<Connectio
             version,
             known: SCHEMA_VERSION,
         });
+    } else if version < SCHEMA_VERSION {
+        migrate(&db, version).map_err(|e| StoreError::file(&path, "cannot be migrated", &e))?;
     }
     let check: String = db
         .query_row("PRAGMA quick_check", [], |r| r.get(0))

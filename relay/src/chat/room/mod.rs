@@ -17,6 +17,7 @@ mod fanout;
 mod lifecycle;
 pub mod log;
 mod publish;
+mod reads;
 mod scrollback;
 
 pub use publish::{Appended, Reserved};
@@ -71,6 +72,8 @@ pub(crate) struct State {
     /// Events fanned out this scheduler round, not yet pushed to members' queues (see
     /// [`Room::fan_out`]).
     pending: Vec<Pending>,
+    /// How far each person has read the room (`reads`).
+    reads: reads::Reads,
 }
 
 impl State {
@@ -187,6 +190,7 @@ impl Room {
                 lingering_queued: false,
                 joining: 0,
                 pending: Vec::new(),
+                reads: reads::Reads::default(),
             }),
         }
     }
@@ -265,14 +269,15 @@ impl Room {
         let here = state.members.len();
         let list_here = here <= hub.limits.presence_list_max;
         let resume = (request.since, request.epoch);
+        let read = reads::joined_position(&state, conn.person(request.username));
         match presence {
             Presence::Room => {
                 let users = list_here.then(|| state.members.iter().map(Member::user));
-                self.send_joined(&state, hub, conn, (here, users), resume);
+                self.send_joined(&state, hub, conn, (here, users), resume, read);
             }
             Presence::Backend { count, users } => {
                 let users = users.map(|u| u.iter().map(|(id, username)| UserRef { id, username }));
-                self.send_joined(&state, hub, conn, (count.max(here), users), resume);
+                self.send_joined(&state, hub, conn, (count.max(here), users), resume, read);
             }
         }
         if already {
@@ -297,8 +302,9 @@ impl Room {
     }
 
     /// Sends `conn` its `joined`: `presence` is the count and (under the presence-list
-    /// cut-off) the users, `resume` the join's `since` and `epoch`. Nothing is built for a
-    /// connection already being closed (a slow consumer rejoining in a loop).
+    /// cut-off) the users, `resume` the join's `since` and `epoch`, `read` its `lastRead`
+    /// and `unread`. Nothing is built for a connection already being closed (a slow
+    /// consumer rejoining in a loop).
     fn send_joined<'u>(
         &self,
         state: &State,
@@ -306,6 +312,7 @@ impl Room {
         conn: &Arc<Conn>,
         presence: (usize, Option<impl Iterator<Item = UserRef<'u>>>),
         resume: (Option<u64>, Option<&str>),
+        read: (u64, u64),
     ) {
         if conn.outbox.is_closing() {
             return;
@@ -322,6 +329,8 @@ impl Room {
             room: &self.name,
             epoch: log.epoch(),
             seq: log.seq(),
+            last_read: read.0,
+            unread: read.1,
             count: presence.0,
             users: presence.1,
             history: log.history().entries().range(replay.first..),

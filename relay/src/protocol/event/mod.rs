@@ -1,8 +1,10 @@
 //! Encoding server events, each straight into its one shared frame. Those that carry stored
 //! history entries (`joined`, `history`) are in `spliced`.
 
+mod read;
 mod spliced;
 
+pub use read::{person_of, read, read_head};
 pub use spliced::{
     entry_json, history, history_entry, joined, Joined, SplicedFrames, INLINE_HISTORY_BYTES,
 };
