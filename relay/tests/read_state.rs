@@ -286,3 +286,56 @@ async fn cluster_reads_cross_nodes_and_joins_anywhere_see_them() {
     let c = node(&redis).await;
     joins_see_their_position(room, [&c, &b, &a]).await;
 }
+
+const SECRET: &str = "a-test-secret-that-is-32-bytes-or-more!";
+
+/// A connection authenticated as `sub` named `name`, joined to `general`.
+async fn authenticated(relay: &TestRelay, sub: &str, name: &str) -> (Client, Value) {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"sub": sub, "name": name, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let mut client = Client::connect(&format!("{}?token={token}", relay.url())).await;
+    client.send(json!({"type":"join","room":"general"})).await;
+    let joined = client.recv_type("joined").await;
+    (client, joined)
+}
+
+#[tokio::test]
+async fn with_authentication_a_person_is_the_tokens_subject_not_its_name() {
+    let relay = TestRelay::with(|c| {
+        c.auth_secret = Some(relay::config::Secret(SECRET.into()));
+    })
+    .await;
+    // Two persons both named Sam; the first on two connections.
+    let (mut first, _) = authenticated(&relay, "u1", "Sam").await;
+    let (mut first_too, _) = authenticated(&relay, "u1", "Sam").await;
+    let (mut second, _) = authenticated(&relay, "u2", "Sam").await;
+    second.send(json!({"type":"message","text":"hi"})).await;
+    until_message(&mut first, 1).await;
+    first.send(json!({"type":"message","text":"mine"})).await;
+    for client in [&mut first, &mut first_too, &mut second] {
+        until_message(client, 2).await;
+    }
+    first.send(read(2)).await;
+    for client in [&mut first_too, &mut second] {
+        let event = client.recv_type("read").await;
+        assert_eq!((&event["userId"], &event["seq"]), (&json!("u1"), &json!(2)));
+    }
+    assert!(first.drain().await.is_empty());
+    let (_u1, joined) = authenticated(&relay, "u1", "Sam").await;
+    assert_eq!(position(&joined), (2, 0), "{joined}");
+    let (_u2, joined) = authenticated(&relay, "u2", "Sam").await;
+    assert_eq!(
+        position(&joined),
+        (0, 1),
+        "u1's message only: the same name is another person: {joined}"
+    );
+}

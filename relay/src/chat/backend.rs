@@ -39,6 +39,10 @@
 //! - **epoch**: the room's life, stable for as long as its seq continues (across restarts
 //!   for a durable store, across nodes for Redis), handed to the room with
 //!   [`crate::chat::room::Room::reset_log`] when it is not the one the node made up;
+//! - **read positions**: a person's position only rises; the room holds the ones it knows
+//!   ([`Room::read`]). Memory keeps nothing beyond the room; a journal stores them behind it
+//!   ([`Journal::keep_read`]) and hands a joiner's back ([`Journal::read_position`]); Redis
+//!   raises them itself and publishes the event ([`RemoteLog::read`]).
 //! - **presence**: whether the room's own members are the whole presence
 //!   ([`crate::chat::room::Presence::Room`]) or the backend knows more.
 //!

@@ -11,6 +11,8 @@
 //! - `retention`: trims rooms past `--retain-messages` or `--retain-age`, a chunk at a time
 //!   between the writer's transactions.
 //!
+//! - `reads`: read positions (the `reads` table), written by the writer behind the rooms and
+//!   read back at a join when the room does not hold the person's position.
 //! - `reader`: opening a room (its life and newest messages, once per room opened, on the
 //!   joining connection's thread) and scroll-back past the in-memory tail (on the blocking
 //!   pool), each through a read-only connection of its own.

@@ -11,7 +11,8 @@
 //! replays from [`log::Log::replay`]. Submodules: [`log`] (ordering and replay), `fanout`
 //! (the per-round delivery to members), `lifecycle` (lingering and retirement),
 //! `publish` (a message into the log: in memory at once, or reserved for a backend that
-//! keeps it first), `scrollback` (the pages of a `history` command).
+//! keeps it first), `scrollback` (the pages of a `history` command), `reads` (read
+//! positions and their coalesced `read` events).
 
 mod fanout;
 mod lifecycle;
