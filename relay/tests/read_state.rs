@@ -190,11 +190,14 @@ async fn durable_reads_survive_a_restart() {
     alice.send(read(6)).await;
     assert_eq!(bob.recv_until("read").await["seq"], 6);
     relay.stored().await;
+    // Closed first: shutdown would otherwise wait for them to go.
+    drop((alice, bob));
     relay.shutdown().await.unwrap();
 
     let relay = TestRelay::durable(dir.path(), |_| {}).await;
-    let (_alice, joined) = relay.joined("general", "alice").await;
+    let (alice, joined) = relay.joined("general", "alice").await;
     assert_eq!(position(&joined), (6, 1), "only 7 is after 6: {joined}");
+    drop(alice);
     relay.shutdown().await.unwrap();
 }
 
@@ -244,11 +247,13 @@ async fn a_version_1_file_gets_the_reads_table_and_keeps_its_history() {
     alice.send(read(1)).await;
     assert_eq!(bob.recv_until("read").await["seq"], 1);
     relay.stored().await;
+    drop((alice, bob));
     relay.shutdown().await.unwrap();
 
     let relay = TestRelay::durable(dir.path(), |_| {}).await;
-    let (_alice, joined) = relay.joined("general", "alice").await;
+    let (alice, joined) = relay.joined("general", "alice").await;
     assert_eq!(position(&joined), (1, 0), "{joined}");
+    drop(alice);
     relay.shutdown().await.unwrap();
     let db = rusqlite::Connection::open(dir.db()).unwrap();
     let version: i64 = db

@@ -96,8 +96,10 @@ if ARGV[10] ~= '0' then
 end
 local last_read = 0
 if KEYS[5] then
+  -- A new life starts with nobody's position; an older life's never passes this one's seq.
+  if fresh then redis.call('DEL', KEYS[5]) end
   redis.call('PEXPIRE', KEYS[5], ARGV[2])
-  last_read = tonumber(redis.call('HGET', KEYS[5], ARGV[11]) or '0')
+  last_read = math.min(tonumber(redis.call('HGET', KEYS[5], ARGV[11]) or '0'), seq)
 end
 return {epoch, seq, count, users, history, loaded, last_read}
 "

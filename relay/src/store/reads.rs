@@ -27,6 +27,11 @@ pub(super) struct Batch {
 }
 
 impl Batch {
+    /// Positions waiting to be written.
+    pub(super) fn len(&self) -> usize {
+        self.latest.len()
+    }
+
     pub(super) fn add(&mut self, read: Read) {
         let seq = self.latest.entry((read.room, read.person)).or_insert(0);
         *seq = (*seq).max(read.seq);

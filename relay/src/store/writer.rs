@@ -79,7 +79,7 @@ impl Writer {
                     // Anything behind a leave or a barrier waits for it: order is kept.
                     op => after.push(op),
                 }
-                if batch.len() + after.len() >= MAX_BATCH {
+                if batch.len() + after.len() + read_batch.len() >= MAX_BATCH {
                     break;
                 }
                 next = rx.try_recv().ok();
@@ -100,6 +100,7 @@ impl Writer {
                     }
                     Op::Barrier(done) => {
                         self.store_and_deliver(&hub, &mut batch);
+                        read_batch.store(&mut self.db);
                         let _ = done.send(());
                     }
                     Op::Stop => stop = true,
