@@ -261,6 +261,7 @@ impl Session {
                 self.change(reference, room.as_deref(), seq, Some(&text));
             }
             Ok(Command::Delete { room, seq }) => self.change(reference, room.as_deref(), seq, None),
+            Ok(Command::Read { room, seq }) => self.read(reference, room.as_deref(), seq),
             Ok(Command::Ping) => {
                 self.hub
                     .push_to(&self.conn, event::pong().bytes(), Priority::Normal);
@@ -566,6 +567,24 @@ impl Session {
         {
             self.busy(reference);
         }
+    }
+
+    /// Read state: membership first, then the seq (`docs/PROTOCOL.md`).
+    fn read(&self, reference: Option<&str>, room: Option<&str>, seq: Option<u64>) {
+        let Some(at) = self.resolve(room) else {
+            return self.not_joined(reference, room);
+        };
+        let Some(seq) = seq.filter(|&s| s > 0) else {
+            return self.error_for(reference, ErrorCode::InvalidRead, "read wants a seq of at least 1");
+        };
+        let membership = &self.rooms[at];
+        self.hub.backend.read(
+            &self.hub,
+            &self.conn,
+            &membership.room,
+            &membership.username,
+            seq,
+        );
     }
 
     fn leave(&mut self, reference: Option<&str>, room: Option<&str>) {

@@ -177,6 +177,26 @@ impl Task {
                     .arg(&keys.channel)
                     .arg(payload.as_slice());
             }
+            Command::Read {
+                room,
+                sender,
+                person,
+                seq,
+                head,
+                sent_us,
+                ..
+            } => {
+                let keys = settings.keys.room(&room.name);
+                let mut cmd = evalsha(&self.scripts.read, &[&keys.reads, &keys.seq]);
+                cmd.arg(&**person)
+                    .arg(*seq)
+                    .arg(self.key_ttl_ms)
+                    .arg(&keys.channel)
+                    .arg(wire::head(Kind::Read, node, *sent_us))
+                    .arg(&*sender.client_id)
+                    .arg(head.as_slice());
+                pipe.add_command(cmd);
+            }
             Command::Join {
                 conn: client,
                 room,
@@ -186,7 +206,13 @@ impl Task {
                 let keys = settings.keys.room(&room.name);
                 let mut cmd = evalsha(
                     &self.scripts.join,
-                    &[&keys.epoch, &keys.seq, &keys.stream, &keys.members],
+                    &[
+                        &keys.epoch,
+                        &keys.seq,
+                        &keys.stream,
+                        &keys.members,
+                        &keys.reads,
+                    ],
                 );
                 cmd.arg(candidate_epoch())
                     .arg(self.key_ttl_ms)
@@ -201,7 +227,8 @@ impl Task {
                         (false, _) => 0,
                         (true, 0) => -1,
                         (true, n) => n as i64,
-                    });
+                    })
+                    .arg(client.person(username));
                 pipe.add_command(cmd);
             }
             Command::Leave {
@@ -264,6 +291,9 @@ impl Task {
                 .await
                 .map(drop);
         }
+        // Redis's position, unless the room here knows a later one (a read event of it
+        // arrived first).
+        room.learn_read(client.person(&username), reply.last_read);
         for _ in 0..3 {
             let request = JoinRequest {
                 username: &username,
@@ -399,6 +429,16 @@ impl Task {
                 );
             }
             Command::Typing { .. } => {}
+            Command::Read {
+                room,
+                sender,
+                username,
+                seq,
+                ..
+            } => {
+                // This node's members only; Redis keeps the last position it had.
+                room.read(&self.hub, &sender, &username, seq);
+            }
             Command::History { conn, room, page } => self.history_local(&conn, &room, page),
         }
     }

@@ -75,6 +75,18 @@ pub enum Command {
         room: Arc<Room>,
         payload: Vec<u8>,
     },
+    /// A read position: Redis raises it and publishes the `read` event if it moved.
+    Read {
+        room: Arc<Room>,
+        sender: Arc<Conn>,
+        /// The sender's name in the room (served locally while Redis is away).
+        username: Box<str>,
+        person: Box<str>,
+        seq: u64,
+        /// The event's JSON before its seq (the script appends the seq it kept).
+        head: Vec<u8>,
+        sent_us: u64,
+    },
     /// Scroll-back: a page of the room's stream, answered to `conn` only.
     History {
         conn: Arc<Conn>,
@@ -320,6 +332,30 @@ impl crate::chat::backend::RemoteLog for Backplane {
             page,
         };
         self.send(command, true)
+    }
+
+    /// A read position: through Redis while connected (every node's members get the event
+    /// from the room's channel, the sender's own connection skipped), else this node's room
+    /// only. Dropped when the queue is full, like typing: the next read carries it.
+    fn read(&self, hub: &Hub, reader: &Arc<Conn>, room: &Arc<Room>, username: &str, seq: u64) {
+        if !self.is_connected() {
+            room.read(hub, reader, username, seq);
+            return;
+        }
+        let user = crate::protocol::event::UserRef {
+            id: &reader.user_id,
+            username,
+        };
+        let command = Command::Read {
+            room: room.clone(),
+            sender: reader.clone(),
+            username: username.into(),
+            person: reader.person(username).into(),
+            seq,
+            head: crate::protocol::event::read_head(&room.name, user),
+            sent_us: now_us(),
+        };
+        let _ = self.send(command, true);
     }
 
     /// A typing indicator; dropped when the queue is full (typing is ephemeral), local only

@@ -114,8 +114,9 @@ return entries
 /// A join. KEYS epoch, seq, stream, members; ARGV: 1 candidate epoch, 2 key TTL ms,
 /// 3 channel, 4 header head (`j|node|µs|`), 5 member field (`node|client id`), 6 client id,
 /// 7 username, 8 presence list max, 9 room, 10 history entries to return, or `0` when the
-/// node has the room loaded already (`-1`: load, but history is off). Returns `{epoch, seq,
-/// count, users JSON or '', history (newest first), loaded 0/1}`.
+/// node has the room loaded already (`-1`: load, but history is off), 11 the joiner's person;
+/// KEYS[5] the read positions. Returns `{epoch, seq, count, users JSON or '', history
+/// (newest first), loaded 0/1, the person's read position}`.
 pub fn join() -> String {
     format!(
         "{ENSURE_EPOCH}{USERS}{}",
@@ -135,9 +136,34 @@ if ARGV[10] ~= '0' then
   loaded = 1
   if n > 0 then history = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', n) end
 end
-return {epoch, seq, count, users, history, loaded}
+local last_read = 0
+if KEYS[5] then
+  -- A new life starts with nobody's position; an older life's never passes this one's seq.
+  if fresh then redis.call('DEL', KEYS[5]) end
+  redis.call('PEXPIRE', KEYS[5], ARGV[2])
+  last_read = math.min(tonumber(redis.call('HGET', KEYS[5], ARGV[11]) or '0'), seq)
+end
+return {epoch, seq, count, users, history, loaded, last_read}
 "
     )
+}
+
+/// A read position. KEYS read positions, seq; ARGV: 1 person, 2 seq, 3 key TTL ms,
+/// 4 channel, 5 header head (`r|node|µs|`), 6 sender client id, 7 the `read` event's JSON
+/// before its seq. Raises the person's position to the seq (at most the room's latest) and
+/// publishes the event only when it moved. Returns the new position, or 0.
+pub fn read() -> &'static str {
+    r"
+local latest = tonumber(redis.call('GET', KEYS[2]) or '0')
+local seq = math.min(tonumber(ARGV[2]), latest)
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if seq <= current then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], seq)
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local json = ARGV[7] .. seq .. '}'
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. seq .. '|-|' .. ARGV[6] .. '|' .. json)
+return seq
+"
 }
 
 /// A leave. KEYS members; ARGV: 1 channel, 2 header head (`j|node|µs|`), 3 member field,

@@ -60,6 +60,7 @@ pub(super) struct Scripts {
     pub(super) prune: redis::Script,
     pub(super) resync: redis::Script,
     pub(super) page: redis::Script,
+    pub(super) read: redis::Script,
 }
 
 pub(super) struct Task {
@@ -101,6 +102,7 @@ pub(crate) async fn run(
             prune: redis::Script::new(&scripts::prune()),
             resync: redis::Script::new(&scripts::resync()),
             page: redis::Script::new(scripts::PAGE),
+            read: redis::Script::new(scripts::read()),
         },
         metrics: Metrics::new(),
         rooms: HashMap::new(),
@@ -185,6 +187,7 @@ impl Task {
             &self.scripts.prune,
             &self.scripts.resync,
             &self.scripts.page,
+            &self.scripts.read,
         ] {
             script.load_async(&mut conn).await?;
         }
@@ -415,6 +418,7 @@ impl Task {
             Kind::Message => self.deliver(conn, &room, p.epoch, p.seq, &frame).await?,
             Kind::Presence => room.cluster_fan_out(&self.hub, &frame, Priority::Normal, p.subject),
             Kind::Typing => room.cluster_fan_out(&self.hub, &frame, Priority::Droppable, p.subject),
+            Kind::Read => room.cluster_read(&self.hub, &frame, p.seq, p.subject),
             Kind::Probe => {}
         }
         Ok(())

@@ -77,7 +77,13 @@ impl Task {
                 .arg(self.bp.settings.presence_list_max)
                 .arg(&**name);
             pipe.add_command(cmd);
-            for key in [&keys.epoch, &keys.seq, &keys.stream, &keys.members] {
+            for key in [
+                &keys.epoch,
+                &keys.seq,
+                &keys.stream,
+                &keys.members,
+                &keys.reads,
+            ] {
                 pipe.cmd("PEXPIRE").arg(key).arg(self.key_ttl_ms).ignore();
             }
         }

@@ -53,6 +53,9 @@ pub struct Limits {
     pub frame_rate: Rate,
     /// Rooms on the node, in use or lingering (`--max-rooms`).
     pub max_rooms: usize,
+    /// Authentication is on: a person is a token's `sub`, not a username
+    /// (`chat::client::Conn::person`); read back from events by the same rule.
+    pub by_sub: bool,
 }
 
 impl From<&Config> for Limits {
@@ -72,6 +75,7 @@ impl From<&Config> for Limits {
             strike_rate: ratelimit::strike_rate(c.rate_limit_strikes),
             frame_rate: Rate::new(c.frame_rate, c.frame_burst),
             max_rooms: c.max_rooms,
+            by_sub: c.auth_secret.is_some() || c.auth_public_key.is_some(),
         }
     }
 }
@@ -164,16 +168,19 @@ impl Hub {
                 .map(|_| FlushList::default())
                 .collect(),
             metrics: Metrics::new(),
-            history: HistoryBudget::new(HistoryLimits {
-                count: config.history,
-                room_bytes: config.history_room_bytes,
-                total_bytes: config.history_total_bytes,
-                // A quarter of the outbound cap at most: a `joined` must fit beside what a
-                // joiner already has queued (the read pause keeps that under a quarter too).
-                joined_bytes: config
-                    .joined_history_bytes
-                    .min(config.max_outbound_bytes / 4),
-            }),
+            history: HistoryBudget::with_persons(
+                HistoryLimits {
+                    count: config.history,
+                    room_bytes: config.history_room_bytes,
+                    total_bytes: config.history_total_bytes,
+                    // A quarter of the outbound cap at most: a `joined` must fit beside what a
+                    // joiner already has queued (the read pause keeps that under a quarter too).
+                    joined_bytes: config
+                        .joined_history_bytes
+                        .min(config.max_outbound_bytes / 4),
+                },
+                config.auth_secret.is_some() || config.auth_public_key.is_some(),
+            ),
             sources: Sources::new(SourceLimits {
                 message: Rate::new(config.ip_message_rate, config.ip_message_burst),
                 command: Rate::new(config.ip_command_rate, config.ip_command_burst),

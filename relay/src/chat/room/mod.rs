@@ -12,13 +12,14 @@
 //! (the per-round delivery to members), `lifecycle` (lingering and retirement),
 //! `publish` (a message into the log: in memory at once, or reserved for a backend that
 //! keeps it first), [`dedupe`] (the sends remembered by `ref`), `scrollback` (the pages of
-//! a `history` command).
+//! a `history` command), `reads` (read positions and their coalesced `read` events).
 
 pub mod dedupe;
 mod fanout;
 mod lifecycle;
 pub mod log;
 mod publish;
+mod reads;
 mod scrollback;
 
 pub use publish::{Ack, Appended, Author, Edit, Outgoing, Reservation, Reserved, SendRefusal};
@@ -75,6 +76,8 @@ pub(crate) struct State {
     pending: Vec<Pending>,
     /// Sends remembered by `ref`; boxed and made on the first one, as most rooms see none.
     dedupe: Option<Box<dedupe::Dedupe>>,
+    /// How far each person has read the room (`reads`).
+    reads: reads::Reads,
 }
 
 impl State {
@@ -192,6 +195,7 @@ impl Room {
                 joining: 0,
                 pending: Vec::new(),
                 dedupe: None,
+                reads: reads::Reads::default(),
             }),
         }
     }
@@ -270,14 +274,15 @@ impl Room {
         let here = state.members.len();
         let list_here = here <= hub.limits.presence_list_max;
         let resume = (request.since, request.epoch);
+        let read = reads::joined_position(&state, conn.person(request.username));
         match presence {
             Presence::Room => {
                 let users = list_here.then(|| state.members.iter().map(Member::user));
-                self.send_joined(&state, hub, conn, (here, users), resume);
+                self.send_joined(&state, hub, conn, (here, users), resume, read);
             }
             Presence::Backend { count, users } => {
                 let users = users.map(|u| u.iter().map(|(id, username)| UserRef { id, username }));
-                self.send_joined(&state, hub, conn, (count.max(here), users), resume);
+                self.send_joined(&state, hub, conn, (count.max(here), users), resume, read);
             }
         }
         if already {
@@ -302,8 +307,9 @@ impl Room {
     }
 
     /// Sends `conn` its `joined`: `presence` is the count and (under the presence-list
-    /// cut-off) the users, `resume` the join's `since` and `epoch`. Nothing is built for a
-    /// connection already being closed (a slow consumer rejoining in a loop).
+    /// cut-off) the users, `resume` the join's `since` and `epoch`, `read` its `lastRead`
+    /// and `unread`. Nothing is built for a connection already being closed (a slow
+    /// consumer rejoining in a loop).
     fn send_joined<'u>(
         &self,
         state: &State,
@@ -311,6 +317,7 @@ impl Room {
         conn: &Arc<Conn>,
         presence: (usize, Option<impl Iterator<Item = UserRef<'u>>>),
         resume: (Option<u64>, Option<&str>),
+        read: (u64, u64),
     ) {
         if conn.outbox.is_closing() {
             return;
@@ -327,6 +334,8 @@ impl Room {
             room: &self.name,
             epoch: log.epoch(),
             seq: log.seq(),
+            last_read: read.0,
+            unread: read.1,
             count: presence.0,
             users: presence.1,
             history: log.history().entries().range(replay.first..),
