@@ -131,6 +131,8 @@ mod tests {
                 username,
                 text,
                 timestamp_ms: 5,
+                reply_to: None,
+                reference: None,
             })
         };
         let frame = m("sub-1", "bob", ",\"username\":\"mallory\"");
