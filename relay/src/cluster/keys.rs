@@ -10,6 +10,8 @@ pub struct RoomKeys {
     pub seq: String,
     pub stream: String,
     pub members: String,
+    /// Per person, how many member fields it has (see `scripts::USERS`).
+    pub people: String,
     pub channel: String,
 }
 
@@ -34,6 +36,7 @@ impl Keys {
             seq: format!("{tag}:seq"),
             stream: format!("{tag}:history"),
             members: format!("{tag}:members"),
+            people: format!("{tag}:people"),
             channel: format!("{}{room}", self.channel_prefix),
         }
     }

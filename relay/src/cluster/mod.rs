@@ -14,6 +14,7 @@
 //! Without `--redis-url` none of this exists and the single-node path runs unchanged.
 
 mod batch;
+mod departing;
 mod history;
 pub mod keys;
 mod reply;
@@ -55,6 +56,13 @@ pub enum Command {
         /// Send the client `left` once done (an explicit `leave`, not a disconnect).
         ack: bool,
     },
+    /// A disconnected member's `--presence-grace` has passed (it left the room here at
+    /// once): its field is removed from Redis unless the departure was settled meanwhile.
+    Depart {
+        conn: Arc<Conn>,
+        room: Arc<Room>,
+        username: Arc<str>,
+    },
     Message {
         room: Arc<Room>,
         sender: Arc<Conn>,
@@ -84,6 +92,8 @@ pub struct Settings {
     pub history: usize,
     pub presence_list_max: usize,
     pub room_linger: Duration,
+    /// How long a disconnected member stays in Redis (`--presence-grace`).
+    pub presence_grace: Duration,
 }
 
 pub use crate::chat::backend::Busy;
@@ -122,6 +132,7 @@ impl Backplane {
                 history: config.history,
                 presence_list_max: config.presence_list_max,
                 room_linger: config.room_linger,
+                presence_grace: config.presence_grace,
             },
             node: node.clone(),
             tx,
