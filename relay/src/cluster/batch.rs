@@ -375,8 +375,13 @@ impl Task {
                     }
                 }
             }
-            // Gone here already; the resync after Redis is back drops its field.
-            Command::Depart { .. } => {}
+            // Gone here already; no longer wanted, so the resync after Redis is back drops
+            // its field (announced if it was the person's last).
+            Command::Depart {
+                conn,
+                room,
+                username,
+            } => self.departure_ended(&room, &conn, &username),
             Command::Message {
                 room,
                 prefix,

@@ -124,6 +124,14 @@ impl Task {
         });
     }
 
+    /// Forgets the pending departure of `conn` (`username` in `room`), if any: its grace
+    /// passed while Redis was unreachable.
+    pub(super) fn departure_ended(&mut self, room: &Room, conn: &Conn, username: &str) {
+        let _ = self
+            .departing
+            .take_one(&room.name, conn.person(username), conn.id);
+    }
+
     /// Settles pending departures against the batch: a `Depart` whose departure was settled
     /// already is dropped; a join of the person is followed, and an explicit leave preceded,
     /// by the removal of the person's pending departures from the room.

@@ -217,3 +217,66 @@ impl Room {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use super::*;
+    use crate::config::Config;
+
+    fn member(hub: &Hub, username: &str) -> Member {
+        Member {
+            conn: hub.register(SocketAddr::from((Ipv4Addr::LOCALHOST, 9))),
+            username: username.into(),
+        }
+    }
+
+    #[test]
+    fn a_person_goes_with_its_last_connection_and_a_rejoin_makes_its_departure_stale() {
+        let hub = Hub::new(&Config::default());
+        let mut people = People::default();
+        let (tab1, tab2) = (member(&hub, "alice"), member(&hub, "alice"));
+        assert_eq!(people.arrive(&tab1), Arrival::New);
+        assert_eq!(people.arrive(&tab2), Arrival::Present);
+        assert_eq!(people.len(), 1);
+        assert_eq!(
+            people.depart(&tab1, std::slice::from_ref(&tab2), true),
+            Departure::Stays
+        );
+        assert_eq!(
+            people.users().map(|u| u.id.to_owned()).collect::<Vec<_>>(),
+            [tab2.conn.user_id.to_string()],
+            "listed as a connection still here"
+        );
+
+        let Departure::Pending(first) = people.depart(&tab2, &[], true) else {
+            panic!("a disconnect of the last connection waits the grace");
+        };
+        assert_eq!(people.len(), 1, "still present during the grace");
+        let back = member(&hub, "alice");
+        assert_eq!(
+            people.arrive(&back),
+            Arrival::Present,
+            "no second user_joined"
+        );
+        let Departure::Pending(second) = people.depart(&back, &[], true) else {
+            panic!("the grace again");
+        };
+        assert!(
+            people.expire("alice", first).is_none(),
+            "the rejoin made the first departure stale"
+        );
+        assert!(people.expire("alice", second).is_some());
+        assert_eq!(people.len(), 0);
+
+        let bob = member(&hub, "bob");
+        people.arrive(&bob);
+        assert_eq!(
+            people.depart(&bob, &[], false),
+            Departure::Gone,
+            "an explicit leave does not wait"
+        );
+        assert_eq!(people.len(), 0);
+    }
+}
