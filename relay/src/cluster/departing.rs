@@ -98,7 +98,7 @@ impl Departing {
 impl Task {
     /// Whether a disconnect's removal from Redis waits the grace.
     pub(super) fn leave_waits(&self, command: &Command) -> bool {
-        matches!(command, Command::Leave { ack: false, .. })
+        matches!(command, Command::Leave { grace: true, .. })
             && !self.bp.settings.presence_grace.is_zero()
     }
 
@@ -134,7 +134,9 @@ impl Task {
 
     /// Settles pending departures against the batch: a `Depart` whose departure was settled
     /// already is dropped; a join of the person is followed, and an explicit leave preceded,
-    /// by the removal of the person's pending departures from the room.
+    /// by the removal of the person's pending departures from the room (an explicit leave
+    /// also takes the grace from the person's disconnects earlier in the same batch, which
+    /// are not pending yet).
     pub(super) fn settle_departures(&mut self, commands: Vec<Command>) -> Vec<Command> {
         let mut settled = Vec::with_capacity(commands.len());
         for command in commands {
@@ -166,10 +168,24 @@ impl Task {
                     room,
                     username,
                     ack: true,
+                    ..
                 } => {
-                    let gone = self
-                        .departing
-                        .take_person(&room.name, conn.person(username));
+                    let person = conn.person(username);
+                    for earlier in &mut settled {
+                        if let Command::Leave {
+                            conn: c,
+                            room: r,
+                            username: u,
+                            grace,
+                            ..
+                        } = earlier
+                        {
+                            if *grace && r.name == room.name && c.person(u) == person {
+                                *grace = false;
+                            }
+                        }
+                    }
+                    let gone = self.departing.take_person(&room.name, person);
                     settled.extend(gone.into_iter().map(Gone::into_depart));
                     settled.push(command);
                 }

@@ -55,6 +55,8 @@ pub enum Command {
         username: Arc<str>,
         /// Send the client `left` once done (an explicit `leave`, not a disconnect).
         ack: bool,
+        /// A disconnect: its field stays in Redis for `--presence-grace` (see `departing`).
+        grace: bool,
     },
     /// A disconnected member's `--presence-grace` has passed (it left the room here at
     /// once): its field is removed from Redis unless the departure was settled meanwhile.
@@ -223,6 +225,7 @@ impl crate::chat::backend::RemoteLog for Backplane {
                 room,
                 username,
                 ack,
+                grace: !ack,
             },
             false,
         );
