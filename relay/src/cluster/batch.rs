@@ -99,10 +99,6 @@ impl Task {
         let mut failure = None;
         let mut replies = replies.iter();
         for (command, replied) in sent {
-            let reply = match replied {
-                true => replies.next().unwrap_or(&Value::Nil),
-                false => &Value::Nil,
-            };
             if !replied {
                 // A disconnect: gone here now, from Redis after the grace.
                 if let Command::Leave {
@@ -117,6 +113,7 @@ impl Task {
                 }
                 continue;
             }
+            let reply = replies.next().unwrap_or(&Value::Nil);
             match command {
                 Command::Join { .. } => {
                     if let Err(err) = self.joined(conn, command, reply).await {

@@ -7,7 +7,9 @@
 //! Who a connection is as a person is [`Conn::person`]. The members list stays per
 //! connection (messages stop going to a closed connection at once); only the announcement
 //! of a disconnected person waits, here, as a departure with a generation that a rejoin
-//! makes stale.
+//! makes stale. The hub's departure queue (`chat::hub::departures`) calls back when the grace
+//! has passed. A pending departure does not hold the room: an empty room may linger and be
+//! retired as before, and a departure of a retired room is dropped (nobody is left to tell).
 
 use std::sync::Arc;
 
@@ -150,6 +152,17 @@ impl People {
 }
 
 impl Room {
+    /// The members' connections and names in the room (cluster mode works out their people
+    /// itself: Redis keeps its presence).
+    pub fn member_conns(&self) -> Vec<(Arc<Conn>, Arc<str>)> {
+        let state = self.lock();
+        state
+            .members
+            .iter()
+            .map(|m| (m.conn.clone(), m.username.clone()))
+            .collect()
+    }
+
     /// Tells the members (but `skip`) that `user` arrived or left, with the room's people.
     pub(super) fn announce_person(
         &self,
@@ -202,19 +215,6 @@ impl Room {
             return;
         }
         hub.schedule_departure(self.this.clone(), key.into(), generation);
-    }
-}
-
-impl Room {
-    /// The members' connections and names in the room (cluster mode works out their people
-    /// itself: Redis keeps its presence).
-    pub fn member_conns(&self) -> Vec<(Arc<Conn>, Arc<str>)> {
-        let state = self.lock();
-        state
-            .members
-            .iter()
-            .map(|m| (m.conn.clone(), m.username.clone()))
-            .collect()
     }
 }
 
