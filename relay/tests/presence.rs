@@ -241,6 +241,44 @@ async fn a_reconnect_within_the_grace_shows_no_leave_or_join(mode: Mode) {
     );
 }
 
+async fn moving_to_another_node_within_the_grace_shows_no_leave_or_join(mode: Mode) {
+    let setup = Setup::new(mode, with_grace(GRACE)).await;
+    let (mut olga, _) = join(setup.near(), "olga").await;
+    let (laptop, _) = join(setup.far(), "alice").await;
+    olga.recv_type("user_joined").await;
+
+    // Alice's network changes: her connection to one node drops and she comes back through
+    // the other (in cluster mode; one relay otherwise) while the first one's grace runs.
+    let far_before = setup.far().relay.hub().connection_count();
+    drop(laptop);
+    setup.far_has_connections(far_before - 1).await;
+    let (mut moved, joined) = join(setup.near(), "alice").await;
+    assert_eq!(names(&joined), ["alice", "olga"], "{joined}");
+
+    // Bob is the clock: his grace ends after the dropped connection's.
+    let (bob, _) = join(setup.far(), "bob").await;
+    olga.recv_type("user_joined").await;
+    drop(bob);
+    assert_presence(
+        &olga.recv_type("user_left").await,
+        "user_left",
+        "bob",
+        &["alice", "olga"],
+    );
+    assert!(
+        olga.drain().await.is_empty(),
+        "no leave and join for alice's move"
+    );
+    moved.send(json!({"type":"leave","room":ROOM})).await;
+    moved.recv_until("left").await;
+    assert_presence(
+        &olga.recv_type("user_left").await,
+        "user_left",
+        "alice",
+        &["olga"],
+    );
+}
+
 async fn an_explicit_leave_of_the_last_tab_is_announced_at_once(mode: Mode) {
     let setup = Setup::new(mode, with_grace(LONG_GRACE)).await;
     let (mut olga, _) = join(setup.near(), "olga").await;
@@ -346,6 +384,7 @@ macro_rules! in_every_mode {
 in_every_mode!(
     two_tabs_are_one_presence_and_leave_once_after_the_grace,
     a_reconnect_within_the_grace_shows_no_leave_or_join,
+    moving_to_another_node_within_the_grace_shows_no_leave_or_join,
     an_explicit_leave_of_the_last_tab_is_announced_at_once,
     with_authentication_one_sub_is_one_person_whatever_its_names,
 );
