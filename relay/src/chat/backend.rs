@@ -494,7 +494,13 @@ fn load_read_position(journal: &dyn Journal, room: &Room, person: &str) {
 /// A leave of a room whose members this node knows: `user_left` to the others, `left` to the
 /// leaver when it asked.
 fn leave_here(hub: &Hub, conn: &Arc<Conn>, room: &Room, why: Leave) {
-    room.leave(hub, conn, Announce::Room);
+    // An explicit leave is announced at once; a disconnect may be a reload or a network drop
+    // (the person's `user_left` waits `--presence-grace`).
+    let announce = match why {
+        Leave::Asked => Announce::Room,
+        Leave::Disconnected => Announce::RoomAfterGrace,
+    };
+    room.leave(hub, conn, announce);
     if why == Leave::Asked {
         hub.push_to(conn, event::left(&room.name).bytes(), Priority::Normal);
     }

@@ -19,6 +19,8 @@ pub struct RoomKeys {
     pub revised: String,
     /// Read positions: a hash of person to seq.
     pub reads: String,
+    /// Per person, how many member fields it has (see `scripts::USERS`).
+    pub people: String,
     pub channel: String,
 }
 
@@ -47,6 +49,7 @@ impl Keys {
             refs_by_time: format!("{tag}:refs-by-time"),
             revised: format!("{tag}:revised"),
             reads: format!("{tag}:reads"),
+            people: format!("{tag}:people"),
             channel: format!("{}{room}", self.channel_prefix),
         }
     }

@@ -14,6 +14,7 @@
 //! Without `--redis-url` none of this exists and the single-node path runs unchanged.
 
 mod batch;
+mod departing;
 mod history;
 pub mod keys;
 mod reply;
@@ -56,6 +57,15 @@ pub enum Command {
         username: Arc<str>,
         /// Send the client `left` once done (an explicit `leave`, not a disconnect).
         ack: bool,
+        /// A disconnect: its field stays in Redis for `--presence-grace` (see `departing`).
+        grace: bool,
+    },
+    /// A disconnected member's `--presence-grace` has passed (it left the room here at
+    /// once): its field is removed from Redis unless the departure was settled meanwhile.
+    Depart {
+        conn: Arc<Conn>,
+        room: Arc<Room>,
+        username: Arc<str>,
     },
     Message {
         room: Arc<Room>,
@@ -115,6 +125,8 @@ pub struct Settings {
     pub presence_list_max: usize,
     pub room_linger: Duration,
     pub dedupe_window: Duration,
+    /// How long a disconnected member stays in Redis (`--presence-grace`).
+    pub presence_grace: Duration,
 }
 
 pub use crate::chat::backend::Busy;
@@ -154,6 +166,7 @@ impl Backplane {
                 presence_list_max: config.presence_list_max,
                 room_linger: config.room_linger,
                 dedupe_window: config.dedupe_window,
+                presence_grace: config.presence_grace,
             },
             node: node.clone(),
             tx,
@@ -244,6 +257,7 @@ impl crate::chat::backend::RemoteLog for Backplane {
                 room,
                 username,
                 ack,
+                grace: !ack,
             },
             false,
         );
@@ -368,7 +382,7 @@ impl crate::chat::backend::RemoteLog for Backplane {
         let frame = crate::protocol::event::typing(
             &room.name,
             crate::protocol::event::UserRef {
-                id: &typist.client_id,
+                id: &typist.user_id,
                 username,
             },
             is_typing,

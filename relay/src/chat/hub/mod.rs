@@ -27,6 +27,7 @@ use crate::telemetry::stats::Stats;
 use crate::transport::outbox::{CloseRequest, Priority, Push};
 use crate::ws::{Frame, OpCode};
 
+mod departures;
 mod lingering;
 mod upkeep;
 
@@ -43,6 +44,8 @@ pub struct Limits {
     pub room_linger: Duration,
     /// How long a room remembers a send's `ref` (`--dedupe-window`).
     pub dedupe_window: Duration,
+    /// How long a disconnected person still counts as present (`--presence-grace`).
+    pub presence_grace: Duration,
     /// Chat messages per connection (`--message-rate`, `--message-burst`).
     pub message_rate: Rate,
     /// Every other command per connection (`--command-rate`, `--command-burst`).
@@ -70,6 +73,7 @@ impl From<&Config> for Limits {
             ping_interval: c.ping_interval,
             room_linger: c.room_linger,
             dedupe_window: c.dedupe_window,
+            presence_grace: c.presence_grace,
             message_rate: Rate::new(c.message_rate, c.message_burst),
             command_rate: Rate::new(c.command_rate, c.command_burst),
             strike_rate: ratelimit::strike_rate(c.rate_limit_strikes),
@@ -113,6 +117,8 @@ pub struct Hub {
     // A std Mutex: pushed to under a room's lock (never the reverse), held for a push or a
     // short scan.
     lingering: Mutex<VecDeque<Weak<Room>>>,
+    /// People waiting out `--presence-grace` before their `user_left`.
+    departures: departures::Departures,
     /// Held by the one thread reclaiming history; others skip it rather than wait.
     reclaiming: Mutex<()>,
     /// Joins refused with `room_limit`.
@@ -187,6 +193,7 @@ impl Hub {
                 rooms: config.ip_rooms,
             }),
             lingering: Mutex::new(VecDeque::new()),
+            departures: departures::Departures::default(),
             reclaiming: Mutex::new(()),
             rooms_refused: AtomicU64::new(0),
             rooms_evicted: AtomicU64::new(0),
