@@ -575,7 +575,11 @@ impl Session {
             return self.not_joined(reference, room);
         };
         let Some(seq) = seq.filter(|&s| s > 0) else {
-            return self.error_for(reference, ErrorCode::InvalidRead, "read wants a seq of at least 1");
+            return self.error_for(
+                reference,
+                ErrorCode::InvalidRead,
+                "read wants a seq of at least 1",
+            );
         };
         let membership = &self.rooms[at];
         self.hub.backend.read(
