@@ -469,6 +469,25 @@ impl Task {
                 self.hub.push_to(&sender, refusal.bytes(), Priority::Normal);
             }
             Command::Message {
+                sender,
+                revised: Some(_),
+                ..
+            } => {
+                // An edit or delete exists only in the room's one order: not applied here
+                // alone. The client may send it again once Redis is back.
+                if let Some(sender) = sender {
+                    self.hub
+                        .stats
+                        .errors_sent
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let refusal = event::error(
+                        crate::protocol::ErrorCode::ServerBusy,
+                        "the relay cannot reach Redis to order this change; send it again shortly",
+                    );
+                    self.hub.push_to(&sender, refusal.bytes(), Priority::Normal);
+                }
+            }
+            Command::Message {
                 room,
                 prefix,
                 suffix,
