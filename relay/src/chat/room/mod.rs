@@ -10,7 +10,8 @@
 //! is [`Room::join`] (presence from the room's own members or the backend's), and a `joined`
 //! replays from [`log::Log::replay`]. Submodules: [`log`] (ordering and replay), `fanout`
 //! (the per-round delivery to members), `lifecycle` (lingering and retirement),
-//! `publish` (a message into the log: in memory at once, or reserved for a backend that
+//! `outgoing` (what a message, edit or delete carries, and its checks), `publish` (a
+//! message into the log: in memory at once, or reserved for a backend that
 //! keeps it first), [`dedupe`] (the sends remembered by `ref`), `scrollback` (the pages of
 //! a `history` command), `reads` (read positions and their coalesced `read` events),
 //! `people` (presence per person and the grace of a disconnected one, for
@@ -20,12 +21,14 @@ pub mod dedupe;
 mod fanout;
 mod lifecycle;
 pub mod log;
+mod outgoing;
 mod people;
 mod publish;
 mod reads;
 mod scrollback;
 
-pub use publish::{Ack, Appended, Author, Edit, Outgoing, Reservation, Reserved, SendRefusal};
+pub use outgoing::{Author, Edit, Outgoing, SendRefusal};
+pub use publish::{Ack, Appended, Reservation, Reserved};
 pub use scrollback::HistoryPage;
 
 use std::borrow::Borrow;
