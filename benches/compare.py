@@ -46,6 +46,11 @@ The relay runs its default, history on disk (a fresh --data-dir per process, rem
 compare them (the durable store's targets: fan-out >= 80% of memory's, light-load p99 within
 2 ms of it):
             python3 benches/compare.py --targets 1,3 --servers relay,relay-memory,bun
+
+"relay-ref" is the relay (history on disk) driven with loadgen --with-ref: every message carries
+a `ref`, so the relay acknowledges and de-duplicates each one. With "relay" beside it, target 1
+also checks acknowledged sends' own target (fan-out >= 90% of the run without) and target 3
+shows their light-load p99; targets 4 and 5 skip it (the same server as "relay").
 """
 
 import argparse
@@ -72,8 +77,11 @@ PEERS = ROOT / "benches" / "peers"
 BUN = PEERS / "bun" / "node_modules" / "@oven" / "bun-linux-x64" / "bin" / "bun"
 LOADGEN = ROOT / "target" / "release" / "loadgen"
 RELAY = ROOT / "target" / "release" / "relay"
-COLORS = {"relay": "#d62728", "relay-memory": "#ff7f0e", "node-ws": "#1f77b4", "bun": "#2ca02c"}
-SERVERS = ("relay", "relay-memory", "bun", "node-ws")
+COLORS = {"relay": "#d62728", "relay-memory": "#ff7f0e", "relay-ref": "#9467bd", "node-ws": "#1f77b4",
+          "bun": "#2ca02c"}
+SERVERS = ("relay", "relay-memory", "relay-ref", "bun", "node-ws")
+# Acknowledged sends (relay-ref) against plain ones (relay), target 1.
+REF_FANOUT_SHARE = 0.9
 # The durable store against memory (targets 1 and 3 when both relays run).
 DURABLE_FANOUT_SHARE = 0.8
 DURABLE_LIGHT_P99_MS = 2.0
@@ -185,7 +193,7 @@ def relay_limit_flags():
 
 def server_cmd(name, port, relay_args, data_dir=None):
     """(argv, cwd, extra env) of one server."""
-    if name in ("relay", "relay-memory"):
+    if name in ("relay", "relay-memory", "relay-ref"):
         storage = ["--memory"] if name == "relay-memory" else ["--data-dir", str(data_dir)]
         return ([str(RELAY), "--listen", f"127.0.0.1:{port}", *relay_limit_flags(), *storage, *relay_args],
                 ROOT, {"TOKIO_WORKER_THREADS": "1", "RELAY_LISTEN": f"127.0.0.1:{port}"})
@@ -296,8 +304,9 @@ class Bench:
             self.broken[name] = f"could not start: {e}"
             log(f"{name}: {self.broken[name]} (skipped from now on; see {self.logdir / (name + '.log')})")
             return {"error": self.broken[name]}
+        with_ref = ["--with-ref"] if name == "relay-ref" else []
         cmd = self.loadgen_cmd(port, srv.proc.pid, clients,
-                               [*extra, "--connect-rate", str(connect_rate)], out_json)
+                               [*extra, *with_ref, "--connect-rate", str(connect_rate)], out_json)
         limit = (clients / connect_rate + CONNECT_TIMEOUT_S + parse_seconds(a.duration)
                  + parse_seconds(a.drain) + 60)
         log(f"{tag}: $ " + " ".join(cmd))
@@ -684,6 +693,11 @@ def target1(bench, a, md_base):
         v = ratio_verdict(figs.get("relay"), figs.get("relay-memory"), DURABLE_FANOUT_SHARE, "relay-memory")
         lines.append(f"- history on disk / in memory (relay / relay-memory): {v[1] or 'n/a'} "
                      f"(need >= {DURABLE_FANOUT_SHARE:g}x): {v[0]}{(': ' + v[2]) if v[2] else ''}")
+    if "relay-ref" in a.servers:
+        # Acknowledged sends' own target (issue 15), beside the peers' verdict.
+        v = ratio_verdict(figs.get("relay-ref"), figs.get("relay"), REF_FANOUT_SHARE, "relay")
+        lines.append(f"- every message with a ref / without (relay-ref / relay): {v[1] or 'n/a'} "
+                     f"(need >= {REF_FANOUT_SHARE:g}x): {v[0]}{(': ' + v[2]) if v[2] else ''}")
     lines += ["", f"Verdict: {final(combine(verdicts), dev)}", "", f"![p99 latency vs delivered rate]({svg.name})", ""]
     return lines
 
@@ -738,7 +752,18 @@ def target3(bench, a):
             *rate_table(pts, math.inf, per_room), "",
             f"- p99 relay {fmt(r and r['p99'], '.2f')} ms, bun {fmt(b and b['p99'], '.2f')} ms; relay / bun = {ratio} "
             f"(need <= 1){(': ' + why) if why else ''}", "",
-            f"Verdict: {final(verdict, dev)}", "", *durable_light(pts)]
+            f"Verdict: {final(verdict, dev)}", "", *durable_light(pts), *ref_light(pts)]
+
+
+def ref_light(pts):
+    """Target 3's line for acknowledged sends against plain ones (relay-ref ran)."""
+    f, d = (pts.get("relay-ref") or [None])[0], (pts.get("relay") or [None])[0]
+    if f is None:
+        return []
+    if d is None or not d["ok"] or not f["ok"]:
+        return ["- every message with a ref against without: one of them was not measured", ""]
+    return [f"- every message with a ref against without: p99 {f['p99']:.2f} ms against {d['p99']:.2f} ms "
+            f"({f['p99'] - d['p99']:+.2f} ms)", ""]
 
 
 def durable_light(pts):
@@ -757,7 +782,7 @@ def durable_light(pts):
 def target4(bench, a):
     n, size = a.idle_clients, a.idle_room_size
     rooms = max(1, n // size)
-    pts = single(bench, 4, a.servers, n, ["--scenario", "idle", "--rooms", str(rooms), "--duration", "1s"], a.connect_rate)
+    pts = single(bench, 4, [s for s in a.servers if s != "relay-ref"], n, ["--scenario", "idle", "--rooms", str(rooms), "--duration", "1s"], a.connect_rate)
     lines = [f"## Target 4: memory per joined idle connection", "",
              f"`--scenario idle --clients {n} --rooms {rooms}` (rooms of {size}, so presence traffic stays small) at "
              f"{a.connect_rate:g} connections/s: the slope of the server's RSS between half ({n // 2:,}) and all ({n:,}) "
@@ -786,7 +811,7 @@ def target4(bench, a):
 def target5(bench, a):
     n, cr = a.storm_clients, a.storm_connect_rate
     rooms = max(1, n // a.idle_room_size)
-    pts = single(bench, 5, a.servers, n, ["--scenario", "idle", "--rooms", str(rooms), "--duration", "1s"], cr)
+    pts = single(bench, 5, [s for s in a.servers if s != "relay-ref"], n, ["--scenario", "idle", "--rooms", str(rooms), "--duration", "1s"], cr)
     lines = [f"## Target 5: connect storm", "",
              f"`--scenario idle --clients {n} --rooms {rooms} --connect-rate {cr:g}`: how many connections per second the "
              f"server accepts, upgrades and joins (loadgen `connect.per_second` = joined / ramp time). Target: relay >= Bun's.", "",
@@ -842,7 +867,7 @@ def meta_info(raw):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--targets", default="1,2,3,4,5", help="comma list of the targets to measure (1-5)")
-    p.add_argument("--servers", default="relay,bun,node-ws", help="comma list of relay (history on disk), relay-memory (--memory), bun, node-ws")
+    p.add_argument("--servers", default="relay,bun,node-ws", help="comma list of relay (history on disk), relay-memory (--memory), relay-ref (the relay, every message with a ref), bun, node-ws")
     p.add_argument("--repeats", type=int, default=3, help="runs per point, each on a fresh server; the median counts")
     p.add_argument("--quick", action="store_true",
                    help="smoke-sized run: 200 clients, rooms of 100, 500-member broadcast, 2,000 idle/storm "

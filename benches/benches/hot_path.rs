@@ -174,6 +174,8 @@ fn joined(c: &mut Criterion) {
                 room: "general",
                 epoch: "6f1c2a9e03b4d771",
                 seq: 100,
+                last_read: 90,
+                unread: 10,
                 count: users.len(),
                 users: Some(users.iter().copied()),
                 history: history.entries().iter(),

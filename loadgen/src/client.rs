@@ -289,6 +289,13 @@ impl Conn {
         p.clear();
         p.extend_from_slice(b"{\"type\":\"message\",\"text\":\"");
         write_text(&mut p, slot_ns, self.id, self.n, ctx.plan.payload);
+        if ctx.plan.with_ref {
+            // Unique per client and message: `r<client>-<n>`.
+            p.extend_from_slice(b"\",\"ref\":\"r");
+            push_u64(&mut p, self.id);
+            p.push(b'-');
+            push_u64(&mut p, self.n);
+        }
         p.extend_from_slice(b"\"}");
         ws::put_client_frame(&mut self.out, ws::OP_TEXT, self.mask, &p);
         self.n += 1;

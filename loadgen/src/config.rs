@@ -66,6 +66,13 @@ pub struct Config {
     #[arg(long, env = "LOADGEN_PAYLOAD", default_value_t = 64)]
     pub payload: usize,
 
+    /// Send every chat message with a `ref` (unique per message): the relay then answers each
+    /// with an `ack` and remembers it for de-duplication, so a run measures what
+    /// acknowledged sends cost next to one without.
+    #[arg(long, env = "LOADGEN_WITH_REF")]
+    #[serde(default)]
+    pub with_ref: bool,
+
     /// Workload shape.
     #[arg(long, env = "LOADGEN_SCENARIO", value_enum, default_value_t = Scenario::Fanout)]
     pub scenario: Scenario,

@@ -20,6 +20,8 @@ pub struct Plan {
     pub room_slots: u64,
     pub shared_rooms: bool,
     pub payload: usize,
+    /// Every message carries a `ref` (`--with-ref`).
+    pub with_ref: bool,
     pub scenario: Scenario,
     pub rate: f64,
     pub churn_rate: f64,
@@ -63,6 +65,7 @@ impl Plan {
             },
             shared_rooms: cfg.shared_rooms,
             payload: cfg.payload,
+            with_ref: cfg.with_ref,
             scenario: cfg.scenario,
             rate: cfg.rate,
             churn_rate: cfg.churn_rate,

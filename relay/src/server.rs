@@ -146,6 +146,7 @@ impl Relay {
             .collect();
         let metrics_upkeep =
             tokio::spawn(crate::ops::exposition::upkeep(hub.clone(), stop_rx.clone()));
+        let departures = tokio::spawn(hub.clone().run_departures());
         let backplane = self
             .node
             .backplane
@@ -248,6 +249,7 @@ impl Relay {
             flusher.abort();
         }
         metrics_upkeep.abort();
+        departures.abort();
         if let Some(backplane) = backplane {
             // Let it tell Redis this node's members are gone (bounded: Redis may be away).
             if tokio::time::timeout(Duration::from_secs(3), backplane)

@@ -77,10 +77,12 @@ fn protocol_document_has_an_example_for_every_command_event_and_error() {
             "no JSON example under ### {title}"
         );
     }
-    assert!(named >= 14, "found only {named} sections");
+    assert!(named >= 16, "found only {named} sections");
     for (kind, heading) in [
         ("history", "Client to server"),
         ("history", "Server to client"),
+        ("read", "Client to server"),
+        ("read", "Server to client"),
     ] {
         let part = protocol.split(&format!("## {heading}\n")).nth(1).unwrap();
         let part = part.split("\n## ").next().unwrap();

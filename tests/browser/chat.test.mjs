@@ -70,7 +70,9 @@ class Relay {
     // on the same port finds its rooms again and tests running side by side never share one.
     const storage = extraArgs.includes('--memory') || extraArgs.includes('--data-dir')
       ? [] : ['--data-dir', dataDir(this.port)];
-    const proc = spawn(RELAY_BIN, ['--listen', `127.0.0.1:${this.port}`, ...storage, ...extraArgs], {
+    // `--presence-grace 0`: a closed page's `user_left` comes at once, as these tests expect
+    // (the grace itself is tested in relay/tests/presence.rs).
+    const proc = spawn(RELAY_BIN, ['--listen', `127.0.0.1:${this.port}`, '--presence-grace', '0', ...storage, ...extraArgs], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },

@@ -39,6 +39,10 @@
 //! - **epoch**: the room's life, stable for as long as its seq continues (across restarts
 //!   for a durable store, across nodes for Redis), handed to the room with
 //!   [`crate::chat::room::Room::reset_log`] when it is not the one the node made up;
+//! - **read positions**: a person's position only rises; the room holds the ones it knows
+//!   ([`Room::read`]). Memory keeps nothing beyond the room; a journal stores them behind it
+//!   ([`Journal::keep_read`]) and hands a joiner's back ([`Journal::read_position`]); Redis
+//!   raises them itself and publishes the event ([`RemoteLog::read`]).
 //! - **presence**: whether the room's own members are the whole presence
 //!   ([`crate::chat::room::Presence::Room`]) or the backend knows more.
 //!
@@ -107,6 +111,11 @@ pub trait RemoteLog: fmt::Debug + Send + Sync {
     /// Starts reading a page of `room`'s log for `conn`; the backend sends it the `history`
     /// answer ([`send_page`]) once it has it.
     fn history(&self, conn: &Arc<Conn>, room: &Arc<Room>, page: Page) -> Result<(), Busy>;
+
+    /// Raises `reader`'s read position in `room` (it is `username` there) to `seq` where the
+    /// backend keeps positions; the backend tells the room's members on every node but
+    /// `reader` itself ([`Room::apply_read`]) when it moved.
+    fn read(&self, hub: &Hub, reader: &Arc<Conn>, room: &Arc<Room>, username: &str, seq: u64);
 }
 
 /// Sends `conn` the `history` answer for `room`: the page's stored entries spliced in as
@@ -165,6 +174,15 @@ pub trait Journal: fmt::Debug + Send + Sync {
     /// event loop (the answer is pushed when read). [`Busy`] when too many reads are
     /// under way.
     fn page(&self, conn: &Arc<Conn>, room: &str, page: Page) -> Result<(), Busy>;
+
+    /// Keeps `person`'s read position in the room called `room` (raised to `seq`, never
+    /// lowered), off the event loop; a restart keeps it. Never refused: the room's own
+    /// position is the one that counts while it lives.
+    fn keep_read(&self, room: &Arc<str>, person: &str, seq: u64);
+
+    /// `person`'s stored read position in the room called `room` (0: none), read when a
+    /// person joins a room that does not hold its position; one indexed read.
+    fn read_position(&self, room: &str, person: &str) -> Result<u64, Unavailable>;
 }
 
 /// Why a join was not started.
@@ -218,9 +236,11 @@ impl Backend {
                 let (joiner, joined) = (conn.clone(), room.clone());
                 let (username, since) = (request.username.clone(), request.since);
                 let epoch: Option<Box<str>> = request.epoch.map(Into::into);
+                let disk = journal.clone();
                 journal.after_queued(
                     hub,
                     Box::new(move |hub: &Hub| {
+                        load_read_position(&*disk, &joined, joiner.person(&username));
                         let request = JoinRequest {
                             username: &username,
                             since,
@@ -371,6 +391,23 @@ impl Backend {
         }
     }
 
+    /// `reader`, named `username` in `room`, read it up to `seq`: the position moves forward
+    /// (never back, at most to the room's latest) and the room's other members and the
+    /// person's other connections get a `read` event (not `reader`).
+    pub fn read(&self, hub: &Hub, reader: &Arc<Conn>, room: &Arc<Room>, username: &str, seq: u64) {
+        match self {
+            Backend::Memory => {
+                room.read(hub, reader, username, seq);
+            }
+            Backend::Durable(journal) => {
+                if let Some(seq) = room.read(hub, reader, username, seq) {
+                    journal.keep_read(&room.name, reader.person(username), seq);
+                }
+            }
+            Backend::Remote(backplane) => backplane.read(hub, reader, room, username, seq),
+        }
+    }
+
     /// Answers `conn`'s scroll-back in `room` (a member) with up to `page.limit` messages
     /// before `page.before`: at once from memory, or once the backend has read them.
     pub fn history(
@@ -439,10 +476,31 @@ impl Backend {
     }
 }
 
+/// Before `person` joins `room` (durable): its stored read position, unless the room
+/// holds one (the room's is the later: the disk is written behind it). A disk that cannot
+/// be read leaves the position at what the room knows; the join goes on.
+fn load_read_position(journal: &dyn Journal, room: &Room, person: &str) {
+    if room.knows_read(person) {
+        return;
+    }
+    match journal.read_position(&room.name, person) {
+        Ok(seq) => room.learn_read(person, seq),
+        Err(Unavailable(err)) => {
+            tracing::warn!(room = %room.name, error = %err, "could not read a stored read position")
+        }
+    }
+}
+
 /// A leave of a room whose members this node knows: `user_left` to the others, `left` to the
 /// leaver when it asked.
 fn leave_here(hub: &Hub, conn: &Arc<Conn>, room: &Room, why: Leave) {
-    room.leave(hub, conn, Announce::Room);
+    // An explicit leave is announced at once; a disconnect may be a reload or a network drop
+    // (the person's `user_left` waits `--presence-grace`).
+    let announce = match why {
+        Leave::Asked => Announce::Room,
+        Leave::Disconnected => Announce::RoomAfterGrace,
+    };
+    room.leave(hub, conn, announce);
     if why == Leave::Asked {
         hub.push_to(conn, event::left(&room.name).bytes(), Priority::Normal);
     }

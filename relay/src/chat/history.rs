@@ -10,11 +10,15 @@
 //!
 //! Each entry is stored as the continuation fragment that `joined` sends it in (`,{message}`),
 //! so a join splices stored frames in by reference instead of copying the history into a new
-//! frame per joiner (see [`crate::protocol::event::joined`]).
+//! frame per joiner (see [`crate::protocol::event::joined`]). Beside each entry the room
+//! keeps its author's key ([`person_key`], 8 bytes, counted in the byte bounds), read from the
+//! event once when it is kept, so a join's `unread` is a scan of integers.
 
+use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::protocol::event;
 use crate::ws::Frame;
@@ -40,14 +44,24 @@ pub struct HistoryBudget {
     /// Messages dropped from history before `--history` would have dropped them: by the room
     /// or node byte budget.
     evicted: AtomicU64,
+    /// Persons are token subjects (authentication on): which field of a message names its
+    /// author ([`crate::protocol::event::person_of`]).
+    by_sub: bool,
 }
 
 impl HistoryBudget {
     pub fn new(limits: HistoryLimits) -> Arc<Self> {
+        Self::with_persons(limits, false)
+    }
+
+    /// A budget whose rooms key message authors by token subject (`by_sub`, authentication
+    /// on) or by username.
+    pub fn with_persons(limits: HistoryLimits, by_sub: bool) -> Arc<Self> {
         Arc::new(Self {
             limits,
             used: AtomicUsize::new(0),
             evicted: AtomicU64::new(0),
+            by_sub,
         })
     }
 
@@ -73,11 +87,28 @@ impl HistoryBudget {
     }
 }
 
+/// The key of a person as history keeps a message's author: a hash, so an unread count is
+/// a scan of integers rather than of JSON. Keyed per process (only this process compares
+/// them) and never 0, which marks an entry no unread count counts ([`NOT_COUNTED`]).
+pub fn person_key(person: &str) -> u64 {
+    static KEYS: OnceLock<RandomState> = OnceLock::new();
+    KEYS.get_or_init(RandomState::new).hash_one(person) | 1
+}
+
+/// The author key of an entry that is not a chat message by anyone (another event type, a
+/// deleted message).
+pub const NOT_COUNTED: u64 = 0;
+
+/// Bytes an entry's author key adds to the room's history (counted in its byte bounds).
+const KEY_BYTES: usize = std::mem::size_of::<u64>();
+
 /// One room's kept messages, oldest first.
 #[derive(Debug)]
 pub struct History {
     /// `,{message}` continuation fragments.
     entries: VecDeque<Frame>,
+    /// Each entry's author ([`person_key`]), or [`NOT_COUNTED`]: what `unread` counts.
+    authors: VecDeque<u64>,
     bytes: usize,
     budget: Arc<HistoryBudget>,
 }
@@ -86,6 +117,7 @@ impl History {
     pub fn new(budget: Arc<HistoryBudget>) -> Self {
         Self {
             entries: VecDeque::new(),
+            authors: VecDeque::new(),
             bytes: 0,
             budget,
         }
@@ -122,11 +154,29 @@ impl History {
             return;
         }
         let entry = event::history_entry(frame.payload());
-        let len = entry.len();
+        self.keep(entry);
+        self.trim(fair_share);
+    }
+
+    /// Keeps one entry with its author key, read from its JSON once, here.
+    fn keep(&mut self, entry: Frame) {
+        let author = event::person_of(event::entry_json(&entry), "message", self.budget.by_sub)
+            .map_or(NOT_COUNTED, |person| person_key(&person));
+        let len = entry.len() + KEY_BYTES;
         self.entries.push_back(entry);
+        self.authors.push_back(author);
         self.bytes += len;
         self.budget.used.fetch_add(len, Ordering::Relaxed);
-        self.trim(fair_share);
+    }
+
+    /// Chat messages from `skip` on (entries' indices) whose author is not `me`
+    /// ([`person_key`]): a join's `unread`.
+    pub fn unread_from(&self, skip: usize, me: u64) -> u64 {
+        self.authors
+            .iter()
+            .skip(skip)
+            .filter(|&&author| author != NOT_COUNTED && author != me)
+            .count() as u64
     }
 
     /// Applies `change` to the entry at `index` (a message edited or deleted since it was
@@ -140,7 +190,13 @@ impl History {
         };
         let revised = event::history_entry(revised.payload());
         let (old, new) = (entry.len(), revised.len());
+        // A deleted message no longer counts as unread.
+        let author = event::person_of(event::entry_json(&revised), "message", self.budget.by_sub)
+            .map_or(NOT_COUNTED, |person| person_key(&person));
         self.entries[index] = revised;
+        if let Some(slot) = self.authors.get_mut(index) {
+            *slot = author;
+        }
         self.bytes = self.bytes + new - old;
         if new >= old {
             self.budget.used.fetch_add(new - old, Ordering::Relaxed);
@@ -163,9 +219,7 @@ impl History {
     pub fn adopt(&mut self, entries: Vec<Frame>) {
         self.clear();
         for entry in entries {
-            self.bytes += entry.len();
-            self.budget.used.fetch_add(entry.len(), Ordering::Relaxed);
-            self.entries.push_back(entry);
+            self.keep(entry);
         }
         self.trim(usize::MAX);
     }
@@ -194,6 +248,7 @@ impl History {
         let freed = self.bytes;
         let dropped = self.entries.len() as u64;
         self.entries = VecDeque::new();
+        self.authors = VecDeque::new();
         self.bytes = 0;
         self.budget.used.fetch_sub(freed, Ordering::Relaxed);
         if dropped > 0 && freed > 0 {
@@ -204,8 +259,10 @@ impl History {
 
     fn pop_front(&mut self) {
         if let Some(old) = self.entries.pop_front() {
-            self.bytes -= old.len();
-            self.budget.used.fetch_sub(old.len(), Ordering::Relaxed);
+            self.authors.pop_front();
+            let len = old.len() + KEY_BYTES;
+            self.bytes -= len;
+            self.budget.used.fetch_sub(len, Ordering::Relaxed);
         }
     }
 
@@ -264,15 +321,15 @@ mod tests {
         assert_eq!(node.used(), history.bytes());
         assert_eq!(node.evicted(), 0, "dropped by count, not by bytes");
 
-        // Each entry is 2 + 1 + 10 bytes: a 30-byte room keeps two.
-        let small = budget(100, 30, 1 << 20);
+        // Each entry is 2 + 1 + 10 bytes and an 8-byte author key: a 45-byte room keeps two.
+        let small = budget(100, 45, 1 << 20);
         let mut history = History::new(small.clone());
         for n in 0..5 {
             history.push(&message(n), usize::MAX);
         }
         assert_eq!(history.len(), 2);
         assert_eq!(small.evicted(), 3);
-        history.push(&message(9), 13);
+        history.push(&message(9), 21);
         assert_eq!(
             history.len(),
             1,

@@ -10,7 +10,8 @@ use tracing::warn;
 use super::reply::{candidate_epoch, evalsha, JoinReply};
 use super::task::Task;
 use super::wire::{self, Kind};
-use super::{now_us, Command};
+use super::{now_us, scripts, Command};
+use crate::chat::client::Conn;
 use crate::chat::room::{Announce, JoinOutcome, JoinRequest, Presence, Room};
 use crate::protocol::event::{self, UserRef};
 use crate::transport::outbox::Priority;
@@ -25,7 +26,7 @@ impl Task {
         conn: &mut MultiplexedConnection,
         batch: &mut Vec<Command>,
     ) -> RedisResult<()> {
-        let commands = std::mem::take(batch);
+        let commands = self.settle_departures(std::mem::take(batch));
         // Subscribe before the join scripts run, so nothing published after them is missed.
         let mut loading: Vec<Arc<Room>> = Vec::new();
         for command in &commands {
@@ -56,7 +57,8 @@ impl Task {
             }
         }
         let mut pipe = redis::pipe();
-        let mut sent: Vec<Command> = Vec::with_capacity(commands.len());
+        // Each with whether it has a reply (a disconnect waiting the grace has none yet).
+        let mut sent: Vec<(Command, bool)> = Vec::with_capacity(commands.len());
         for command in commands {
             let load = match &command {
                 Command::Join { room, .. } => {
@@ -66,31 +68,52 @@ impl Task {
                 }
                 _ => false,
             };
-            self.add_to_pipe(&mut pipe, &command, load);
-            sent.push(command);
+            let replies = self.add_to_pipe(&mut pipe, &command, load);
+            sent.push((command, replies));
         }
         if sent.is_empty() {
             return Ok(());
         }
-        let replies: Vec<Value> = match pipe.query_async(conn).await {
-            Ok(replies) => replies,
-            Err(err) => {
-                let messages = sent
-                    .iter()
-                    .filter(|c| matches!(c, Command::Message { .. }))
-                    .count();
-                self.metrics.publish_errors.increment(messages as u64);
-                warn!(error = %err, messages, "Redis failed mid-batch; serving the batch locally");
-                for command in sent {
-                    self.offline(command);
+        let replies: Vec<Value> = if !sent.iter().any(|(_, replies)| *replies) {
+            // Only disconnects waiting their grace: nothing for Redis yet.
+            Vec::new()
+        } else {
+            match pipe.query_async(conn).await {
+                Ok(replies) => replies,
+                Err(err) => {
+                    let messages = sent
+                        .iter()
+                        .filter(|(c, _)| matches!(c, Command::Message { .. }))
+                        .count();
+                    self.metrics.publish_errors.increment(messages as u64);
+                    warn!(error = %err, messages, "Redis failed mid-batch; serving the batch locally");
+                    for (command, _) in sent {
+                        self.offline(command);
+                    }
+                    return Err(err);
                 }
-                return Err(err);
             }
         };
         // Every reply is applied even if Redis fails meanwhile (a join's catch-up needs it):
         // the members are then local, and the reconnect restores them in Redis.
         let mut failure = None;
-        for (command, reply) in sent.into_iter().zip(replies.iter()) {
+        let mut replies = replies.iter();
+        for (command, replied) in sent {
+            if !replied {
+                // A disconnect: gone here now, from Redis after the grace.
+                if let Command::Leave {
+                    conn: client,
+                    room,
+                    username,
+                    ..
+                } = command
+                {
+                    room.leave(&self.hub, &client, Announce::Backend);
+                    self.depart_later(client, room, username);
+                }
+                continue;
+            }
+            let reply = replies.next().unwrap_or(&Value::Nil);
             match command {
                 Command::Join { .. } => {
                     if let Err(err) = self.joined(conn, command, reply).await {
@@ -129,8 +152,16 @@ impl Task {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Adds one command (one reply) to the pipeline.
-    pub(super) fn add_to_pipe(&self, pipe: &mut redis::Pipeline, command: &Command, load: bool) {
+    /// Adds one command to the pipeline; whether it has a reply (one).
+    pub(super) fn add_to_pipe(
+        &self,
+        pipe: &mut redis::Pipeline,
+        command: &Command,
+        load: bool,
+    ) -> bool {
+        if self.leave_waits(command) {
+            return false;
+        }
         let settings = &self.bp.settings;
         let node = self.bp.node();
         match command {
@@ -177,6 +208,26 @@ impl Task {
                     .arg(&keys.channel)
                     .arg(payload.as_slice());
             }
+            Command::Read {
+                room,
+                sender,
+                person,
+                seq,
+                head,
+                sent_us,
+                ..
+            } => {
+                let keys = settings.keys.room(&room.name);
+                let mut cmd = evalsha(&self.scripts.read, &[&keys.reads, &keys.seq]);
+                cmd.arg(&**person)
+                    .arg(*seq)
+                    .arg(self.key_ttl_ms)
+                    .arg(&keys.channel)
+                    .arg(wire::head(Kind::Read, node, *sent_us))
+                    .arg(&*sender.client_id)
+                    .arg(head.as_slice());
+                pipe.add_command(cmd);
+            }
             Command::Join {
                 conn: client,
                 room,
@@ -186,7 +237,14 @@ impl Task {
                 let keys = settings.keys.room(&room.name);
                 let mut cmd = evalsha(
                     &self.scripts.join,
-                    &[&keys.epoch, &keys.seq, &keys.stream, &keys.members],
+                    &[
+                        &keys.epoch,
+                        &keys.seq,
+                        &keys.stream,
+                        &keys.members,
+                        &keys.people,
+                        &keys.reads,
+                    ],
                 );
                 cmd.arg(candidate_epoch())
                     .arg(self.key_ttl_ms)
@@ -201,32 +259,45 @@ impl Task {
                         (false, _) => 0,
                         (true, 0) => -1,
                         (true, n) => n as i64,
-                    });
+                    })
+                    .arg(scripts::member_value(
+                        client.person(username),
+                        &client.user_id,
+                        username,
+                    ))
+                    .arg(&*client.user_id)
+                    .arg(client.person(username));
                 pipe.add_command(cmd);
             }
+            // The local removal waits for the reply, in order with the batch's joins (a join
+            // and the disconnect right after it often share a batch).
             Command::Leave {
-                conn: client,
-                room,
-                username,
-                ..
+                conn: client, room, ..
+            }
+            | Command::Depart {
+                conn: client, room, ..
             } => {
-                // The local removal waits for the reply, in order with the batch's joins (a
-                // join and the disconnect right after it often share a batch).
-                let keys = settings.keys.room(&room.name);
-                let mut cmd = evalsha(&self.scripts.leave, &[&keys.members]);
-                cmd.arg(&keys.channel)
-                    .arg(wire::head(Kind::Presence, node, now_us()))
-                    .arg(format!("{node}|{}", client.client_id))
-                    .arg(&*client.client_id)
-                    .arg(&**username)
-                    .arg(settings.presence_list_max)
-                    .arg(&*room.name);
-                pipe.add_command(cmd);
+                pipe.add_command(self.leave_script(&room.name, client));
             }
             Command::History { room, page, .. } => {
                 pipe.add_command(self.history_read(room, *page));
             }
         }
+        true
+    }
+
+    /// The leave script for `client`'s field in the room called `room`.
+    pub(super) fn leave_script(&self, room: &str, client: &Conn) -> redis::Cmd {
+        let settings = &self.bp.settings;
+        let keys = settings.keys.room(room);
+        let mut cmd = evalsha(&self.scripts.leave, &[&keys.members, &keys.people]);
+        cmd.arg(&keys.channel)
+            .arg(wire::head(Kind::Presence, self.bp.node(), now_us()))
+            .arg(format!("{}|{}", self.bp.node(), client.client_id))
+            .arg(&*client.client_id)
+            .arg(settings.presence_list_max)
+            .arg(room);
+        cmd
     }
 
     /// Applies a join script's reply: loads the room if this join did, then adds the member
@@ -264,6 +335,9 @@ impl Task {
                 .await
                 .map(drop);
         }
+        // Redis's position, unless the room here knows a later one (a read event of it
+        // arrived first).
+        room.learn_read(client.person(&username), reply.last_read);
         for _ in 0..3 {
             let request = JoinRequest {
                 username: &username,
@@ -328,15 +402,13 @@ impl Task {
                 epoch,
             } => {
                 self.rooms.insert(room.name.clone(), room.clone());
-                let members = room.members();
-                let users: Vec<(String, String)> = members
-                    .iter()
-                    .map(|(id, name)| (id.to_string(), name.to_string()))
-                    .chain(std::iter::once((
-                        conn.client_id.to_string(),
-                        username.to_string(),
-                    )))
-                    .collect();
+                let person = conn.person(&username);
+                let mut members = room.member_conns();
+                let present = members.iter().any(|(c, u)| c.person(u) == person);
+                if !members.iter().any(|(c, _)| c.id == conn.id) {
+                    members.push((conn.clone(), username.clone()));
+                }
+                let users = local_people(&members);
                 let request = JoinRequest {
                     username: &username,
                     since,
@@ -347,8 +419,8 @@ impl Task {
                     users: Some(&users),
                 };
                 let outcome = room.join(&self.hub, &conn, request, presence);
-                if outcome == JoinOutcome::Joined {
-                    self.local_presence(&room, "user_joined", &conn.client_id, &username);
+                if outcome == JoinOutcome::Joined && !present {
+                    self.local_presence(&room, "user_joined", &conn, &username);
                 }
             }
             Command::Leave {
@@ -359,9 +431,25 @@ impl Task {
                         self.hub
                             .push_to(&conn, event::left(&room.name).bytes(), Priority::Normal);
                     }
-                    self.local_presence(&room, "user_left", &conn.client_id, &username);
+                    // No grace while Redis is away: the others here are told when the
+                    // person's last connection here has gone.
+                    let person = conn.person(&username);
+                    let stays = room
+                        .member_conns()
+                        .iter()
+                        .any(|(c, u)| c.person(u) == person);
+                    if !stays {
+                        self.local_presence(&room, "user_left", &conn, &username);
+                    }
                 }
             }
+            // Gone here already; no longer wanted, so the resync after Redis is back drops
+            // its field (announced if it was the person's last).
+            Command::Depart {
+                conn,
+                room,
+                username,
+            } => self.departure_ended(&room, &conn, &username),
             Command::Message {
                 sender: Some(sender),
                 ack: Some(ack),
@@ -379,6 +467,25 @@ impl Task {
                     Some(&ack.reference),
                 );
                 self.hub.push_to(&sender, refusal.bytes(), Priority::Normal);
+            }
+            Command::Message {
+                sender,
+                revised: Some(_),
+                ..
+            } => {
+                // An edit or delete exists only in the room's one order: not applied here
+                // alone. The client may send it again once Redis is back.
+                if let Some(sender) = sender {
+                    self.hub
+                        .stats
+                        .errors_sent
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let refusal = event::error(
+                        crate::protocol::ErrorCode::ServerBusy,
+                        "the relay cannot reach Redis to order this change; send it again shortly",
+                    );
+                    self.hub.push_to(&sender, refusal.bytes(), Priority::Normal);
+                }
             }
             Command::Message {
                 room,
@@ -399,24 +506,50 @@ impl Task {
                 );
             }
             Command::Typing { .. } => {}
+            Command::Read {
+                room,
+                sender,
+                username,
+                seq,
+                ..
+            } => {
+                // This node's members only; Redis keeps the last position it had.
+                room.read(&self.hub, &sender, &username, seq);
+            }
             Command::History { conn, room, page } => self.history_local(&conn, &room, page),
         }
     }
 
-    /// A presence event for this node's members only (Redis is unreachable).
-    pub(super) fn local_presence(&self, room: &Room, kind: &str, id: &str, username: &str) {
-        let members = room.members();
+    /// A presence event about `conn` (`username` in the room) for this node's members only
+    /// (Redis is unreachable), per person like the cluster's.
+    pub(super) fn local_presence(&self, room: &Room, kind: &str, conn: &Conn, username: &str) {
+        let people = local_people(&room.member_conns());
         let frame = event::presence(
             kind,
             &room.name,
-            UserRef { id, username },
-            members.len(),
-            (members.len() <= self.bp.settings.presence_list_max).then(|| {
-                members
-                    .iter()
-                    .map(|(id, username)| UserRef { id, username })
-            }),
+            UserRef {
+                id: &conn.user_id,
+                username,
+            },
+            people.len(),
+            (people.len() <= self.bp.settings.presence_list_max)
+                .then(|| people.iter().map(|(id, username)| UserRef { id, username })),
         );
-        room.cluster_fan_out(&self.hub, &frame, Priority::Normal, id);
+        room.cluster_fan_out(&self.hub, &frame, Priority::Normal, &conn.client_id);
     }
+}
+
+/// `members` as people: each person's first connection's `userId` and name (the `users` of
+/// a presence event served locally).
+fn local_people(members: &[(Arc<Conn>, Arc<str>)]) -> Vec<(String, String)> {
+    let mut seen: Vec<&str> = Vec::with_capacity(members.len());
+    let mut people = Vec::with_capacity(members.len());
+    for (conn, username) in members {
+        let person = conn.person(username);
+        if !seen.contains(&person) {
+            seen.push(person);
+            people.push((conn.user_id.to_string(), username.to_string()));
+        }
+    }
+    people
 }

@@ -17,6 +17,10 @@ pub struct RoomKeys {
     /// Messages as they are after an edit or delete: `seq -> event JSON`, applied over the
     /// stream's entries (which stay as first sent) when a page is read.
     pub revised: String,
+    /// Read positions: a hash of person to seq.
+    pub reads: String,
+    /// Per person, how many member fields it has (see `scripts::USERS`).
+    pub people: String,
     pub channel: String,
 }
 
@@ -44,6 +48,8 @@ impl Keys {
             refs: format!("{tag}:refs"),
             refs_by_time: format!("{tag}:refs-by-time"),
             revised: format!("{tag}:revised"),
+            reads: format!("{tag}:reads"),
+            people: format!("{tag}:people"),
             channel: format!("{}{room}", self.channel_prefix),
         }
     }

@@ -14,6 +14,7 @@
 //! Without `--redis-url` none of this exists and the single-node path runs unchanged.
 
 mod batch;
+mod departing;
 mod history;
 pub mod keys;
 mod reply;
@@ -56,6 +57,15 @@ pub enum Command {
         username: Arc<str>,
         /// Send the client `left` once done (an explicit `leave`, not a disconnect).
         ack: bool,
+        /// A disconnect: its field stays in Redis for `--presence-grace` (see `departing`).
+        grace: bool,
+    },
+    /// A disconnected member's `--presence-grace` has passed (it left the room here at
+    /// once): its field is removed from Redis unless the departure was settled meanwhile.
+    Depart {
+        conn: Arc<Conn>,
+        room: Arc<Room>,
+        username: Arc<str>,
     },
     Message {
         room: Arc<Room>,
@@ -74,6 +84,18 @@ pub enum Command {
     Typing {
         room: Arc<Room>,
         payload: Vec<u8>,
+    },
+    /// A read position: Redis raises it and publishes the `read` event if it moved.
+    Read {
+        room: Arc<Room>,
+        sender: Arc<Conn>,
+        /// The sender's name in the room (served locally while Redis is away).
+        username: Box<str>,
+        person: Box<str>,
+        seq: u64,
+        /// The event's JSON before its seq (the script appends the seq it kept).
+        head: Vec<u8>,
+        sent_us: u64,
     },
     /// Scroll-back: a page of the room's stream, answered to `conn` only.
     History {
@@ -103,6 +125,8 @@ pub struct Settings {
     pub presence_list_max: usize,
     pub room_linger: Duration,
     pub dedupe_window: Duration,
+    /// How long a disconnected member stays in Redis (`--presence-grace`).
+    pub presence_grace: Duration,
 }
 
 pub use crate::chat::backend::Busy;
@@ -142,6 +166,7 @@ impl Backplane {
                 presence_list_max: config.presence_list_max,
                 room_linger: config.room_linger,
                 dedupe_window: config.dedupe_window,
+                presence_grace: config.presence_grace,
             },
             node: node.clone(),
             tx,
@@ -232,6 +257,7 @@ impl crate::chat::backend::RemoteLog for Backplane {
                 room,
                 username,
                 ack,
+                grace: !ack,
             },
             false,
         );
@@ -322,6 +348,30 @@ impl crate::chat::backend::RemoteLog for Backplane {
         self.send(command, true)
     }
 
+    /// A read position: through Redis while connected (every node's members get the event
+    /// from the room's channel, the sender's own connection skipped), else this node's room
+    /// only. Dropped when the queue is full, like typing: the next read carries it.
+    fn read(&self, hub: &Hub, reader: &Arc<Conn>, room: &Arc<Room>, username: &str, seq: u64) {
+        if !self.is_connected() {
+            room.read(hub, reader, username, seq);
+            return;
+        }
+        let user = crate::protocol::event::UserRef {
+            id: &reader.user_id,
+            username,
+        };
+        let command = Command::Read {
+            room: room.clone(),
+            sender: reader.clone(),
+            username: username.into(),
+            person: reader.person(username).into(),
+            seq,
+            head: crate::protocol::event::read_head(&room.name, user),
+            sent_us: now_us(),
+        };
+        let _ = self.send(command, true);
+    }
+
     /// A typing indicator; dropped when the queue is full (typing is ephemeral), local only
     /// while Redis is unreachable.
     fn typing(&self, hub: &Hub, room: &Arc<Room>, typist: &Conn, username: &str, is_typing: bool) {
@@ -332,7 +382,7 @@ impl crate::chat::backend::RemoteLog for Backplane {
         let frame = crate::protocol::event::typing(
             &room.name,
             crate::protocol::event::UserRef {
-                id: &typist.client_id,
+                id: &typist.user_id,
                 username,
             },
             is_typing,

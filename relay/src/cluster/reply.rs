@@ -85,6 +85,8 @@ pub(super) struct JoinReply {
     pub(super) history: Vec<Frame>,
     /// The script was asked for history (this join loads the room on this node).
     pub(super) loaded: bool,
+    /// The joiner's read position (0: none).
+    pub(super) last_read: u64,
 }
 
 impl JoinReply {
@@ -117,6 +119,7 @@ impl JoinReply {
             users,
             history,
             loaded,
+            last_read: parts.get(6).and_then(int).unwrap_or(0),
         })
     }
 }

@@ -71,6 +71,16 @@ impl Room {
         self.broadcast(hub, priority, Skip::Client(skip), |_| frame);
     }
 
+    /// A read position Redis raised (from any node): kept here and sent to local members
+    /// but the sender's connection (`skip`, a client id), coalesced per person per round.
+    /// The person is read back from the event by the rule that made it.
+    pub fn cluster_read(&self, hub: &Hub, frame: &Frame, seq: u64, skip: &str) {
+        let person = crate::protocol::event::person_of(frame.payload(), "read", hub.limits.by_sub);
+        if let Some(person) = person {
+            self.apply_read(hub, &person, seq, frame, Skip::Client(skip));
+        }
+    }
+
     /// While Redis is unreachable: delivers a message to this node's members only, marked
     /// `"local":true`, with the room's last cluster seq (see docs/CLUSTER.md).
     pub fn cluster_local_message(&self, hub: &Hub, parts: &MessageEvent<'_>) {

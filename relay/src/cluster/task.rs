@@ -60,6 +60,7 @@ pub(super) struct Scripts {
     pub(super) prune: redis::Script,
     pub(super) resync: redis::Script,
     pub(super) page: redis::Script,
+    pub(super) read: redis::Script,
 }
 
 pub(super) struct Task {
@@ -67,6 +68,8 @@ pub(super) struct Task {
     pub(super) hub: Arc<Hub>,
     /// Rooms this node is subscribed to (or will be on reconnecting): those with members here.
     pub(super) rooms: HashMap<Arc<str>, Arc<Room>>,
+    /// Members that disconnected and stay in Redis for `--presence-grace`.
+    pub(super) departing: super::departing::Departing,
     pub(super) scripts: Scripts,
     pub(super) metrics: Metrics,
     pub(super) probe_channel: String,
@@ -101,9 +104,11 @@ pub(crate) async fn run(
             prune: redis::Script::new(&scripts::prune()),
             resync: redis::Script::new(&scripts::resync()),
             page: redis::Script::new(scripts::PAGE),
+            read: redis::Script::new(scripts::read()),
         },
         metrics: Metrics::new(),
         rooms: HashMap::new(),
+        departing: Default::default(),
         bp,
         hub,
     };
@@ -185,6 +190,7 @@ impl Task {
             &self.scripts.prune,
             &self.scripts.resync,
             &self.scripts.page,
+            &self.scripts.read,
         ] {
             script.load_async(&mut conn).await?;
         }
@@ -270,7 +276,13 @@ impl Task {
             let (known, have) = room.position();
             let mut cmd = evalsha(
                 &self.scripts.resync,
-                &[&keys.epoch, &keys.seq, &keys.stream, &keys.members],
+                &[
+                    &keys.epoch,
+                    &keys.seq,
+                    &keys.stream,
+                    &keys.members,
+                    &keys.people,
+                ],
             );
             cmd.arg(candidate_epoch())
                 .arg(self.key_ttl_ms)
@@ -280,8 +292,19 @@ impl Task {
                 .arg(self.bp.settings.presence_list_max)
                 .arg(&*room.name)
                 .arg(known.as_deref().unwrap_or(""));
-            for (id, username) in room.members() {
-                cmd.arg(format!("{}|{id}", self.bp.node())).arg(&*username);
+            // Members in their grace are still members in Redis.
+            let members = room.member_conns();
+            let departing = self
+                .departing
+                .of_room(&room.name)
+                .map(|gone| (&gone.conn, &gone.username));
+            for (conn, username) in members.iter().map(|(c, u)| (c, u)).chain(departing) {
+                cmd.arg(format!("{}|{}", self.bp.node(), conn.client_id))
+                    .arg(scripts::member_value(
+                        conn.person(username),
+                        &conn.user_id,
+                        username,
+                    ));
             }
             let (epoch, seq): (String, u64) = cmd.query_async(conn).await?;
             let recovered = if known.as_deref() == Some(&*epoch) && seq >= have {
@@ -415,6 +438,7 @@ impl Task {
             Kind::Message => self.deliver(conn, &room, p.epoch, p.seq, &frame).await?,
             Kind::Presence => room.cluster_fan_out(&self.hub, &frame, Priority::Normal, p.subject),
             Kind::Typing => room.cluster_fan_out(&self.hub, &frame, Priority::Droppable, p.subject),
+            Kind::Read => room.cluster_read(&self.hub, &frame, p.seq, p.subject),
             Kind::Probe => {}
         }
         Ok(())

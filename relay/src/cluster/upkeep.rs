@@ -70,14 +70,21 @@ impl Task {
         let mut pipe = redis::pipe();
         for name in self.rooms.keys() {
             let keys = self.bp.settings.keys.room(name);
-            let mut cmd = evalsha(&self.scripts.prune, &[&keys.members]);
+            let mut cmd = evalsha(&self.scripts.prune, &[&keys.members, &keys.people]);
             cmd.arg(&keys.channel)
                 .arg(wire::head(Kind::Presence, self.bp.node(), now_us()))
                 .arg(self.bp.settings.keys.node_prefix())
                 .arg(self.bp.settings.presence_list_max)
                 .arg(&**name);
             pipe.add_command(cmd);
-            for key in [&keys.epoch, &keys.seq, &keys.stream, &keys.members] {
+            for key in [
+                &keys.epoch,
+                &keys.seq,
+                &keys.stream,
+                &keys.members,
+                &keys.reads,
+                &keys.people,
+            ] {
                 pipe.cmd("PEXPIRE").arg(key).arg(self.key_ttl_ms).ignore();
             }
         }
@@ -97,18 +104,13 @@ impl Task {
     pub(super) async fn goodbye(&mut self, conn: &mut MultiplexedConnection) {
         let mut pipe = redis::pipe();
         for room in self.rooms.values() {
-            let keys = self.bp.settings.keys.room(&room.name);
-            for (id, username) in room.members() {
-                let mut cmd = evalsha(&self.scripts.leave, &[&keys.members]);
-                cmd.arg(&keys.channel)
-                    .arg(wire::head(Kind::Presence, self.bp.node(), now_us()))
-                    .arg(format!("{}|{id}", self.bp.node()))
-                    .arg(&*id)
-                    .arg(&*username)
-                    .arg(self.bp.settings.presence_list_max)
-                    .arg(&*room.name);
-                pipe.add_command(cmd);
+            for (conn, _) in room.member_conns() {
+                pipe.add_command(self.leave_script(&room.name, &conn));
             }
+        }
+        // Those in their grace go now too: the node will not be there to remove them.
+        for gone in self.departing.take_all() {
+            pipe.add_command(self.leave_script(&gone.room.name, &gone.conn));
         }
         pipe.cmd("DEL").arg(&self.node_key);
         let sent =

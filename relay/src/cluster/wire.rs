@@ -20,6 +20,9 @@ pub enum Kind {
     Presence,
     /// A typing indicator: `subject` is the typist's client id.
     Typing,
+    /// A read position that moved: `seq` is the position, `subject` the sender's client id
+    /// (its own connection does not get it).
+    Read,
     /// A readiness probe a node sends to itself.
     Probe,
 }
@@ -30,6 +33,7 @@ impl Kind {
             Kind::Message => 'm',
             Kind::Presence => 'j',
             Kind::Typing => 't',
+            Kind::Read => 'r',
             Kind::Probe => 'p',
         }
     }
@@ -39,6 +43,7 @@ impl Kind {
             "m" => Kind::Message,
             "j" => Kind::Presence,
             "t" => Kind::Typing,
+            "r" => Kind::Read,
             "p" => Kind::Probe,
             _ => return None,
         })

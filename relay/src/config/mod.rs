@@ -87,6 +87,11 @@ pub struct Config {
     /// user keeps at most 256 refs per room; docs/PROTOCOL.md "Acknowledged sends").
     #[arg(long, env = "RELAY_DEDUPE_WINDOW", default_value = "10m", value_parser = parse_duration)]
     pub dedupe_window: Duration,
+    /// How long a person whose last connection to a room dropped still counts as present
+    /// before the others get `user_left` (a reload or a short network drop shows no leave and
+    /// join); "0" announces at once. An explicit `leave` is always announced at once.
+    #[arg(long, env = "RELAY_PRESENCE_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub presence_grace: Duration,
 
     /// On SIGINT/SIGTERM: time allowed for clients to receive their 1001 close before exit.
     #[arg(long, env = "RELAY_SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -496,6 +501,7 @@ mod tests {
         assert_eq!(config.max_outbound_bytes, 1 << 20);
         assert_eq!(config.ping_interval, Duration::from_secs(30));
         assert_eq!(config.dedupe_window, Duration::from_secs(600));
+        assert_eq!(config.presence_grace, Duration::from_secs(5));
         assert_eq!(config.connection_rate_per_ip, 20.0);
         assert_eq!(config.connection_burst_per_ip, 40);
         assert!(config.trusted_proxies.is_empty());

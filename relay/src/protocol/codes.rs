@@ -30,11 +30,13 @@ pub enum ErrorCode {
     NoSuchMessage,
     /// An `edit` or `delete` of someone else's message.
     NotAuthor,
+    /// A `read` without a `seq`, or with a `seq` of 0.
+    InvalidRead,
 }
 
 impl ErrorCode {
     /// Every code (the documentation test walks it; `position` keeps it complete).
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::InvalidJson,
         ErrorCode::MissingField,
         ErrorCode::UnknownType,
@@ -53,6 +55,7 @@ impl ErrorCode {
         ErrorCode::InvalidRef,
         ErrorCode::NoSuchMessage,
         ErrorCode::NotAuthor,
+        ErrorCode::InvalidRead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +78,7 @@ impl ErrorCode {
             ErrorCode::InvalidRef => "invalid_ref",
             ErrorCode::NoSuchMessage => "no_such_message",
             ErrorCode::NotAuthor => "not_author",
+            ErrorCode::InvalidRead => "invalid_read",
         }
     }
 }
@@ -160,6 +164,7 @@ mod tests {
             ErrorCode::InvalidRef => 15,
             ErrorCode::NoSuchMessage => 16,
             ErrorCode::NotAuthor => 17,
+            ErrorCode::InvalidRead => 18,
         }
     }
 

@@ -50,6 +50,11 @@ pub enum Command<'a> {
         room: Option<Cow<'a, str>>,
         seq: u64,
     },
+    /// Moves the sender's read position in the room forward (`seq` checked by the session).
+    Read {
+        room: Option<Cow<'a, str>>,
+        seq: Option<u64>,
+    },
     Ping,
 }
 
@@ -212,6 +217,7 @@ fn command(raw: Raw<'_>) -> Result<Command<'_>, CommandError> {
                 .seq
                 .ok_or_else(|| CommandError::new(ErrorCode::MissingField, "missing field: seq"))?,
         },
+        "read" => Command::Read { room, seq: raw.seq },
         "ping" => Command::Ping,
         other => {
             let mut shown: String = other.chars().take(32).collect();
@@ -270,6 +276,20 @@ mod tests {
                 room: Some("general".into()),
                 before: Some(43),
                 limit: Some(50)
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"read","room":"general","seq":43}"#),
+            Ok(Command::Read {
+                room: Some("general".into()),
+                seq: Some(43)
+            })
+        );
+        assert_eq!(
+            decode(r#"{"type":"read"}"#),
+            Ok(Command::Read {
+                room: None,
+                seq: None
             })
         );
         assert_eq!(

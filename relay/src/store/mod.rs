@@ -11,11 +11,14 @@
 //! - `retention`: trims rooms past `--retain-messages` or `--retain-age`, a chunk at a time
 //!   between the writer's transactions.
 //!
+//! - `reads`: read positions (the `reads` table), written by the writer behind the rooms and
+//!   read back at a join when the room does not hold the person's position.
 //! - `reader`: opening a room (its life and newest messages, once per room opened, on the
 //!   joining connection's thread) and scroll-back past the in-memory tail (on the blocking
 //!   pool), each through a read-only connection of its own.
 
 mod reader;
+mod reads;
 mod retention;
 pub mod schema;
 mod syncer;
@@ -126,6 +129,8 @@ struct Pending {
 /// Work for the writer, done in the order it was queued.
 enum Op {
     Keep(Pending),
+    /// A read position, coalesced per (room, person) per batch and written behind the room.
+    Read(reads::Read),
     /// Runs once everything queued before it is stored and appended (a leave, so that the
     /// leaver still gets the messages it sent before it left).
     Then(Box<dyn FnOnce(&Hub) + Send>),
@@ -138,6 +143,7 @@ impl std::fmt::Debug for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Op::Keep(p) => f.debug_tuple("Keep").field(p).finish(),
+            Op::Read(r) => f.debug_tuple("Read").field(r).finish(),
             Op::Then(_) => f.write_str("Then(..)"),
             Op::Barrier(_) => f.write_str("Barrier"),
             Op::Stop => f.write_str("Stop"),
@@ -374,5 +380,20 @@ impl Journal for Store {
 
     fn page(&self, conn: &Arc<Conn>, room: &str, page: Page) -> Result<(), Busy> {
         self.pager.page(conn, room, page)
+    }
+
+    fn keep_read(&self, room: &Arc<str>, person: &str, seq: u64) {
+        // Not counted in `queued`: never refused (a client's reads are bounded by its
+        // command rate), and a stopped writer loses only what the room still holds.
+        let _ = self.queue.send(Op::Read(reads::Read {
+            room: room.clone(),
+            person: person.into(),
+            seq,
+        }));
+    }
+
+    fn read_position(&self, room: &str, person: &str) -> Result<u64, Unavailable> {
+        let db = reader::free_connection(&self.openers, 0);
+        reads::position(&db, room, person).map_err(|e| Unavailable(e.to_string()))
     }
 }

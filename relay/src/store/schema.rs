@@ -12,14 +12,20 @@
 //!                        ts INTEGER NOT NULL, event TEXT NOT NULL,
 //!                        ref TEXT, person TEXT,
 //!                        PRIMARY KEY (room_id, seq)) WITHOUT ROWID;
+//! CREATE TABLE reads (room_id INTEGER NOT NULL, person TEXT NOT NULL,
+//!                     seq INTEGER NOT NULL,
+//!                     PRIMARY KEY (room_id, person)) WITHOUT ROWID;
 //! ```
 //!
 //! `event` is the message event's JSON exactly as clients received it; `ts` its timestamp
 //! in milliseconds (for `--retain-age`); `ref` and `person` the sender's `ref` and who sent
-//! it, for a send with `ref` (a resend after a restart is recognised from them).
+//! it, for a send with `ref` (a resend after a restart is recognised from them). `reads`
+//! holds each person's read position in a room (`person`: a token's `sub`, or a username
+//! without authentication).
 //!
-//! Versions: 1 had no `ref`/`person`; [`MIGRATIONS`] brings an older file up to
-//! [`SCHEMA_VERSION`] in place, in one transaction, at start-up.
+//! A new file gets the first version's schema and then every migration step; a file of an
+//! older version gets the steps it lacks ([`MIGRATIONS`]), in one transaction, when the
+//! relay opens it (after `quick_check`: a damaged file is refused, never half-migrated).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -35,14 +41,8 @@ const APPLICATION_ID: i64 = 0x4352_4c59;
 /// written by a newer relay and is refused rather than misread.
 pub const SCHEMA_VERSION: i64 = 2;
 
-/// `MIGRATIONS[i]` takes a file from version `i + 1` to `i + 2`. A new file gets the
-/// version 1 tables and then every step, so both paths end with the same schema.
-const MIGRATIONS: &[&str] = &[
-    // 2: the ref of a send with `ref`, and its sender as a person.
-    "ALTER TABLE messages ADD COLUMN ref TEXT; ALTER TABLE messages ADD COLUMN person TEXT;",
-];
-
-const CREATE: &str = "
+/// The schema of version 1 (the first release), which every file starts from.
+pub const CREATE_V1: &str = "
     CREATE TABLE rooms (
         id INTEGER PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
@@ -57,6 +57,38 @@ const CREATE: &str = "
         PRIMARY KEY (room_id, seq)
     ) WITHOUT ROWID;
 ";
+
+/// What each version adds, as `(version, statement)` steps in order: a file of version `v`
+/// gets every step of a version above `v`. One statement per step, so changes to the same
+/// version from different work merge as added lines.
+const MIGRATIONS: &[(i64, &str)] = &[
+    // 2: read positions, and the ref and person of a send with `ref`.
+    (
+        2,
+        "CREATE TABLE reads (
+            room_id INTEGER NOT NULL,
+            person TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            PRIMARY KEY (room_id, person)
+        ) WITHOUT ROWID",
+    ),
+    (2, "ALTER TABLE messages ADD COLUMN ref TEXT"),
+    (2, "ALTER TABLE messages ADD COLUMN person TEXT"),
+];
+
+/// Brings a file of schema `from` to [`SCHEMA_VERSION`]: every step it lacks and the new
+/// version, in one transaction (a crash midway leaves the old version whole).
+fn migrate(db: &Connection, from: i64) -> rusqlite::Result<()> {
+    let mut script = String::from("BEGIN;");
+    for (version, step) in MIGRATIONS {
+        if *version > from {
+            script.push_str(step);
+            script.push(';');
+        }
+    }
+    script.push_str(&format!("PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"));
+    db.execute_batch(&script)
+}
 
 /// The database file inside `--data-dir`.
 pub fn db_path(dir: &Path) -> PathBuf {
@@ -128,12 +160,12 @@ pub fn open_writer(dir: &Path, fsync: Fsync, max_bytes: u64) -> Result<Connectio
         .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
         .map_err(damaged)?;
     if app == 0 && version == 0 && tables == 0 {
-        let steps = MIGRATIONS.concat();
         db.execute_batch(&format!(
-            "BEGIN; {CREATE} {steps} PRAGMA application_id = {APPLICATION_ID}; \
-             PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            "BEGIN; {CREATE_V1} PRAGMA application_id = {APPLICATION_ID}; \
+             PRAGMA user_version = 1; COMMIT;"
         ))
         .map_err(|e| StoreError::file(&path, "cannot be written", &e))?;
+        migrate(&db, 1).map_err(|e| StoreError::file(&path, "cannot be written", &e))?;
     } else if app != APPLICATION_ID {
         return Err(StoreError::Foreign(path));
     } else if version > SCHEMA_VERSION {
@@ -149,12 +181,7 @@ pub fn open_writer(dir: &Path, fsync: Fsync, max_bytes: u64) -> Result<Connectio
     if check == "ok" && (1..SCHEMA_VERSION).contains(&version) {
         // An older relay's file: upgraded in place (checked first, so a damaged file is
         // refused as before rather than half-migrated).
-        let from = usize::try_from(version - 1).unwrap_or(0);
-        let steps = MIGRATIONS[from..].concat();
-        db.execute_batch(&format!(
-            "BEGIN; {steps} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        ))
-        .map_err(|e| StoreError::file(&path, "cannot be upgraded to this relay's schema", &e))?;
+        migrate(&db, version).map_err(|e| StoreError::file(&path, "cannot be migrated", &e))?;
         tracing::info!(path = %path.display(), from = version, to = SCHEMA_VERSION, "upgraded the history database's schema");
     }
     if check != "ok" {

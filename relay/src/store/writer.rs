@@ -15,6 +15,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tracing::{error, info, warn};
 
+use super::reads;
 use super::retention::Retention;
 use super::{sql_int, Life, Op, Pending, Settings, Unsaved};
 use crate::chat::hub::Hub;
@@ -57,6 +58,7 @@ impl Writer {
         let mut retention = Retention::new(&self.settings);
         let mut batch: Vec<Pending> = Vec::with_capacity(64);
         let mut after: Vec<Op> = Vec::new();
+        let mut read_batch = reads::Batch::default();
         let mut stop = false;
         while !stop {
             let wait = retention.due_in().max(Duration::from_millis(1));
@@ -69,6 +71,8 @@ impl Writer {
             while let Some(op) = next.take() {
                 match op {
                     Op::Keep(pending) if after.is_empty() => batch.push(pending),
+                    // Positions keep no order with messages: the room's is the one that counts.
+                    Op::Read(read) => read_batch.add(read),
                     Op::Stop => {
                         stop = true;
                         break;
@@ -76,7 +80,7 @@ impl Writer {
                     // Anything behind a leave or a barrier waits for it: order is kept.
                     op => after.push(op),
                 }
-                if batch.len() + after.len() >= MAX_BATCH {
+                if batch.len() + after.len() + read_batch.len() >= MAX_BATCH {
                     break;
                 }
                 next = rx.try_recv().ok();
@@ -88,18 +92,23 @@ impl Writer {
             for op in after.drain(..) {
                 match op {
                     Op::Keep(pending) => batch.push(pending),
+                    Op::Read(read) => read_batch.add(read),
                     Op::Then(then) => {
                         self.store_and_deliver(&hub, &mut batch);
+                        // A join may read positions back: what it sent before is on disk.
+                        read_batch.store(&mut self.db);
                         then(&hub);
                     }
                     Op::Barrier(done) => {
                         self.store_and_deliver(&hub, &mut batch);
+                        read_batch.store(&mut self.db);
                         let _ = done.send(());
                     }
                     Op::Stop => stop = true,
                 }
             }
             self.store_and_deliver(&hub, &mut batch);
+            read_batch.store(&mut self.db);
             // Retention only while no message waits, a chunk at a time, so it never holds
             // up delivery for long.
             if !stop && self.queued.load(Ordering::Acquire) == 0 {

@@ -105,6 +105,8 @@ impl RelayProcess {
         let mut child = Command::new(RELAY_BIN)
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(NO_LIMITS)
+            // `user_left` at once after a disconnect, as `TestRelay` has it.
+            .args(["--presence-grace", "0"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

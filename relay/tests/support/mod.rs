@@ -99,6 +99,10 @@ impl TestRelay {
         // In memory unless a test asks for a data directory ([`TestRelay::durable`]): tests
         // run in parallel and must not share one.
         config.memory = true;
+        // `user_left` at once after a disconnect, as before `--presence-grace` existed: the
+        // tests that await it stay about what they test. relay/tests/presence.rs sets a grace
+        // (this covers the cluster and durable helpers too, which start here).
+        config.presence_grace = std::time::Duration::ZERO;
         adjust(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

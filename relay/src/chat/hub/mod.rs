@@ -27,6 +27,7 @@ use crate::telemetry::stats::Stats;
 use crate::transport::outbox::{CloseRequest, Priority, Push};
 use crate::ws::{Frame, OpCode};
 
+mod departures;
 mod lingering;
 mod upkeep;
 
@@ -43,6 +44,8 @@ pub struct Limits {
     pub room_linger: Duration,
     /// How long a room remembers a send's `ref` (`--dedupe-window`).
     pub dedupe_window: Duration,
+    /// How long a disconnected person still counts as present (`--presence-grace`).
+    pub presence_grace: Duration,
     /// Chat messages per connection (`--message-rate`, `--message-burst`).
     pub message_rate: Rate,
     /// Every other command per connection (`--command-rate`, `--command-burst`).
@@ -53,6 +56,9 @@ pub struct Limits {
     pub frame_rate: Rate,
     /// Rooms on the node, in use or lingering (`--max-rooms`).
     pub max_rooms: usize,
+    /// Authentication is on: a person is a token's `sub`, not a username
+    /// (`chat::client::Conn::person`); read back from events by the same rule.
+    pub by_sub: bool,
 }
 
 impl From<&Config> for Limits {
@@ -67,11 +73,13 @@ impl From<&Config> for Limits {
             ping_interval: c.ping_interval,
             room_linger: c.room_linger,
             dedupe_window: c.dedupe_window,
+            presence_grace: c.presence_grace,
             message_rate: Rate::new(c.message_rate, c.message_burst),
             command_rate: Rate::new(c.command_rate, c.command_burst),
             strike_rate: ratelimit::strike_rate(c.rate_limit_strikes),
             frame_rate: Rate::new(c.frame_rate, c.frame_burst),
             max_rooms: c.max_rooms,
+            by_sub: c.auth_secret.is_some() || c.auth_public_key.is_some(),
         }
     }
 }
@@ -109,6 +117,8 @@ pub struct Hub {
     // A std Mutex: pushed to under a room's lock (never the reverse), held for a push or a
     // short scan.
     lingering: Mutex<VecDeque<Weak<Room>>>,
+    /// People waiting out `--presence-grace` before their `user_left`.
+    departures: departures::Departures,
     /// Held by the one thread reclaiming history; others skip it rather than wait.
     reclaiming: Mutex<()>,
     /// Joins refused with `room_limit`.
@@ -164,22 +174,26 @@ impl Hub {
                 .map(|_| FlushList::default())
                 .collect(),
             metrics: Metrics::new(),
-            history: HistoryBudget::new(HistoryLimits {
-                count: config.history,
-                room_bytes: config.history_room_bytes,
-                total_bytes: config.history_total_bytes,
-                // A quarter of the outbound cap at most: a `joined` must fit beside what a
-                // joiner already has queued (the read pause keeps that under a quarter too).
-                joined_bytes: config
-                    .joined_history_bytes
-                    .min(config.max_outbound_bytes / 4),
-            }),
+            history: HistoryBudget::with_persons(
+                HistoryLimits {
+                    count: config.history,
+                    room_bytes: config.history_room_bytes,
+                    total_bytes: config.history_total_bytes,
+                    // A quarter of the outbound cap at most: a `joined` must fit beside what a
+                    // joiner already has queued (the read pause keeps that under a quarter too).
+                    joined_bytes: config
+                        .joined_history_bytes
+                        .min(config.max_outbound_bytes / 4),
+                },
+                config.auth_secret.is_some() || config.auth_public_key.is_some(),
+            ),
             sources: Sources::new(SourceLimits {
                 message: Rate::new(config.ip_message_rate, config.ip_message_burst),
                 command: Rate::new(config.ip_command_rate, config.ip_command_burst),
                 rooms: config.ip_rooms,
             }),
             lingering: Mutex::new(VecDeque::new()),
+            departures: departures::Departures::default(),
             reclaiming: Mutex::new(()),
             rooms_refused: AtomicU64::new(0),
             rooms_evicted: AtomicU64::new(0),

@@ -20,6 +20,9 @@ pub(super) struct Pending {
     /// appended while events are pending (a removal delivers them first), so those are
     /// exactly the members it was published to.
     upto: usize,
+    /// A person's key ([`crate::chat::history::person_key`]) for an event that a later one of
+    /// the same person replaces within the round (a read position); 0: never replaced.
+    coalesce: u64,
 }
 
 impl Room {
@@ -39,6 +42,21 @@ impl Room {
         priority: Priority,
         skip: Option<u64>,
     ) -> u64 {
+        self.fan_out_coalesced(state, hub, frame, priority, skip, 0)
+    }
+
+    /// [`Room::fan_out`] of an event that replaces the one still pending this round with the
+    /// same `coalesce` key (not 0): at most one per key per round reaches members, the
+    /// latest, in its own place in the room's order.
+    pub(crate) fn fan_out_coalesced(
+        &self,
+        state: &mut State,
+        hub: &Hub,
+        frame: &Bytes,
+        priority: Priority,
+        skip: Option<u64>,
+        coalesce: u64,
+    ) -> u64 {
         let members = state.members.len();
         if members == 0 {
             return 0;
@@ -47,11 +65,18 @@ impl Room {
             return fan_out(hub, &state.members, frame, priority, skip);
         };
         let first = state.pending.is_empty();
+        if coalesce != 0 {
+            // Removing keeps the others' order and their `upto`s rising.
+            if let Some(at) = state.pending.iter().position(|p| p.coalesce == coalesce) {
+                state.pending.remove(at);
+            }
+        }
         state.pending.push(Pending {
             frame: frame.clone(),
             priority,
             skip,
             upto: members,
+            coalesce,
         });
         if first {
             hub.enlist_room(&this);

@@ -10,18 +10,25 @@
 //! is [`Room::join`] (presence from the room's own members or the backend's), and a `joined`
 //! replays from [`log::Log::replay`]. Submodules: [`log`] (ordering and replay), `fanout`
 //! (the per-round delivery to members), `lifecycle` (lingering and retirement),
-//! `publish` (a message into the log: in memory at once, or reserved for a backend that
+//! `outgoing` (what a message, edit or delete carries, and its checks), `publish` (a
+//! message into the log: in memory at once, or reserved for a backend that
 //! keeps it first), [`dedupe`] (the sends remembered by `ref`), `scrollback` (the pages of
-//! a `history` command).
+//! a `history` command), `reads` (read positions and their coalesced `read` events),
+//! `people` (presence per person and the grace of a disconnected one, for
+//! [`Presence::Room`]).
 
 pub mod dedupe;
 mod fanout;
 mod lifecycle;
 pub mod log;
+mod outgoing;
+mod people;
 mod publish;
+mod reads;
 mod scrollback;
 
-pub use publish::{Ack, Appended, Author, Edit, Outgoing, Reservation, Reserved, SendRefusal};
+pub use outgoing::{Author, Edit, Outgoing, SendRefusal};
+pub use publish::{Ack, Appended, Reservation, Reserved};
 pub use scrollback::HistoryPage;
 
 use std::borrow::Borrow;
@@ -38,6 +45,7 @@ use crate::ws::Frame;
 
 use fanout::Pending;
 use log::Log;
+use people::{Arrival, Departure, People};
 
 /// `joined` history may fill a connection's outbox up to 1/this of `--max-outbound-bytes`:
 /// the other half is left for live traffic while the joins are written out.
@@ -61,6 +69,9 @@ impl Member {
 #[derive(Debug)]
 pub(crate) struct State {
     members: Vec<Member>,
+    /// The members as people, with their pending departures (only with
+    /// [`Presence::Room`]: in cluster mode Redis keeps presence).
+    people: People,
     log: Log,
     /// Set once the room is removed from the hub; a join that raced the removal retries.
     dead: bool,
@@ -75,6 +86,8 @@ pub(crate) struct State {
     pending: Vec<Pending>,
     /// Sends remembered by `ref`; boxed and made on the first one, as most rooms see none.
     dedupe: Option<Box<dedupe::Dedupe>>,
+    /// How far each person has read the room (`reads`).
+    reads: reads::Reads,
 }
 
 impl State {
@@ -144,8 +157,12 @@ pub enum Presence<'a> {
 /// Who tells the remaining members of a leave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Announce {
-    /// This room, with `user_left`.
+    /// This room, with `user_left` once the person's last connection has left (an explicit
+    /// `leave`, or `--presence-grace` 0).
     Room,
+    /// This room, for a disconnect: the person's `user_left` waits `--presence-grace` and
+    /// is not sent if it rejoins meanwhile.
+    RoomAfterGrace,
     /// The backend (it knows whether the user is still in the room on another node).
     Backend,
 }
@@ -185,6 +202,7 @@ impl Room {
             name,
             state: Mutex::new(State {
                 members: Vec::new(),
+                people: People::default(),
                 log: Log::new(epoch, budget),
                 dead: false,
                 empty_since: None,
@@ -192,6 +210,7 @@ impl Room {
                 joining: 0,
                 pending: Vec::new(),
                 dedupe: None,
+                reads: reads::Reads::default(),
             }),
         }
     }
@@ -267,43 +286,43 @@ impl Room {
             // Its `joined` lists history up to now: what is still pending must reach it first.
             fanout::deliver_pending(&mut state, hub);
         }
-        let here = state.members.len();
-        let list_here = here <= hub.limits.presence_list_max;
         let resume = (request.since, request.epoch);
+        let read = reads::joined_position(&state, conn.person(request.username));
         match presence {
             Presence::Room => {
-                let users = list_here.then(|| state.members.iter().map(Member::user));
-                self.send_joined(&state, hub, conn, (here, users), resume);
+                let st = &mut *state;
+                let arrival = match st.members.last() {
+                    // `admit` appended it.
+                    Some(member) if !already => st.people.arrive(member),
+                    _ => Arrival::Present,
+                };
+                let count = state.people.len();
+                let users = (count <= hub.limits.presence_list_max).then(|| state.people.users());
+                self.send_joined(&state, hub, conn, (count, users), resume, read);
+                if arrival == Arrival::New {
+                    let user = UserRef {
+                        id: &conn.user_id,
+                        username: request.username,
+                    };
+                    self.announce_person(&mut state, hub, "user_joined", user, Some(conn.id));
+                }
             }
             Presence::Backend { count, users } => {
+                // Redis counts people (a person's connections here count once).
                 let users = users.map(|u| u.iter().map(|(id, username)| UserRef { id, username }));
-                self.send_joined(&state, hub, conn, (count.max(here), users), resume);
+                self.send_joined(&state, hub, conn, (count.max(1), users), resume, read);
             }
         }
         if already {
             return JoinOutcome::AlreadyMember;
         }
-        if let Presence::Room = presence {
-            let user = UserRef {
-                id: &conn.user_id,
-                username: request.username,
-            };
-            let users = list_here.then(|| state.members.iter().map(Member::user));
-            let frame = event::presence("user_joined", &self.name, user, here, users);
-            self.fan_out(
-                &mut state,
-                hub,
-                frame.bytes(),
-                Priority::Normal,
-                Some(conn.id),
-            );
-        }
         JoinOutcome::Joined
     }
 
     /// Sends `conn` its `joined`: `presence` is the count and (under the presence-list
-    /// cut-off) the users, `resume` the join's `since` and `epoch`. Nothing is built for a
-    /// connection already being closed (a slow consumer rejoining in a loop).
+    /// cut-off) the users, `resume` the join's `since` and `epoch`, `read` its `lastRead`
+    /// and `unread`. Nothing is built for a connection already being closed (a slow
+    /// consumer rejoining in a loop).
     fn send_joined<'u>(
         &self,
         state: &State,
@@ -311,6 +330,7 @@ impl Room {
         conn: &Arc<Conn>,
         presence: (usize, Option<impl Iterator<Item = UserRef<'u>>>),
         resume: (Option<u64>, Option<&str>),
+        read: (u64, u64),
     ) {
         if conn.outbox.is_closing() {
             return;
@@ -327,6 +347,8 @@ impl Room {
             room: &self.name,
             epoch: log.epoch(),
             seq: log.seq(),
+            last_read: read.0,
+            unread: read.1,
             count: presence.0,
             users: presence.1,
             history: log.history().entries().range(replay.first..),
@@ -336,20 +358,35 @@ impl Room {
         hub.push_parts_to(conn, joined.parts(), Priority::Normal);
     }
 
-    /// Removes `conn`; with [`Announce::Room`] tells the others. Returns its name in the room
-    /// if it was a member.
+    /// Removes `conn` at once (nothing more is delivered to it); with [`Announce::Room`] or
+    /// [`Announce::RoomAfterGrace`] tells the others once its person has gone. Returns its
+    /// name in the room if it was a member.
     pub fn leave(&self, hub: &Hub, conn: &Conn, announce: Announce) -> Option<Arc<str>> {
         let mut state = self.lock();
         let at = state.members.iter().position(|m| m.conn.id == conn.id)?;
         let gone = state.remove_member(hub, at);
-        let count = state.members.len();
-        if count == 0 {
+        if announce != Announce::Backend {
+            let grace =
+                announce == Announce::RoomAfterGrace && !hub.limits.presence_grace.is_zero();
+            let st = &mut *state;
+            match st.people.depart(&gone, &st.members, grace) {
+                Departure::Stays => {}
+                Departure::Gone => {
+                    self.announce_person(&mut state, hub, "user_left", gone.user(), None);
+                }
+                Departure::Pending(generation) => {
+                    self.schedule_departure(
+                        &mut state,
+                        hub,
+                        &gone.conn,
+                        &gone.username,
+                        generation,
+                    );
+                }
+            }
+        }
+        if state.members.is_empty() {
             self.became_empty(&mut state, hub);
-        } else if announce == Announce::Room {
-            let users = (count <= hub.limits.presence_list_max)
-                .then(|| state.members.iter().map(Member::user));
-            let frame = event::presence("user_left", &self.name, gone.user(), count, users);
-            self.fan_out(&mut state, hub, frame.bytes(), Priority::Normal, None);
         }
         Some(gone.username)
     }

@@ -2,12 +2,15 @@
 //! history entries (`joined`, `history`) are in `spliced`.
 
 mod change;
-mod spliced;
 
 pub use change::{
     change, change_of, put_change_head, put_change_tail, revise, Change, ChangeEvent, Stored,
     SERVER_USER_ID,
 };
+mod read;
+mod spliced;
+
+pub use read::{person_of, read, read_head};
 pub use spliced::{
     entry_json, history, history_entry, joined, Joined, SplicedFrames, INLINE_HISTORY_BYTES,
 };

@@ -16,6 +16,10 @@ pub struct Joined<'a, U, H> {
     pub room: &'a str,
     pub epoch: &'a str,
     pub seq: u64,
+    /// The joiner's read position in the room (`lastRead`, 0: none).
+    pub last_read: u64,
+    /// Messages by others after it, of those the room keeps in memory (`unread`).
+    pub unread: u64,
     pub count: usize,
     /// `None` above the presence-list cut-off.
     pub users: Option<U>,
@@ -76,7 +80,7 @@ where
 {
     let (inline, head_history) = inline_bytes(j.history.clone());
     let users_bytes = if j.users.is_some() { j.count * 48 } else { 0 };
-    let mut frame = begin("joined", 160 + j.room.len() + head_history + users_bytes);
+    let mut frame = begin("joined", 200 + j.room.len() + head_history + users_bytes);
     let buf = frame.payload();
     put_key(buf, "clientId");
     put_str(buf, j.client_id);
@@ -86,6 +90,11 @@ where
     put_str(buf, j.epoch);
     put_key(buf, "seq");
     put_u64(buf, j.seq);
+    // Always present (a client that does not know them ignores them).
+    put_key(buf, "lastRead");
+    put_u64(buf, j.last_read);
+    put_key(buf, "unread");
+    put_u64(buf, j.unread);
     put_key(buf, "count");
     put_u64(buf, j.count as u64);
     if let Some(users) = j.users {
@@ -272,6 +281,8 @@ mod tests {
                 room: "r",
                 epoch: "e",
                 seq: 1,
+                last_read: 0,
+                unread: 0,
                 count: 1,
                 users: Some(users.iter().copied()),
                 history: history.iter(),
@@ -285,6 +296,7 @@ mod tests {
             assert_eq!(v["history"], Value::Array(sent));
             assert_eq!(v["users"], json!([{"id":"u","username":"bob"}]));
             assert_eq!(v["recovered"], json!(true));
+            assert_eq!((&v["lastRead"], &v["unread"]), (&json!(0), &json!(0)));
             assert_eq!(v.get("historyTruncated").is_some(), spliced);
             if let SplicedFrames::Spliced {
                 history: shared, ..

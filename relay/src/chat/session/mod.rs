@@ -1,7 +1,10 @@
 //! One connection's chat state and command handling: what it joined, under which name.
+//! Joining and leaving are here; the commands in a joined room are in `commands`.
 //!
 //! Runs inside the connection's task, synchronously: every command completes without an
 //! await, so it can borrow straight from the frame in the read buffer.
+
+mod commands;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,11 +14,11 @@ use std::task::Context;
 
 use tokio::time::Sleep;
 
-use crate::chat::backend::{JoinRefusal, Leave, Page};
+use crate::chat::backend::{JoinRefusal, Leave};
 use crate::chat::client::Conn;
 use crate::chat::hub::{Hub, RoomRefusal};
 use crate::chat::ratelimit::{Kind, Throttle, Verdict};
-use crate::chat::room::{Author, Edit, JoinRequest, Outgoing, Room, SendRefusal};
+use crate::chat::room::{JoinRequest, Room};
 use crate::protocol::name::normalize_name;
 use crate::protocol::{decode_frame, event, CloseCode, Command, ErrorCode};
 use crate::transport::outbox::Priority;
@@ -261,61 +264,12 @@ impl Session {
                 self.change(reference, room.as_deref(), seq, Some(&text));
             }
             Ok(Command::Delete { room, seq }) => self.change(reference, room.as_deref(), seq, None),
+            Ok(Command::Read { room, seq }) => self.read(reference, room.as_deref(), seq),
             Ok(Command::Ping) => {
                 self.hub
                     .push_to(&self.conn, event::pong().bytes(), Priority::Normal);
             }
         }
-    }
-
-    /// An edit (`text`: the new text) or delete of the sender's own message `target`.
-    fn change(&self, reference: Option<&str>, room: Option<&str>, target: u64, text: Option<&str>) {
-        let Some(at) = self.resolve(room) else {
-            return self.not_joined(reference, room);
-        };
-        if let Some(text) = text {
-            if let Err((code, message)) = self.text_fits(text) {
-                return self.error_for(reference, code, &message);
-            }
-        }
-        let membership = &self.rooms[at];
-        let out = Outgoing {
-            sender: Some(&self.conn),
-            user_id: &self.conn.user_id,
-            username: &membership.username,
-            text: text.unwrap_or_default(),
-            reply_to: None,
-            reference: None,
-            change: Some(Edit {
-                target,
-                delete: text.is_none(),
-                by: Some(Author {
-                    authenticated: self.conn.identity.is_some(),
-                    user_id: &self.conn.user_id,
-                    username: &membership.username,
-                }),
-                stored: None,
-            }),
-        };
-        if let Err(refusal) = self.hub.backend.publish(&self.hub, &membership.room, &out) {
-            self.send_refused(reference, refusal);
-        }
-    }
-
-    /// A message's (or an edit's) text is 1 to `--max-text-chars` characters.
-    fn text_fits(&self, text: &str) -> Result<(), (ErrorCode, String)> {
-        if text.is_empty() {
-            return Err((ErrorCode::EmptyText, "text is empty".into()));
-        }
-        let max = self.hub.limits.max_text_chars;
-        // Bytes bound characters from above, so most texts skip the count.
-        if text.len() > max && text.chars().count() > max {
-            return Err((
-                ErrorCode::TextTooLong,
-                format!("text longer than {max} characters"),
-            ));
-        }
-        Ok(())
     }
 
     fn join(
@@ -467,104 +421,6 @@ impl Session {
                 "not a member of that room; join it first",
             ),
             None => self.error_for(reference, ErrorCode::NotJoined, "join a room first"),
-        }
-    }
-
-    fn message(
-        &self,
-        reference: Option<&str>,
-        room: Option<&str>,
-        text: &str,
-        reply_to: Option<u64>,
-    ) {
-        let Some(at) = self.resolve(room) else {
-            return self.not_joined(reference, room);
-        };
-        if let Err((code, message)) = self.text_fits(text) {
-            return self.error_for(reference, code, &message);
-        }
-        if reference.is_some_and(|r| r.is_empty() || (r.len() > 64 && r.chars().count() > 64)) {
-            return self.error_for(None, ErrorCode::InvalidRef, "ref must be 1-64 characters");
-        }
-        let membership = &self.rooms[at];
-        let out = Outgoing {
-            sender: Some(&self.conn),
-            user_id: &self.conn.user_id,
-            username: &membership.username,
-            text,
-            reply_to,
-            reference: reference.map(|r| (self.conn.person(&membership.username), r)),
-            change: None,
-        };
-        match self.hub.backend.publish(&self.hub, &membership.room, &out) {
-            Ok(()) => {}
-            Err(SendRefusal::Busy) => self.busy(reference),
-            Err(refusal) => self.send_refused(reference, refusal),
-        }
-    }
-
-    fn send_refused(&self, reference: Option<&str>, refusal: SendRefusal) {
-        match refusal {
-            SendRefusal::Busy => self.busy(reference),
-            SendRefusal::NoSuchMessage => self.error_for(
-                reference,
-                ErrorCode::NoSuchMessage,
-                "no such message in this room (or it was deleted)",
-            ),
-            SendRefusal::NotAuthor => self.error_for(
-                reference,
-                ErrorCode::NotAuthor,
-                "only the author can change a message",
-            ),
-        }
-    }
-
-    fn typing(&self, reference: Option<&str>, room: Option<&str>, is_typing: bool) {
-        let Some(at) = self.resolve(room) else {
-            return self.not_joined(reference, room);
-        };
-        let membership = &self.rooms[at];
-        self.hub.backend.typing(
-            &self.hub,
-            &membership.room,
-            &self.conn,
-            &membership.username,
-            is_typing,
-        );
-    }
-
-    /// Scroll-back: membership first, then the page's bounds (`docs/PROTOCOL.md`).
-    fn history(
-        &self,
-        reference: Option<&str>,
-        room: Option<&str>,
-        before: Option<u64>,
-        limit: Option<u64>,
-    ) {
-        let Some(at) = self.resolve(room) else {
-            return self.not_joined(reference, room);
-        };
-        let limit = limit.unwrap_or(HISTORY_DEFAULT_LIMIT);
-        if !(1..=HISTORY_MAX_LIMIT).contains(&limit) || before == Some(0) {
-            return self.error_for(
-                reference,
-                ErrorCode::InvalidHistory,
-                "history wants a limit of 1-100 and a before of at least 1",
-            );
-        }
-        let page = Page {
-            before,
-            // At most 100: fits any usize.
-            limit: limit as usize,
-        };
-        let membership = &self.rooms[at];
-        if self
-            .hub
-            .backend
-            .history(&self.hub, &self.conn, &membership.room, page)
-            .is_err()
-        {
-            self.busy(reference);
         }
     }
 
