@@ -599,6 +599,7 @@
     li.dataset.testid = 'message';
     const author = typeof msg.username === 'string' ? msg.username : 'unknown';
     li.dataset.author = author;
+    if (msg.userId !== undefined && msg.userId !== null) li.dataset.userId = String(msg.userId);
     if (msg.local === true) li.dataset.local = '1'; // repeats the last seq: not addressable
 
     if (!mine) {
@@ -751,6 +752,7 @@
     insertOrdered(li, state.generation, msg.seq);
     track(li, id, msg.seq);
     afterInsert(nearBottom, li);
+    renderSeenBy(); // the newest message may have changed
   }
 
   function onAck(msg) {
@@ -1177,13 +1179,19 @@
   function onRead(msg) {
     if (!isCurrentRoom(msg) || !Number.isFinite(msg.seq)) return;
     const id = String(msg.userId ?? '');
-    if (isMe(id, msg.username)) return;
+    if (isMe(id, msg.username)) {
+      // Another tab of mine read this far: this one never reports less.
+      state.readSent = Math.max(state.readSent, msg.seq);
+      return;
+    }
     const known = state.reads.get(id);
-    state.reads.set(id, { username: nameOf(msg), seq: Math.max(known ? known.seq : 0, msg.seq) });
+    state.reads.set(id, { userId: id, username: nameOf(msg), seq: Math.max(known ? known.seq : 0, msg.seq) });
     renderSeenBy();
   }
 
-  // "seen by alice, bob" under the last message, in rooms of at most SEEN_BY_MAX_MEMBERS.
+  // "seen by alice, bob" under the last message, in rooms of at most SEEN_BY_MAX_MEMBERS:
+  // whoever has read up to it, except me and its author (the same person as the relay sees
+  // it: the token's sub, else the username).
   function renderSeenBy() {
     for (const old of el.messages.querySelectorAll('.seen-by')) old.remove();
     if (!state.readSupported || state.reads.size === 0 || state.memberCount > SEEN_BY_MAX_MEMBERS) return;
@@ -1191,14 +1199,17 @@
     while (last && seqOf(last) === null) last = last.previousElementSibling;
     if (!last) return;
     const seq = seqOf(last);
-    const names = [...new Set([...state.reads.values()].filter((r) => r.seq >= seq).map((r) => r.username))]
+    const byAuthor = (r) => (TOKEN ? r.userId === last.dataset.userId : r.username === last.dataset.author);
+    const names = [...new Set([...state.reads.values()].filter((r) => r.seq >= seq && !byAuthor(r)).map((r) => r.username))]
       .sort((a, b) => a.localeCompare(b));
     if (names.length === 0) return;
     const li = h('li', 'seen-by' + (last.classList.contains('mine') ? ' mine' : ''), 'seen by ' + names.join(', '));
     li.dataset.testid = 'seen-by';
     li.dataset.gen = last.dataset.gen;
     li.dataset.seq = last.dataset.seq;
+    const stick = isNearBottom();
     last.after(li);
+    if (stick) scrollToBottom();
   }
 
   // ---------------------------------------------------------------- rendering: presence

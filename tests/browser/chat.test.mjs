@@ -740,12 +740,25 @@ test('screenshot of a two-user conversation', { timeout: TEST_TIMEOUT_MS }, asyn
     [alice, 'It did: all the protocol tests pass, and the browser tests too.'],
     [bob, 'Nice. Can you share a screenshot of the new chat page?'],
     [alice, 'Here it is: presence on the left, typing indicator under the messages, reconnect status up top.'],
-    [bob, 'Looks great. The dark mode is a nice touch too.'],
   ];
   for (const [who, text] of script) {
     await sendMessage(who.page, text);
     await waitForMessage(who === alice ? bob.page : alice.page, text);
   }
+  // Bob answers with a quote, and alice fixes a word: a reply and an edit in the picture.
+  const parent = messageByText(bob.page, script[3][1]);
+  await parent.hover();
+  await parent.locator('[data-action="reply"]').click();
+  await sendMessage(bob.page, 'Looks great. The dark mode is a nice touch too.');
+  const own = messageByText(alice.page, script[1][1]);
+  await own.hover();
+  await own.locator('[data-action="edit"]').click();
+  await alice.page.locator('[data-testid="edit-input"]').fill('It did: all the protocol tests pass, and the browser tests as well.');
+  await alice.page.press('[data-testid="edit-input"]', 'Enter');
+  await bob.page.locator('[data-testid="edited"]').waitFor();
+  await sendMessage(alice.page, 'Thanks! Merging it after lunch.');
+  await alice.page.locator('[data-testid="seen-by"]', { hasText: 'seen by bob' }).waitFor();
+  await alice.page.mouse.move(0, 0);
   // Bob starts typing so the indicator shows in the picture.
   await bob.page.locator('#input').pressSequentially('Ship it');
   await alice.page.locator('#typing', { hasText: 'bob is typing' }).waitFor();
@@ -779,6 +792,12 @@ test('with authentication the page sends its token as a subprotocol and the name
   const mine = (await receivedFrames(alice.page)).find((f) => f.type === 'message');
   assert.equal(mine.userId, 'u-42');
   assert.equal(mine.username, 'Token Name');
+  // Mine by the token's sub (message.userId), not by the connection: editable, listed as me.
+  const bubble = messageByText(alice.page, 'signed in');
+  assert.ok(await bubble.evaluate((li) => li.classList.contains('mine')));
+  await bubble.hover();
+  await bubble.locator('[data-action="edit"]').waitFor();
+  assert.deepEqual(await alice.page.$$eval('#users .user.me .user-name', (n) => n.map((x) => x.textContent)), ['Token Name']);
 
   // Without a token the upgrade is refused (401): the page never gets to join.
   const stranger = await openPage(t, relay, { instrument: true });
@@ -1117,6 +1136,15 @@ test('a reply carries replyTo and shows a quote of the parent, or says the paren
   for (const h of [alice, bob, carol]) assertClean(h.problems);
 });
 
+/** Waits for the one "seen by" line to say `text` right under the message `under`. */
+async function waitForSeenBy(page, under, text) {
+  await page.waitForFunction(({ under, text }) => {
+    const lines = document.querySelectorAll('#messages [data-testid="seen-by"]');
+    return lines.length === 1 && lines[0].textContent === text
+      && lines[0].previousElementSibling?.querySelector('.text')?.textContent === under;
+  }, { under, text });
+}
+
 /** The unread counts the room list shows: {room: count}, rooms without a badge left out. */
 async function unreadCounts(page) {
   return page.$$eval('#rooms [data-testid="room-item"]', (items) => Object.fromEntries(items
@@ -1165,4 +1193,106 @@ test('rooms shown before stay in the room list and count the messages that arriv
   assert.deepEqual((await sentFrames(alice.page)).filter((m) => m.type === 'leave').map((m) => m.room), ['garden']);
   assertClean(alice.problems);
   assertClean(bob.problems);
+});
+
+test('the page reports what it showed with read, and "seen by" under the last message lists who has read it', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'porch', { instrument: true });
+  const bob = await openJoined(t, relay, 'bob', 'porch', { instrument: true });
+  const carol = await openJoined(t, relay, 'carol', 'porch', { instrument: true });
+  assert.equal(await alice.page.evaluate(() => document.visibilityState), 'visible');
+
+  await sendMessage(bob.page, 'who is here?');
+  const seq = Number(await messageByText(bob.page, 'who is here?').getAttribute('data-seq'));
+  // Each page showed it (its tab is visible) and said so; the line right under the message
+  // lists who read it, never the reader's own page nor the message's author.
+  await waitForSeenBy(bob.page, 'who is here?', 'seen by alice, carol');
+  for (const { page } of [alice, bob, carol]) {
+    await page.waitForFunction((want) => window.__sent.some((s) => s === JSON.stringify(want)), { type: 'read', room: 'porch', seq });
+  }
+  await waitForSeenBy(alice.page, 'who is here?', 'seen by carol');
+
+  // A newer message: the line moves under it as they read it, one line in all.
+  await sendMessage(alice.page, 'me');
+  await waitForSeenBy(alice.page, 'me', 'seen by bob, carol');
+  await waitForSeenBy(bob.page, 'me', 'seen by carol');
+  await waitForSeenBy(carol.page, 'me', 'seen by bob');
+  assert.equal(await alice.page.locator('#messages [data-testid="seen-by"]').count(), 1);
+  // Never backwards: each page's reads rise.
+  for (const { page } of [alice, bob, carol]) {
+    const reads = (await sentFrames(page)).filter((m) => m.type === 'read').map((m) => m.seq);
+    assert.deepEqual(reads, [...reads].sort((a, b) => a - b));
+    assert.equal(new Set(reads).size, reads.length);
+  }
+  for (const h of [alice, bob, carol]) assertClean(h.problems);
+});
+
+test('rooms remembered from an earlier visit show the relay\'s unread counts (joined.unread)', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const alice = await openJoined(t, relay, 'alice', 'lounge', { instrument: true });
+  const bob = await openJoined(t, relay, 'bob', 'lounge');
+  await sendMessage(bob.page, 'first');
+  await waitForMessage(alice.page, 'first');
+  const first = Number(await messageByText(alice.page, 'first').getAttribute('data-seq'));
+  await alice.page.waitForFunction((seq) => window.__sent.some((s) => { const m = JSON.parse(s); return m.type === 'read' && m.seq === seq; }), first);
+  await alice.page.fill('#switch-room', 'porch');
+  await alice.page.click('#switch');
+  await alice.page.locator('#input:enabled').waitFor();
+  await alice.page.close();
+
+  // While alice is gone bob says two more things in the lounge.
+  await sendMessage(bob.page, 'second');
+  await sendMessage(bob.page, 'third');
+
+  // A new page of alice's (same browser profile) remembers both rooms; the lounge is joined in
+  // the background and its count comes from the relay's read state.
+  const page = await alice.ctx.newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  const errors = [];
+  page.on('pageerror', (err) => errors.push(String(err)));
+  await page.goto(`${relay.base}/`);
+  assert.equal(await page.inputValue('#room'), 'porch');
+  await join(page, 'alice', 'porch');
+  await page.locator('#rooms [data-room="lounge"] [data-testid="unread"][data-count="2"]').waitFor();
+  const joinedLounge = (await receivedFrames(page)).find((m) => m.type === 'joined' && m.room === 'lounge');
+  assert.equal(joinedLounge.lastRead, first);
+  assert.equal(joinedLounge.unread, 2);
+  assert.equal(await page.title(), '(2) #porch · chatrelay');
+
+  await page.click('#rooms [data-room="lounge"] .room-link');
+  await waitForMessage(page, 'third');
+  assert.deepEqual(await messageTexts(page), ['first', 'second', 'third']);
+  assert.deepEqual(await unreadCounts(page), {});
+  const third = Number(await messageByText(page, 'third').getAttribute('data-seq'));
+  await page.waitForFunction((seq) => window.__sent.some((s) => { const m = JSON.parse(s); return m.type === 'read' && m.room === 'lounge' && m.seq === seq; }), third);
+  assert.deepEqual(errors, []);
+  assertClean(bob.problems);
+});
+
+test('two tabs of one person are one person: listed once, both marked as me, each can change the other\'s messages', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const relay = await startRelay();
+  t.after(() => relay.kill());
+  const tab1 = await openJoined(t, relay, 'alice', 'tabs');
+  const bob = await openJoined(t, relay, 'bob', 'tabs');
+  const tab2 = await openJoined(t, relay, 'alice', 'tabs');
+  for (const { page } of [tab1, tab2, bob]) {
+    await waitForUsers(page, ['alice', 'bob']);
+    assert.equal(await page.textContent('#online-count'), '2');
+  }
+  for (const { page } of [tab1, tab2]) {
+    assert.deepEqual(await page.$$eval('#users .user.me .user-name', (n) => n.map((x) => x.textContent)), ['alice']);
+  }
+  // Without authentication the relay goes by the name: a message from the other tab is mine.
+  await sendMessage(tab2.page, 'from the second tab');
+  await waitForMessage(tab1.page, 'from the second tab');
+  const there = messageByText(tab1.page, 'from the second tab');
+  assert.ok(await there.evaluate((li) => li.classList.contains('mine')));
+  await there.hover();
+  await there.locator('[data-action="edit"]').click();
+  await tab1.page.locator('[data-testid="edit-input"]').fill('edited from the first tab');
+  await tab1.page.press('[data-testid="edit-input"]', 'Enter');
+  for (const { page } of [tab1, tab2, bob]) await waitForMessage(page, 'edited from the first tab');
+  for (const h of [tab1, tab2, bob]) assertClean(h.problems);
 });
