@@ -28,7 +28,7 @@
   const WS_URL = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
   const TOKEN = params.get('token');
   const QUOTE_CHARS = 80; // how much of a replied-to message its quote shows
-  const READ_DEBOUNCE_MS = 400; // one `read` per burst of shown messages
+  const READ_DEBOUNCE_MS = 400; // at most one `read` per this long (it counts as a command)
   const SEEN_BY_MAX_MEMBERS = 10; // "seen by ..." only in rooms this small
   const MAX_KNOWN_ROOMS = 8; // rooms kept joined in the background (the relay allows 16)
   // Every `message` goes out with a `ref` (PROTOCOL.md, "Acknowledged sends"): this tab's random
@@ -111,6 +111,7 @@
     // count as unread: name -> {epoch, lastSeq, unread, joined}. The shown room is one of them
     // (its epoch and lastSeq live in the fields above while it is shown).
     rooms: new Map(),
+    joinRefs: new Map(), // ref of a background join -> its room, to tell its error apart
   };
 
   // ---------------------------------------------------------------- helpers
@@ -234,6 +235,7 @@
     state.socketOpen = false;
     state.joined = false;
     for (const info of state.rooms.values()) info.joined = false;
+    state.joinRefs.clear();
     state.historyPending = false; // its answer died with the socket
     stopHeartbeat();
     stopTypingOut(false);
@@ -536,6 +538,15 @@
       // A refused send is marked on its own bubble (with Retry), not in the banner.
       const entry = state.pending.get(msg.ref);
       if (entry) return failPending(entry, code, text);
+      const room = state.joinRefs.get(msg.ref);
+      if (room !== undefined) {
+        // A room of the list cannot be rejoined: it leaves the list, and the page says why.
+        state.joinRefs.delete(msg.ref);
+        state.rooms.delete(room);
+        renderRooms();
+        addSystem('#' + room + ' left the room list: ' + (text || code), 'warn');
+        return undefined;
+      }
       revertChange(msg.ref);
     }
     showBanner(code, text);
@@ -1424,12 +1435,14 @@
   function joinBackground(name) {
     const info = state.rooms.get(name);
     if (!info) return;
-    const join = { type: 'join', room: name, username: state.username };
+    // With a ref, so that an error it causes (forbidden_room, room_limit, ...) names it.
+    const ref = nextRef();
+    const join = { type: 'join', room: name, username: state.username, ref };
     if (info.epoch !== null && info.lastSeq !== null) {
       join.since = info.lastSeq;
       join.epoch = info.epoch;
     }
-    send(join);
+    if (send(join)) state.joinRefs.set(ref, name);
   }
 
   function forgetRoom(name) {
@@ -1446,6 +1459,7 @@
     const name = msg.room;
     switch (msg.type) {
       case 'joined': {
+        for (const [ref, room] of state.joinRefs) if (room === name) state.joinRefs.delete(ref);
         const fresh = typeof msg.epoch === 'string' && msg.epoch !== info.epoch;
         const history = Array.isArray(msg.history) ? msg.history : [];
         if (Number.isFinite(msg.unread)) {

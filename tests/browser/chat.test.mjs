@@ -1296,3 +1296,24 @@ test('two tabs of one person are one person: listed once, both marked as me, eac
   for (const { page } of [tab1, tab2, bob]) await waitForMessage(page, 'edited from the first tab');
   for (const h of [tab1, tab2, bob]) assertClean(h.problems);
 });
+
+test('a remembered room the relay refuses (forbidden_room) leaves the room list with a note, not an error banner', { timeout: TEST_TIMEOUT_MS }, async (t) => {
+  const secret = 'browser-test-secret-of-at-least-32-bytes';
+  const relay = await startRelay(undefined, ['--auth-secret', secret]);
+  t.after(() => relay.kill());
+  const token = hs256Token({ sub: 'u-7', name: 'alice', rooms: ['allowed', 'also-allowed'], exp: Math.floor(Date.now() / 1000) + 600 }, secret);
+  const alice = await openPage(t, relay, { query: `?token=${token}`, instrument: true });
+  // An earlier visit (another token) left two rooms in the list; this token allows one of them.
+  await alice.page.evaluate(() => localStorage.setItem('chatrelay.rooms', JSON.stringify(['also-allowed', 'secret-room'])));
+  await join(alice.page, 'alice', 'allowed');
+  await alice.page.locator('#messages .system.warn', { hasText: '#secret-room left the room list' }).waitFor();
+  const error = (await receivedFrames(alice.page)).find((m) => m.type === 'error');
+  assert.equal(error.code, 'forbidden_room');
+  const join1 = (await sentFrames(alice.page)).find((m) => m.type === 'join' && m.room === 'secret-room');
+  assert.equal(error.ref, join1.ref, 'the error names the join by its ref');
+  await alice.page.locator('#rooms [data-room="also-allowed"]').waitFor();
+  assert.equal(await alice.page.locator('#rooms [data-room="secret-room"]').count(), 0);
+  assert.ok(await alice.page.locator('#banner').isHidden());
+  assert.equal(await alice.page.textContent('#status-text'), 'Connected');
+  assertClean(alice.problems);
+});
