@@ -859,9 +859,20 @@
     bar.hidden = bar.childElementCount === 0;
   }
 
+  const noHover = window.matchMedia('(hover: none)');
+
   function onMessageAction(event) {
     const button = event.target.closest('[data-action]');
-    if (!button || !el.messages.contains(button)) return;
+    if (!button || !el.messages.contains(button)) {
+      // Touch screens have no hover: a tap on a message shows its actions (and hides the others').
+      const tapped = event.target.closest('.msg');
+      if (noHover.matches && tapped && !event.target.closest('.edit-form')) {
+        const open = !tapped.classList.contains('actions-open');
+        for (const li of el.messages.querySelectorAll('.msg.actions-open')) li.classList.remove('actions-open');
+        tapped.classList.toggle('actions-open', open);
+      }
+      return;
+    }
     const li = button.closest('.msg');
     if (!li) return;
     switch (button.dataset.action) {
