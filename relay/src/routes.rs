@@ -45,6 +45,20 @@ pub(crate) struct Node {
 const INDEX_HTML: &str = include_str!("../static/index.html");
 const APP_JS: &str = include_str!("../static/app.js");
 const STYLE_CSS: &str = include_str!("../static/style.css");
+/// The modules `/app.js` imports (ES modules, so the page needs no build step).
+const MODULES: &[(&str, &str)] = &[
+    ("/js/core.js", include_str!("../static/js/core.js")),
+    (
+        "/js/connection.js",
+        include_str!("../static/js/connection.js"),
+    ),
+    ("/js/messages.js", include_str!("../static/js/messages.js")),
+    ("/js/send.js", include_str!("../static/js/send.js")),
+    ("/js/edit.js", include_str!("../static/js/edit.js")),
+    ("/js/replies.js", include_str!("../static/js/replies.js")),
+    ("/js/reads.js", include_str!("../static/js/reads.js")),
+    ("/js/rooms.js", include_str!("../static/js/rooms.js")),
+];
 
 fn asset(content_type: &'static str, body: &'static str) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
@@ -95,6 +109,10 @@ pub(crate) async fn route(
         "/" | "/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
         "/app.js" => asset("text/javascript; charset=utf-8", APP_JS),
         "/style.css" => asset("text/css; charset=utf-8", STYLE_CSS),
+        _ if path.starts_with("/js/") => match MODULES.iter().find(|(route, _)| *route == path) {
+            Some((_, body)) => asset("text/javascript; charset=utf-8", body),
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
+        },
         "/ws" => text(
             StatusCode::UPGRADE_REQUIRED,
             "this endpoint takes WebSocket upgrades\n",

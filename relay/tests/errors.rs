@@ -364,16 +364,13 @@ async fn a_64_bit_length_with_the_top_bit_set_closes_with_1002() {
 #[tokio::test]
 async fn http_routes() {
     let relay = TestRelay::start().await;
-    let get = |path: &'static str| {
+    let get = |path: &str| {
         let addr = relay.addr;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-            s.write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-            )
-            .await
-            .unwrap();
+            s.write_all(request.as_bytes()).await.unwrap();
             let mut out = String::new();
             s.read_to_string(&mut out).await.unwrap();
             out
@@ -387,6 +384,25 @@ async fn http_routes() {
         page.starts_with("HTTP/1.1 200") && page.contains("text/html"),
         "{page}"
     );
+    // The page's script and every ES module beside it in relay/static/js/ (each needs its
+    // line in routes.rs, or the page breaks in a browser only).
+    let static_js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static/js");
+    let mut scripts = vec!["/app.js".to_string()];
+    for entry in std::fs::read_dir(static_js).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".js") {
+            scripts.push(format!("/js/{name}"));
+        }
+    }
+    assert!(scripts.len() > 1, "{scripts:?}");
+    for script in scripts {
+        let served = get(&script).await;
+        assert!(
+            served.starts_with("HTTP/1.1 200") && served.contains("text/javascript"),
+            "{script}: {served}"
+        );
+    }
+    assert!(get("/js/nope.js").await.starts_with("HTTP/1.1 404"));
     // An upgrade without a key is refused with 400, not served as a socket.
     let mut s = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

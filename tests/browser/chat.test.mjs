@@ -301,7 +301,11 @@ function assertClean(problems, { console: checkConsole = true } = {}) {
 test('page is served with the right types and no external resources', { timeout: TEST_TIMEOUT_MS }, async (t) => {
   const relay = await startRelay();
   t.after(() => relay.kill());
-  const expected = { '/': 'text/html', '/app.js': 'text/javascript', '/style.css': 'text/css' };
+  // app.js and the ES modules it imports from relay/static/js/, each served under its path.
+  const modules = fs.readdirSync(path.join(ROOT, 'relay', 'static', 'js')).filter((f) => f.endsWith('.js')).sort();
+  assert.ok(modules.length > 0);
+  const scripts = [['/app.js', 'app.js'], ...modules.map((f) => [`/js/${f}`, `js/${f}`])];
+  const expected = { '/': 'text/html', '/style.css': 'text/css', ...Object.fromEntries(scripts.map(([route]) => [route, 'text/javascript'])) };
   for (const [route, type] of Object.entries(expected)) {
     const res = await fetch(relay.base + route);
     assert.equal(res.status, 200, route);
@@ -312,13 +316,21 @@ test('page is served with the right types and no external resources', { timeout:
   assert.match(html, /href="\/style\.css"/);
   assert.doesNotMatch(html, /(src|href)="(https?:)?\/\//, 'no resources from other origins');
   // The relay embeds relay/static/* at build time: a mismatch means a stale binary.
-  for (const [route, file] of [['/', 'index.html'], ['/app.js', 'app.js'], ['/style.css', 'style.css']]) {
+  for (const [route, file] of [['/', 'index.html'], ['/style.css', 'style.css'], ...scripts]) {
     const served = await (await fetch(relay.base + route)).text();
     const onDisk = fs.readFileSync(path.join(ROOT, 'relay', 'static', file), 'utf8');
-    assert.ok(served === onDisk, `GET ${route} differs from relay/static/${file}: rebuild the relay (cargo build -p relay)`);
+    assert.ok(served === onDisk, `GET ${route} differs from relay/static/${file}: rebuild the relay (cargo build -p relay; a new module also needs its line in relay/src/routes.rs)`);
   }
-  const js = await (await fetch(relay.base + '/app.js')).text();
-  assert.doesNotMatch(js, /\.(inner|outer)HTML\s*=|insertAdjacentHTML\s*\(|document\.write(ln)?\s*\(/, 'no HTML sinks in app.js');
+  for (const [route] of scripts) {
+    const js = await (await fetch(relay.base + route)).text();
+    assert.doesNotMatch(js, /\.(inner|outer)HTML\s*=|insertAdjacentHTML\s*\(|document\.write(ln)?\s*\(/, `no HTML sinks in ${route}`);
+    // Every module the scripts import is one of the served ones.
+    for (const [, target] of js.matchAll(/from '([^']+)'/g)) {
+      const resolved = new URL(target, relay.base + route).pathname;
+      assert.ok(scripts.some(([r]) => r === resolved), `${route} imports ${target}, which is not served`);
+    }
+  }
+  assert.equal((await fetch(relay.base + '/js/nope.js')).status, 404);
 });
 
 test('two users in one room exchange messages both ways', { timeout: TEST_TIMEOUT_MS }, async (t) => {
