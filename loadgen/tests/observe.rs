@@ -52,9 +52,25 @@ fn metrics_url_cross_checks_deliveries() {
     assert_eq!(m.connections_open_before, Some(100), "{m:?}");
     assert!(m.connections_open_max >= Some(100), "{m:?}");
     assert!(m.rejected_by_reason.is_empty(), "{m:?}");
-    // This relay exports no process metrics: said so, not invented.
-    assert_eq!(m.cpu_seconds, None);
+    // The relay's process metrics (this test process's, the relay being in-process): CPU
+    // over the run and RSS, in the report and its table.
+    let cpu = m
+        .cpu_seconds
+        .expect("process_cpu_seconds_total is exported");
+    assert!((0.0..60.0).contains(&cpu), "{m:?}");
+    assert!(m.cpu_percent.is_some(), "{m:?}");
+    let rss = m
+        .rss_bytes
+        .expect("process_resident_memory_bytes is exported");
+    assert!(rss > 1 << 20, "{m:?}");
+    assert!(m.rss_max_bytes >= Some(rss), "{m:?}");
+    assert!(m
+        .samples
+        .iter()
+        .all(|s| s.rss_bytes.is_some() && s.cpu_seconds.is_some()));
     let table = loadgen::report::render_table(&r);
+    assert!(table.contains("% of one core)   rss "), "{table}");
+    assert!(!table.contains("not exported"), "{table}");
     assert!(table.contains("RELAY METRICS"), "{table}");
     assert!(table.contains("delivered: relay"), "{table}");
     let v = support::check_report_file(&json);

@@ -208,7 +208,10 @@ async fn the_process_cpu_and_memory_are_exported_on_linux() {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
         }
         let now = scrape(relay.addr).await.get(names::PROCESS_CPU_SECONDS);
-        assert!(now >= cpu + burnt, "a counter never falls: {now} after {cpu}");
+        assert!(
+            now >= cpu + burnt,
+            "a counter never falls: {now} after {cpu}"
+        );
         burnt = now - cpu;
         if burnt >= 0.2 {
             break;

@@ -76,7 +76,10 @@ pub const PER_RELAY: &[(&str, &str)] = &[
 /// The process metrics (Linux only: left out where `/proc` is missing), each with its
 /// `# HELP` text.
 pub const PROCESS: &[(&str, &str)] = &[
-    (PROCESS_CPU_SECONDS, "Total user and system CPU time spent in seconds."),
+    (
+        PROCESS_CPU_SECONDS,
+        "Total user and system CPU time spent in seconds.",
+    ),
     (PROCESS_RESIDENT_BYTES, "Resident memory size in bytes."),
     (PROCESS_VIRTUAL_BYTES, "Virtual memory size in bytes."),
     (PROCESS_THREADS, "Number of OS threads in the process."),

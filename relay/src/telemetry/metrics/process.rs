@@ -50,7 +50,12 @@ impl ProcessNumbers {
         let stime: u64 = fields.next()?.parse().ok()?;
         let kib = |key: &str| -> Option<u64> {
             let line = status.lines().find(|l| l.starts_with(key))?;
-            line[key.len()..].trim().trim_end_matches("kB").trim().parse().ok()
+            line[key.len()..]
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .ok()
         };
         Some(ProcessNumbers {
             cpu_seconds: (utime + stime) as f64 / USER_HZ,
@@ -119,6 +124,9 @@ mod tests {
         let mut out = String::new();
         n.render(&mut out);
         assert!(out.contains("# TYPE process_cpu_seconds_total counter\n"));
-        assert!(out.contains(&format!("process_resident_memory_bytes {}\n", n.resident_bytes)));
+        assert!(out.contains(&format!(
+            "process_resident_memory_bytes {}\n",
+            n.resident_bytes
+        )));
     }
 }
