@@ -82,6 +82,54 @@ fn metrics_url_cross_checks_deliveries() {
 }
 
 #[test]
+fn metrics_url_on_the_admin_listener_with_the_admin_token() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const TOKEN: &str = "loadgen-test-admin-token";
+    let mut rc = relay::Config::without_limits();
+    rc.admin_token = Some(TOKEN.parse().expect("a valid admin token"));
+    let (relay, admin) = Relay::start_with_admin(rc);
+    let admin_url = format!("http://{admin}/metrics");
+
+    // The token goes out as the relay's admin API expects it: its admin routes answer 200
+    // with it and 401 (with the hint) without it.
+    let rooms =
+        loadgen::scrape::MetricsUrl::parse(&format!("http://{admin}/admin/rooms")).expect("url");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let body = rt
+        .block_on(loadgen::scrape::get(&rooms, Some(TOKEN)))
+        .expect("200 with the token");
+    assert!(body.contains("rooms"), "{body}");
+    let refused = rt
+        .block_on(loadgen::scrape::get(&rooms, None))
+        .expect_err("401 without it");
+    assert!(refused.to_string().contains("--admin-token"), "{refused}");
+    let wrong = rt.block_on(loadgen::scrape::get(&rooms, Some("not-the-admin-token")));
+    assert!(wrong.is_err(), "a wrong token is refused too");
+
+    // A whole run scraping the admin listener with the token: the same cross-check, CPU and
+    // RSS as on the main listener.
+    let mut c = config(&relay.ws_url());
+    c.clients = 50;
+    c.duration = Duration::from_millis(1500);
+    c.observe.metrics_urls = vec![admin_url];
+    c.observe.admin_token = Some(TOKEN.into());
+    let r = loadgen::run(c).expect("run");
+    assert_eq!(r.connect.joined, 50, "{:?}", r.connect);
+    let m = r.observe.relay_metrics.as_ref().expect("relay_metrics");
+    assert_eq!((m.error.as_deref(), m.failed_scrapes), (None, 0), "{m:?}");
+    let d = m.delivered.as_ref().expect("delivered check");
+    assert!(d.matches && d.relay == r.messages.delivered, "{d:?}");
+    assert!(
+        m.cpu_seconds.is_some() && m.rss_bytes > Some(1 << 20),
+        "{m:?}"
+    );
+    assert_eq!(m.connections_open_before, Some(50), "{m:?}");
+}
+
+#[test]
 fn unreachable_metrics_url_is_a_report_line() {
     let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let relay = Relay::start(relay::Config::without_limits());
