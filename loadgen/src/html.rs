@@ -90,7 +90,7 @@ fn answer(h: &mut String, r: &Report) {
             };
             (cap.answer.sentence.clone(), class)
         }
-        (None, Some(storm)) => crate::storm::html::answer(storm),
+        (None, Some(storm)) => crate::storm::html::answer(storm, r.loadgen.saturation.as_deref()),
         (None, None) => {
             let m = &r.messages;
             let k = &r.connect;

@@ -84,17 +84,20 @@ pub fn run(config: Config) -> Result<Report, Error> {
     let mut report = summary::summarise(&config, &plan, &split, processes, merged, samples);
     let m = &report.messages;
     let mut seen = m.delivered + m.duplicated + m.foreign;
+    let mut allowance = 0;
     if let Some((stats, storm_plan)) = &storm {
         // The relay counts what it queued live: not the histories, but the frames a dropped
-        // client threw away.
+        // client threw away; and it may have queued a gap's messages to a dropped connection
+        // before it noticed the connection was gone, never written.
         seen = crate::storm::report::relay_side_frames(seen, stats);
+        allowance = stats.gap_messages;
         report.observe.storm = Some(crate::storm::report::build(
             storm_plan,
             stats,
             &sent_per_room,
         ));
     }
-    report.observe.relay_metrics = watch.finish(seen);
+    report.observe.relay_metrics = watch.finish(seen, allowance);
     report.observe.intervals = ticker
         .intervals
         .map(|iv| iv.finish(at_end.0, &at_end.1, &by_interval));

@@ -7,13 +7,27 @@ use super::report::{sentence, GroupReport, StormReport};
 use crate::capacity::{commas, ms};
 use crate::html::{esc, head, kv, line_chart, row};
 
-/// The page's answer line: the sentence, marked bad on any loss or a client not back.
-pub fn answer(s: &StormReport) -> (String, &'static str) {
+/// The page's answer line: the sentence, marked bad on any loss or a client not back, and
+/// a warning when the generator saturated (then the latencies include its own delay).
+pub fn answer(s: &StormReport, saturation: Option<&str>) -> (String, &'static str) {
     let d = &s.dropped_clients;
     let bad = s.all_back_s.is_none()
         || d.missing + d.duplicated + d.out_of_order + s.others.missing > 0
         || s.not_recovered > 0;
-    (sentence(s), if bad { " bad" } else { "" })
+    let mut text = sentence(s);
+    if let Some(why) = saturation {
+        text.push_str(&format!(
+            " The generator saturated ({why}): its latencies include its own delay."
+        ));
+    }
+    let class = if bad {
+        " bad"
+    } else if saturation.is_some() {
+        " warn"
+    } else {
+        ""
+    };
+    (text, class)
 }
 
 fn group_row(h: &mut String, name: &str, g: &GroupReport) {
