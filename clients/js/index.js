@@ -368,8 +368,11 @@ export class ChatRelay {
     for (const w of r.waits.splice(0)) w.ok(ev);
   }
 
+  // In place: the Map that presence(room) handed out stays the live one.
   #users(r, users) {
-    if (users) r.users = new Map(users.map((u) => [u.id, u.username]));
+    if (!users) return;
+    r.users.clear();
+    for (const u of users) r.users.set(u.id, u.username);
   }
 
   #presence(r, ev) {

@@ -26,16 +26,31 @@ const NO_LIMITS = ['--message-rate', '0', '--command-rate', '0', '--ip-message-r
   '--ip-command-rate', '0', '--frame-rate', '0', '--rate-limit-strikes', '0',
   '--connection-rate-per-ip', '0', '--connection-rate', '0', '--max-connections-per-ip', '0'];
 
+// A free port outside the kernel's ephemeral range: a relay restarted on the same port must
+// find it still free, and while it is down neither another process's bind(0) nor a client's
+// own reconnect (whose source port comes from that range: a TCP self-connect) may take it.
+const [EPHEMERAL_LO] = (() => {
+  try {
+    return fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+  } catch {
+    return [32768];
+  }
+})();
+
 export async function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.unref();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
+  const lo = 10_000;
+  const hi = EPHEMERAL_LO > lo + 1000 ? EPHEMERAL_LO : 32768;
+  for (let i = 0; i < 100; i++) {
+    const port = lo + Math.floor(Math.random() * (hi - lo));
+    const free = await new Promise((resolve) => {
+      const srv = net.createServer();
+      srv.unref();
+      srv.once('error', () => resolve(false));
+      srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
     });
-  });
+    if (free) return port;
+  }
+  throw new Error('no free port below the ephemeral range');
 }
 
 const live = new Set();

@@ -19,7 +19,8 @@ test('two clients chat: acks, replies, presence, typing, scroll-back, leave', TI
 
   const joinedA = await alice.join('general');
   assert.equal(joinedA.room, 'general');
-  assert.deepEqual([...alice.presence('general').values()], ['alice']);
+  const people = alice.presence('general');
+  assert.deepEqual([...people.values()], ['alice']);
   const bobArrives = next(alice, 'presence', (p) => p.type === 'user_joined');
   const joinedB = await bob.join('general');
   assert.equal(joinedB.count, 2);
@@ -67,6 +68,21 @@ test('two clients chat: acks, replies, presence, typing, scroll-back, leave', TI
   bob.leave('general');
   assert.equal((await bobLeaves).username, 'bob');
   assert.deepEqual([...alice.presence('general').values()], ['alice']);
+  assert.equal(alice.presence('general'), people, 'presence(room) is one live Map');
+});
+
+test('sends wait in a bounded queue until the room is joined', TIMEOUT, async (t) => {
+  const relay = await Relay.start(t);
+  const alice = client(t, relay, { username: 'alice', maxQueue: 2 });
+  const joined = alice.join('q'); // not awaited: the sends below wait for it
+  const first = alice.send('q', 'one');
+  const second = alice.send('q', 'two');
+  await assert.rejects(alice.send('q', 'three'), { code: 'queue_full' });
+  await joined;
+  const acks = await Promise.all([first, second]);
+  assert.deepEqual(acks.map((a) => a.seq), [1, 2]);
+  // Acknowledged sends leave the queue.
+  assert.equal((await alice.send('q', 'three')).seq, 3);
 });
 
 test('a relay killed and restarted amid 200 sends: each send resolves once, each message is seen once, in order', TIMEOUT, async (t) => {
@@ -80,6 +96,7 @@ test('a relay killed and restarted amid 200 sends: each send resolves once, each
   const N = 200;
   const seen = collect(bob, 'message');
   const aliceSeen = collect(alice, 'message');
+  const aliceStates = collect(alice, 'state');
   const gaps = collect(bob, 'gap');
   const bobStates = collect(bob, 'state');
   const allSeen = new Promise((resolve) => bob.on('message', () => seen.length === N && resolve()));
@@ -123,6 +140,10 @@ test('a relay killed and restarted amid 200 sends: each send resolves once, each
   assert.deepEqual(aliceSeen.map((m) => m.text), texts, 'alice saw her own messages once each');
   assert.deepEqual(gaps, [], 'the room on disk lived on: nothing missing');
   assert.ok(bobStates.some((s) => s.state === 'reconnecting'), 'bob reconnected too');
+  // Full jitter: attempt n waits at most min(max, base * 2^(n-1)) (base 20, max 400 here).
+  for (const s of [...bobStates, ...aliceStates].filter((x) => x.state === 'reconnecting')) {
+    assert.ok(s.delay >= 0 && s.delay <= Math.min(400, 20 * 2 ** (s.attempt - 1)), `delay ${s.delay} for attempt ${s.attempt}`);
+  }
   assert.equal(bob.state, 'open');
   // Resends carry their original ref (the relay's de-duplication depends on it): every ref
   // alice put on the wire belongs to one of the 200 messages, and its text never changed.
@@ -258,10 +279,10 @@ test('a 4000 close (admin disconnect) stops reconnecting', TIMEOUT, async (t) =>
 test('4401: a token callback with a fresh token reconnects; a fixed token that expired closes', TIMEOUT, async (t) => {
   const secret = 'client-tests-secret-0123456789abcdef';
   const relay = await Relay.start(t, ['--auth-secret', secret, '--auth-leeway', '0s']);
-  const soon = () => Math.floor(Date.now() / 1000) + 2;
+  const soon = () => Math.floor(Date.now() / 1000) + 3;
   let calls = 0;
   const alice = client(t, relay, {
-    // The first token expires in about 2 s, the next ones in an hour.
+    // The first token expires in 2-3 s, the next ones in an hour.
     token: () => hs256({ sub: 'alice', name: 'alice', exp: ++calls === 1 ? soon() : soon() + 3600 }, secret),
   });
   const carol = client(t, relay, { token: hs256({ sub: 'carol', name: 'carol', exp: soon() }, secret) });
