@@ -100,6 +100,8 @@ test('a relay killed and restarted amid 200 sends: each send resolves once, each
   const gaps = collect(bob, 'gap');
   const bobStates = collect(bob, 'state');
   const allSeen = new Promise((resolve) => bob.on('message', () => seen.length === N && resolve()));
+  // An ack may come before or after the sender's own copy of the message: await both.
+  const aliceAll = new Promise((resolve) => alice.on('message', () => aliceSeen.length === N && resolve()));
 
   const resolutions = new Map(); // text -> acks it resolved with
   const sends = [];
@@ -129,6 +131,7 @@ test('a relay killed and restarted amid 200 sends: each send resolves once, each
 
   const acks = await Promise.all(sends);
   await allSeen;
+  await aliceAll;
 
   const texts = Array.from({ length: N }, (_, i) => `m${i}`);
   for (const text of texts) assert.equal(resolutions.get(text)?.length, 1, `${text} resolved once`);
@@ -289,10 +292,11 @@ test('4401: a token callback with a fresh token reconnects; a fixed token that e
   await alice.join('auth');
   await carol.join('auth');
   const aliceStates = collect(alice, 'state');
+  const aliceRejoined = next(alice, 'joined');
 
   const carolClosed = await next(carol, 'state', (s) => s.state === 'closed');
   assert.equal(carolClosed.code, 4401);
-  const rejoined = await next(alice, 'joined');
+  const rejoined = await aliceRejoined;
   assert.equal(rejoined.room, 'auth');
   assert.ok(aliceStates.some((s) => s.state === 'reconnecting' && s.code === 4401), 'alice reconnected after 4401');
   assert.ok(calls >= 2, 'the callback was asked for a fresh token');
