@@ -229,7 +229,8 @@ export class ChatRelay {
   }
 
   #emit(type, value) {
-    for (const fn of this.#l[type] || []) {
+    // A copy: listeners added or removed by a listener take effect from the next event.
+    for (const fn of [...(this.#l[type] || [])]) {
       // A throwing listener must not break the client's bookkeeping: report it asynchronously.
       try { fn(value); } catch (e) { setTimeout(() => { throw e; }); }
     }
