@@ -2,7 +2,8 @@
 # Installs what the tests need beyond the Rust toolchain, only when it is missing:
 # Debian's chromium (browser tests), redis-server (cluster tests), valgrind (instruction-count
 # guard), python3-venv (the Autobahn runner's venv), and the npm packages of the browser
-# tests. Safe to run repeatedly.
+# tests and of the client library's tests (clients/js: ws, typescript, esbuild). Safe to run
+# repeatedly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,4 +30,7 @@ done
 
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+if [ ! -d clients/js/node_modules/ws ] || [ ! -d clients/js/node_modules/typescript ]; then
+  (cd clients/js && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -2,7 +2,8 @@
 # The whole test suite: Rust unit and integration tests (real sockets), the Autobahn
 # WebSocket conformance cases (scripts/autobahn.sh), every criterion
 # benchmark once in quick mode, the instruction-count regression guard (valgrind), and the
-# browser tests in headless Chromium. Installs missing system packages and npm modules first
+# browser tests in headless Chromium, and the JavaScript client library's tests (clients/js).
+# Installs missing system packages and npm modules first
 # (scripts/install-deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,3 +34,8 @@ cargo bench -p benches --bench hot_path -- --quick
 python3 benches/instr_guard.py
 
 node --test tests/browser/
+
+# The JavaScript client library (clients/js) against relay processes it starts itself: two
+# clients, a relay killed amid 200 sends, edits/reads, resume into a hole, the 4000 and 4401
+# closes, and `tsc --noEmit` over its types. About 10 s.
+node --test clients/js/test/

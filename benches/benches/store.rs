@@ -67,15 +67,7 @@ fn persisted(c: &mut Criterion) {
                 b.iter(|| {
                     for n in 0..burst as usize {
                         let room = &rooms[n % ROOMS];
-                        let out = Outgoing {
-                            sender: None,
-                            user_id: "u-1",
-                            username: "alice",
-                            text: TEXT_64,
-                            reply_to: None,
-                            reference: None,
-                            change: None,
-                        };
+                        let out = Outgoing::server("u-1", "alice", TEXT_64);
                         room.reserve(&hub, &out, |m| {
                             store.keep(room, m, false).map_err(|_| SendRefusal::Busy)
                         })

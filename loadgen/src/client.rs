@@ -24,6 +24,8 @@ use crate::stats::{FailKind, SeqOutcome, SeqTracker, WorkerReport};
 use crate::sysinfo;
 use crate::tls::{self, HandshakeError, Wire};
 
+mod storm;
+
 /// Bytes asked of the kernel per read; big reads amortize the syscall over many frames.
 const READ_CHUNK: usize = 64 * 1024;
 /// Reads per wake-up before yielding, so one flooded socket cannot starve its neighbours.
@@ -44,9 +46,13 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(plan: Arc<Plan>, phase: watch::Receiver<Phase>) -> Ctx {
         let rooms = plan.room_slots as usize;
+        let mut report = WorkerReport::new(rooms);
+        if plan.storm.is_some() {
+            report.storm = Some(crate::storm::stats::StormStats::new(rooms));
+        }
         Ctx {
             plan,
-            report: RefCell::new(WorkerReport::new(rooms)),
+            report: RefCell::new(report),
             buf: RefCell::new(vec![0; READ_CHUNK * 2]),
             scratch: RefCell::new(Vec::with_capacity(4096)),
             scanner: Scanner::default(),
@@ -69,6 +75,8 @@ enum End {
     /// EOF or a close frame from the server (with its code, if any).
     Closed(Option<u16>),
     Protocol(&'static str),
+    /// A reconnect-storm client that could not get back (already counted).
+    Gone,
 }
 
 /// Runs client `id` from connect to close; every outcome lands in `ctx.report`.
@@ -93,6 +101,7 @@ pub async fn client(ctx: Rc<Ctx>, id: u64) {
         let mut r = ctx.report.borrow_mut();
         r.counters.joined += 1;
         r.joined_per_room[conn.slot] += 1;
+        conn.storm_joined_at_ramp(&mut r);
         r.connect_us
             .saturating_record(now_ns().saturating_sub(started) / 1000);
     }
@@ -239,6 +248,8 @@ struct Conn {
     closed: Option<Option<u16>>,
     /// Messages this client has generated (the `n` in its stamps).
     n: u64,
+    /// `--scenario reconnect-storm` only.
+    storm: Option<storm::StormConn>,
 }
 
 impl Conn {
@@ -246,6 +257,7 @@ impl Conn {
         let room = ctx.plan.room_of(id);
         let slot = ctx.plan.room_slot_of(id);
         let m = (id as u32).wrapping_mul(0x9E37_79B9) | 1;
+        let ctx_storm = ctx.plan.storm.map(|p| storm::StormConn::new(p.drops(id)));
         Conn {
             ctx,
             stream,
@@ -265,6 +277,7 @@ impl Conn {
             join_error: None,
             closed: None,
             n: 0,
+            storm: ctx_storm,
         }
     }
 
@@ -487,6 +500,9 @@ impl Conn {
     fn on_text(&mut self, p: &[u8], arrival: u64, r: &mut WorkerReport, scanner: &Scanner) {
         match scanner.classify(p) {
             Event::Message { seq, stamp } => {
+                if self.storm.is_some() && self.storm_discards(r) {
+                    return;
+                }
                 let ours = stamp.filter(|s| {
                     s.t_ns >= self.ctx.plan.ramp_t0_ns && s.sender < self.ctx.plan.clients
                 });
@@ -494,19 +510,21 @@ impl Conn {
                     r.counters.foreign += 1;
                     return;
                 };
-                if let Some(seq) = seq {
-                    match self.tracker.observe(seq) {
-                        SeqOutcome::InOrder => {}
-                        SeqOutcome::Gap(n) => r.counters.seq_gaps += n,
-                        SeqOutcome::OutOfOrder => r.counters.out_of_order += 1,
-                        SeqOutcome::Duplicate => {
-                            r.counters.duplicated += 1;
-                            return;
-                        }
+                let outcome = seq.map(|seq| self.tracker.observe(seq));
+                let us = arrival.saturating_sub(stamp.t_ns) / 1000;
+                if self.storm.is_some() {
+                    self.storm_delivery(r, outcome, arrival, us);
+                }
+                match outcome {
+                    None | Some(SeqOutcome::InOrder) => {}
+                    Some(SeqOutcome::Gap(n)) => r.counters.seq_gaps += n,
+                    Some(SeqOutcome::OutOfOrder) => r.counters.out_of_order += 1,
+                    Some(SeqOutcome::Duplicate) => {
+                        r.counters.duplicated += 1;
+                        return;
                     }
                 }
                 r.counters.delivered += 1;
-                let us = arrival.saturating_sub(stamp.t_ns) / 1000;
                 r.latency_us.saturating_record(us);
                 // --report-interval only: one map lookup per delivery (a handful of buckets).
                 if let Some(bucket) = arrival.checked_div(self.ctx.plan.report_interval_ns) {
@@ -519,6 +537,9 @@ impl Conn {
             Event::Joined => {
                 if self.joined {
                     r.counters.churn_rejoins += 1;
+                }
+                if self.storm.is_some() {
+                    self.storm_on_joined(p, arrival, r);
                 }
                 self.joined = true;
             }
@@ -598,6 +619,13 @@ impl Conn {
             |c: u64| go.t0_ns + ((c as f64 + (frac + 0.5).fract()) * churn_interval) as u64;
         let mut c = 0u64;
         let mut next_churn = if churn { churn_slot(0) } else { u64::MAX };
+        let mut next_storm = u64::MAX;
+        if let (Some(s), Some(p)) = (self.storm.as_mut(), plan.storm) {
+            s.at_ns = go.t0_ns + p.at_ns;
+            if s.dropped {
+                next_storm = s.at_ns;
+            }
+        }
 
         loop {
             let now = now_ns();
@@ -622,10 +650,24 @@ impl Conn {
                 next_churn = churn_slot(c);
                 self.flush()?;
             }
+            if next_storm <= now {
+                next_storm = u64::MAX;
+                self.storm_drop().await?;
+                // Away, this client sent nothing: the slots that passed are skipped, not due.
+                let back = now_ns();
+                while next_send <= back && next_send < send_end {
+                    k += 1;
+                    next_send = slot(k);
+                    if let Some(st) = self.ctx.report.borrow_mut().storm.as_mut() {
+                        st.sends_skipped += 1;
+                    }
+                }
+                continue;
+            }
             if now >= drain_end {
                 return Ok(());
             }
-            let mut wake = drain_end;
+            let mut wake = drain_end.min(next_storm);
             if next_send < send_end {
                 wake = wake.min(next_send);
             }
@@ -665,6 +707,7 @@ impl Conn {
                 r.note_failure(format!("protocol error from server: {why}"));
                 return;
             }
+            Err(End::Gone) => return,
         }
         drop(r);
         // Best effort: a close frame lets the server tidy up without logging resets. Only
@@ -691,5 +734,6 @@ fn end_to_fail(e: End) -> (FailKind, Option<String>) {
         }
         End::Closed(_) => (FailKind::Reset, None),
         End::Protocol(why) => (FailKind::Handshake, Some(why.to_string())),
+        End::Gone => (FailKind::Other, Some("gone".to_string())),
     }
 }

@@ -21,6 +21,24 @@ pub enum Scenario {
     /// Fanout runs of rising load (`--step-clients`, `--step-rate`) until an objective
     /// (`--slo`, no loss, no failed joins, no relay closes) breaks or the generator saturates.
     Capacity,
+    /// Like fanout; at `--storm-at` a `--storm-fraction` of the clients drop their connections
+    /// at once, reconnect and rejoin with `since` and `epoch` (the relay's resume).
+    #[serde(rename = "reconnect-storm")]
+    ReconnectStorm,
+}
+
+impl Scenario {
+    /// The name on the command line and in the report (`reconnect-storm`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Fanout => "fanout",
+            Scenario::Broadcast => "broadcast",
+            Scenario::Idle => "idle",
+            Scenario::Churn => "churn",
+            Scenario::Capacity => "capacity",
+            Scenario::ReconnectStorm => "reconnect-storm",
+        }
+    }
 }
 
 /// Load generator for chatrelay: opens many WebSocket clients against a relay (loopback unless
@@ -146,6 +164,10 @@ pub struct Config {
     #[command(flatten)]
     #[serde(default)]
     pub observe: crate::observe::ObserveFlags,
+    // `--scenario reconnect-storm` (loadgen/src/storm/mod.rs).
+    #[command(flatten)]
+    #[serde(default)]
+    pub storm: crate::storm::StormFlags,
 
     /// Internal: run as a worker process driven over stdin/stdout.
     #[arg(long, hide = true)]

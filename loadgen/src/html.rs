@@ -63,6 +63,9 @@ pub fn render(r: &Report) -> String {
     if r.observe.capacity.is_some() {
         capacity(&mut h, r);
     }
+    if let Some(storm) = &r.observe.storm {
+        crate::storm::html::section(&mut h, storm);
+    }
     latency(&mut h, r);
     intervals(&mut h, r);
     throughput(&mut h, r);
@@ -73,8 +76,8 @@ pub fn render(r: &Report) -> String {
 }
 
 fn answer(h: &mut String, r: &Report) {
-    let (text, class) = match &r.observe.capacity {
-        Some(cap) => {
+    let (text, class) = match (&r.observe.capacity, &r.observe.storm) {
+        (Some(cap), _) => {
             let class = match cap.answer.limit {
                 crate::capacity::Limit::Relay => "",
                 crate::capacity::Limit::Generator => " warn",
@@ -87,7 +90,8 @@ fn answer(h: &mut String, r: &Report) {
             };
             (cap.answer.sentence.clone(), class)
         }
-        None => {
+        (None, Some(storm)) => crate::storm::html::answer(storm, r.loadgen.saturation.as_deref()),
+        (None, None) => {
             let m = &r.messages;
             let k = &r.connect;
             let mut s = format!(
@@ -124,7 +128,7 @@ fn answer(h: &mut String, r: &Report) {
     );
 }
 
-fn row(h: &mut String, cells: &[String]) {
+pub(crate) fn row(h: &mut String, cells: &[String]) {
     h.push_str("<tr>");
     for c in cells {
         let _ = write!(h, "<td>{c}</td>");
@@ -132,7 +136,7 @@ fn row(h: &mut String, cells: &[String]) {
     h.push_str("</tr>\n");
 }
 
-fn head(h: &mut String, cells: &[&str]) {
+pub(crate) fn head(h: &mut String, cells: &[&str]) {
     h.push_str("<tr>");
     for c in cells {
         let _ = write!(h, "<th>{}</th>", esc(c));
@@ -140,7 +144,7 @@ fn head(h: &mut String, cells: &[&str]) {
     h.push_str("</tr>\n");
 }
 
-fn kv(h: &mut String, k: &str, v: &str) {
+pub(crate) fn kv(h: &mut String, k: &str, v: &str) {
     let _ = writeln!(h, "<tr><td>{}</td><td class=\"l\">{}</td></tr>", esc(k), v);
 }
 

@@ -33,6 +33,8 @@
 //!   `--slo` objectives, the one-sentence answer.
 //! - [`html`]: `--html`: the self-contained report page (inline CSS and SVG, no scripts).
 //! - [`interval`]: `--report-interval`: per-interval rates, p50/p99 and server RSS, leak flag.
+//! - [`storm`]: `--scenario reconnect-storm`: a fraction of the clients drop at once and
+//!   resume with `since`; time to resumed, loss across the gap, what the others saw.
 //! - [`hostile`]: the hostile-load suite (`hostile` binary): attacks against a relay child
 //!   process with a victim measuring alongside.
 //!
@@ -61,6 +63,7 @@ pub mod report;
 pub mod scan;
 pub mod scrape;
 pub mod stats;
+pub mod storm;
 pub mod sysinfo;
 pub mod target;
 pub mod tls;

@@ -112,6 +112,7 @@ pub fn warnings(cfg: &Config, plan: &Plan) -> Vec<String> {
             l.connection_rate_per_ip, l.connection_burst_per_ip
         ));
     }
+    out.extend(crate::storm::warnings(cfg, plan));
     out
 }
 

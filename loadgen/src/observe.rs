@@ -94,6 +94,8 @@ pub struct Observed {
     pub capacity: Option<CapacityReport>,
     /// `--report-interval`: one row per interval.
     pub intervals: Option<crate::interval::IntervalReport>,
+    /// `--scenario reconnect-storm`: the drop, the resume, the gap, the others.
+    pub storm: Option<crate::storm::report::StormReport>,
 }
 
 /// This module's sections of the table (after the existing ones).
@@ -106,6 +108,9 @@ pub fn render_table(out: &mut String, o: &Observed) {
     }
     if let Some(c) = &o.capacity {
         crate::capacity::render_table(out, c);
+    }
+    if let Some(s) = &o.storm {
+        crate::storm::report::render_table(out, s);
     }
 }
 

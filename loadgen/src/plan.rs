@@ -35,6 +35,8 @@ pub struct Plan {
     pub access: Access,
     /// `--report-interval` (0: off): the workers keep a latency histogram per interval.
     pub report_interval_ns: u64,
+    /// `--scenario reconnect-storm`: who drops, when.
+    pub storm: Option<crate::storm::StormPlan>,
 }
 
 impl Plan {
@@ -80,6 +82,7 @@ impl Plan {
                 .observe
                 .report_interval
                 .map_or(0, |d| d.as_nanos() as u64),
+            storm: crate::storm::StormPlan::of(cfg),
         })
     }
 
@@ -160,5 +163,5 @@ pub fn validate(cfg: &Config) -> Result<(), Error> {
     if cfg.threads == Some(0) || cfg.workers == Some(0) {
         return bad("--threads and --workers must be at least 1");
     }
-    Ok(())
+    crate::storm::validate(cfg)
 }

@@ -91,14 +91,7 @@ impl Scanner {
 
     fn stamp(&self, p: &[u8]) -> Option<Stamp> {
         let i = self.text_key.find(p)? + 8;
-        let rest = p.get(i..)?;
-        let (t_ns, a) = digits(rest)?;
-        let rest = rest.get(a..)?.strip_prefix(b":")?;
-        let (sender, b) = digits(rest)?;
-        let rest = rest.get(b..)?.strip_prefix(b":")?;
-        let (n, c) = digits(rest)?;
-        rest.get(c..)?.strip_prefix(b":")?;
-        Some(Stamp { t_ns, sender, n })
+        parse_stamp(p.get(i..)?)
     }
 
     fn code<'a>(&self, p: &'a [u8]) -> &'a [u8] {
@@ -110,6 +103,17 @@ impl Scanner {
             })
             .unwrap_or(b"")
     }
+}
+
+/// The `<t_ns>:<sender>:<n>:` stamp at the start of a message text (`None`: not ours).
+pub fn parse_stamp(rest: &[u8]) -> Option<Stamp> {
+    let (t_ns, a) = digits(rest)?;
+    let rest = rest.get(a..)?.strip_prefix(b":")?;
+    let (sender, b) = digits(rest)?;
+    let rest = rest.get(b..)?.strip_prefix(b":")?;
+    let (n, c) = digits(rest)?;
+    rest.get(c..)?.strip_prefix(b":")?;
+    Some(Stamp { t_ns, sender, n })
 }
 
 /// Parses leading ASCII digits: (value, digits consumed); `None` if there are none or overflow.

@@ -143,6 +143,8 @@ const WINDOW: u64 = 1024;
 pub struct SeqTracker {
     max: u64,
     bits: [u64; (WINDOW / 64) as usize],
+    /// Started by [`SeqTracker::prime`] (then `max` 0 is a room's seq, not "nothing yet").
+    primed: bool,
 }
 
 impl Default for SeqTracker {
@@ -150,6 +152,7 @@ impl Default for SeqTracker {
         SeqTracker {
             max: 0,
             bits: [0; (WINDOW / 64) as usize],
+            primed: false,
         }
     }
 }
@@ -165,8 +168,23 @@ impl SeqTracker {
         *self = SeqTracker::default();
     }
 
+    /// The highest seq seen (or primed), 0 for none.
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// Starts the stream after `seq` (a `joined`'s room seq): the next seq should be
+    /// `seq + 1`, and a later first seq is a gap rather than the start.
+    pub fn prime(&mut self, seq: u64) {
+        *self = SeqTracker::default();
+        self.max = seq;
+        self.primed = true;
+        let (w, b) = Self::bit(seq);
+        self.bits[w] |= b;
+    }
+
     pub fn observe(&mut self, seq: u64) -> SeqOutcome {
-        if self.max == 0 {
+        if self.max == 0 && !self.primed {
             self.max = seq;
             let (w, b) = Self::bit(seq);
             self.bits[w] |= b;
@@ -240,6 +258,9 @@ pub struct WorkerReport {
     pub run_wall_s: f64,
     /// Seconds from ramp start until the last client of this worker joined or failed.
     pub ramp_s: f64,
+    /// `--scenario reconnect-storm` only (null otherwise).
+    #[serde(default)]
+    pub storm: Option<crate::storm::stats::StormStats>,
 }
 
 impl WorkerReport {
@@ -260,6 +281,7 @@ impl WorkerReport {
             run_cpu_s: 0.0,
             run_wall_s: 0.0,
             ramp_s: 0.0,
+            storm: None,
         }
     }
 
@@ -298,6 +320,12 @@ impl WorkerReport {
         self.run_cpu_s += o.run_cpu_s;
         self.run_wall_s = self.run_wall_s.max(o.run_wall_s);
         self.ramp_s = self.ramp_s.max(o.ramp_s);
+        if let Some(storm) = &o.storm {
+            match &mut self.storm {
+                Some(mine) => mine.merge(storm)?,
+                None => self.storm = Some(storm.clone()),
+            }
+        }
         Ok(())
     }
 
@@ -322,7 +350,7 @@ pub fn secs(d: Duration) -> f64 {
 }
 
 /// Histograms cross the worker pipe as base64 of the V2 (uncompressed) encoding.
-mod hist_b64 {
+pub(crate) mod hist_b64 {
     use super::*;
 
     pub fn serialize<S: serde::Serializer>(h: &Histogram<u64>, s: S) -> Result<S::Ok, S::Error> {
@@ -384,6 +412,17 @@ mod tests {
         // A slot reused by the sliding window must not look like a duplicate.
         assert_eq!(t.observe(5000 + 1024), SeqOutcome::Gap(1023));
         assert_eq!(t.observe(5001), SeqOutcome::OutOfOrder);
+    }
+
+    #[test]
+    fn a_primed_tracker_sees_a_missing_first_seq() {
+        let mut t = SeqTracker::default();
+        t.prime(0);
+        assert_eq!(t.observe(2), SeqOutcome::Gap(1));
+        t.prime(41);
+        assert_eq!(t.max(), 41);
+        assert_eq!(t.observe(42), SeqOutcome::InOrder);
+        assert_eq!(t.observe(41), SeqOutcome::Duplicate);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The generator against a relay configured like a deployment, all in-process on loopback:
 //! wss:// with a test CA (`--ca-file`, no CA, `--insecure`), JWTs minted per client against
-//! `--auth-secret` with the relay's default rate limits on, and those limits' refusals counted.
+//! `--auth-secret` with the relay's default rate limits on, RS256 JWTs from a private key
+//! against `--auth-public-key`, and those limits' refusals counted.
 //! Nothing here uses `--allow-remote`: every target is 127.0.0.1 or localhost.
 
 #![allow(
@@ -184,6 +185,16 @@ fn observe(
         &jsonwebtoken::EncodingKey::from_secret(AUTH_SECRET.as_bytes()),
     )
     .unwrap();
+    observe_with(port, room, stop, token)
+}
+
+/// [`observe`] with a token of the caller's.
+fn observe_with(
+    port: u16,
+    room: &str,
+    stop: Arc<AtomicBool>,
+    token: String,
+) -> std::thread::JoinHandle<Vec<(String, u64)>> {
     let join = format!(r#"{{"type":"join","room":"{room}"}}"#);
     std::thread::spawn(move || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -283,6 +294,63 @@ fn jwt_per_client_against_auth_and_default_limits() {
     let users: BTreeSet<&str> = seen.iter().map(|(u, _)| u.as_str()).collect();
     let want: BTreeSet<String> = (0..24).step_by(4).map(|i| format!("u{i}")).collect();
     assert_eq!(users, want.iter().map(String::as_str).collect(), "{seen:?}");
+}
+
+/// A fixed 2048-bit RSA test key (made with `openssl genrsa 2048`; PKCS#8) and its public
+/// half (SPKI): generating one in a debug build takes longer than the test.
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+#[test]
+fn rs256_tokens_minted_per_client_verify_against_the_public_key() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut rc = relay::Config::without_limits();
+    rc.auth_public_key = Some(fixture("rs256-test-public.pem"));
+    rc.auth_algorithm = Some("RS256".into());
+    let relay = Relay::start(rc);
+    let stop = Arc::new(AtomicBool::new(false));
+    let pem = std::fs::read(fixture("rs256-test-key.pem")).unwrap();
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &serde_json::json!({"sub": "observer", "exp": 4_000_000_000u64}),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    let observer = observe_with(relay.addr.port(), "room-0", Arc::clone(&stop), token);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut c = small_run(format!("ws://127.0.0.1:{}/ws", relay.addr.port()));
+    c.clients = 30;
+    c.target.jwt_private_key = Some(fixture("rs256-test-key.pem"));
+    c.target.jwt_alg = Some(loadgen::auth::JwtAlg::RS256);
+    let r = loadgen::run(c).expect("run");
+    stop.store(true, Ordering::Relaxed);
+    let seen = observer.join().expect("observer");
+    assert_exact(&r, 30);
+    assert_eq!(r.target.auth, "jwt");
+    assert_eq!(r.target.jwt_alg.as_deref(), Some("RS256"));
+    // Each client is who its own token says: `sub` u{i} of client i.
+    assert!(!seen.is_empty());
+    for (user, sender) in &seen {
+        assert_eq!(user, &format!("u{sender}"), "{seen:?}");
+    }
+
+    // The relay really verifies: an HS256 token (a secret, not the key) gets 401.
+    let mut c = small_run(format!("ws://127.0.0.1:{}/ws", relay.addr.port()));
+    c.clients = 3;
+    c.duration = Duration::from_millis(200);
+    c.drain = Duration::ZERO;
+    c.target.jwt_secret = Some(Secret(AUTH_SECRET.into()));
+    let r = loadgen::run(c).expect("run");
+    assert_eq!(r.connect.failed.handshake, 3, "{:?}", r.connect);
+    assert!(
+        r.connect.failure_samples.iter().any(|s| s.contains("401")),
+        "{:?}",
+        r.connect.failure_samples
+    );
 }
 
 #[test]

@@ -52,9 +52,25 @@ fn metrics_url_cross_checks_deliveries() {
     assert_eq!(m.connections_open_before, Some(100), "{m:?}");
     assert!(m.connections_open_max >= Some(100), "{m:?}");
     assert!(m.rejected_by_reason.is_empty(), "{m:?}");
-    // This relay exports no process metrics: said so, not invented.
-    assert_eq!(m.cpu_seconds, None);
+    // The relay's process metrics (this test process's, the relay being in-process): CPU
+    // over the run and RSS, in the report and its table.
+    let cpu = m
+        .cpu_seconds
+        .expect("process_cpu_seconds_total is exported");
+    assert!((0.0..60.0).contains(&cpu), "{m:?}");
+    assert!(m.cpu_percent.is_some(), "{m:?}");
+    let rss = m
+        .rss_bytes
+        .expect("process_resident_memory_bytes is exported");
+    assert!(rss > 1 << 20, "{m:?}");
+    assert!(m.rss_max_bytes >= Some(rss), "{m:?}");
+    assert!(m
+        .samples
+        .iter()
+        .all(|s| s.rss_bytes.is_some() && s.cpu_seconds.is_some()));
     let table = loadgen::report::render_table(&r);
+    assert!(table.contains("% of one core)   rss "), "{table}");
+    assert!(!table.contains("not exported"), "{table}");
     assert!(table.contains("RELAY METRICS"), "{table}");
     assert!(table.contains("delivered: relay"), "{table}");
     let v = support::check_report_file(&json);
@@ -63,6 +79,54 @@ fn metrics_url_cross_checks_deliveries() {
         serde_json::Value::Bool(true)
     );
     let _ = std::fs::remove_file(json);
+}
+
+#[test]
+fn metrics_url_on_the_admin_listener_with_the_admin_token() {
+    let _turn = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    const TOKEN: &str = "loadgen-test-admin-token";
+    let mut rc = relay::Config::without_limits();
+    rc.admin_token = Some(TOKEN.parse().expect("a valid admin token"));
+    let (relay, admin) = Relay::start_with_admin(rc);
+    let admin_url = format!("http://{admin}/metrics");
+
+    // The token goes out as the relay's admin API expects it: its admin routes answer 200
+    // with it and 401 (with the hint) without it.
+    let rooms =
+        loadgen::scrape::MetricsUrl::parse(&format!("http://{admin}/admin/rooms")).expect("url");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let body = rt
+        .block_on(loadgen::scrape::get(&rooms, Some(TOKEN)))
+        .expect("200 with the token");
+    assert!(body.contains("rooms"), "{body}");
+    let refused = rt
+        .block_on(loadgen::scrape::get(&rooms, None))
+        .expect_err("401 without it");
+    assert!(refused.to_string().contains("--admin-token"), "{refused}");
+    let wrong = rt.block_on(loadgen::scrape::get(&rooms, Some("not-the-admin-token")));
+    assert!(wrong.is_err(), "a wrong token is refused too");
+
+    // A whole run scraping the admin listener with the token: the same cross-check, CPU and
+    // RSS as on the main listener.
+    let mut c = config(&relay.ws_url());
+    c.clients = 50;
+    c.duration = Duration::from_millis(1500);
+    c.observe.metrics_urls = vec![admin_url];
+    c.observe.admin_token = Some(TOKEN.into());
+    let r = loadgen::run(c).expect("run");
+    assert_eq!(r.connect.joined, 50, "{:?}", r.connect);
+    let m = r.observe.relay_metrics.as_ref().expect("relay_metrics");
+    assert_eq!((m.error.as_deref(), m.failed_scrapes), (None, 0), "{m:?}");
+    let d = m.delivered.as_ref().expect("delivered check");
+    assert!(d.matches && d.relay == r.messages.delivered, "{d:?}");
+    assert!(
+        m.cpu_seconds.is_some() && m.rss_bytes > Some(1 << 20),
+        "{m:?}"
+    );
+    assert_eq!(m.connections_open_before, Some(50), "{m:?}");
 }
 
 #[test]

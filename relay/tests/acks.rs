@@ -12,7 +12,7 @@ mod support;
 
 use serde_json::{json, Value};
 use support::durable::TempDir;
-use support::redis::{wait_ready, Redis};
+use support::redis::{two_nodes, Redis};
 use support::{Client, TestRelay};
 
 /// Sends `text` with `reference` and returns the `ack`, skipping the sender's own events
@@ -119,18 +119,7 @@ async fn on_disk_a_resend_after_a_restart_is_still_recognised() {
 #[tokio::test]
 async fn in_a_cluster_a_resend_on_another_node_is_recognised() {
     let redis = Redis::start().await;
-    let url = redis.url();
-    let node = || {
-        let url = url.clone();
-        move |c: &mut relay::Config| {
-            c.redis_url = Some(url);
-            c.cluster_name = "acks".into();
-        }
-    };
-    let (a, b) = (TestRelay::with(node()).await, TestRelay::with(node()).await);
-    for relay in [&a, &b] {
-        wait_ready(&relay.addr.to_string(), true).await;
-    }
+    let (a, b) = two_nodes(&redis, "acks").await;
     let (mut alice, _) = a.joined("general", "alice").await;
     let (mut bob, _) = b.joined("general", "bob").await;
     let ack = first_send(&mut alice, &mut bob).await;

@@ -15,7 +15,7 @@ mod support;
 use serde_json::{json, Value};
 use support::durable::TempDir;
 use support::http;
-use support::redis::{wait_ready, Redis};
+use support::redis::{two_nodes, Redis};
 use support::{Client, TestRelay};
 
 /// Sends `text` from `client` and returns its seq (from the client's own copy).
@@ -134,18 +134,7 @@ async fn in_memory_the_author_edits_and_deletes_and_history_shows_it() {
 #[tokio::test]
 async fn in_a_cluster_a_change_on_one_node_is_seen_and_replayed_on_the_other() {
     let redis = Redis::start().await;
-    let url = redis.url();
-    let node = || {
-        let url = url.clone();
-        move |c: &mut relay::Config| {
-            c.redis_url = Some(url);
-            c.cluster_name = "edits".into();
-        }
-    };
-    let (a, b) = (TestRelay::with(node()).await, TestRelay::with(node()).await);
-    for relay in [&a, &b] {
-        wait_ready(&relay.addr.to_string(), true).await;
-    }
+    let (a, b) = two_nodes(&redis, "edits").await;
     edit_and_delete(&a, &b).await;
 }
 

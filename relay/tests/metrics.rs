@@ -184,11 +184,58 @@ async fn the_reserved_redis_names_recorded_with_the_macros_appear() {
         .contains("# HELP relay_redis_publish_errors_total Failed publishes to Redis."));
 }
 
+#[tokio::test]
+async fn the_process_cpu_and_memory_are_exported_on_linux() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let relay = TestRelay::start().await;
+    let first = scrape(relay.addr).await;
+    let rss = first.get(names::PROCESS_RESIDENT_BYTES);
+    // This test process (relay, runtime, test harness) holds more than a few MB.
+    assert!(rss > 1e6 && rss < 64e9, "rss {rss}");
+    assert!(first.get(names::PROCESS_VIRTUAL_BYTES) >= rss);
+    assert!(first.get(names::PROCESS_THREADS) >= 1.0);
+    let cpu = first.get(names::PROCESS_CPU_SECONDS);
+    assert!(cpu >= 0.0, "cpu {cpu}");
+    // Burn CPU on this thread until the counter (the whole process's, read at the scrape)
+    // shows it: bounded, and however busy the shared machine is.
+    let mut burnt = 0.0;
+    for _ in 0..100 {
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let now = scrape(relay.addr).await.get(names::PROCESS_CPU_SECONDS);
+        assert!(
+            now >= cpu + burnt,
+            "a counter never falls: {now} after {cpu}"
+        );
+        burnt = now - cpu;
+        if burnt >= 0.2 {
+            break;
+        }
+    }
+    assert!(burnt >= 0.2, "cpu rose by {burnt} s after 10 s of spinning");
+    let response = http::get(relay.addr, "/metrics").await;
+    assert!(response
+        .body
+        .contains("# TYPE process_cpu_seconds_total counter\n"));
+    assert!(response
+        .body
+        .contains("# TYPE process_resident_memory_bytes gauge\n"));
+}
+
 #[test]
 fn every_metric_is_documented_and_the_dashboard_is_valid_json() {
     let root = format!("{}/..", env!("CARGO_MANIFEST_DIR"));
     let doc = std::fs::read_to_string(format!("{root}/docs/METRICS.md")).unwrap();
-    for (name, _) in names::PER_RELAY.iter().chain(names::REDIS) {
+    for (name, _) in names::PER_RELAY
+        .iter()
+        .chain(names::REDIS)
+        .chain(names::PROCESS)
+    {
         assert!(doc.contains(&format!("| `{name}` |")), "METRICS.md: {name}");
     }
     let dashboard = std::fs::read_to_string(format!("{root}/docs/grafana-dashboard.json")).unwrap();

@@ -72,6 +72,8 @@ pub fn run(config: Config) -> Result<Report, Error> {
     let processes = workers.len();
     let mut merged = summary::merge(workers.finish(), plan.room_slots as usize)?;
     let by_interval = std::mem::take(&mut merged.latency_by_interval);
+    let storm = merged.storm.clone().zip(plan.storm);
+    let sent_per_room = merged.sent_per_room.clone();
     merged.ramp_s = (ramped.done_at.saturating_sub(ramp.t0)) as f64 / 1e9;
     let samples = ServerSamples {
         start: sent.server_start,
@@ -81,7 +83,21 @@ pub fn run(config: Config) -> Result<Report, Error> {
     };
     let mut report = summary::summarise(&config, &plan, &split, processes, merged, samples);
     let m = &report.messages;
-    report.observe.relay_metrics = watch.finish(m.delivered + m.duplicated + m.foreign);
+    let mut seen = m.delivered + m.duplicated + m.foreign;
+    let mut allowance = 0;
+    if let Some((stats, storm_plan)) = &storm {
+        // The relay counts what it queued live: not the histories, but the frames a dropped
+        // client threw away; and it may have queued a gap's messages to a dropped connection
+        // before it noticed the connection was gone, never written.
+        seen = crate::storm::report::relay_side_frames(seen, stats);
+        allowance = stats.gap_messages;
+        report.observe.storm = Some(crate::storm::report::build(
+            storm_plan,
+            stats,
+            &sent_per_room,
+        ));
+    }
+    report.observe.relay_metrics = watch.finish(seen, allowance);
     report.observe.intervals = ticker
         .intervals
         .map(|iv| iv.finish(at_end.0, &at_end.1, &by_interval));

@@ -108,7 +108,7 @@ fn build(
         schema: SCHEMA.to_string(),
         config: ReportConfig {
             urls: config.urls.clone(),
-            scenario: format!("{:?}", config.scenario).to_lowercase(),
+            scenario: config.scenario.name().to_string(),
             clients: config.clients,
             rooms: plan.rooms,
             rate: if plan.sends() { config.rate } else { 0.0 },
@@ -182,7 +182,10 @@ fn message_report(config: &Config, m: &WorkerReport) -> MessageReport {
         .zip(&m.joined_per_room)
         .map(|(s, j)| s * j)
         .sum();
-    let exact = config.scenario != Scenario::Churn && c.closed_by_server == 0;
+    // A storm's dropped clients that all got back keep the membership exact (the gap comes
+    // in their rejoin's history); one that did not makes it uncertain.
+    let storm_lost = m.storm.as_ref().is_some_and(|s| s.failed > 0);
+    let exact = config.scenario != Scenario::Churn && c.closed_by_server == 0 && !storm_lost;
     let missing = if exact {
         expected.saturating_sub(c.delivered)
     } else {

@@ -332,15 +332,7 @@ impl Backend {
                 Ok(room.publish_as(hub, user_id, username, text))
             }
             Backend::Durable(journal) => {
-                let out = Outgoing {
-                    sender: None,
-                    user_id,
-                    username,
-                    text,
-                    reply_to: None,
-                    reference: None,
-                    change: None,
-                };
+                let out = Outgoing::server(user_id, username, text);
                 let keep = |message| journal.keep(room, message, false);
                 match room.reserve(hub, &out, |m| keep(m).map_err(|Busy| SendRefusal::Busy)) {
                     Ok(Reservation::Reserved { seq, members }) => Ok((seq, members as u64)),

@@ -264,18 +264,13 @@ fn delete_message(hub: &Hub, name: &str, seq: &str) -> Response<Body> {
         );
     };
     let out = Outgoing {
-        sender: None,
-        user_id: SERVER_USER_ID,
-        username: SERVER_USER_ID,
-        text: "",
-        reply_to: None,
-        reference: None,
         change: Some(Edit {
             target,
             delete: true,
             by: None,
             stored: None,
         }),
+        ..Outgoing::server(SERVER_USER_ID, SERVER_USER_ID, "")
     };
     match hub.backend.publish(hub, &room, &out) {
         Ok(()) => {

@@ -123,3 +123,20 @@ pub async fn redis_command(redis: &Redis, args: &[&str]) -> String {
         .unwrap();
     String::from_utf8_lossy(&reply[..n]).into_owned()
 }
+
+/// Two relays of the cluster called `cluster` on `redis`, both ready (connected to Redis).
+pub async fn two_nodes(redis: &Redis, cluster: &str) -> (super::TestRelay, super::TestRelay) {
+    let node = || {
+        let (url, cluster) = (redis.url(), cluster.to_owned());
+        move |c: &mut relay::Config| {
+            c.redis_url = Some(url);
+            c.cluster_name = cluster;
+        }
+    };
+    let a = super::TestRelay::with(node()).await;
+    let b = super::TestRelay::with(node()).await;
+    for relay in [&a, &b] {
+        wait_ready(&relay.addr.to_string(), true).await;
+    }
+    (a, b)
+}

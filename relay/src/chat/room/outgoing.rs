@@ -89,6 +89,19 @@ impl<'a> Outgoing<'a> {
         }
     }
 
+    /// A server message (the admin API's): no sender, no `ref`.
+    pub fn server(user_id: &'a str, username: &'a str, text: &'a str) -> Self {
+        Self {
+            sender: None,
+            user_id,
+            username,
+            text,
+            reply_to: None,
+            reference: None,
+            change: None,
+        }
+    }
+
     /// Checks what the room's log must say first: `replyTo` names one of its messages, an
     /// edit's target is a message its sender wrote.
     pub(crate) fn check(&self, log: &Log) -> Result<(), SendRefusal> {

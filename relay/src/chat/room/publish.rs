@@ -174,15 +174,7 @@ impl Room {
     pub fn publish_as(&self, hub: &Hub, user_id: &str, username: &str, text: &str) -> (u64, u64) {
         let started = Instant::now();
         let number = hub.next_message_number();
-        let out = Outgoing {
-            sender: None,
-            user_id,
-            username,
-            text,
-            reply_to: None,
-            reference: None,
-            change: None,
-        };
+        let out = Outgoing::server(user_id, username, text);
         let encode = message_encoder(hub, &self.name, number, &out);
         self.append(hub, Order::Next, Some((number, started)), |seq| {
             encode(seq).1

@@ -19,9 +19,12 @@
 //! [`Relay::new`](crate::Relay::new)) installs it, and every relay renders it after its own
 //! metrics. Per-relay numbers do not use that recorder: creating one calibrates a clock
 //! (`quanta`, up to 200 ms) and its histograms buffer every observation until upkeep.
+//! The standard process metrics (`process_cpu_seconds_total`, `process_resident_memory_bytes`)
+//! are read from `/proc/self` at scrape time ([`process`]).
 //! See `docs/METRICS.md` for every metric.
 
 mod histogram;
+pub mod process;
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -387,6 +390,8 @@ impl Metrics {
         single(o, names::STORE_UNSAVED, "counter", stats.store_unsaved);
         single(o, names::STORE_TRIMMED, "counter", stats.store_trimmed);
         single(o, names::STORE_QUEUE, "gauge", node.store_queue);
+        // The process's CPU and memory: two small /proc reads, at scrape time only.
+        process::render(o);
         if let Some(process) = install_process_recorder() {
             out.push_str(&process.render());
         }

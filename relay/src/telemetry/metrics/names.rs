@@ -29,6 +29,11 @@ pub const STORE_WRITE_ERRORS: &str = "relay_store_write_errors_total";
 pub const STORE_UNSAVED: &str = "relay_store_unsaved_messages_total";
 pub const STORE_TRIMMED: &str = "relay_store_trimmed_messages_total";
 pub const STORE_QUEUE: &str = "relay_store_queue";
+/// The standard Prometheus process metrics (read from `/proc/self` at scrape time).
+pub const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";
+pub const PROCESS_RESIDENT_BYTES: &str = "process_resident_memory_bytes";
+pub const PROCESS_VIRTUAL_BYTES: &str = "process_virtual_memory_bytes";
+pub const PROCESS_THREADS: &str = "process_threads";
 /// Reserved for the Redis backplane (recorded with the `metrics` macros).
 pub const REDIS_PUBLISH_ERRORS: &str = "relay_redis_publish_errors_total";
 pub const REDIS_SUBSCRIBE_ERRORS: &str = "relay_redis_subscribe_errors_total";
@@ -66,6 +71,18 @@ pub const PER_RELAY: &[(&str, &str)] = &[
     (STORE_UNSAVED, "Messages delivered that the history store could not keep (each is logged with its room and seq)."),
     (STORE_TRIMMED, "Stored messages removed by --retain-messages or --retain-age."),
     (STORE_QUEUE, "Messages waiting to be stored (and then delivered)."),
+];
+
+/// The process metrics (Linux only: left out where `/proc` is missing), each with its
+/// `# HELP` text.
+pub const PROCESS: &[(&str, &str)] = &[
+    (
+        PROCESS_CPU_SECONDS,
+        "Total user and system CPU time spent in seconds.",
+    ),
+    (PROCESS_RESIDENT_BYTES, "Resident memory size in bytes."),
+    (PROCESS_VIRTUAL_BYTES, "Virtual memory size in bytes."),
+    (PROCESS_THREADS, "Number of OS threads in the process."),
 ];
 
 /// The names reserved for the Redis backplane, each with its `# HELP` text.
