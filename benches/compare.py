@@ -221,7 +221,7 @@ class Server:
     def __init__(self, name, port, logdir, cpus, relay_args):
         self.name, self.port = name, port
         # The durable relay starts from an empty history each time, like every other server.
-        self.data_dir = Path(tempfile.mkdtemp(prefix="chatrelay-compare-")) if name == "relay" else None
+        self.data_dir = Path(tempfile.mkdtemp(prefix="chatrelay-compare-")) if name in ("relay", "relay-ref") else None
         cmd, cwd, extra = server_cmd(name, port, relay_args, self.data_dir)
         # RELAY_* variables of the calling shell would change the relay's settings unrecorded.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("RELAY_", "TOKIO_"))}
