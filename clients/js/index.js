@@ -10,7 +10,8 @@
 //   is filled with `history` pages; only what the relay no longer keeps becomes a `gap` event.
 // - Every command that needs an answer carries a `ref`, so errors find their promise. Sends
 //   keep their ref until acknowledged and are resent after every rejoin: the relay answers a
-//   repeated ref with the first ack and no second message.
+//   repeated ref with the first ack and no second message. A send whose message (it carries
+//   the ref) shows up first, in a rejoin's history or as its echo, is settled by it.
 
 const RETRY = { rate_limited: 1, server_busy: 1 };
 const fail = (code, message, extra) => Object.assign(new Error(message), extra, { code });

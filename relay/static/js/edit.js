@@ -159,7 +159,7 @@ export function saveEdit() {
   const textNode = ed.li.querySelector('.bubble > .text');
   const text = ed.form.querySelector('textarea').value;
   if (!textNode || text.trim() === '' || text === textNode.textContent) return cancelEdit();
-  const ref = track(conn.chat.edit(state.room, ed.seq, text), { kind: 'edit', seq: ed.seq, before: textNode.textContent });
+  const ref = trackChange(conn.chat.edit(state.room, ed.seq, text), { kind: 'edit', seq: ed.seq, before: textNode.textContent });
   state.changeBySeq.set(ed.seq, ref);
   closeEditor();
   // Shown at once; `message_edited` confirms it, an error with this ref puts it back.
@@ -174,7 +174,7 @@ export function saveEdit() {
 export function sendDelete(li) {
   const seq = seqOf(li);
   if (seq === null) return;
-  const ref = track(conn.chat.delete(state.room, seq), { kind: 'delete', seq });
+  const ref = trackChange(conn.chat.delete(state.room, seq), { kind: 'delete', seq });
   state.changeBySeq.set(seq, ref);
   li.dataset.changing = '1';
   setMsgStatus(li, 'deleting...', 'sending');
@@ -183,7 +183,7 @@ export function sendDelete(li) {
 
 // The library sends the change (again after a reconnect, until the relay answers); its event
 // confirms it (onEdited, onDeleted), a refusal puts the message back as the relay has it.
-function track(promise, change) {
+function trackChange(promise, change) {
   const ref = 'change-' + ++state.changeCounter;
   state.changes.set(ref, change);
   promise.catch((err) => {
