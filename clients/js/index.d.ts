@@ -36,6 +36,13 @@ export interface ChatRelayOptions {
   pingMs?: number;
   /** Give up on a connection attempt after this long (default 10000). */
   connectTimeoutMs?: number;
+  /** Prefix of every `ref` (default: `c`, 8 random characters and `-`); a counter follows. */
+  refPrefix?: string;
+  /**
+   * `false`: a send refused with `rate_limited` or `server_busy` rejects with that code
+   * instead of being resent after 1-2 s (for a UI that lets the user retry). Default true.
+   */
+  retrySends?: boolean;
 }
 
 export interface User {
@@ -122,6 +129,8 @@ export interface PresenceEvent {
   type: 'joined' | 'user_joined' | 'user_left';
   userId?: string;
   username?: string;
+  /** False when the relay sent only the count (a room bigger than its presence list limit). */
+  listed: boolean;
 }
 
 export interface TypingEvent {
@@ -175,6 +184,19 @@ export interface ChatRelayError extends Error {
   closeCode?: number;
 }
 
+/** Cluster mode: the relay lost (`degraded`) or regained (`restored`) Redis. */
+export interface ClusterEvent {
+  type: 'cluster';
+  room: string;
+  state: 'degraded' | 'restored';
+  epoch?: string;
+  seq?: number;
+  recovered?: boolean;
+}
+
+/** What `send` returns: the ack's promise, and the ref the message carries (absent when refused at once). */
+export type Sending = Promise<Ack> & { readonly ref?: string };
+
 export interface ChatRelayEvents {
   message: Message;
   edited: Edited;
@@ -186,6 +208,7 @@ export interface ChatRelayEvents {
   error: ErrorEvent;
   gap: GapEvent;
   joined: Joined;
+  cluster: ClusterEvent;
 }
 
 export class ChatRelay {
@@ -200,7 +223,7 @@ export class ChatRelay {
   join(room: string, resume?: { since?: number; epoch?: string }): Promise<Joined>;
   leave(room: string): void;
   /** Resolves with the `ack` once the relay has ordered (and stored) the message. */
-  send(room: string, text: string, options?: { replyTo?: number }): Promise<Ack>;
+  send(room: string, text: string, options?: { replyTo?: number }): Sending;
   /** Resolves with the `message_edited` event. */
   edit(room: string, seq: number, text: string): Promise<Edited>;
   /** Resolves with the `message_deleted` event. */
@@ -211,5 +234,7 @@ export class ChatRelay {
   history(room: string, page?: { before?: number; limit?: number }): Promise<HistoryPage>;
   /** The room's people, user id to username, kept up to date (empty for a room not joined). */
   presence(room: string): ReadonlyMap<string, string>;
+  /** While `reconnecting`: connects now instead of after the backoff's delay (otherwise a no-op). */
+  reconnect(): void;
   close(): void;
 }

@@ -10,7 +10,8 @@
 //   is filled with `history` pages; only what the relay no longer keeps becomes a `gap` event.
 // - Every command that needs an answer carries a `ref`, so errors find their promise. Sends
 //   keep their ref until acknowledged and are resent after every rejoin: the relay answers a
-//   repeated ref with the first ack and no second message.
+//   repeated ref with the first ack and no second message. A send whose message (it carries
+//   the ref) shows up first, in a rejoin's history or as its echo, is settled by it.
 
 const RETRY = { rate_limited: 1, server_busy: 1 };
 const fail = (code, message, extra) => Object.assign(new Error(message), extra, { code });
@@ -23,7 +24,7 @@ export class ChatRelay {
   #l = {};
   #rooms = new Map(); // NFC room name -> room state
   #reqs = new Map(); // ref -> a command waiting for its answer, in the order they were made
-  #id = 'c' + Math.random().toString(36).slice(2, 10) + '-';
+  #id;
   #n = 0;
   #try = 0;
   #timer = 0;
@@ -37,6 +38,7 @@ export class ChatRelay {
     this.url = url;
     this.#o = { reconnectBaseMs: 500, reconnectMaxMs: 30000, maxQueue: 500, typingIdleMs: 3000,
       pingMs: 25000, connectTimeoutMs: 10000, ...options };
+    this.#id = options.refPrefix || 'c' + Math.random().toString(36).slice(2, 10) + '-';
     this.#WS = options.WebSocket || globalThis.WebSocket;
     if (!this.#WS) throw new TypeError('no WebSocket here: pass { WebSocket } (e.g. the ws package)');
     this.state = 'connecting';
@@ -84,7 +86,10 @@ export class ChatRelay {
     this.typing(room, false);
     const f = { type: 'message', room: r.name, text };
     if (replyTo != null) f.replyTo = replyTo;
-    return this.#out(r, 's', f);
+    // The ref on the promise: a UI can show the send as pending and find its echo by it.
+    const p = this.#out(r, 's', f);
+    p.ref = f.ref;
+    return p;
   }
 
   edit(room, seq, text) {
@@ -125,6 +130,15 @@ export class ChatRelay {
 
   presence(room) {
     return this.#room(room)?.users || new Map();
+  }
+
+  // Now instead of after the backoff's delay (a Retry button, the browser going online);
+  // only while waiting for it.
+  reconnect() {
+    if (this.state !== 'reconnecting') return;
+    clearTimeout(this.#timer);
+    this.#try = 0;
+    this.#connect();
   }
 
   close() {
@@ -339,7 +353,10 @@ export class ChatRelay {
       r.count = ev.count;
       this.#presence(r, ev);
     } else if (t === 'typing' || t === 'read') this.#emit(t, ev);
-    else if (t === 'cluster' && ev.state === 'restored' && (!ev.recovered || ev.epoch !== r.epoch)) this.#join(r);
+    else if (t === 'cluster') {
+      if (ev.state === 'restored' && (!ev.recovered || ev.epoch !== r.epoch)) this.#join(r);
+      this.#emit(t, ev);
+    }
   }
 
   #joined(r, ev) {
@@ -351,6 +368,7 @@ export class ChatRelay {
     if (r.seq == null || ev.epoch !== r.epoch || ev.seq < r.seq) {
       if (r.seq != null) this.#emit('gap', { room: r.name, from: r.seq + 1, reset: true, epoch: ev.epoch });
       r.buf.clear();
+      r.lastRead = 0; // a read position of the earlier life would name another message
       r.seq = (h.length ? h[0].seq : ev.seq + 1) - 1;
     }
     r.epoch = ev.epoch;
@@ -377,8 +395,9 @@ export class ChatRelay {
   }
 
   #presence(r, ev) {
+    // `listed`: whether the relay sent the whole list (it sends only the count in a big room).
     this.#emit('presence', { room: r.name, users: r.users, count: r.count, type: ev.type,
-      userId: ev.userId, username: ev.username });
+      userId: ev.userId, username: ev.username, listed: !!ev.users });
   }
 
   // Release buffered events while the next seq is there; then fetch what is missing below.
@@ -412,7 +431,16 @@ export class ChatRelay {
 
   #deliver(r, ev) {
     const t = ev.type;
-    if (t === 'message') return this.#emit('message', ev);
+    if (t === 'message') {
+      // A send of ours shown by the relay (a rejoin's history, or its echo before the ack):
+      // it is done, and must not be resent.
+      const q = !ev.local && this.#reqs.get(ev.ref);
+      if (q?.k === 's' && q.r === r) {
+        this.#reqs.delete(ev.ref);
+        q.ok({ type: 'ack', ref: ev.ref, room: r.name, seq: ev.seq, id: ev.id });
+      }
+      return this.#emit(t, ev);
+    }
     const k = t === 'message_edited' ? 'e' : 'd';
     for (const [ref, q] of this.#reqs) {
       if (q.r === r && q.k === k && q.target === ev.target) {
@@ -428,7 +456,7 @@ export class ChatRelay {
     const q = ev.ref && this.#reqs.get(ev.ref);
     if (!q) return this.#emit('error', ev);
     const r = q.r;
-    if (RETRY[ev.code]) {
+    if (RETRY[ev.code] && (q.k !== 's' || this.#o.retrySends !== false)) {
       // Not carried out: resend the same frame (same ref) a little later.
       if (q.k === 'h') {
         this.#reqs.delete(ev.ref);

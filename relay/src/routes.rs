@@ -58,6 +58,12 @@ const MODULES: &[(&str, &str)] = &[
     ("/js/replies.js", include_str!("../static/js/replies.js")),
     ("/js/reads.js", include_str!("../static/js/reads.js")),
     ("/js/rooms.js", include_str!("../static/js/rooms.js")),
+    // The client library the page is built on (clients/js, published as chatrelay-client):
+    // the same file, so the page and other apps run the one implementation.
+    (
+        "/js/chatrelay-client.js",
+        include_str!("../../clients/js/index.js"),
+    ),
 ];
 
 fn asset(content_type: &'static str, body: &'static str) -> Response<Body> {

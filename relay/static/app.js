@@ -1,6 +1,9 @@
-// chatrelay browser client: vanilla JS, no build step. Wire protocol: docs/PROTOCOL.md.
-// This module routes the relay's events and wires the page; the others are in js/ (each
-// served by the relay under /js/, listed in relay/src/routes.rs).
+// chatrelay browser client: vanilla JS, no build step, on top of the client library
+// chatrelay-client (clients/js/index.js, served as /js/chatrelay-client.js): the socket,
+// reconnect and backoff, rejoin with since/epoch, resend of unacknowledged sends, ordering
+// and de-duplication, presence, typing debounce and history requests are all the library's.
+// The page only draws: this module routes the library's events and wires the page; the
+// others are in js/ (each served by the relay under /js/, listed in relay/src/routes.rs).
 //
 // Safety rule for this file and js/*.js: everything that came from the network or from a user (names,
 // rooms, message text, error messages) is put into the page with textContent /
@@ -12,125 +15,110 @@
 //   ?room=NAME            pre-fills the room field of the join form.
 //   ?token=JWT            for a relay with authentication: sent as a Sec-WebSocket-Protocol
 //                         value next to "chatrelay" (browsers cannot set headers).
+import { connect, isOpen, reconnectNow, setStatus, updateComposer } from './js/connection.js';
 import {
-  connect, reconnectNow, send, sendJoin, setStatus, updateComposer,
-} from './js/connection.js';
-import {
-  HISTORY_ERRORS, HISTORY_PAGE, MAX_KNOWN_ROOMS, NEAR_TOP_PX, TYPING_EXPIRE_MS,
-  TYPING_IDLE_MS, colorClass, el, h, initials, numberFormat, params, state, validName,
+  HISTORY_PAGE, MAX_KNOWN_ROOMS, NEAR_TOP_PX, TYPING_EXPIRE_MS, colorClass, conn, el, h,
+  initials, numberFormat, params, state, validName,
 } from './js/core.js';
-import { forgetRoomLife, onDeleted, onEdited, onMessageAction, revertChange } from './js/edit.js';
+import { forgetRoomLife, onDeleted, onEdited, onMessageAction } from './js/edit.js';
 import {
   addSystem, clearMessages, insertOrdered, isMe, isNearBottom, renderMessage,
   replaceMessage, scrollToBottom,
 } from './js/messages.js';
-import { onRead, readJoined, renderSeenBy, scheduleRead } from './js/reads.js';
+import { readJoined, renderSeenBy, scheduleRead } from './js/reads.js';
 import { clearReply } from './js/replies.js';
-import { forgetRoom, knownRoom, onBackgroundEvent, renderRooms, savedRooms } from './js/rooms.js';
-import { confirmPending, failPending, onAck, sendChat, transmit } from './js/send.js';
+import {
+  backgroundJoined, forgetRoom, joinRoom, knownRoom, logEvent, renderRooms, savedRooms,
+} from './js/rooms.js';
+import { confirmPending, renderPendingOf, sendChat } from './js/send.js';
 
-// ---------------------------------------------------------------- events from the relay
-export function handleEvent(msg) {
-  if (typeof msg.room === 'string' && msg.room !== state.room && state.rooms.has(msg.room)) {
-    return onBackgroundEvent(msg, state.rooms.get(msg.room));
-  }
-  switch (msg.type) {
-    case 'joined': return onJoined(msg);
-    case 'message': return onMessage(msg, true);
-    case 'ack': return onAck(msg);
-    case 'message_edited': return onEdited(msg, true);
-    case 'message_deleted': return onDeleted(msg, true);
-    case 'read': return onRead(msg);
-    case 'user_joined': return onUserJoined(msg);
-    case 'user_left': return onUserLeft(msg);
-    case 'typing': return onTyping(msg);
-    case 'history': return onHistory(msg);
-    case 'left': return undefined;
-    case 'pong': return undefined;
-    case 'error': return onError(msg);
-    case 'cluster': return onCluster(msg);
-    default: return undefined;
-  }
-}
-
+// ---------------------------------------------------------------- events from the library
+// Each arrives once, in the room's seq order (the library's promise): the page only draws.
 export function isCurrentRoom(msg) {
   return typeof msg.room !== 'string' || msg.room === state.room;
 }
 
+// `message`, `edited`, `deleted`, in any room of the list: logged, and drawn if shown.
+export function onLiveEvent(ev) {
+  const info = state.rooms.get(ev.room);
+  if (!info) return;
+  logEvent(ev, info);
+  if (ev.room !== state.room) return;
+  if (ev.type === 'message') onMessage(ev, true);
+  else if (ev.type === 'message_edited') onEdited(ev);
+  else onDeleted(ev);
+}
+
 export function onJoined(msg) {
-  if (msg.room !== state.room) return; // a late answer for a room we already switched away from
-  const sentSince = !!state.pendingJoinHadSince;
-  state.pendingJoinHadSince = false;
-  state.joined = true;
-  state.attempt = 0; // the connection works: the next drop starts the backoff again
-  state.stopped = false;
+  const info = state.rooms.get(msg.room);
+  if (!info) return;
+  info.joined = true;
   if (typeof msg.clientId === 'string') {
     state.clientId = msg.clientId;
     state.myIds.add(msg.clientId);
   }
-  const newEpoch = typeof msg.epoch === 'string' ? msg.epoch : null;
-  const epochChanged = state.epoch !== null && newEpoch !== state.epoch;
-  if (epochChanged) {
-    // The room was created anew (relay restart or expiry): seq restarted at 1.
-    state.generation += 1;
-    state.historyDone = false; // the new life has its own beginning
-    forgetRoomLife();
+  const wasRejoin = info.hasJoinedOnce;
+  info.hasJoinedOnce = true;
+  // A rejoin that was not `recovered` needs no word of its own here: the library fills what
+  // it can from history and says what is lost with a `gap` (onGap).
+  if (msg.room !== state.room) {
+    readJoined(info, msg, false);
+    return backgroundJoined(msg, info);
   }
-  state.epoch = newEpoch;
-  const wasRejoin = state.hasJoinedOnce;
-  state.hasJoinedOnce = true;
-
-  if (sentSince && msg.recovered === false) {
-    // Placed before the history that follows: at the start of a new epoch, or right
-    // after the last message seen in this one.
-    addSystem('Some earlier messages may be missing', 'warn', epochChanged ? 0 : (state.lastSeq ?? 0));
-  }
-  const history = Array.isArray(msg.history) ? msg.history : [];
-  for (const m of history) onStored(m, false);
-  // joined.seq is the room's latest seq; history runs up to it, so that is what we have seen.
-  state.lastSeq = Number.isFinite(msg.seq) ? msg.seq : latestSeqOf(history);
-
-  setPresence(msg.users, msg.count);
+  state.joined = true;
+  renderPresence(msg.room);
   if (wasRejoin) addSystem('Reconnected');
   else addSystem('You joined #' + state.room);
   setStatus('connected', 'Connected');
-  // What was sent but not acknowledged goes out again with its ref: the relay answers a ref
-  // it already ordered with the same ack and no second message. Not what went out on this
-  // very socket (a second join on it, after a cluster restore): that is still on its way.
-  for (const entry of state.pending.values()) {
-    if (!entry.failed && entry.sentOn !== state.ws) transmit(entry);
-  }
-  readJoined(msg, epochChanged);
+  readJoined(state, msg, false);
   scrollToBottom();
   scheduleRead();
+  return undefined;
 }
 
-// A history entry (joined.history, a `history` answer): messages as they are now, and the
-// edits and deletes in their places.
+// The library could not give every message: lost ones (`from`..`to`), or a room that
+// started anew (`reset`: another epoch, seqs from 1 again).
+export function onGap(gap) {
+  const info = state.rooms.get(gap.room);
+  if (!info) return;
+  const current = gap.room === state.room;
+  if (gap.reset) {
+    // What the log holds is of the room's earlier life: it is not drawn again.
+    info.log = [];
+    info.older = [];
+    info.historyDone = false;
+    info.readSent = 0;
+    if (!current) return;
+    state.generation += 1;
+    state.historyDone = false; // the new life has its own beginning
+    state.readSent = 0;
+    forgetRoomLife();
+    // Placed at the start of the new life, above its messages.
+    addSystem('Some earlier messages may be missing', 'warn', 0);
+  } else if (current) {
+    addSystem('Some earlier messages may be missing', 'warn', gap.from - 1);
+  }
+}
+
+// A history entry (a `history` page, or a room's log drawn again): messages as they are
+// now, and the edits and deletes in their places.
 export function onStored(entry, older) {
   if (!entry || typeof entry !== 'object') return;
-  if (entry.type === 'message_edited') return onEdited(entry, false);
-  if (entry.type === 'message_deleted') return onDeleted(entry, false);
+  if (entry.type === 'message_edited') return onEdited(entry);
+  if (entry.type === 'message_deleted') return onDeleted(entry);
   return onMessage(entry, false, older);
 }
 
 // Cluster mode only: the relay lost or regained Redis (docs/CLUSTER.md). While degraded,
 // messages reach only people on the same server; after a restore that may have missed
-// messages, rejoining with since/epoch fetches what the room still keeps.
+// messages the library rejoins with since/epoch and fetches what the room still keeps.
 export function onCluster(msg) {
   if (!isCurrentRoom(msg)) return;
   if (msg.state === 'degraded') {
     addSystem('Cluster connection lost: messages reach only people on this server for now', 'warn');
-  } else if (msg.state === 'restored') {
-    if (msg.recovered === false) sendJoin();
-    else addSystem('Cluster connection restored');
+  } else if (msg.state === 'restored' && msg.recovered !== false) {
+    addSystem('Cluster connection restored');
   }
-}
-
-export function latestSeqOf(history) {
-  let seq = 0;
-  for (const m of history) if (Number.isFinite(m.seq) && m.seq > seq) seq = m.seq;
-  return seq;
 }
 
 // `live`: a message event as it happens; `older`: from a scroll-back page (placed above,
@@ -139,12 +127,11 @@ export function onMessage(msg, live, older = false) {
   if (!isCurrentRoom(msg)) return;
   if (typeof msg.id !== 'string' && typeof msg.id !== 'number') return;
   const id = String(msg.id);
-  if (live) advanceSeq(msg.seq);
   if (!older && msg.userId !== undefined) removeTyper(String(msg.userId));
   // My own send coming back (live, or in joined.history after a reconnect that lost the
   // ack): it takes the place of its "sending..." bubble.
   const entry = typeof msg.ref === 'string' ? state.pending.get(msg.ref) : undefined;
-  if (entry) {
+  if (entry && entry.room === msg.room) {
     confirmPending(entry, msg, false);
   } else if (state.seenIds.has(id)) {
     // Shown already; one shown from its ack alone gets the relay's own copy now.
@@ -161,10 +148,6 @@ export function onMessage(msg, live, older = false) {
   }
 }
 
-export function advanceSeq(seq) {
-  if (Number.isFinite(seq) && (state.lastSeq === null || seq > state.lastSeq)) state.lastSeq = seq;
-}
-
 // ---------------------------------------------------------------- scroll-back
 // The oldest seq shown from the room's current life, or null when none is shown.
 export function oldestShownSeq() {
@@ -179,24 +162,36 @@ export function oldestShownSeq() {
 
 export function requestOlder() {
   if (!state.joined || state.historyPending || state.historyDone) return;
-  const request = { type: 'history', room: state.room, limit: HISTORY_PAGE };
+  const page = { limit: HISTORY_PAGE };
   const oldest = oldestShownSeq();
   if (oldest !== null) {
     // Nothing is older than seq 1: no need to ask.
     if (oldest <= 1) return showBeginning();
-    request.before = oldest;
+    page.before = oldest;
   }
-  if (send(request)) state.historyPending = true;
+  const room = state.room;
+  const generation = state.generation;
+  state.historyPending = true;
+  conn.chat.history(room, page).then((answer) => onHistory(room, generation, answer), () => {
+    // Refused (rate_limited, ...) or the room was left: scrolling up again retries.
+    if (room === state.room) state.historyPending = false;
+  });
 }
 
-export function onHistory(msg) {
-  if (msg.room !== state.room) return;
+export function onHistory(room, generation, msg) {
+  const info = state.rooms.get(room);
+  // The room was switched away from, or started anew, meanwhile: the page is not wanted.
+  if (!info || room !== state.room || generation !== state.generation) {
+    if (room === state.room) state.historyPending = false;
+    return;
+  }
   state.historyPending = false;
+  const messages = Array.isArray(msg.messages) ? msg.messages : [];
+  info.older.unshift(...messages);
   const m = el.messages;
   // Kept: the distance from the bottom, so what the reader sees stays where it was while
   // older messages go in above it.
   const fromBottom = m.scrollHeight - m.scrollTop;
-  const messages = Array.isArray(msg.messages) ? msg.messages : [];
   for (const entry of messages) onStored(entry, true);
   if (msg.hasMore === false) showBeginning();
   m.scrollTop = m.scrollHeight - fromBottom;
@@ -212,51 +207,53 @@ export function showBeginning() {
   insertOrdered(li, state.generation, 0);
 }
 
-export function onUserJoined(msg) {
-  if (!isCurrentRoom(msg) || !state.joined) return;
-  setPresence(msg.users, msg.count);
-  if (!isMe(String(msg.userId), msg.username)) addSystem(nameOf(msg) + ' joined');
-}
-
-export function onUserLeft(msg) {
-  if (!isCurrentRoom(msg) || !state.joined) return;
-  removeTyper(String(msg.userId));
-  setPresence(msg.users, msg.count);
-  addSystem(nameOf(msg) + ' left');
+// Someone arrived or left, or a (re)join's fresh list: the library keeps the room's map.
+export function onPresence(ev) {
+  const info = state.rooms.get(ev.room);
+  if (info) info.presence = { listed: ev.listed, count: ev.count };
+  if (ev.room !== state.room) return;
+  renderPresence(ev.room);
+  if (!state.joined) return;
+  if (ev.type === 'user_joined' && !isMe(String(ev.userId), ev.username)) addSystem(nameOf(ev) + ' joined');
+  if (ev.type === 'user_left') {
+    removeTyper(String(ev.userId));
+    addSystem(nameOf(ev) + ' left');
+  }
 }
 
 export function nameOf(msg) {
   return typeof msg.username === 'string' && msg.username ? msg.username : 'someone';
 }
 
+// A relay error no command of the page's was waiting for (e.g. unknown_type).
 export function onError(msg) {
   const code = typeof msg.code === 'string' ? msg.code : 'error';
-  const text = typeof msg.message === 'string' ? msg.message : '';
-  // These may answer the pending `history`: scrolling up again retries.
-  if (HISTORY_ERRORS.has(code)) state.historyPending = false;
-  if (typeof msg.ref === 'string') {
-    // A refused send is marked on its own bubble (with Retry), not in the banner.
-    const entry = state.pending.get(msg.ref);
-    if (entry) return failPending(entry, code, text);
-    const room = state.joinRefs.get(msg.ref);
-    if (room !== undefined) {
-      // A room of the list cannot be rejoined: it leaves the list, and the page says why.
-      state.joinRefs.delete(msg.ref);
-      state.rooms.delete(room);
-      renderRooms();
-      addSystem('#' + room + ' left the room list: ' + (text || code), 'warn');
-      return undefined;
-    }
-    revertChange(msg.ref);
+  showBanner(code, typeof msg.message === 'string' ? msg.message : '');
+}
+
+// The relay refused to join a room of the list: the shown one says so in the banner; one in
+// the background leaves the list, and the page says why.
+export function onJoinRefused(room, code, text) {
+  if (room !== state.room) {
+    state.rooms.delete(room);
+    renderRooms();
+    addSystem('#' + room + ' left the room list: ' + (text || code), 'warn');
+    return;
   }
   showBanner(code, text);
-  // A failed join leaves the page without a room; let the user pick another one.
-  if (!state.joined && (code === 'invalid_room' || code === 'invalid_username' || code === 'too_many_rooms')) {
-    setStatus('connected', 'Connected (not in a room)');
-  }
+  if (isOpen()) setStatus('connected', 'Connected (not in a room)');
 }
 
 // ---------------------------------------------------------------- rendering: presence
+// From the library's map of the room (user id to username), or only the count in a room too
+// big for the relay to list.
+export function renderPresence(room) {
+  const p = state.rooms.get(room)?.presence;
+  if (!p) return setPresence([], 0);
+  const users = p.listed ? [...conn.chat.presence(room)].map(([id, username]) => ({ id, username })) : null;
+  return setPresence(users, p.count);
+}
+
 // `users` has one entry per person (several tabs of one person are one entry), so "me" is
 // whichever entry is this page's person, not this connection.
 export function setPresence(users, count) {
@@ -335,26 +332,17 @@ export function renderTypers() {
 }
 
 // ---------------------------------------------------------------- typing (outgoing)
+// The library debounces: one isTyping:true, false after TYPING_IDLE_MS without a keystroke,
+// or at once when the text is gone or sent.
 export function onInput() {
   autosize();
   updateComposer();
   if (!state.joined) return;
-  if (el.input.value.trim() === '') {
-    stopTypingOut(true);
-    return;
-  }
-  if (!state.typingSent) {
-    state.typingSent = send({ type: 'typing', room: state.room, isTyping: true });
-  }
-  clearTimeout(state.typingIdleTimer);
-  state.typingIdleTimer = setTimeout(() => stopTypingOut(true), TYPING_IDLE_MS);
+  conn.chat.typing(state.room, el.input.value.trim() !== '');
 }
 
-export function stopTypingOut(notify) {
-  clearTimeout(state.typingIdleTimer);
-  state.typingIdleTimer = null;
-  if (state.typingSent && notify) send({ type: 'typing', room: state.room, isTyping: false });
-  state.typingSent = false;
+export function stopTypingOut() {
+  if (conn.chat && state.room) conn.chat.typing(state.room, false);
 }
 
 export function autosize() {
@@ -383,24 +371,20 @@ export function hideBanner() {
 }
 
 // ---------------------------------------------------------------- rooms
+// Empties the view; what a room keeps while not shown is in its room entry.
 export function resetRoomState() {
-  state.epoch = null;
-  state.lastSeq = null;
   state.generation = 0;
   state.seenIds = new Set();
-  state.hasJoinedOnce = false;
   state.joined = false;
   state.historyPending = false;
   state.historyDone = false;
-  // Unacknowledged sends belong to the room left: the page does not rejoin it to resend.
-  state.pending.clear();
   state.bySeq.clear();
   state.byId.clear();
   state.changes.clear();
   state.changeBySeq.clear();
   state.editing = null;
   clearReply();
-  state.reads.clear();
+  state.reads = new Map();
   state.readSupported = false;
   state.readSent = 0;
   clearTimeout(state.readTimer);
@@ -423,27 +407,47 @@ export function enterRoom(room) {
   renderRooms();
 }
 
+// The shown room's read state goes to its room entry, the new one's comes from its entry.
+const ROOM_FIELDS = ['historyDone', 'readSupported', 'readSent', 'reads'];
+
 export function switchRoom(room) {
   if (room === state.room) return;
-  stopTypingOut(true);
-  // The room shown so far stays joined in the background, resuming from what was shown.
+  stopTypingOut();
   const previous = state.rooms.get(state.room);
   if (previous) {
-    previous.epoch = state.epoch;
-    previous.lastSeq = state.lastSeq;
-    previous.joined = state.joined;
+    for (const f of ROOM_FIELDS) previous[f] = state[f];
     previous.unread = 0;
   }
+  for (const entry of state.pending.values()) entry.li = null;
   resetRoomState();
   enterRoom(room);
   hideBanner();
-  if (state.socketOpen) {
-    setStatus('connecting', 'Joining…');
-    sendJoin();
+  const info = state.rooms.get(room);
+  if (!info.inLib) {
+    // New to this page: the library joins it; its history comes as its first events.
+    if (isOpen()) setStatus('connecting', 'Joining…');
+    joinRoom(room);
   } else {
-    reconnectNow();
+    for (const f of ROOM_FIELDS) state[f] = info[f];
+    showRoom(info);
   }
   updateComposer();
+}
+
+// Draws a room joined in the background from what the library emitted for it.
+export function showRoom(info) {
+  renderPendingOf(state.room);
+  for (const entry of info.older) onStored(entry, true);
+  for (const entry of info.log) onStored(entry, false);
+  const done = state.historyDone;
+  state.historyDone = false;
+  if (done) showBeginning();
+  renderPresence(state.room);
+  state.joined = info.joined && isOpen();
+  if (state.joined) setStatus('connected', 'Connected');
+  scrollToBottom();
+  renderSeenBy();
+  scheduleRead();
 }
 
 // ---------------------------------------------------------------- sidebar (narrow screens)
@@ -486,8 +490,7 @@ el.composer.addEventListener('submit', (event) => {
   event.preventDefault();
   const text = el.input.value;
   if (text.trim() === '' || !state.joined) return;
-  stopTypingOut(true);
-  sendChat(text);
+  sendChat(text); // the library's send also ends the typing indicator
   el.input.value = '';
   autosize();
   updateComposer();
@@ -536,9 +539,7 @@ el.scrim.addEventListener('click', () => setSidebar(false));
 document.addEventListener('keydown', (event) => {
   if (event.key === 'Escape') setSidebar(false);
 });
-window.addEventListener('online', () => {
-  if (!state.ws && state.room) reconnectNow();
-});
+window.addEventListener('online', reconnectNow);
 
 // Pre-fill the join form.
 try {

@@ -387,7 +387,8 @@ async fn http_routes() {
     // The page's script and every ES module beside it in relay/static/js/ (each needs its
     // line in routes.rs, or the page breaks in a browser only).
     let static_js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("static/js");
-    let mut scripts = vec!["/app.js".to_string()];
+    // And the client library the page imports (clients/js/index.js).
+    let mut scripts = vec!["/app.js".to_string(), "/js/chatrelay-client.js".to_string()];
     for entry in std::fs::read_dir(static_js).unwrap() {
         let name = entry.unwrap().file_name().into_string().unwrap();
         if name.ends_with(".js") {

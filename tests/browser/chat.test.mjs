@@ -304,7 +304,9 @@ test('page is served with the right types and no external resources', { timeout:
   // app.js and the ES modules it imports from relay/static/js/, each served under its path.
   const modules = fs.readdirSync(path.join(ROOT, 'relay', 'static', 'js')).filter((f) => f.endsWith('.js')).sort();
   assert.ok(modules.length > 0);
-  const scripts = [['/app.js', 'app.js'], ...modules.map((f) => [`/js/${f}`, `js/${f}`])];
+  // And the client library the page is built on, served from clients/js/index.js.
+  const scripts = [['/app.js', 'app.js'], ...modules.map((f) => [`/js/${f}`, `js/${f}`]),
+    ['/js/chatrelay-client.js', path.join('..', '..', 'clients', 'js', 'index.js')]];
   const expected = { '/': 'text/html', '/style.css': 'text/css', ...Object.fromEntries(scripts.map(([route]) => [route, 'text/javascript'])) };
   for (const [route, type] of Object.entries(expected)) {
     const res = await fetch(relay.base + route);

@@ -83,8 +83,13 @@ export class Relay {
   async restart() {
     assert.ok(fs.existsSync(RELAY_BIN), `relay binary not found at ${RELAY_BIN}: run \`cargo build -p relay\` or set RELAY_BIN`);
     const storage = this.dir ? ['--data-dir', this.dir] : [];
+    // A limit the test sets itself replaces the default's "off" (the relay refuses a flag twice).
+    const limits = [];
+    for (let i = 0; i < NO_LIMITS.length; i += 2) {
+      if (!this.args.includes(NO_LIMITS[i])) limits.push(NO_LIMITS[i], NO_LIMITS[i + 1]);
+    }
     const proc = spawn(RELAY_BIN, ['--listen', `127.0.0.1:${this.port}`, '--presence-grace', '0',
-      ...NO_LIMITS, ...storage, ...this.args], {
+      ...limits, ...storage, ...this.args], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', ...this.env },
     });

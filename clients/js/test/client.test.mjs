@@ -7,6 +7,7 @@
 // /healthz poll while a relay process starts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import WebSocket from 'ws';
 import { Relay, client, next, collect, tracked, hs256, ADMIN_TOKEN } from '../test-support/relay.mjs';
 
 const TIMEOUT = { timeout: 60_000 };
@@ -253,6 +254,76 @@ test('a relay in memory restarted: the room starts anew and the client says so w
   const ack = await bob.send('m', 'second life');
   assert.equal(ack.seq, 1, 'the new life numbers from 1');
   assert.equal((await seen).seq, 1);
+});
+
+// What the built-in page (relay/static) relies on beyond the basics.
+test('for a UI: its own ref prefix, the ref on a pending send, refused sends left to the caller, count-only presence', TIMEOUT, async (t) => {
+  // One message per 20 s, and names listed only in rooms of at most 2.
+  const relay = await Relay.start(t, ['--message-rate', '0.05', '--message-burst', '1', '--presence-list-max', '2']);
+  const alice = client(t, relay, { username: 'alice', refPrefix: 'p0a1b2-', retrySends: false });
+  await alice.join('ui');
+  const first = alice.send('ui', 'goes through');
+  assert.match(first.ref, /^p0a1b2-\d+$/);
+  const echo = next(alice, 'message', (m) => m.text === 'goes through');
+  assert.equal((await first).ref, first.ref);
+  assert.equal((await echo).ref, first.ref, 'the echo names the pending send');
+  // Refused: rejected with the relay's code at once, not resent 1-2 s later by the client.
+  const second = alice.send('ui', 'refused');
+  await assert.rejects(second, { code: 'rate_limited', ref: second.ref });
+
+  const bob = client(t, relay, { username: 'bob' });
+  const listed = next(alice, 'presence', (p) => p.type === 'user_joined');
+  await bob.join('ui');
+  assert.equal((await listed).listed, true);
+  const countOnly = next(alice, 'presence', (p) => p.type === 'user_joined');
+  const carol = client(t, relay, { username: 'carol' });
+  await carol.join('ui');
+  const big = await countOnly;
+  assert.equal(big.listed, false);
+  assert.equal(big.count, 3);
+  const back = next(alice, 'presence', (p) => p.type === 'user_left');
+  carol.close();
+  const small = await back;
+  assert.equal(small.listed, true);
+  assert.deepEqual([...small.users.values()].sort(), ['alice', 'bob']);
+});
+
+test('a send whose message the rejoin\'s history shows resolves from it and is not resent; reconnect() skips the backoff', TIMEOUT, async (t) => {
+  const relay = await Relay.start(t);
+  const frames = [];
+  let cut = false;
+  // Closes right after a `message` frame and hears nothing more on that socket: the relay
+  // stores the message, its ack never arrives.
+  class CutAfterMessage extends WebSocket {
+    send(data) {
+      const frame = JSON.parse(data);
+      frames.push(frame);
+      super.send(data);
+      if (cut && frame.type === 'message') {
+        cut = false;
+        this.onmessage = null;
+        this.close();
+      }
+    }
+  }
+  // A backoff of up to 1000 s: only reconnect() brings it back within the test's waits.
+  const alice = client(t, relay, { username: 'alice', WebSocket: CutAfterMessage, reconnectBaseMs: 1e6, reconnectMaxMs: 1e6 });
+  const bob = client(t, relay, { username: 'bob' });
+  await alice.join('h');
+  await bob.join('h');
+  const bobSees = next(bob, 'message', (m) => m.text === 'ack lost');
+  const away = next(alice, 'state', (s) => s.state === 'reconnecting');
+  cut = true;
+  const sending = alice.send('h', 'ack lost');
+  await away;
+  const stored = await bobSees;
+  const aliceSees = collect(alice, 'message');
+  alice.reconnect();
+  const ack = await sending;
+  assert.equal(ack.seq, stored.seq);
+  assert.equal(ack.id, stored.id);
+  assert.deepEqual(frames.filter((f) => f.ref === sending.ref).map((f) => f.text), ['ack lost'], 'sent once, never resent');
+  assert.deepEqual(aliceSees.map((m) => [m.seq, m.ref]), [[stored.seq, sending.ref]], 'shown once, from the rejoin');
 });
 
 test('a 4000 close (admin disconnect) stops reconnecting', TIMEOUT, async (t) => {

@@ -1,27 +1,26 @@
 // Shared by the page's modules: configuration from the URL, the page's elements, its one
-// state object and small helpers. Safety rule and query parameters: see /app.js.
+// state object and small helpers. Safety rule and query parameters: see /app.js. The
+// connection itself (reconnect, resume, resend, ordering) is the client library's:
+// /js/chatrelay-client.js, which is clients/js/index.js.
 
 // ---------------------------------------------------------------- configuration
 export const params = new URLSearchParams(location.search);
 export const RECONNECT_BASE_MS = clampInt(params.get('reconnectBaseMs'), 10, 30000, 500);
-export const RECONNECT_CAP_MS = 30000;
 export const TYPING_IDLE_MS = 1500; // send isTyping:false after this long without a keystroke
 export const TYPING_EXPIRE_MS = 5000; // forget a remote typer not refreshed for this long
-export const HEARTBEAT_MS = 25000; // application ping while connected
-export const HEARTBEAT_GRACE_MS = 10000; // no traffic at all this long after a ping: reconnect
+export const MAX_ROOM_LOG = 500; // events kept per room to redraw it when it is shown again
 export const NEAR_BOTTOM_PX = 120;
 export const HISTORY_PAGE = 20; // messages per scroll-back request (the relay allows 1-100)
 export const NEAR_TOP_PX = 40; // scrolled this close to the top: ask for older messages
-export const HISTORY_ERRORS = new Set(['rate_limited', 'server_busy', 'invalid_history', 'not_joined']);
 export const WS_URL = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
 export const TOKEN = params.get('token');
 export const QUOTE_CHARS = 80; // how much of a replied-to message its quote shows
 export const READ_DEBOUNCE_MS = 400; // at most one `read` per this long (it counts as a command)
 export const SEEN_BY_MAX_MEMBERS = 10; // "seen by ..." only in rooms this small
 export const MAX_KNOWN_ROOMS = 8; // rooms kept joined in the background (the relay allows 16)
-// Every `message` goes out with a `ref` (PROTOCOL.md, "Acknowledged sends"): this tab's random
-// prefix and a counter. A resend after a reconnect reuses the ref, so the relay sends the
-// same `ack` and no second message.
+// Every command goes out with a `ref` (PROTOCOL.md, "Acknowledged sends"): this tab's random
+// prefix (given to the library) and a counter. A resend after a reconnect reuses the ref, so
+// the relay sends the same `ack` and no second message.
 export const REF_PREFIX = 'p' + Array.from(crypto.getRandomValues(new Uint8Array(6)),
   (b) => b.toString(16).padStart(2, '0')).join('') + '-';
 // With authentication, authorship is the token's `sub` (what `message.userId` carries).
@@ -46,60 +45,46 @@ export const el = {
 };
 
 // ---------------------------------------------------------------- state
+// What the page shows; what the connection knows (seqs, epochs, refs, presence) is the
+// library's. `conn.chat` is the ChatRelay, null before the join form is sent.
+export const conn = { chat: null };
 export const state = {
   username: '',
-  room: '', // the room this page shows (and joins / rejoins)
-  ws: null,
-  socketOpen: false,
-  joined: false, // got `joined` for state.room on the current socket
+  room: '', // the room this page shows
+  joined: false, // got `joined` for state.room on the current connection
   clientId: null,
   myIds: new Set(), // every clientId this page has had, so my older messages stay "mine"
-  // Per-room resume state; reset when switching rooms.
-  epoch: null, // epoch from the last `joined`
-  lastSeq: null, // last seq seen in this room (in `epoch`); null before the first joined
-  generation: 0, // bumped when the epoch changes: orders messages across relay restarts
+  generation: 0, // bumped when the room starts a new life (epoch): orders messages across it
   seenIds: new Set(),
-  hasJoinedOnce: false,
   // Scroll-back: one `history` request at a time; done once the relay says nothing is older.
   historyPending: false,
   historyDone: false,
-  // Reconnection.
-  attempt: 0,
-  reconnectTimer: null,
   countdownTimer: null,
   reconnectAt: 0,
-  stopped: false, // true after a close code that says "do not retry blindly"
-  // Heartbeat.
-  heartbeatTimer: null,
-  lastTraffic: 0,
-  // Typing (outgoing).
-  typingSent: false,
-  typingIdleTimer: null,
   // Typing (incoming): userId -> {username, timer}
   typers: new Map(),
-  // Sent messages not acknowledged yet (or refused): ref -> {ref, room, text, replyTo, li,
-  // failed}. Resent with the same ref after every rejoin until acked or refused.
+  // My sends not acknowledged yet (or refused), in every room: ref -> {ref, room, text,
+  // replyTo, sentAt, li, failed, code, message}. The library resends them; the page shows them.
   pending: new Map(),
-  refCounter: 0,
   // Shown messages of the room's current life: seq -> <li>, and id -> <li>.
   bySeq: new Map(),
   byId: new Map(),
-  // My edits and deletes on their way: ref -> {kind, seq, before}, and seq -> ref.
+  // My edits and deletes on their way: key -> {kind, seq, before}, and seq -> key.
   changes: new Map(),
   changeBySeq: new Map(),
+  changeCounter: 0,
   editing: null, // {li, seq, form} while a message is being edited inline
   replyTo: null, // seq of the message the next send answers
-  // Read state (only once the relay's `joined` carries `lastRead`).
-  readSupported: false,
-  readSent: 0, // the highest seq sent in a `read` (never goes backwards)
+  // Read state of the shown room (kept in its room entry while another one is shown).
+  readSupported: false, // its `joined` carried `lastRead`
+  readSent: 0, // the highest seq reported read (never goes backwards)
   readTimer: null,
-  reads: new Map(), // userId -> {username, seq}: the others' read positions
+  reads: new Map(), // userId -> {userId, username, seq}: the others' read positions
   memberCount: 0,
-  // Rooms this tab has shown, kept joined while another one is shown so their new messages
-  // count as unread: name -> {epoch, lastSeq, unread, joined}. The shown room is one of them
-  // (its epoch and lastSeq live in the fields above while it is shown).
+  // Rooms this tab has shown, all kept joined: name -> {unread, joined, log, older, ...}
+  // (rooms.js knownRoom). `log`: the room's events as the library emitted them, to draw the
+  // room again when it is shown.
   rooms: new Map(),
-  joinRefs: new Map(), // ref of a background join -> its room, to tell its error apart
 };
 
 // ---------------------------------------------------------------- helpers

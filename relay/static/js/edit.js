@@ -1,10 +1,9 @@
 // Reply / Edit / Delete on a message, inline editing, and message_edited / message_deleted.
-import { advanceSeq, isCurrentRoom, showBanner } from '../app.js';
-import { send } from './connection.js';
-import { el, fullFormat, h, state } from './core.js';
+import { isCurrentRoom, showBanner } from '../app.js';
+import { conn, el, fullFormat, h, state } from './core.js';
 import { renderSeenBy } from './reads.js';
 import { clearReply, jumpTo, refreshQuotes, renderReplyBar, startReply } from './replies.js';
-import { discardPending, nextRef, retryPending, setMsgStatus } from './send.js';
+import { discardPending, retryPending, setMsgStatus } from './send.js';
 
 // ---------------------------------------------------------------- message actions
 // The seq a message can be answered, edited or deleted by: only messages of the room's
@@ -160,12 +159,7 @@ export function saveEdit() {
   const textNode = ed.li.querySelector('.bubble > .text');
   const text = ed.form.querySelector('textarea').value;
   if (!textNode || text.trim() === '' || text === textNode.textContent) return cancelEdit();
-  const ref = nextRef();
-  if (!state.joined || !send({ type: 'edit', room: state.room, seq: ed.seq, text, ref })) {
-    showBanner('not_connected', 'Not connected: the edit was not sent.');
-    return undefined;
-  }
-  state.changes.set(ref, { kind: 'edit', seq: ed.seq, before: textNode.textContent });
+  const ref = trackChange(conn.chat.edit(state.room, ed.seq, text), { kind: 'edit', seq: ed.seq, before: textNode.textContent });
   state.changeBySeq.set(ed.seq, ref);
   closeEditor();
   // Shown at once; `message_edited` confirms it, an error with this ref puts it back.
@@ -180,17 +174,24 @@ export function saveEdit() {
 export function sendDelete(li) {
   const seq = seqOf(li);
   if (seq === null) return;
-  const ref = nextRef();
-  if (!state.joined || !send({ type: 'delete', room: state.room, seq, ref })) {
-    setActions(li);
-    showBanner('not_connected', 'Not connected: the message was not deleted.');
-    return;
-  }
-  state.changes.set(ref, { kind: 'delete', seq });
+  const ref = trackChange(conn.chat.delete(state.room, seq), { kind: 'delete', seq });
   state.changeBySeq.set(seq, ref);
   li.dataset.changing = '1';
   setMsgStatus(li, 'deleting...', 'sending');
   setActions(li);
+}
+
+// The library sends the change (again after a reconnect, until the relay answers); its event
+// confirms it (onEdited, onDeleted), a refusal puts the message back as the relay has it.
+function trackChange(promise, change) {
+  const ref = 'change-' + ++state.changeCounter;
+  state.changes.set(ref, change);
+  promise.catch((err) => {
+    if (!state.changes.has(ref)) return; // settled, or the room is no longer shown
+    revertChange(ref);
+    if (err.code !== 'left') showBanner(err.code || 'error', err.message || '');
+  });
+  return ref;
 }
 
 // An error answered one of my edits or deletes: the message shows what the relay has.
@@ -219,9 +220,8 @@ export function settleChange(seq) {
   state.changes.delete(ref);
 }
 
-export function onEdited(msg, live) {
+export function onEdited(msg) {
   if (!isCurrentRoom(msg)) return;
-  if (live) advanceSeq(msg.seq);
   const li = state.bySeq.get(msg.target);
   // A delete is final: an older edit replayed from history does not bring the text back.
   if (!li || li.dataset.deleted || typeof msg.text !== 'string') return;
@@ -235,9 +235,8 @@ export function onEdited(msg, live) {
   refreshQuotes(msg.target);
 }
 
-export function onDeleted(msg, live) {
+export function onDeleted(msg) {
   if (!isCurrentRoom(msg)) return;
-  if (live) advanceSeq(msg.seq);
   const li = state.bySeq.get(msg.target);
   if (!li) return;
   settleChange(msg.target);

@@ -1,19 +1,19 @@
 // Read state: `read` while the tab is visible, the others' positions, "seen by ...".
-import { isCurrentRoom, nameOf } from '../app.js';
-import { send } from './connection.js';
-import { READ_DEBOUNCE_MS, SEEN_BY_MAX_MEMBERS, TOKEN, el, h, state } from './core.js';
+import { nameOf } from '../app.js';
+import { READ_DEBOUNCE_MS, SEEN_BY_MAX_MEMBERS, TOKEN, conn, el, h, state } from './core.js';
 import { seqOf } from './edit.js';
 import { isMe, isNearBottom, scrollToBottom } from './messages.js';
 
 // ---------------------------------------------------------------- read state
 // Only with a relay whose `joined` carries `lastRead`: an older one would answer `read`
-// with unknown_type.
-export function readJoined(msg, epochChanged) {
-  state.readSupported = Number.isFinite(msg.lastRead);
-  if (!state.readSupported) return;
+// with unknown_type. `r`: the room's read fields (`state` for the shown room, else its
+// room entry).
+export function readJoined(r, msg, epochChanged) {
+  r.readSupported = Number.isFinite(msg.lastRead);
+  if (!r.readSupported) return;
   // Never backwards: another tab of mine may have read further, or this one before a
   // reconnect. A new life of the room numbers from 1 again.
-  state.readSent = epochChanged ? msg.lastRead : Math.max(state.readSent, msg.lastRead);
+  r.readSent = epochChanged ? msg.lastRead : Math.max(r.readSent, msg.lastRead);
 }
 
 export function scheduleRead() {
@@ -40,20 +40,26 @@ export function shownUpTo() {
 export function flushRead() {
   if (!state.readSupported || !state.joined || document.visibilityState !== 'visible') return;
   const seq = shownUpTo();
-  if (seq > state.readSent && send({ type: 'read', room: state.room, seq })) state.readSent = seq;
+  // The library sends it now, or after the rejoin when the connection is down.
+  if (seq > state.readSent) {
+    conn.chat.read(state.room, seq);
+    state.readSent = seq;
+  }
 }
 
 export function onRead(msg) {
-  if (!isCurrentRoom(msg) || !Number.isFinite(msg.seq)) return;
+  const current = msg.room === state.room;
+  const r = current ? state : state.rooms.get(msg.room);
+  if (!r || !Number.isFinite(msg.seq)) return;
   const id = String(msg.userId ?? '');
   if (isMe(id, msg.username)) {
     // Another tab of mine read this far: this one never reports less.
-    state.readSent = Math.max(state.readSent, msg.seq);
+    r.readSent = Math.max(r.readSent, msg.seq);
     return;
   }
-  const known = state.reads.get(id);
-  state.reads.set(id, { userId: id, username: nameOf(msg), seq: Math.max(known ? known.seq : 0, msg.seq) });
-  renderSeenBy();
+  const known = r.reads.get(id);
+  r.reads.set(id, { userId: id, username: nameOf(msg), seq: Math.max(known ? known.seq : 0, msg.seq) });
+  if (current) renderSeenBy();
 }
 
 // "seen by alice, bob" under the last message, in rooms of at most SEEN_BY_MAX_MEMBERS:

@@ -1,15 +1,19 @@
-// The room list: rooms shown before stay joined in the background with unread counts.
-import { latestSeqOf, setSidebar, switchRoom } from '../app.js';
-import { send } from './connection.js';
-import { MAX_KNOWN_ROOMS, el, h, numberFormat, state } from './core.js';
+// The room list: rooms shown before stay joined (by the library) in the background, with
+// unread counts; each keeps its events so that it can be drawn again when shown.
+import { onJoinRefused, setSidebar, switchRoom } from '../app.js';
+import { MAX_KNOWN_ROOMS, MAX_ROOM_LOG, conn, el, h, numberFormat, state } from './core.js';
 import { isMine } from './messages.js';
-import { nextRef } from './send.js';
 
 // ---------------------------------------------------------------- room list and unread counts
 export function knownRoom(name) {
   let info = state.rooms.get(name);
   if (!info) {
-    info = { epoch: null, lastSeq: null, unread: 0, joined: false };
+    info = {
+      unread: 0, joined: false, inLib: false, hasJoinedOnce: false, presence: null,
+      log: [], // message / message_edited / message_deleted events of the room's current life
+      older: [], // scroll-back pages above `log`, oldest first
+      historyDone: false, readSupported: false, readSent: 0, reads: new Map(),
+    };
     state.rooms.set(name, info);
   }
   return info;
@@ -24,67 +28,52 @@ export function savedRooms() {
   }
 }
 
-export function joinBackground(name) {
+// The library joins it now and rejoins it after every reconnect (with since/epoch).
+export function joinRoom(name) {
   const info = state.rooms.get(name);
-  if (!info) return;
-  // With a ref, so that an error it causes (forbidden_room, room_limit, ...) names it.
-  const ref = nextRef();
-  const join = { type: 'join', room: name, username: state.username, ref };
-  if (info.epoch !== null && info.lastSeq !== null) {
-    join.since = info.lastSeq;
-    join.epoch = info.epoch;
-  }
-  if (send(join)) state.joinRefs.set(ref, name);
+  if (!info || info.inLib) return;
+  info.inLib = true;
+  conn.chat.join(name).catch((err) => {
+    info.inLib = false;
+    info.joined = false;
+    if (err.code !== 'left' && err.code !== 'closed') onJoinRefused(name, err.code || 'error', err.message || '');
+  });
 }
 
 export function forgetRoom(name) {
   const info = state.rooms.get(name);
   if (!info || name === state.room) return;
   state.rooms.delete(name);
-  if (info.joined) send({ type: 'leave', room: name });
+  if (info.inLib) conn.chat.leave(name);
+  for (const [ref, entry] of state.pending) if (entry.room === name) state.pending.delete(ref);
   renderRooms();
 }
 
-// Events of a room joined in the background: only what its unread count and its resume
-// point need. Its messages are shown (from joined.history) when it is opened.
-export function onBackgroundEvent(msg, info) {
-  const name = msg.room;
-  switch (msg.type) {
-    case 'joined': {
-      for (const [ref, room] of state.joinRefs) if (room === name) state.joinRefs.delete(ref);
-      const fresh = typeof msg.epoch === 'string' && msg.epoch !== info.epoch;
-      const history = Array.isArray(msg.history) ? msg.history : [];
-      if (Number.isFinite(msg.unread)) {
-        info.unread = msg.unread; // the relay's count after this person's read position
-      } else if (info.lastSeq !== null) {
-        // A relay without read state: count what the others sent since this tab last had
-        // the room (all of a new life of the room).
-        const after = fresh ? 0 : info.lastSeq;
-        info.unread += history.filter((m) => m && m.type === 'message' && !m.deleted && !isMine(m)
-          && Number.isFinite(m.seq) && m.seq > after).length;
-      }
-      info.epoch = typeof msg.epoch === 'string' ? msg.epoch : null;
-      info.lastSeq = Number.isFinite(msg.seq) ? msg.seq : latestSeqOf(history);
-      info.joined = true;
-      break;
-    }
-    case 'message':
-      if (Number.isFinite(msg.seq) && (info.lastSeq === null || msg.seq > info.lastSeq)) info.lastSeq = msg.seq;
-      if (!isMine(msg)) info.unread += 1;
-      break;
-    case 'message_edited':
-    case 'message_deleted':
-      if (Number.isFinite(msg.seq) && (info.lastSeq === null || msg.seq > info.lastSeq)) info.lastSeq = msg.seq;
-      break;
-    case 'cluster':
-      if (msg.state === 'restored' && msg.recovered === false) joinBackground(name);
-      break;
-    case 'left':
-      info.joined = false;
-      break;
-    default:
-      break;
+// Every message, edit and delete of a room goes into its log (the shown room's too);
+// a room in the background also counts what others wrote as unread.
+export function logEvent(ev, info) {
+  info.log.push(ev);
+  if (info.log.length > MAX_ROOM_LOG) {
+    info.log.splice(0, info.log.length - MAX_ROOM_LOG);
+    // The scroll-back pages no longer join up with the log: scrolling up fetches again.
+    info.older = [];
+    info.historyDone = false;
   }
+  if (ev.room === state.room) return;
+  if (ev.type === 'message') {
+    // The sends of mine it shows are done.
+    if (typeof ev.ref === 'string' && state.pending.get(ev.ref)?.room === ev.room) state.pending.delete(ev.ref);
+    // The history of a first join is not news; a rejoin's is what was missed.
+    if (info.hasJoinedOnce && !ev.deleted && !isMine(ev)) {
+      info.unread += 1;
+      renderRooms();
+    }
+  }
+}
+
+// A background room's `joined`: its unread count is the relay's where it keeps read state.
+export function backgroundJoined(msg, info) {
+  if (Number.isFinite(msg.unread)) info.unread = msg.unread;
   renderRooms();
 }
 

@@ -1,36 +1,32 @@
-// Acknowledged sends (PROTOCOL.md "Acknowledged sends"): every message with a ref, shown as
-// "sending..." until its ack or its own echo; resent after a reconnect; refused ones marked.
-import { send } from './connection.js';
-import { REF_PREFIX, TOKEN_SUB, state } from './core.js';
+// Acknowledged sends (PROTOCOL.md "Acknowledged sends"): the library sends each message with
+// a ref and resends it after a reconnect until acknowledged; the page shows it as
+// "sending..." until its ack or its own echo, and a refused one with Retry and Discard.
+import { TOKEN_SUB, conn, state } from './core.js';
 import { setActions } from './edit.js';
 import { afterInsert, buildMessage, insertOrdered, isNearBottom, track } from './messages.js';
 import { renderSeenBy, scheduleRead } from './reads.js';
 import { clearReply } from './replies.js';
 
-// ---------------------------------------------------------------- sending (acknowledged)
-export function nextRef() {
-  state.refCounter += 1;
-  return REF_PREFIX + state.refCounter;
-}
+let localKeys = 0; // for a send the library refused at once (it has no ref then)
 
-// Shows the message at once as "sending..." and sends it with a ref; the bubble becomes the
-// message when its `ack` or its own `message` event (whichever comes first) arrives.
+// Shows the message at once as "sending..."; the bubble becomes the message when its `ack`
+// or its own `message` event (whichever comes first) arrives.
 export function sendChat(text) {
   const entry = {
-    ref: nextRef(), room: state.room, text, replyTo: state.replyTo,
-    sentAt: Date.now(), li: null, failed: false, sentOn: null,
+    ref: null, room: state.room, text, replyTo: state.replyTo,
+    sentAt: Date.now(), li: null, failed: false, code: '', message: '',
   };
   entry.li = renderPending(entry);
-  state.pending.set(entry.ref, entry);
   clearReply();
   transmit(entry);
 }
 
 export function transmit(entry) {
-  const frame = { type: 'message', room: entry.room, text: entry.text, ref: entry.ref };
-  if (entry.replyTo !== null) frame.replyTo = entry.replyTo;
-  // Not joined: it goes out after the next `joined`, with the others waiting.
-  if (state.joined && send(frame)) entry.sentOn = state.ws;
+  const sending = conn.chat.send(entry.room, entry.text, entry.replyTo !== null ? { replyTo: entry.replyTo } : {});
+  entry.ref = sending.ref ?? 'local-' + ++localKeys;
+  if (entry.li) entry.li.dataset.ref = entry.ref;
+  state.pending.set(entry.ref, entry);
+  sending.then((ack) => onAck(entry, ack), (err) => failPending(entry, err.code || 'error', err.message || ''));
 }
 
 export function renderPending(entry) {
@@ -38,7 +34,7 @@ export function renderPending(entry) {
   if (entry.replyTo !== null) msg.replyTo = entry.replyTo;
   const li = buildMessage(msg, true);
   li.dataset.pending = '1';
-  li.dataset.ref = entry.ref;
+  if (entry.ref) li.dataset.ref = entry.ref;
   li.classList.add('pending');
   setMsgStatus(li, 'sending...', 'sending');
   // Below every ordered message until the relay gives it a seq.
@@ -48,10 +44,20 @@ export function renderPending(entry) {
   return li;
 }
 
+// The shown room's sends still waiting or refused, drawn again when the room is shown.
+export function renderPendingOf(room) {
+  for (const entry of state.pending.values()) {
+    if (entry.room !== room) continue;
+    entry.li = renderPending(entry);
+    if (entry.failed) markFailed(entry);
+  }
+}
+
 // `msg`: the relay's message event, or (`provisional`) one made from the ack, which the
 // message event replaces when it comes.
 export function confirmPending(entry, msg, provisional) {
   state.pending.delete(entry.ref);
+  if (entry.room !== state.room || !entry.li) return; // not shown: its room's log has it
   const id = String(msg.id);
   const nearBottom = isNearBottom();
   entry.li.remove();
@@ -71,14 +77,11 @@ export function confirmPending(entry, msg, provisional) {
   renderSeenBy(); // the newest message may have changed
 }
 
-export function onAck(msg) {
-  if (typeof msg.ref !== 'string') return;
-  const entry = state.pending.get(msg.ref);
-  // Absent: its message event came first and took the bubble.
-  if (!entry || msg.room !== entry.room || !Number.isFinite(msg.seq)) return;
-  if (typeof msg.id !== 'string' && typeof msg.id !== 'number') return;
+// The library's promise resolved. Absent from `pending`: its message event came first.
+export function onAck(entry, ack) {
+  if (state.pending.get(entry.ref) !== entry) return;
   const made = {
-    id: msg.id, seq: msg.seq, room: msg.room, userId: TOKEN_SUB ?? state.clientId,
+    id: ack.id, seq: ack.seq, room: ack.room, userId: TOKEN_SUB ?? state.clientId,
     username: state.username, text: entry.text, timestamp: entry.sentAt,
   };
   if (entry.replyTo !== null) made.replyTo = entry.replyTo;
@@ -87,18 +90,31 @@ export function onAck(msg) {
 }
 
 export function failPending(entry, code, text) {
+  if (state.pending.get(entry.ref) !== entry) return;
+  if (code === 'left') {
+    // Its room left the list: nothing there to show it in.
+    state.pending.delete(entry.ref);
+    return;
+  }
   entry.failed = true;
+  entry.code = code;
+  entry.message = text;
+  if (entry.room === state.room && entry.li) markFailed(entry);
+}
+
+function markFailed(entry) {
   entry.li.classList.add('failed');
-  setMsgStatus(entry.li, 'not sent: ' + (text || code), 'failed');
-  entry.li.querySelector('.msg-status').dataset.code = code;
+  setMsgStatus(entry.li, 'not sent: ' + (entry.message || entry.code), 'failed');
+  entry.li.querySelector('.msg-status').dataset.code = entry.code;
   setActions(entry.li);
 }
 
+// Retry: a new send (the relay never ordered the refused one, so a new ref is right).
 export function retryPending(li) {
   const entry = state.pending.get(li.dataset.ref);
   if (!entry) return;
+  state.pending.delete(entry.ref);
   entry.failed = false;
-  entry.sentOn = null;
   li.classList.remove('failed');
   setMsgStatus(li, 'sending...', 'sending');
   setActions(li);

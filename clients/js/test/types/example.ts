@@ -28,6 +28,15 @@ async function main(token: () => Promise<string>): Promise<void> {
   const people: ReadonlyMap<string, string> = chat.presence('general');
   console.log(since, deleted.seq, first, older.hasMore, people.size, chat.state);
   await new ChatRelay('ws://localhost:8080/ws', { token: 'a.jwt.here' }).join('r', { since: 41, epoch: 'e' });
+  // What the built-in page uses: its own ref prefix, refused sends left to the user, the
+  // pending send's ref, presence lists that may be count-only, cluster events, Retry.
+  const page = new ChatRelay('ws://localhost:8080/ws', { refPrefix: 'p0123-', retrySends: false });
+  const sending = page.send('r', 'hello');
+  const pendingRef: string | undefined = sending.ref;
+  page.on('presence', (p) => console.log(p.listed ? p.users.size : p.count));
+  page.on('cluster', (c) => console.log(c.state === 'degraded', c.recovered));
+  page.reconnect();
+  console.log(pendingRef, (await sending).seq);
   off();
   chat.close();
 
