@@ -370,8 +370,9 @@ pub(crate) mod hist_b64 {
     }
 }
 
-/// The per-interval histograms cross the pipe as `[[bucket, base64], ...]`.
-mod hist_map_b64 {
+/// Histograms keyed by a bucket (per interval, per storm window) cross the pipe as
+/// `[[bucket, base64], ...]`.
+pub(crate) mod hist_map_b64 {
     use super::*;
 
     #[derive(Serialize, Deserialize)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{hist_b64, new_histogram, SeqOutcome, HIST_MAX_US};
+use crate::stats::{hist_b64, hist_map_b64, new_histogram, SeqOutcome, HIST_MAX_US};
 use crate::Error;
 
 /// The clients that stayed: their latency from the drop on, in buckets of this length.
@@ -99,7 +99,7 @@ pub struct StormStats {
     /// [`BUCKET_NS`] bucket of arrival.
     #[serde(with = "hist_b64")]
     pub stayed_before_us: Histogram<u64>,
-    #[serde(with = "bucket_map")]
+    #[serde(with = "hist_map_b64")]
     pub stayed_after_us: BTreeMap<u64, Histogram<u64>>,
 }
 
@@ -188,28 +188,6 @@ impl StormStats {
         self.storm_ns = self.storm_ns.max(o.storm_ns);
         self.last_resumed_ns = self.last_resumed_ns.max(o.last_resumed_ns);
         Ok(())
-    }
-}
-
-/// The bucket histograms cross the pipe as `[[bucket, base64], ...]`.
-mod bucket_map {
-    use super::*;
-
-    #[derive(Serialize, Deserialize)]
-    struct Entry(u64, #[serde(with = "hist_b64")] Histogram<u64>);
-
-    pub fn serialize<S: serde::Serializer>(
-        m: &BTreeMap<u64, Histogram<u64>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        s.collect_seq(m.iter().map(|(k, h)| Entry(*k, h.clone())))
-    }
-
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<u64, Histogram<u64>>, D::Error> {
-        let v = <Vec<Entry> as Deserialize>::deserialize(d)?;
-        Ok(v.into_iter().map(|Entry(k, h)| (k, h)).collect())
     }
 }
 
