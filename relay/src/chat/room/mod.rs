@@ -51,7 +51,7 @@ use people::{Arrival, Departure, People};
 /// the other half is left for live traffic while the joins are written out.
 const JOINED_HEADROOM_DIVISOR: usize = 2;
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Member {
     pub conn: Arc<Conn>,
     pub username: Arc<str>,
@@ -291,13 +291,14 @@ impl Room {
         match presence {
             Presence::Room => {
                 let st = &mut *state;
-                let arrival = match st.members.last() {
+                let arrival = match already {
                     // `admit` appended it.
-                    Some(member) if !already => st.people.arrive(member),
-                    _ => Arrival::Present,
+                    false => st.people.arrive(&st.members),
+                    true => Arrival::Present,
                 };
                 let count = state.people.len();
-                let users = (count <= hub.limits.presence_list_max).then(|| state.people.users());
+                let users = (count <= hub.limits.presence_list_max)
+                    .then(|| state.people.users(&state.members));
                 self.send_joined(&state, hub, conn, (count, users), resume, read);
                 if arrival == Arrival::New {
                     let user = UserRef {
@@ -426,20 +427,18 @@ impl Room {
     }
 }
 
+/// What the room's unit tests read back from a connection's queue.
 #[cfg(test)]
-mod tests {
-    use std::net::{Ipv4Addr, SocketAddr};
+pub(super) mod test_frames {
+    use crate::chat::client::Conn;
 
-    use super::*;
-    use crate::config::Config;
-
-    /// The JSON `type` of every frame queued for `conn`, in order.
-    fn queued_types(conn: &Conn) -> Vec<String> {
+    /// Every event queued for `conn`, in order, as JSON (and the queue emptied).
+    pub(in crate::chat::room) fn queued_events(conn: &Conn) -> Vec<serde_json::Value> {
         let mut bytes = Vec::new();
         for frame in conn.outbox.take_all() {
             bytes.extend_from_slice(&frame);
         }
-        let mut types = Vec::new();
+        let mut events = Vec::new();
         let mut at = 0;
         while at < bytes.len() {
             // Server frames: unmasked, FIN text, 7-bit or 16-bit length in these tests.
@@ -451,15 +450,33 @@ mod tests {
                 n => (usize::from(n), 2),
             };
             let payload = &bytes[at + head..at + head + len];
-            let value: serde_json::Value = serde_json::from_slice(payload).expect("JSON");
-            let kind = value["type"].as_str().unwrap_or("?").to_owned();
-            types.push(match value["text"].as_str() {
-                Some(text) => format!("{kind}:{text}"),
-                None => kind,
-            });
+            events.push(serde_json::from_slice(payload).expect("JSON"));
             at += head + len;
         }
-        types
+        events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use super::test_frames::queued_events;
+    use super::*;
+    use crate::config::Config;
+
+    /// The JSON `type` of every frame queued for `conn`, in order.
+    fn queued_types(conn: &Conn) -> Vec<String> {
+        queued_events(conn)
+            .into_iter()
+            .map(|value| {
+                let kind = value["type"].as_str().unwrap_or("?").to_owned();
+                match value["text"].as_str() {
+                    Some(text) => format!("{kind}:{text}"),
+                    None => kind,
+                }
+            })
+            .collect()
     }
 
     #[test]

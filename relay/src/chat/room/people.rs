@@ -19,31 +19,71 @@ use crate::chat::hub::Hub;
 use crate::protocol::event::{self, UserRef};
 use crate::transport::outbox::Priority;
 
-/// The people present in a room, in the order they arrived (with the members' swap-remove,
-/// so with one connection each they are listed exactly as the members were).
-#[derive(Debug, Default)]
+/// The people present in a room. Most people have one connection in a room, and such a
+/// person is just its member entry: nothing is kept here for it (idle memory per
+/// connection is a target). Only a person with several connections here, or one in its
+/// grace (no connection), has a [`Person`] entry.
+#[derive(Debug)]
 pub(super) struct People {
-    people: Vec<Person>,
-    /// The generation the next departure gets.
+    /// People present: the distinct persons among the members, and those in their grace.
+    count: usize,
+    /// The people that are more than one member entry.
+    extra: Vec<Person>,
+    /// The generation the next departure gets (0 means none pending in [`Person`]).
     next_departure: u64,
 }
 
+impl Default for People {
+    fn default() -> Self {
+        Self {
+            count: 0,
+            extra: Vec::new(),
+            next_departure: 1,
+        }
+    }
+}
+
+/// A person with several connections in the room, or in its grace. Its [`Conn::person`]
+/// key is not stored but is the `userId` (authenticated) or the `username` (not), both
+/// shared with a member's `Arc`s rather than copied.
 #[derive(Debug)]
 struct Person {
-    /// [`Conn::person`] of its connections.
-    key: Box<str>,
-    /// Its connections that are members here; 0 while a departure is pending.
-    here: u32,
     /// What `users` and `user_left` show: one of its connections' `userId` (with
     /// authentication the token's `sub`, the same for all of them) and name in the room.
     user_id: Arc<str>,
     username: Arc<str>,
+    /// The connection `users` lists for it (while it has any).
+    shown: u64,
     /// The last connection disconnected: `user_left` is due after the grace unless a
-    /// connection of the person joins first (which clears this).
-    departing: Option<u64>,
+    /// connection of the person joins first (which clears this); 0 when none is pending.
+    departing: u64,
+    /// Its connections that are members here; 0 while a departure is pending.
+    here: u32,
+    /// Whether its key is `user_id` (the token's `sub`) rather than `username`.
+    authenticated: bool,
 }
 
 impl Person {
+    fn new(member: &Member, here: u32) -> Self {
+        Self {
+            user_id: member.conn.user_id.clone(),
+            username: member.username.clone(),
+            shown: member.conn.id,
+            departing: 0,
+            here,
+            authenticated: member.conn.identity.is_some(),
+        }
+    }
+
+    /// [`Conn::person`] of its connections.
+    fn key(&self) -> &str {
+        if self.authenticated {
+            &self.user_id
+        } else {
+            &self.username
+        }
+    }
+
     fn user(&self) -> UserRef<'_> {
         UserRef {
             id: &self.user_id,
@@ -75,79 +115,98 @@ pub(super) enum Departure {
 
 impl People {
     pub(super) fn len(&self) -> usize {
-        self.people.len()
+        self.count
     }
 
-    /// Everyone present, as `users` lists them (a person in its grace included: the others
-    /// have not been told it left).
-    pub(super) fn users(&self) -> impl Iterator<Item = UserRef<'_>> {
-        self.people.iter().map(Person::user)
+    /// Everyone present, as `users` lists them: the `members` in their order, a person
+    /// with several connections once, then the people in their grace (the others have not
+    /// been told they left).
+    pub(super) fn users<'a>(&'a self, members: &'a [Member]) -> impl Iterator<Item = UserRef<'a>> {
+        let listed = members.iter().filter(move |m| {
+            self.extra.is_empty()
+                || self
+                    .find(m.conn.person(&m.username))
+                    .is_none_or(|at| self.extra[at].shown == m.conn.id)
+        });
+        let departing = self.extra.iter().filter(|p| p.here == 0);
+        listed.map(Member::user).chain(departing.map(Person::user))
     }
 
     fn find(&self, key: &str) -> Option<usize> {
-        self.people.iter().position(|p| &*p.key == key)
+        self.extra.iter().position(|p| p.key() == key)
     }
 
-    /// `member` became a member.
-    pub(super) fn arrive(&mut self, member: &Member) -> Arrival {
+    /// The last of `members` just became a member.
+    pub(super) fn arrive(&mut self, members: &[Member]) -> Arrival {
+        let Some((member, others)) = members.split_last() else {
+            return Arrival::Present;
+        };
         let key = member.conn.person(&member.username);
         if let Some(at) = self.find(key) {
-            let person = &mut self.people[at];
-            if person.departing.take().is_some() {
-                // Back within the grace: it shows as the connection it is now.
-                person.user_id = member.conn.user_id.clone();
-                person.username = member.username.clone();
+            let person = &mut self.extra[at];
+            if person.here == 0 {
+                // Back within the grace, as one connection: just its member entry again.
+                self.extra.swap_remove(at);
+            } else {
+                person.here += 1;
             }
-            person.here += 1;
             return Arrival::Present;
         }
-        self.people.push(Person {
-            key: key.into(),
-            here: 1,
-            user_id: member.conn.user_id.clone(),
-            username: member.username.clone(),
-            departing: None,
-        });
-        Arrival::New
+        match others.iter().find(|m| m.conn.person(&m.username) == key) {
+            Some(first) => {
+                // Its second connection: listed as the first one still.
+                self.extra.push(Person::new(first, 2));
+                Arrival::Present
+            }
+            None => {
+                self.count += 1;
+                Arrival::New
+            }
+        }
     }
 
     /// `gone` is no longer a member (`members` are those left); `grace`: it disconnected and
     /// its person's announcement may wait.
     pub(super) fn depart(&mut self, gone: &Member, members: &[Member], grace: bool) -> Departure {
         let key = gone.conn.person(&gone.username);
-        let Some(at) = self.find(key) else {
-            return Departure::Gone;
-        };
-        let person = &mut self.people[at];
-        person.here = person.here.saturating_sub(1);
-        if person.here > 0 {
-            if person.user_id == gone.conn.user_id {
+        if let Some(at) = self.find(key) {
+            let person = &mut self.extra[at];
+            person.here = person.here.saturating_sub(1);
+            if person.here <= 1 {
+                // One connection left: just its member entry.
+                self.extra.swap_remove(at);
+            } else if person.shown == gone.conn.id {
                 // `users` shows a connection that is still here (without authentication each
                 // has its own `userId`).
                 if let Some(other) = members.iter().find(|m| m.conn.person(&m.username) == key) {
+                    person.shown = other.conn.id;
                     person.user_id = other.conn.user_id.clone();
                     person.username = other.username.clone();
                 }
             }
             return Departure::Stays;
         }
-        // Announced as the connection that went last.
-        person.user_id = gone.conn.user_id.clone();
-        person.username = gone.username.clone();
         if grace {
+            // Announced, when the grace has passed, as the connection that went last.
             let generation = self.next_departure;
             self.next_departure += 1;
-            person.departing = Some(generation);
+            let mut person = Person::new(gone, 0);
+            person.departing = generation;
+            self.extra.push(person);
             return Departure::Pending(generation);
         }
-        self.people.swap_remove(at);
+        self.count = self.count.saturating_sub(1);
         Departure::Gone
     }
 
     /// Ends departure `generation` of `key` if it is still pending; the person, to announce.
     fn expire(&mut self, key: &str, generation: u64) -> Option<Person> {
         let at = self.find(key)?;
-        (self.people[at].departing == Some(generation)).then(|| self.people.swap_remove(at))
+        if self.extra[at].here != 0 || self.extra[at].departing != generation {
+            return None;
+        }
+        self.count = self.count.saturating_sub(1);
+        Some(self.extra.swap_remove(at))
     }
 }
 
@@ -177,7 +236,8 @@ impl Room {
             return;
         }
         let count = state.people.len();
-        let users = (count <= hub.limits.presence_list_max).then(|| state.people.users());
+        let users =
+            (count <= hub.limits.presence_list_max).then(|| state.people.users(&state.members));
         let frame = event::presence(kind, &self.name, user, count, users);
         self.fan_out(state, hub, frame.bytes(), Priority::Normal, skip);
     }
@@ -233,34 +293,84 @@ mod tests {
     }
 
     #[test]
+    fn people_with_one_connection_each_keep_nothing_beside_their_members() {
+        // Idle memory per connection is a target (docs/PERFORMANCE.md): the common case
+        // allocates nothing here.
+        let hub = Hub::new(&Config::default());
+        let mut people = People::default();
+        let mut members = Vec::new();
+        for name in ["alice", "bob", "carol"] {
+            members.push(member(&hub, name));
+            assert_eq!(people.arrive(&members), Arrival::New);
+        }
+        assert_eq!(people.len(), 3);
+        assert_eq!(people.extra.capacity(), 0);
+        let names: Vec<_> = people
+            .users(&members)
+            .map(|u| u.username.to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["alice", "bob", "carol"],
+            "listed as the members are"
+        );
+        let gone = members.remove(1);
+        assert_eq!(people.depart(&gone, &members, false), Departure::Gone);
+        assert_eq!(people.len(), 2);
+        assert_eq!(people.extra.capacity(), 0);
+    }
+
+    #[test]
     fn a_person_goes_with_its_last_connection_and_a_rejoin_makes_its_departure_stale() {
         let hub = Hub::new(&Config::default());
         let mut people = People::default();
         let (tab1, tab2) = (member(&hub, "alice"), member(&hub, "alice"));
-        assert_eq!(people.arrive(&tab1), Arrival::New);
-        assert_eq!(people.arrive(&tab2), Arrival::Present);
+        let mut members = vec![tab1.clone()];
+        assert_eq!(people.arrive(&members), Arrival::New);
+        members.push(tab2.clone());
+        assert_eq!(people.arrive(&members), Arrival::Present);
         assert_eq!(people.len(), 1);
         assert_eq!(
-            people.depart(&tab1, std::slice::from_ref(&tab2), true),
-            Departure::Stays
+            people
+                .users(&members)
+                .map(|u| u.id.to_owned())
+                .collect::<Vec<_>>(),
+            [tab1.conn.user_id.to_string()],
+            "two tabs are listed once"
         );
+        members.remove(0);
+        assert_eq!(people.depart(&tab1, &members, true), Departure::Stays);
         assert_eq!(
-            people.users().map(|u| u.id.to_owned()).collect::<Vec<_>>(),
+            people
+                .users(&members)
+                .map(|u| u.id.to_owned())
+                .collect::<Vec<_>>(),
             [tab2.conn.user_id.to_string()],
             "listed as a connection still here"
         );
 
-        let Departure::Pending(first) = people.depart(&tab2, &[], true) else {
+        members.clear();
+        let Departure::Pending(first) = people.depart(&tab2, &members, true) else {
             panic!("a disconnect of the last connection waits the grace");
         };
         assert_eq!(people.len(), 1, "still present during the grace");
-        let back = member(&hub, "alice");
         assert_eq!(
-            people.arrive(&back),
+            people
+                .users(&members)
+                .map(|u| u.id.to_owned())
+                .collect::<Vec<_>>(),
+            [tab2.conn.user_id.to_string()],
+            "listed during the grace as the connection that went last"
+        );
+        let back = member(&hub, "alice");
+        members.push(back.clone());
+        assert_eq!(
+            people.arrive(&members),
             Arrival::Present,
             "no second user_joined"
         );
-        let Departure::Pending(second) = people.depart(&back, &[], true) else {
+        members.clear();
+        let Departure::Pending(second) = people.depart(&back, &members, true) else {
             panic!("the grace again");
         };
         assert!(
@@ -271,9 +381,11 @@ mod tests {
         assert_eq!(people.len(), 0);
 
         let bob = member(&hub, "bob");
-        people.arrive(&bob);
+        members.push(bob.clone());
+        people.arrive(&members);
+        members.clear();
         assert_eq!(
-            people.depart(&bob, &[], false),
+            people.depart(&bob, &members, false),
             Departure::Gone,
             "an explicit leave does not wait"
         );

@@ -140,38 +140,24 @@ impl Room {
 mod tests {
     use std::net::{Ipv4Addr, SocketAddr};
 
+    use super::super::test_frames::queued_events;
     use super::super::JoinRequest;
     use super::*;
     use crate::config::Config;
 
     /// `(type, username, seq)` of every event queued for `conn`, in order.
     fn queued(conn: &Conn) -> Vec<(String, String, u64)> {
-        let mut bytes = Vec::new();
-        for frame in conn.outbox.take_all() {
-            bytes.extend_from_slice(&frame);
-        }
-        let mut events = Vec::new();
-        let mut at = 0;
-        while at < bytes.len() {
-            // Server frames: unmasked, FIN text, 7-bit or 16-bit length in this test.
-            let (len, head) = match bytes[at + 1] {
-                126 => (
-                    usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]])),
-                    4,
-                ),
-                n => (usize::from(n), 2),
-            };
-            let value: serde_json::Value =
-                serde_json::from_slice(&bytes[at + head..at + head + len]).expect("JSON");
-            let field = |k: &str| value[k].as_str().unwrap_or_default().to_owned();
-            events.push((
-                field("type"),
-                field("username"),
-                value["seq"].as_u64().unwrap_or(0),
-            ));
-            at += head + len;
-        }
-        events
+        queued_events(conn)
+            .into_iter()
+            .map(|value| {
+                let field = |k: &str| value[k].as_str().unwrap_or_default().to_owned();
+                (
+                    field("type"),
+                    field("username"),
+                    value["seq"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
     }
 
     #[test]
