@@ -210,8 +210,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Durations cross the worker pipe as seconds (f64), which is also what the JSON report uses.
-mod secs {
+/// Durations in reports and across the worker pipe are seconds (f64), which is what the JSON
+/// reports use: `#[serde(with = "crate::config::secs")]`.
+pub(crate) mod secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 
@@ -224,7 +225,8 @@ mod secs {
     }
 }
 
-mod opt_secs {
+/// [`secs`] for an optional duration.
+pub(crate) mod opt_secs {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 

@@ -35,13 +35,13 @@ pub struct HostileConfig {
 
     /// How long each attack runs (e.g. 30s; the CI short form uses 5s).
     #[arg(long, env = "LOADGEN_HOSTILE_DURATION", default_value = "30s", value_parser = parse_duration)]
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "crate::config::secs::serialize")]
     pub duration: Duration,
 
     /// Hard limit for the whole run; past it the relay is killed and the run exits with 2
     /// (default: attacks x (duration + 40 s)).
     #[arg(long, env = "LOADGEN_HOSTILE_TIMEOUT", value_parser = parse_duration)]
-    #[serde(serialize_with = "opt_secs")]
+    #[serde(serialize_with = "crate::config::opt_secs::serialize")]
     pub timeout: Option<Duration>,
 
     /// PASS needs the relay's peak RSS during the attack under this many MiB.
@@ -84,12 +84,12 @@ pub struct HostileConfig {
 
     /// Interval of the victim's WebSocket pings (one client sends them).
     #[arg(long, env = "LOADGEN_HOSTILE_VICTIM_PING_EVERY", default_value = "50ms", value_parser = parse_duration)]
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "crate::config::secs::serialize")]
     pub victim_ping_every: Duration,
 
     /// Interval of the victim's fresh connect + upgrade + join probes.
     #[arg(long, env = "LOADGEN_HOSTILE_VICTIM_CONNECT_EVERY", default_value = "500ms", value_parser = parse_duration)]
-    #[serde(serialize_with = "secs")]
+    #[serde(serialize_with = "crate::config::secs::serialize")]
     pub victim_connect_every: Duration,
 
     /// No table on stdout (the JSON and the exit status still tell).
@@ -113,17 +113,6 @@ impl HostileConfig {
         self.timeout.unwrap_or_else(|| {
             (self.duration + Duration::from_secs(40)) * self.attacks().len().max(1) as u32
         })
-    }
-}
-
-fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
-
-fn opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => s.serialize_some(&d.as_secs_f64()),
-        None => s.serialize_none(),
     }
 }
 

@@ -44,13 +44,13 @@ pub struct StormFlags {
     /// Reconnect storm: when the clients drop, from the start of the send phase (e.g. 10s)
     /// [default: a third of --duration].
     #[arg(long, env = "LOADGEN_STORM_AT", value_parser = parse_duration)]
-    #[serde(with = "opt_secs")]
+    #[serde(with = "crate::config::opt_secs")]
     pub storm_at: Option<Duration>,
 
     /// Reconnect storm: each dropped client reconnects at a random moment within this long
     /// after the drop (0: all at once).
     #[arg(long, env = "LOADGEN_STORM_SPREAD", default_value = "0s", value_parser = parse_duration)]
-    #[serde(with = "secs")]
+    #[serde(with = "crate::config::secs")]
     pub storm_spread: Duration,
 }
 
@@ -159,37 +159,6 @@ pub fn warnings(cfg: &Config, plan: &crate::plan::Plan) -> Vec<String> {
         )]
     } else {
         Vec::new()
-    }
-}
-
-/// Durations cross the worker pipe as seconds (f64), which is also what the JSON report uses.
-mod secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64())
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let v = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
-    }
-}
-
-mod opt_secs {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Option::<f64>::deserialize(d)?
-            .map(|v| Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom))
-            .transpose()
     }
 }
 
