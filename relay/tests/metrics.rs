@@ -77,6 +77,14 @@ async fn messages_move_the_counters_and_histograms_by_the_right_amounts() {
         d("relay_delivery_latency_seconds_bucket{le=\"+Inf\"}"),
         sampled as f64
     );
+    // Every frame written went out in some flusher round: at least one round, and no round
+    // wrote more connections than there are.
+    let rounds = d("relay_flush_round_seconds_count");
+    assert!(rounds >= 1.0, "{rounds}");
+    assert_eq!(d("relay_flush_round_delay_seconds_count"), rounds);
+    assert_eq!(d("relay_flush_round_connections_count"), rounds);
+    assert!(d("relay_flush_round_connections_sum") >= MEMBERS as f64);
+    assert!(d("relay_flush_round_connections_sum") <= rounds * MEMBERS as f64);
     assert_eq!(after.get(names::CONNECTIONS_OPEN), MEMBERS as f64);
     assert_eq!(after.get(names::CONNECTIONS_ACCEPTED), MEMBERS as f64);
     assert_eq!(after.get(names::ROOMS), 1.0);

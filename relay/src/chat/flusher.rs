@@ -11,10 +11,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use crate::chat::client::Conn;
 use crate::chat::hub::Hub;
 use crate::chat::room::Room;
+use crate::telemetry::metrics::Round;
 
 /// Connections written between yields. A round for a 10,000-member room is thousands of
 /// `writev`s; yielding between chunks lets readers and timers run meanwhile.
@@ -27,6 +29,8 @@ struct Pending {
     rooms: Vec<Arc<Room>>,
     conns: Vec<Arc<Conn>>,
     flusher: Option<Waker>,
+    /// When the list last stopped being empty: the round's delay is measured from here.
+    since: Option<Instant>,
 }
 
 impl Pending {
@@ -64,6 +68,8 @@ impl FlushList {
         let wake = pending.is_empty();
         push(&mut pending);
         if wake {
+            // One clock read per round, not per enlist.
+            pending.since = Some(Instant::now());
             if let Some(flusher) = pending.flusher.take() {
                 drop(pending);
                 flusher.wake();
@@ -90,17 +96,23 @@ impl FlushList {
         std::mem::swap(&mut self.lock().conns, batch);
     }
 
-    fn take_rooms(&self, rooms: &mut Vec<Arc<Room>>) {
-        std::mem::swap(&mut self.lock().rooms, rooms);
+    /// Takes the list's rooms into `rooms` (empty); when the list stopped being empty.
+    fn take_rooms(&self, rooms: &mut Vec<Arc<Room>>) -> Option<Instant> {
+        let mut pending = self.lock();
+        std::mem::swap(&mut pending.rooms, rooms);
+        pending.since.take()
     }
 
     /// Delivers the pending events of the rooms on this list into their members' queues,
-    /// which enlists those connections (on their own lists) for this round.
-    fn deliver_rooms(&self, hub: &Hub, rooms: &mut Vec<Arc<Room>>) {
-        self.take_rooms(rooms);
+    /// which enlists those connections (on their own lists) for this round. Returns how
+    /// many rooms, and when the list stopped being empty.
+    fn deliver_rooms(&self, hub: &Hub, rooms: &mut Vec<Arc<Room>>) -> (usize, Option<Instant>) {
+        let since = self.take_rooms(rooms);
+        let count = rooms.len();
         for room in rooms.drain(..) {
             room.deliver(hub);
         }
+        (count, since)
     }
 }
 
@@ -136,8 +148,10 @@ pub async fn run(hub: Arc<Hub>, slot: usize) {
         // only after the I/O driver has been polled, so every reader that is ready now fans
         // out into this round first.
         tokio::task::yield_now().await;
-        list.deliver_rooms(&hub, &mut rooms);
+        let started = Instant::now();
+        let (room_count, since) = list.deliver_rooms(&hub, &mut rooms);
         list.take(&mut batch);
+        let connections = batch.len();
         let mut written = 0u64;
         let mut done = 0;
         for conn in batch.drain(..) {
@@ -150,6 +164,15 @@ pub async fn run(hub: Arc<Hub>, slot: usize) {
         if written > 0 {
             hub.stats.bytes_out.fetch_add(written, Ordering::Relaxed);
         }
+        hub.metrics.rounds.record(Round {
+            delay: since.map_or(Duration::ZERO, |since| {
+                started.saturating_duration_since(since)
+            }),
+            duration: started.elapsed(),
+            rooms: room_count,
+            connections,
+            bytes: written,
+        });
         // A list that grew huge once (a burst to a big room) should not stay that size.
         if batch.capacity() > 4 * CHUNK {
             batch = Vec::new();

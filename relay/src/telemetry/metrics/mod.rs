@@ -41,6 +41,9 @@ use crate::protocol::CloseCode;
 use crate::telemetry::stats::StatsSnapshot;
 
 pub mod names;
+mod rounds;
+
+pub use rounds::{Round, Rounds};
 
 /// One message in this many has its delivery latency measured (see [`Metrics::probe`]).
 pub const LATENCY_SAMPLE_EVERY: u64 = 16;
@@ -225,6 +228,8 @@ pub struct Metrics {
     members: AtomicI64,
     /// Bytes queued for all connections at the last upkeep sample.
     queued: AtomicU64,
+    /// What each flusher round did.
+    pub rounds: Rounds,
 }
 
 impl Default for Metrics {
@@ -243,6 +248,7 @@ impl Metrics {
             closed: close_labels().map(|_| AtomicU64::new(0)).collect(),
             members: AtomicI64::new(0),
             queued: AtomicU64::new(0),
+            rounds: Rounds::default(),
         }
     }
 
@@ -374,6 +380,7 @@ impl Metrics {
         self.fanout.render(names::FANOUT_SECONDS, o);
         header(o, names::DELIVERY_LATENCY_SECONDS, "histogram");
         self.delivery.render(names::DELIVERY_LATENCY_SECONDS, o);
+        self.rounds.render(o);
         single(o, names::READY, "gauge", ready);
         single(o, names::HISTORY_BYTES, "gauge", node.history_bytes);
         single(o, names::HISTORY_EVICTED, "counter", node.history_evicted);

@@ -18,6 +18,9 @@ pub const OUTBOUND_QUEUED_BYTES: &str = "relay_outbound_queued_bytes";
 pub const OUTBOUND_QUEUE_BYTES: &str = "relay_outbound_queue_bytes";
 pub const FANOUT_SECONDS: &str = "relay_fanout_seconds";
 pub const DELIVERY_LATENCY_SECONDS: &str = "relay_delivery_latency_seconds";
+pub const ROUND_DELAY_SECONDS: &str = "relay_flush_round_delay_seconds";
+pub const ROUND_SECONDS: &str = "relay_flush_round_seconds";
+pub const ROUND_CONNECTIONS: &str = "relay_flush_round_connections";
 pub const READY: &str = "relay_ready";
 pub const HISTORY_BYTES: &str = "relay_history_bytes";
 pub const HISTORY_EVICTED: &str = "relay_history_evicted_total";
@@ -60,6 +63,9 @@ pub const PER_RELAY: &[(&str, &str)] = &[
     (OUTBOUND_QUEUE_BYTES, "Each connection's queued bytes, sampled every second."),
     (FANOUT_SECONDS, "Time to publish one chat message to every member's queue."),
     (DELIVERY_LATENCY_SECONDS, "Time from accepting a chat message to its write to the last member's socket (1 message in 16)."),
+    (ROUND_DELAY_SECONDS, "Time from a flusher round's first queued frame to the round's start (what else the worker ran meanwhile)."),
+    (ROUND_SECONDS, "Time one flusher round took to deliver its rooms' events and write its connections."),
+    (ROUND_CONNECTIONS, "Connections one flusher round wrote."),
     (READY, "1 while /readyz answers 200, else 0."),
     (HISTORY_BYTES, "Bytes of room history held on the node."),
     (HISTORY_EVICTED, "Messages dropped from history by the room or node byte budget."),
