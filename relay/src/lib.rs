@@ -22,6 +22,8 @@
 //!   on a single node.
 //! - [`store`]: the durable history of a single node (`--data-dir`, SQLite), a
 //!   [`chat::backend::Journal`]: every message is stored before it is delivered.
+//! - [`hooks`]: the app backend's HTTP hooks (`docs/HOOKS.md`): one pooled keep-alive
+//!   client ([`hooks::http`]) with request signing; beside `edge`, `cluster` and `store`.
 //! - [`ops`]: the admin API (`docs/ADMIN.md`), the `/metrics` page (`docs/METRICS.md`) and
 //!   the probes.
 //! - On top: [`server`] (accepts TCP, serves HTTP until the upgrade, runs the shutdown
@@ -62,6 +64,7 @@ pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod hooks;
 pub mod ops;
 pub mod protocol;
 pub mod routes;

@@ -335,6 +335,14 @@ pub struct Config {
     /// `server_busy` (cluster mode); 0 means no limit, for benchmarks.
     #[arg(long, env = "RELAY_CLUSTER_QUEUE", default_value_t = 16384)]
     pub cluster_queue: usize,
+
+    // --- The app backend's hooks (docs/HOOKS.md). ---
+    /// Secret that signs every hook request (webhooks, publish and join hooks): each carries
+    /// `X-Chatrelay-Timestamp` and `X-Chatrelay-Signature: sha256=<hex of
+    /// HMAC-SHA256(secret, "<timestamp>.<body>")>`. Unset: requests are not signed. Prefer
+    /// the environment variable, which other users cannot read in the process list.
+    #[arg(long, env = "RELAY_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
 }
 
 /// `--fsync`: what a power loss may cost of the stored history.
