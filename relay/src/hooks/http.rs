@@ -76,6 +76,12 @@ pub struct BadUrl {
     pub why: String,
 }
 
+impl From<BadUrl> for crate::error::Error {
+    fn from(bad: BadUrl) -> Self {
+        crate::error::Error::Config(bad.to_string())
+    }
+}
+
 /// The node's pool of keep-alive connections, shared by every hook (cheap to clone).
 #[derive(Clone)]
 pub struct Pool {
@@ -113,6 +119,13 @@ impl Pool {
             client,
             signer: secret.map(|s| Arc::new(Signer::new(s))),
         })
+    }
+
+    /// The node's pool for `config` (signed with `--webhook-secret` when set). Build it once
+    /// (`server.rs` does) and hand clones to every hook, so they share the connections.
+    pub fn from_config(config: &crate::config::Config) -> Result<Self, crate::error::Error> {
+        Self::new(config.webhook_secret.as_ref().map(|s| s.0.as_str()))
+            .map_err(|err| crate::error::Error::Config(format!("hooks: TLS setup: {err}")))
     }
 
     /// A hook posting to `url` (named `flag` in errors), at most `concurrency` requests in
