@@ -3,8 +3,11 @@
 //!
 //! - [`http`]: the one pooled keep-alive client every hook uses, with its limits, its
 //!   failure kinds (the metrics' `kind` label) and the HMAC signature (`--webhook-secret`).
+//! - [`gate`]: the publish hook and the join hook, the chat core's
+//!   [`crate::chat::gate::Gate`] over HTTP.
 //!
 //! The chat core does not depend on this layer: it defines the seams, this implements
 //! them, and `server.rs` wires them up.
 
+pub mod gate;
 pub mod http;
