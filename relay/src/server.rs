@@ -22,6 +22,7 @@ use crate::edge::linger::Linger;
 use crate::edge::security::Security;
 use crate::edge::tls;
 use crate::error::Error;
+use crate::hooks::gate::HttpGate;
 use crate::ops::admin::AdminSettings;
 use crate::routes::Node;
 use crate::store::Store;
@@ -70,6 +71,10 @@ impl Relay {
         let security = Security::from_config(&config)?;
         let tls = tls::acceptor_from_config(&config)?;
         let mut hub = Hub::new(&config);
+        let pool = crate::hooks::http::Pool::from_config(&config)?;
+        if let Some(gate) = HttpGate::from_config(&config, &pool, &hub.metrics.hooks)? {
+            hub.gate = Some(Arc::new(gate));
+        }
         let backplane = Backplane::from_config(&config, &hub.node_tag).map(Arc::new);
         if let Some(backplane) = &backplane {
             hub.backend = Backend::Remote(backplane.clone());

@@ -335,6 +335,54 @@ pub struct Config {
     /// `server_busy` (cluster mode); 0 means no limit, for benchmarks.
     #[arg(long, env = "RELAY_CLUSTER_QUEUE", default_value_t = 16384)]
     pub cluster_queue: usize,
+
+    // --- The app backend's hooks (docs/HOOKS.md). ---
+    /// Secret that signs every hook request (webhooks, publish and join hooks): each carries
+    /// `X-Chatrelay-Timestamp` and `X-Chatrelay-Signature: sha256=<hex of
+    /// HMAC-SHA256(secret, "<timestamp>.<body>")>`. Unset: requests are not signed. Prefer
+    /// the environment variable, which other users cannot read in the process list.
+    #[arg(long, env = "RELAY_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+
+    /// Publish hook (moderation): before a message or edit is ordered, the relay POSTs it
+    /// here and the backend allows it, replaces its text or refuses it (`rejected`).
+    /// Unset: messages are not checked.
+    #[arg(long, env = "RELAY_PUBLISH_HOOK")]
+    pub publish_hook: Option<String>,
+
+    /// Join hook (private rooms): on `join` the relay POSTs the room, the person and the
+    /// token's claims here and the backend allows (optionally renaming) or denies
+    /// (`forbidden_room`). Unset: joins are not checked.
+    #[arg(long, env = "RELAY_JOIN_HOOK")]
+    pub join_hook: Option<String>,
+
+    /// How long the publish and join hooks get to answer (waiting for a free request slot
+    /// included); then `--hook-failure` decides.
+    #[arg(long, env = "RELAY_HOOK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub hook_timeout: Duration,
+
+    /// What a publish or join hook that is slow, down or answers nonsense means: `closed`
+    /// refuses the message or join (`hook_unavailable`), `open` lets it through.
+    #[arg(long, env = "RELAY_HOOK_FAILURE", value_enum, default_value_t = HookFailure::Closed)]
+    pub hook_failure: HookFailure,
+
+    /// How long the join hook's answer for a person and room is reused (0: ask every time).
+    #[arg(long, env = "RELAY_JOIN_HOOK_CACHE", default_value = "0", value_parser = parse_duration)]
+    pub join_hook_cache: Duration,
+
+    /// Requests in flight at once to each of the publish and join hooks; more wait for a
+    /// slot (within `--hook-timeout`).
+    #[arg(long, env = "RELAY_HOOK_CONCURRENCY", default_value_t = 64)]
+    pub hook_concurrency: usize,
+}
+
+/// `--hook-failure`: what a hook that cannot answer means.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookFailure {
+    /// Refuse what could not be checked (`hook_unavailable`).
+    Closed,
+    /// Let it through unchecked.
+    Open,
 }
 
 /// `--fsync`: what a power loss may cost of the stored history.
@@ -425,6 +473,11 @@ impl Config {
             if self.retain_interval.is_zero() {
                 return Err("--retain-interval must be above 0".into());
             }
+        }
+        if (self.publish_hook.is_some() || self.join_hook.is_some())
+            && (self.hook_timeout.is_zero() || self.hook_concurrency == 0)
+        {
+            return Err("--hook-timeout and --hook-concurrency must be above 0".into());
         }
         if self.admin_listen.is_some() && self.admin_token.is_none() {
             return Err(

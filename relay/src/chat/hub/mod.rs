@@ -14,6 +14,7 @@ use super::client::Identity;
 use crate::chat::backend::Backend;
 use crate::chat::client::Conn;
 use crate::chat::flusher::FlushList;
+use crate::chat::gate::Gate;
 use crate::chat::history::{HistoryBudget, HistoryLimits};
 use crate::chat::per_ip::{SourceLimits, Sources};
 use crate::chat::ratelimit::{self, Rate};
@@ -104,6 +105,9 @@ pub struct Hub {
     /// Where the rooms' logs live and who orders them: this node's memory, or the Redis
     /// backplane in cluster mode (`--redis-url`).
     pub backend: Backend,
+    /// What decides whether messages are published and joins allowed (the publish and
+    /// join hooks, `crate::hooks`); `None`: everything valid is.
+    pub gate: Option<Arc<dyn Gate>>,
     /// One flush list per worker thread; connection `id` uses list `id % len`. Each has a
     /// flusher task ([`crate::chat::flusher::run`]) while the relay serves.
     pub(crate) flush_lists: Box<[FlushList]>,
@@ -162,6 +166,7 @@ impl Hub {
             stats: Stats::default(),
             readiness: Readiness::default(),
             backend: Backend::Memory,
+            gate: None,
             node_tag,
             rooms: DashMap::new(),
             conns: DashMap::new(),

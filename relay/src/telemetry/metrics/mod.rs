@@ -24,6 +24,7 @@
 //! See `docs/METRICS.md` for every metric.
 
 mod histogram;
+pub mod hooks;
 pub mod process;
 
 use std::fmt::Write;
@@ -230,6 +231,8 @@ pub struct Metrics {
     queued: AtomicU64,
     /// What each flusher round did.
     pub rounds: Rounds,
+    /// The app backend's hooks (`crate::hooks`): requests, failures, latency.
+    pub hooks: hooks::HookMetrics,
 }
 
 impl Default for Metrics {
@@ -249,6 +252,7 @@ impl Metrics {
             members: AtomicI64::new(0),
             queued: AtomicU64::new(0),
             rounds: Rounds::default(),
+            hooks: hooks::HookMetrics::default(),
         }
     }
 
@@ -397,6 +401,7 @@ impl Metrics {
         single(o, names::STORE_UNSAVED, "counter", stats.store_unsaved);
         single(o, names::STORE_TRIMMED, "counter", stats.store_trimmed);
         single(o, names::STORE_QUEUE, "gauge", node.store_queue);
+        self.hooks.render(o);
         // The process's CPU and memory: two small /proc reads, at scrape time only.
         process::render(o);
         if let Some(process) = install_process_recorder() {

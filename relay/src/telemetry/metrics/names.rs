@@ -32,6 +32,9 @@ pub const STORE_WRITE_ERRORS: &str = "relay_store_write_errors_total";
 pub const STORE_UNSAVED: &str = "relay_store_unsaved_messages_total";
 pub const STORE_TRIMMED: &str = "relay_store_trimmed_messages_total";
 pub const STORE_QUEUE: &str = "relay_store_queue";
+pub const HOOK_REQUESTS: &str = "relay_hook_requests_total";
+pub const HOOK_FAILURES: &str = "relay_hook_failures_total";
+pub const HOOK_SECONDS: &str = "relay_hook_duration_seconds";
 /// The standard Prometheus process metrics (read from `/proc/self` at scrape time).
 pub const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";
 pub const PROCESS_RESIDENT_BYTES: &str = "process_resident_memory_bytes";
@@ -77,6 +80,9 @@ pub const PER_RELAY: &[(&str, &str)] = &[
     (STORE_UNSAVED, "Messages delivered that the history store could not keep (each is logged with its room and seq)."),
     (STORE_TRIMMED, "Stored messages removed by --retain-messages or --retain-age."),
     (STORE_QUEUE, "Messages waiting to be stored (and then delivered)."),
+    (HOOK_REQUESTS, "Requests sent to the app backend's hooks (--publish-hook, --join-hook, --webhook-url), by hook."),
+    (HOOK_FAILURES, "Hook requests that failed, by hook and kind (timeout, connect, status, body, invalid)."),
+    (HOOK_SECONDS, "Time from asking a hook to having its answer or failure, by hook."),
 ];
 
 /// The process metrics (Linux only: left out where `/proc` is missing), each with its
