@@ -38,6 +38,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -495,7 +496,7 @@ def main():
     a.relay_args, a.webhook_args = shlex.split(a.relay_args), shlex.split(a.webhook_args)
     a.limit_flags = [x for f in LIMIT_FLAGS if has_flag(help_text, f) for x in (f, "0")]
     a.loadgen_threads = len(os.sched_getaffinity(0) & set(cpu_list(a.loadgen_cpus))) or 1
-    import resource  # the relay inherits the open-files limit: ~1 fd per client
+    # The relay inherits the open-files limit: ~1 fd per client.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
