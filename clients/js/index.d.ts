@@ -43,6 +43,11 @@ export interface ChatRelayOptions {
    * instead of being resent after 1-2 s (for a UI that lets the user retry). Default true.
    */
   retrySends?: boolean;
+  /**
+   * How many times one command refused with `rate_limited` or `server_busy` is resent before
+   * it rejects with that code. Default 10.
+   */
+  maxRetries?: number;
 }
 
 export interface User {

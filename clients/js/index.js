@@ -37,7 +37,7 @@ export class ChatRelay {
   constructor(url, options = {}) {
     this.url = url;
     this.#o = { reconnectBaseMs: 500, reconnectMaxMs: 30000, maxQueue: 500, typingIdleMs: 3000,
-      pingMs: 25000, connectTimeoutMs: 10000, ...options };
+      pingMs: 25000, connectTimeoutMs: 10000, maxRetries: 10, ...options };
     this.#id = options.refPrefix || 'c' + Math.random().toString(36).slice(2, 10) + '-';
     this.#WS = options.WebSocket || globalThis.WebSocket;
     if (!this.#WS) throw new TypeError('no WebSocket here: pass { WebSocket } (e.g. the ws package)');
@@ -456,8 +456,10 @@ export class ChatRelay {
     const q = ev.ref && this.#reqs.get(ev.ref);
     if (!q) return this.#emit('error', ev);
     const r = q.r;
-    if (RETRY[ev.code] && (q.k !== 's' || this.#o.retrySends !== false)) {
-      // Not carried out: resend the same frame (same ref) a little later.
+    // A command refused as rate_limited or server_busy is resent (same ref) a little later,
+    // at most maxRetries times: a relay that keeps refusing gets the refusal to the caller.
+    const again = (q.tries = (q.tries || 0) + 1) <= this.#o.maxRetries;
+    if (RETRY[ev.code] && again && (q.k !== 's' || this.#o.retrySends !== false)) {
       if (q.k === 'h') {
         this.#reqs.delete(ev.ref);
         r.hb = null;

@@ -271,6 +271,16 @@ test('for a UI: its own ref prefix, the ref on a pending send, refused sends lef
   const second = alice.send('ui', 'refused');
   await assert.rejects(second, { code: 'rate_limited', ref: second.ref });
 
+  // Resent, but not for ever: one retry 1-2 s later (refused again), then the caller hears.
+  const patient = client(t, relay, { username: 'patty', maxRetries: 1 });
+  await patient.join('retry');
+  await patient.send('retry', 'the one message of its 20 s');
+  const started = Date.now();
+  const retried = patient.send('retry', 'refused twice');
+  await assert.rejects(retried, { code: 'rate_limited', ref: retried.ref });
+  assert.ok(Date.now() - started >= 900, 'rejected only after the retry');
+  patient.close();
+
   const bob = client(t, relay, { username: 'bob' });
   const listed = next(alice, 'presence', (p) => p.type === 'user_joined');
   await bob.join('ui');
