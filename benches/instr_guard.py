@@ -26,6 +26,7 @@ DRIVER = os.path.join(ROOT, "target", "release", "instr-driver")
 # path -> (iterations, what one operation is)
 PATHS = {
     "fanout": (200, "one message published to a room of 1,000 and written to every member's socket by the flusher round"),
+    "fanout-ref": (200, "the same with a unique ref on every message: de-duplicated, remembered, and acknowledged to the sender"),
     "encode": (20000, "one 64-byte message event encoded and framed"),
     "decode": (20000, "five typical client commands decoded"),
 }

@@ -143,6 +143,17 @@ impl FanOut {
             .publish(&self.hub, &self.members[0], "member", text)
     }
 
+    /// [`FanOut::publish`] with a `ref`: the room de-duplicates and remembers it, and the
+    /// sender gets an `ack` besides the message (what `loadgen --with-ref` does).
+    pub fn publish_with_ref(&self, text: &str, reference: &str) -> u64 {
+        let sender = &self.members[0];
+        let out = relay::chat::room::Outgoing {
+            reference: Some(("member", reference)),
+            ..relay::chat::room::Outgoing::plain(sender, "member", text)
+        };
+        self.room.send(&self.hub, &out).unwrap_or(0)
+    }
+
     /// The flusher round: delivers the room's pending events and writes every member's queue
     /// to its socket. Returns the bytes written.
     pub fn round(&self) -> u64 {

@@ -3,6 +3,7 @@
 //! `instr-driver <path> <iterations>`; `benches/instr_guard.py` runs it with 0 and N
 //! iterations and divides the difference by N, so start-up and set-up cancel out.
 
+use std::fmt::Write;
 use std::hint::black_box;
 
 use benches::{commands, FanOut, TEXT_64};
@@ -19,7 +20,7 @@ fn main() {
     let (Some(path), Some(iterations)) =
         (args.next(), args.next().and_then(|n| n.parse::<u64>().ok()))
     else {
-        eprintln!("usage: instr-driver <fanout|encode|decode> <iterations>");
+        eprintln!("usage: instr-driver <fanout|fanout-ref|encode|decode> <iterations>");
         std::process::exit(2);
     };
     match path.as_str() {
@@ -30,6 +31,22 @@ fn main() {
             let mut room = FanOut::new(FANOUT_MEMBERS);
             for i in 0..iterations {
                 black_box(room.publish(TEXT_64));
+                black_box(room.round());
+                if i % 16 == 15 {
+                    room.drain();
+                }
+            }
+            room.drain();
+        }
+        // The same with a unique `ref` on every message: de-duplication, the remembered send
+        // and the sender's `ack` (the ref is formatted into a reused buffer).
+        "fanout-ref" => {
+            let mut room = FanOut::new(FANOUT_MEMBERS);
+            let mut reference = String::with_capacity(24);
+            for i in 0..iterations {
+                reference.clear();
+                let _ = write!(reference, "c-{i}");
+                black_box(room.publish_with_ref(TEXT_64, &reference));
                 black_box(room.round());
                 if i % 16 == 15 {
                     room.drain();

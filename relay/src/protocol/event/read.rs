@@ -92,8 +92,10 @@ pub fn person_of<'a>(json: &'a [u8], kind: &str, by_sub: bool) -> Option<Cow<'a,
         .map(Cow::Owned)
 }
 
+/// memchr's SIMD substring search: this runs once per message kept in history, over the
+/// whole event (the text included), and a byte-window scan cost ~2,800 instructions there.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 #[cfg(test)]
