@@ -18,8 +18,7 @@ use relay::hooks::http::{FailureKind, HookError, HookStats, Pool};
 use serde_json::{json, Value};
 
 use support::backend::{Backend, Recorded, Reply};
-use support::durable::TempDir;
-use support::redis::{wait_ready, Redis};
+use support::modes::{Mode, Setup};
 use support::{Client, TestRelay};
 
 const SECRET: &str = "hook-test-secret";
@@ -109,75 +108,6 @@ async fn failures_have_kinds_and_a_backend_that_comes_back_is_used_again() {
 
 const ROOM: &str = "lobby";
 
-/// Where the relays under test keep their rooms.
-#[derive(Clone, Copy, Debug)]
-enum Mode {
-    Memory,
-    Durable,
-    /// Two nodes of one cluster: the sender on one, the others on the other.
-    Cluster,
-}
-
-/// One or two relays configured with `adjust`; `near` is where the senders connect, `far`
-/// where the readers do (the same relay unless clustered).
-struct Setup {
-    relays: Vec<TestRelay>,
-    _dir: Option<TempDir>,
-    _redis: Option<Redis>,
-}
-
-impl Setup {
-    async fn new(mode: Mode, adjust: impl Fn(&mut relay::Config) + Clone) -> Self {
-        match mode {
-            Mode::Memory => Self {
-                relays: vec![TestRelay::with(adjust).await],
-                _dir: None,
-                _redis: None,
-            },
-            Mode::Durable => {
-                let dir = TempDir::new("hooks");
-                let relay = TestRelay::durable(dir.path(), adjust).await;
-                Self {
-                    relays: vec![relay],
-                    _dir: Some(dir),
-                    _redis: None,
-                }
-            }
-            Mode::Cluster => {
-                let redis = Redis::start().await;
-                let mut relays = Vec::new();
-                for _ in 0..2 {
-                    let (url, adjust) = (redis.url(), adjust.clone());
-                    relays.push(
-                        TestRelay::with(move |c| {
-                            c.redis_url = Some(url);
-                            c.cluster_name = "hooks".into();
-                            adjust(c);
-                        })
-                        .await,
-                    );
-                }
-                for relay in &relays {
-                    wait_ready(&relay.addr.to_string(), true).await;
-                }
-                Self {
-                    relays,
-                    _dir: None,
-                    _redis: Some(redis),
-                }
-            }
-        }
-    }
-
-    fn near(&self) -> &TestRelay {
-        &self.relays[0]
-    }
-
-    fn far(&self) -> &TestRelay {
-        self.relays.last().unwrap()
-    }
-}
-
 fn publish_hook(backend: &Backend) -> impl Fn(&mut relay::Config) + Clone {
     let url = backend.url("/publish");
     move |c: &mut relay::Config| {
@@ -229,7 +159,7 @@ async fn alice_and_bob(setup: &Setup) -> (Client, Client) {
 async fn the_publish_hook_allows_filters_and_refuses(mode: Mode) {
     let backend = Backend::start().await;
     backend.answer(moderate);
-    let setup = Setup::new(mode, publish_hook(&backend)).await;
+    let setup = Setup::new(mode, "hooks", publish_hook(&backend)).await;
     let (mut alice, mut bob) = alice_and_bob(&setup).await;
 
     alice
@@ -306,7 +236,7 @@ async fn the_publish_hook_allows_filters_and_refuses_in_a_cluster() {
 #[tokio::test]
 async fn a_resend_of_an_acknowledged_ref_is_not_asked_again() {
     let backend = Backend::start().await;
-    let setup = Setup::new(Mode::Memory, publish_hook(&backend)).await;
+    let setup = Setup::new(Mode::Memory, "hooks", publish_hook(&backend)).await;
     let (mut alice, mut bob) = alice_and_bob(&setup).await;
     for _ in 0..2 {
         alice
@@ -325,7 +255,7 @@ async fn a_slow_publish_hook(
     let backend = Backend::start().await;
     backend.answer(|_| Reply::json(json!({"allow": true})).after(Duration::from_secs(3)));
     let hook = publish_hook(&backend);
-    let setup = Setup::new(Mode::Memory, move |c| {
+    let setup = Setup::new(Mode::Memory, "hooks", move |c| {
         hook(c);
         c.hook_timeout = Duration::from_millis(200);
         c.hook_failure = failure;
@@ -375,7 +305,7 @@ async fn a_publish_hook_that_times_out_lets_through_when_open() {
 #[tokio::test]
 async fn a_backend_that_is_down_or_answers_nonsense_is_a_failure() {
     let mut backend = Backend::start().await;
-    let setup = Setup::new(Mode::Memory, publish_hook(&backend)).await;
+    let setup = Setup::new(Mode::Memory, "hooks", publish_hook(&backend)).await;
     let (mut alice, mut bob) = alice_and_bob(&setup).await;
     backend.answer(|_| Reply::raw("not json"));
     alice.send(json!({"type":"message","text":"a"})).await;
@@ -416,7 +346,7 @@ async fn one_senders_messages_keep_their_order_and_other_rooms_do_not_wait() {
         Reply::json(json!({"allow": true})).after(Duration::from_millis(delay))
     });
     let hook = publish_hook(&backend);
-    let setup = Setup::new(Mode::Memory, move |c| {
+    let setup = Setup::new(Mode::Memory, "hooks", move |c| {
         hook(c);
         c.hook_timeout = Duration::from_secs(10);
     })
@@ -458,7 +388,7 @@ async fn messages_waiting_for_the_hook_are_bounded_per_connection() {
     let backend = Backend::start().await;
     backend.answer(|_| Reply::json(json!({"allow": true})).after(Duration::from_millis(500)));
     let hook = publish_hook(&backend);
-    let setup = Setup::new(Mode::Memory, move |c| {
+    let setup = Setup::new(Mode::Memory, "hooks", move |c| {
         hook(c);
         c.hook_timeout = Duration::from_secs(5);
     })
@@ -518,7 +448,7 @@ fn guard(request: &Recorded) -> Reply {
 async fn the_join_hook_allows_renames_and_denies(mode: Mode) {
     let backend = Backend::start().await;
     backend.answer(guard);
-    let setup = Setup::new(mode, join_hook(&backend)).await;
+    let setup = Setup::new(mode, "hooks", join_hook(&backend)).await;
     let (mut bob, joined) = setup.far().joined(ROOM, "bob").await;
     assert_eq!(joined["room"], ROOM);
 

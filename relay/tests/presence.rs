@@ -19,8 +19,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use support::durable::TempDir;
-use support::redis::{wait_ready, Redis};
+use support::modes::{Mode, Setup};
 use support::{Client, TestRelay, EVENT_TIMEOUT};
 
 /// The grace of most tests: long enough that a reconnect on a busy test machine is within
@@ -31,83 +30,18 @@ const LONG_GRACE: Duration = Duration::from_secs(600);
 const SECRET: &str = "a-test-secret-that-is-32-bytes-or-more!";
 const ROOM: &str = "lobby";
 
-#[derive(Debug, Clone, Copy)]
-enum Mode {
-    Memory,
-    Durable,
-    Cluster,
-}
-
-/// The relays of one test: `near` serves the observer, `far` the person (the same relay
-/// but in cluster mode).
-struct Setup {
-    relays: Vec<TestRelay>,
-    _redis: Option<Redis>,
-    _dir: Option<TempDir>,
-}
-
-impl Setup {
-    async fn new(mode: Mode, adjust: impl Fn(&mut relay::Config) + Clone) -> Self {
-        let adjust = move |c: &mut relay::Config| adjust(c);
-        match mode {
-            Mode::Memory => Self {
-                relays: vec![TestRelay::with(adjust).await],
-                _redis: None,
-                _dir: None,
-            },
-            Mode::Durable => {
-                let dir = TempDir::new("presence");
-                Self {
-                    relays: vec![TestRelay::durable(dir.path(), adjust).await],
-                    _redis: None,
-                    _dir: Some(dir),
-                }
-            }
-            Mode::Cluster => {
-                let redis = Redis::start().await;
-                let mut relays = Vec::new();
-                for _ in 0..2 {
-                    let url = redis.url();
-                    let adjust = adjust.clone();
-                    let node = TestRelay::with(move |c| {
-                        c.redis_url = Some(url);
-                        c.cluster_name = "presence".into();
-                        adjust(c);
-                    })
-                    .await;
-                    wait_ready(&node.addr.to_string(), true).await;
-                    relays.push(node);
-                }
-                Self {
-                    relays,
-                    _redis: Some(redis),
-                    _dir: None,
-                }
-            }
+/// Waits until `setup`'s `far` relay has closed its side of every connection but `open`: it
+/// has then taken the closed ones out of their rooms (or queued that for its backend, in
+/// order before anything sent later). Polled: a closed connection sends nobody anything.
+async fn far_has_connections(setup: &Setup, open: usize) {
+    let hub = setup.far().relay.hub().clone();
+    tokio::time::timeout(EVENT_TIMEOUT, async {
+        while hub.connection_count() != open {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-    }
-
-    fn near(&self) -> &TestRelay {
-        &self.relays[0]
-    }
-
-    fn far(&self) -> &TestRelay {
-        self.relays.last().unwrap()
-    }
-
-    /// Waits until `far` has closed its side of every connection but `open`: it has then
-    /// taken the closed ones out of their rooms (or queued that for its backend, in order
-    /// before anything sent later). Polled: a closed connection sends nobody anything.
-    async fn far_has_connections(&self, open: usize) {
-        let hub = self.far().relay.hub().clone();
-        tokio::time::timeout(EVENT_TIMEOUT, async {
-            while hub.connection_count() != open {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        })
-        .await
-        .expect("the relay notices the disconnect");
-    }
+    })
+    .await
+    .expect("the relay notices the disconnect");
 }
 
 fn with_grace(grace: Duration) -> impl Fn(&mut relay::Config) + Clone {
@@ -143,7 +77,7 @@ fn assert_presence(event: &Value, kind: &str, username: &str, listed: &[&str]) {
 }
 
 async fn two_tabs_are_one_presence_and_leave_once_after_the_grace(mode: Mode) {
-    let setup = Setup::new(mode, with_grace(GRACE)).await;
+    let setup = Setup::new(mode, "presence", with_grace(GRACE)).await;
     let (mut olga, _) = join(setup.near(), "olga").await;
     let (tab1, joined) = join(setup.far(), "alice").await;
     assert_eq!(names(&joined), ["alice", "olga"]);
@@ -168,7 +102,7 @@ async fn two_tabs_are_one_presence_and_leave_once_after_the_grace(mode: Mode) {
     olga.recv_type("user_joined").await;
     let far_before = setup.far().relay.hub().connection_count();
     drop(tab1);
-    setup.far_has_connections(far_before - 1).await;
+    far_has_connections(&setup, far_before - 1).await;
     drop(bob);
     assert_presence(
         &olga.recv_type("user_left").await,
@@ -194,7 +128,7 @@ async fn two_tabs_are_one_presence_and_leave_once_after_the_grace(mode: Mode) {
 }
 
 async fn a_reconnect_within_the_grace_shows_no_leave_or_join(mode: Mode) {
-    let setup = Setup::new(mode, with_grace(GRACE)).await;
+    let setup = Setup::new(mode, "presence", with_grace(GRACE)).await;
     let (mut olga, _) = join(setup.near(), "olga").await;
     let (tab, _) = join(setup.far(), "alice").await;
     olga.recv_type("user_joined").await;
@@ -203,7 +137,7 @@ async fn a_reconnect_within_the_grace_shows_no_leave_or_join(mode: Mode) {
     // then on the other node as well.
     let far_before = setup.far().relay.hub().connection_count();
     drop(tab);
-    setup.far_has_connections(far_before - 1).await;
+    far_has_connections(&setup, far_before - 1).await;
     let (mut reloaded, joined) = join(setup.far(), "alice").await;
     assert_eq!(names(&joined), ["alice", "olga"], "{joined}");
     let (elsewhere, _) = join(setup.near(), "alice").await;
@@ -242,7 +176,7 @@ async fn a_reconnect_within_the_grace_shows_no_leave_or_join(mode: Mode) {
 }
 
 async fn moving_to_another_node_within_the_grace_shows_no_leave_or_join(mode: Mode) {
-    let setup = Setup::new(mode, with_grace(GRACE)).await;
+    let setup = Setup::new(mode, "presence", with_grace(GRACE)).await;
     let (mut olga, _) = join(setup.near(), "olga").await;
     let (laptop, _) = join(setup.far(), "alice").await;
     olga.recv_type("user_joined").await;
@@ -251,7 +185,7 @@ async fn moving_to_another_node_within_the_grace_shows_no_leave_or_join(mode: Mo
     // the other (in cluster mode; one relay otherwise) while the first one's grace runs.
     let far_before = setup.far().relay.hub().connection_count();
     drop(laptop);
-    setup.far_has_connections(far_before - 1).await;
+    far_has_connections(&setup, far_before - 1).await;
     let (mut moved, joined) = join(setup.near(), "alice").await;
     assert_eq!(names(&joined), ["alice", "olga"], "{joined}");
 
@@ -280,7 +214,7 @@ async fn moving_to_another_node_within_the_grace_shows_no_leave_or_join(mode: Mo
 }
 
 async fn an_explicit_leave_of_the_last_tab_is_announced_at_once(mode: Mode) {
-    let setup = Setup::new(mode, with_grace(LONG_GRACE)).await;
+    let setup = Setup::new(mode, "presence", with_grace(LONG_GRACE)).await;
     let (mut olga, _) = join(setup.near(), "olga").await;
     let (mut tab1, _) = join(setup.far(), "alice").await;
     let (mut tab2, _) = join(setup.far(), "alice").await;
@@ -297,7 +231,7 @@ async fn an_explicit_leave_of_the_last_tab_is_announced_at_once(mode: Mode) {
     // grace does not hold the leave back; LONG_GRACE is far past EVENT_TIMEOUT).
     let far_before = setup.far().relay.hub().connection_count();
     drop(tab3);
-    setup.far_has_connections(far_before - 1).await;
+    far_has_connections(&setup, far_before - 1).await;
     assert!(olga.drain().await.is_empty());
     tab2.send(json!({"type":"leave","room":ROOM})).await;
     tab2.recv_type("left").await;
@@ -333,7 +267,7 @@ async fn joined_as(relay: &TestRelay, sub: &str, name: &str) -> (Client, Value) 
 }
 
 async fn with_authentication_one_sub_is_one_person_whatever_its_names(mode: Mode) {
-    let setup = Setup::new(mode, |c: &mut relay::Config| {
+    let setup = Setup::new(mode, "presence", |c: &mut relay::Config| {
         c.presence_grace = GRACE;
         c.auth_secret = Some(relay::config::Secret(SECRET.into()));
         c.auth_leeway = Duration::ZERO;

@@ -15,6 +15,7 @@
 pub mod backend;
 pub mod durable;
 pub mod http;
+pub mod modes;
 pub mod raw;
 pub mod redis;
 pub mod tls;
