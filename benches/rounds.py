@@ -64,13 +64,19 @@ def buckets(delta, name):
     return rows
 
 
+def cpu_per_delivery(delta, msgs):
+    """The relay's CPU (user + system, all threads, connect and drain included) per delivery."""
+    delivered = msgs.get("delivered") or 0
+    return 1e6 * delta.get("process_cpu_seconds_total", 0) / delivered if delivered else float("nan")
+
+
 def point(a, rate, port, work):
     log_path = work / f"relay-{rate}.log"
     perf_data = work / f"perf-{rate}.data"
     cmd = ["taskset", "-c", a.server_cpus, str(RELAY), "--listen", f"127.0.0.1:{port}", *LIMITS_OFF, *a.relay_args]
     if a.perf:
         cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-o", str(perf_data), "--", *cmd]
-    env = dict(os.environ, TOKIO_WORKER_THREADS="1", RUST_LOG="info", NO_COLOR="1")
+    env = dict(os.environ, TOKIO_WORKER_THREADS=str(a.workers), RUST_LOG="info", NO_COLOR="1")
     with open(log_path, "w") as log:
         relay = subprocess.Popen(cmd, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -93,7 +99,8 @@ def point(a, rate, port, work):
     out = [f"### {rate:,} msg/s offered ({rate * per_room:,} deliveries/s)", "",
            f"- loadgen: delivered {msgs['delivered_per_second']:,.0f}/s (ratio {msgs['delivered_ratio']:.4f}), "
            f"latency p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, max {lat['max']:.1f} ms",
-           f"- relay CPU during the point: {delta.get('process_cpu_seconds_total', 0):.2f} s", ""]
+           f"- relay CPU during the point: {delta.get('process_cpu_seconds_total', 0):.2f} s, "
+           f"{cpu_per_delivery(delta, msgs):.2f} µs per delivery", ""]
     out += ["| histogram | rounds | mean | buckets (upper bound: rounds) |", "|---|---:|---:|---|"]
     for name in HISTOGRAMS:
         count, total = delta.get(name + "_count", 0), delta.get(name + "_sum", 0)
@@ -122,6 +129,7 @@ def main():
     p.add_argument("--rooms", type=int, default=10)
     p.add_argument("--duration", default="10s")
     p.add_argument("--server-cpus", default="0")
+    p.add_argument("--workers", type=int, default=1, help="the relay's TOKIO_WORKER_THREADS (give --server-cpus as many CPUs)")
     p.add_argument("--loadgen-cpus", default="1")
     p.add_argument("--port", type=int, default=18290)
     p.add_argument("--relay-args", default="--memory", help="extra relay flags (default --memory)")
@@ -134,7 +142,7 @@ def main():
     lines = [f"## Flusher rounds, {time.strftime('%Y-%m-%d %H:%M')}", "",
              f"- Command: `python3 benches/rounds.py {' '.join(sys.argv[1:])}`",
              f"- Commit `{commit}`; {os.cpu_count()} CPUs, load average at start {os.getloadavg()[0]:.2f}",
-             f"- relay on CPU {a.server_cpus} (TOKIO_WORKER_THREADS=1, limits off, `{' '.join(a.relay_args)}`), "
+             f"- relay on CPU {a.server_cpus} (TOKIO_WORKER_THREADS={a.workers}, limits off, `{' '.join(a.relay_args)}`), "
              f"loadgen on CPU {a.loadgen_cpus}; {a.clients:,} clients in {a.rooms} rooms, 64-byte texts, {a.duration} per point", ""]
     with tempfile.TemporaryDirectory() as tmp:
         for i, rate in enumerate(rates):
