@@ -22,6 +22,9 @@
 //!   on a single node.
 //! - [`store`]: the durable history of a single node (`--data-dir`, SQLite), a
 //!   [`chat::backend::Journal`]: every message is stored before it is delivered.
+//! - [`hooks`]: the app's backend in the loop over HTTP (`docs/HOOKS.md`): the webhooks
+//!   (`--webhook-url`), the hub's [`chat::tap::Tap`], following a durable store's log
+//!   through a stored cursor ([`chat::tap::LogFeed`]).
 //! - [`ops`]: the admin API (`docs/ADMIN.md`), the `/metrics` page (`docs/METRICS.md`) and
 //!   the probes.
 //! - On top: [`server`] (accepts TCP, serves HTTP until the upgrade, runs the shutdown
@@ -62,6 +65,7 @@ pub mod cluster;
 pub mod config;
 pub mod edge;
 pub mod error;
+pub mod hooks;
 pub mod ops;
 pub mod protocol;
 pub mod routes;

@@ -22,6 +22,7 @@ use crate::edge::linger::Linger;
 use crate::edge::security::Security;
 use crate::edge::tls;
 use crate::error::Error;
+use crate::hooks::webhook::Webhook;
 use crate::ops::admin::AdminSettings;
 use crate::routes::Node;
 use crate::store::Store;
@@ -82,10 +83,20 @@ impl Relay {
         } else {
             None
         };
+        // The webhooks hear every room's events through the hub's tap; with a store, their
+        // delivery follows its log.
+        let feed = store
+            .clone()
+            .map(|store| store as Arc<dyn crate::chat::tap::LogFeed>);
+        let webhook = Webhook::from_config(&config, &hub.node_tag, feed);
+        if let Some(webhook) = &webhook {
+            hub.tap = Some(webhook.clone());
+        }
         let node = Node {
             hub: Arc::new(hub),
             backplane,
             store,
+            webhook,
             admission: Arc::new(Admission::new(
                 &config,
                 crate::edge::fd_limit::current_capacity() as usize,
@@ -155,6 +166,14 @@ impl Relay {
         if let Some(store) = &self.node.store {
             store.start(hub)?;
         }
+        // Stopped last: what the drain published still goes out (memory), and the store's
+        // cursor is kept by the writer before it stops.
+        let (webhook_stop, webhook_stop_rx) = watch::channel(false);
+        let webhook = self
+            .node
+            .webhook
+            .as_ref()
+            .map(|webhook| webhook.start(webhook_stop_rx));
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
         loop {
@@ -242,6 +261,16 @@ impl Relay {
                 .is_err()
             {
                 warn!("the history store's writer did not stop cleanly");
+            }
+        }
+        if let Some(task) = webhook {
+            let _ = webhook_stop.send(true);
+            // Bounded: the backend may be away (what is left is logged and counted).
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                warn!("the webhook task did not finish in time");
             }
         }
         housekeeping.abort();

@@ -19,6 +19,7 @@ const RANKS: &[(&str, u32)] = &[
     ("edge", 5),
     ("store", 5),
     ("cluster", 5),
+    ("hooks", 5),
     ("ops", 6),
     ("routes", 7),
     ("server", 8),

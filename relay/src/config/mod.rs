@@ -335,6 +335,37 @@ pub struct Config {
     /// `server_busy` (cluster mode); 0 means no limit, for benchmarks.
     #[arg(long, env = "RELAY_CLUSTER_QUEUE", default_value_t = 16384)]
     pub cluster_queue: usize,
+
+    // --- Webhooks: the app's backend hears the rooms' events (docs/HOOKS.md). ---
+    /// POST every room's events (`message`, `message_edited`, `message_deleted`,
+    /// `user_joined`, `user_left`) in JSON batches to this URL (http:// or https://), at
+    /// least once and in seq order per room, retried with backoff while the backend is down
+    /// or answers non-2xx. Unset: no webhooks.
+    #[arg(long, env = "RELAY_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Signs every hook request with HMAC-SHA256 (`X-Chatrelay-Signature`, docs/HOOKS.md);
+    /// prefer the environment variable. Unset: requests are not signed.
+    #[arg(long, env = "RELAY_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+
+    /// Webhook events waiting for the backend at most, in memory (without `--data-dir`'s
+    /// store, and presence events in every mode); beyond it new events are dropped, logged
+    /// and counted (`relay_webhook_dropped_total`).
+    #[arg(long, env = "RELAY_WEBHOOK_BUFFER", default_value_t = 100_000)]
+    pub webhook_buffer: usize,
+
+    /// Events in one webhook request at most.
+    #[arg(long, env = "RELAY_WEBHOOK_BATCH", default_value_t = 500)]
+    pub webhook_batch: usize,
+
+    /// How long the first event of a webhook batch waits for more before the batch is sent.
+    #[arg(long, env = "RELAY_WEBHOOK_LINGER", default_value = "10ms", value_parser = parse_duration)]
+    pub webhook_linger: Duration,
+
+    /// How long one webhook request may take before it counts as failed and is retried.
+    #[arg(long, env = "RELAY_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
 }
 
 /// `--fsync`: what a power loss may cost of the stored history.
@@ -424,6 +455,19 @@ impl Config {
             }
             if self.retain_interval.is_zero() {
                 return Err("--retain-interval must be above 0".into());
+            }
+        }
+        if let Some(url) = &self.webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "--webhook-url {url:?} must start with http:// or https://"
+                ));
+            }
+            if self.webhook_batch == 0 || self.webhook_buffer == 0 {
+                return Err("--webhook-batch and --webhook-buffer must be at least 1".into());
+            }
+            if self.webhook_timeout.is_zero() {
+                return Err("--webhook-timeout must be above 0".into());
             }
         }
         if self.admin_listen.is_some() && self.admin_token.is_none() {

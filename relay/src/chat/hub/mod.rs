@@ -18,6 +18,7 @@ use crate::chat::history::{HistoryBudget, HistoryLimits};
 use crate::chat::per_ip::{SourceLimits, Sources};
 use crate::chat::ratelimit::{self, Rate};
 use crate::chat::room::{JoinOutcome, JoinRequest, Presence, Room};
+use crate::chat::tap::Tap;
 use crate::config::Config;
 use crate::protocol::CloseCode;
 use crate::telemetry::logging::Sampled;
@@ -104,6 +105,9 @@ pub struct Hub {
     /// Where the rooms' logs live and who orders them: this node's memory, or the Redis
     /// backplane in cluster mode (`--redis-url`).
     pub backend: Backend,
+    /// Who hears every room's events besides its members (`--webhook-url`): called once per
+    /// event where the room orders it (`crate::chat::tap`); `None`: nobody.
+    pub tap: Option<Arc<dyn Tap>>,
     /// One flush list per worker thread; connection `id` uses list `id % len`. Each has a
     /// flusher task ([`crate::chat::flusher::run`]) while the relay serves.
     pub(crate) flush_lists: Box<[FlushList]>,
@@ -162,6 +166,7 @@ impl Hub {
             stats: Stats::default(),
             readiness: Readiness::default(),
             backend: Backend::Memory,
+            tap: None,
             node_tag,
             rooms: DashMap::new(),
             conns: DashMap::new(),

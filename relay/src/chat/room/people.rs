@@ -16,6 +16,7 @@ use std::sync::Arc;
 use super::{Member, Room, State};
 use crate::chat::client::Conn;
 use crate::chat::hub::Hub;
+use crate::chat::tap::Tapped;
 use crate::protocol::event::{self, UserRef};
 use crate::transport::outbox::Priority;
 
@@ -172,13 +173,23 @@ impl Room {
         user: UserRef<'_>,
         skip: Option<u64>,
     ) {
-        if state.members.is_empty() {
+        let tap = hub.tap.as_ref().filter(|tap| tap.wants_presence());
+        if state.members.is_empty() && tap.is_none() {
             // Nobody to tell.
             return;
         }
         let count = state.people.len();
         let users = (count <= hub.limits.presence_list_max).then(|| state.people.users());
         let frame = event::presence(kind, &self.name, user, count, users);
+        if let Some(tap) = tap {
+            tap.tap(Tapped::Presence {
+                room: &self.name,
+                frame: &frame,
+            });
+        }
+        if state.members.is_empty() {
+            return;
+        }
         self.fan_out(state, hub, frame.bytes(), Priority::Normal, skip);
     }
 
