@@ -166,8 +166,6 @@ impl Relay {
         if let Some(store) = &self.node.store {
             store.start(hub)?;
         }
-        // Stopped last: what the drain published still goes out (memory), and the store's
-        // cursor is kept by the writer before it stops.
         let (webhook_stop, webhook_stop_rx) = watch::channel(false);
         let webhook = self
             .node
@@ -253,6 +251,18 @@ impl Relay {
                 "shutdown timeout reached with connections still open"
             ),
         }
+        if let Some(task) = webhook {
+            // After the drain, so what it published still goes out (memory); before the
+            // store stops, so the writer keeps the last cursor (durable).
+            let _ = webhook_stop.send(true);
+            // Bounded: the backend may be away (what is left is logged and counted).
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                warn!("the webhook task did not finish in time");
+            }
+        }
         if let Some(store) = self.node.store.clone() {
             // What clients sent during the drain is stored before the exit (the writer stops
             // after its queue; nothing more is taken).
@@ -261,16 +271,6 @@ impl Relay {
                 .is_err()
             {
                 warn!("the history store's writer did not stop cleanly");
-            }
-        }
-        if let Some(task) = webhook {
-            let _ = webhook_stop.send(true);
-            // Bounded: the backend may be away (what is left is logged and counted).
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                warn!("the webhook task did not finish in time");
             }
         }
         housekeeping.abort();

@@ -100,3 +100,74 @@ pub trait LogFeed: fmt::Debug + Send + Sync {
     /// the messages, never lowered. Never blocks.
     fn keep_cursor(&self, room: &Arc<str>, seq: u64);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::chat::hub::Hub;
+    use crate::chat::room::{Announce, JoinRequest};
+    use crate::config::Config;
+
+    /// Records what it is told, as `kind seq text-or-username`.
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Tap for Recorder {
+        fn tap(&self, event: Tapped<'_>) {
+            let (seq, frame) = match event {
+                Tapped::Log { seq, frame, .. } => (seq, frame),
+                Tapped::Presence { frame, .. } => (0, frame),
+            };
+            let value: serde_json::Value = serde_json::from_slice(frame.payload()).expect("JSON");
+            let what = value["text"].as_str().or(value["username"].as_str());
+            let line = format!(
+                "{} {seq} {}",
+                value["type"].as_str().unwrap_or("?"),
+                what.unwrap_or("-")
+            );
+            self.0.lock().expect("not poisoned").push(line);
+        }
+    }
+
+    #[test]
+    fn the_tap_hears_each_event_once_in_the_rooms_order_and_the_last_leave() {
+        let recorder = Arc::new(Recorder::default());
+        let mut hub = Hub::new(&Config::default());
+        hub.tap = Some(recorder.clone());
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+        let join = |name: &str| {
+            let conn = hub.register(peer);
+            let username: Arc<str> = Arc::from(name);
+            let request = JoinRequest {
+                username: &username,
+                since: None,
+                epoch: None,
+            };
+            let (room, _) = hub.join(&conn, "r", request).expect("within the budgets");
+            (conn, room)
+        };
+        let (a, room) = join("a");
+        let (b, _) = join("b");
+        room.publish(&hub, &a, "a", "one");
+        room.publish(&hub, &b, "b", "two");
+        room.typing(&hub, &a, "a", true);
+        room.leave(&hub, &b, Announce::Room);
+        room.leave(&hub, &a, Announce::Room);
+        let heard = recorder.0.lock().expect("not poisoned").clone();
+        assert_eq!(
+            heard,
+            [
+                "user_joined 0 a",
+                "user_joined 0 b",
+                "message 1 one",
+                "message 2 two",
+                "user_left 0 b",
+                "user_left 0 a",
+            ],
+            "no typing, one call per event whatever the members, and the leave of the last one"
+        );
+    }
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::metrics::Dropped;
+use super::metrics::{Dropped, Failure};
 use super::queue::{Event, Id, Json};
 use super::{body, Shared};
 use crate::chat::backend::Unavailable;
@@ -27,6 +27,8 @@ const ROOMS_PER_READ: usize = 256;
 /// How long a room's delivered position stays in memory after its last batch: by then the
 /// writer has stored its cursor, which later reads start from.
 const CURSOR_IDLE: Duration = Duration::from_secs(300);
+/// The last request's time limit when the relay stops.
+const LAST_TRY: Duration = Duration::from_secs(3);
 
 /// With a durable store: each room's last delivered seq, until its stored cursor has surely
 /// caught up (the writer stores cursors behind the messages).
@@ -130,7 +132,10 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     if !batch.is_empty() {
         let body = body::encode(&batch, &shared.node_tag);
         let started = Instant::now();
-        let result = shared.client.post(body).await;
+        // Bounded: the relay is stopping, and the backend may be away.
+        let result = tokio::time::timeout(LAST_TRY, shared.client.post(body))
+            .await
+            .unwrap_or(Err(Failure::Timeout));
         shared.metrics.request(started.elapsed(), result.err());
         if result.is_ok() {
             shared.metrics.delivered(batch.len(), Duration::ZERO);
@@ -184,7 +189,7 @@ async fn fill(shared: &Arc<Shared>, durable: Option<&mut Durable>, batch: &mut V
     let max = shared.settings.batch;
     let rooms: Vec<(Arc<str>, Instant)> = {
         let mut queue = shared.lock();
-        let take = max.min(queue.events.len());
+        let take = max.saturating_sub(batch.len()).min(queue.events.len());
         batch.extend(queue.events.drain(..take));
         match &durable {
             Some(_) if batch.len() < max => {
