@@ -22,9 +22,10 @@
 //!   on a single node.
 //! - [`store`]: the durable history of a single node (`--data-dir`, SQLite), a
 //!   [`chat::backend::Journal`]: every message is stored before it is delivered.
-//! - [`hooks`]: the app's backend in the loop over HTTP (`docs/HOOKS.md`): the webhooks
-//!   (`--webhook-url`), the hub's [`chat::tap::Tap`], following a durable store's log
-//!   through a stored cursor ([`chat::tap::LogFeed`]).
+//! - [`hooks`]: the app backend's HTTP hooks (`docs/HOOKS.md`): one pooled keep-alive
+//!   client ([`hooks::http`]) with request signing; the webhooks ([`hooks::webhook`],
+//!   the hub's [`chat::tap::Tap`], following a durable store's log through a stored cursor,
+//!   [`chat::tap::LogFeed`]); beside `edge`, `cluster` and `store`.
 //! - [`ops`]: the admin API (`docs/ADMIN.md`), the `/metrics` page (`docs/METRICS.md`) and
 //!   the probes.
 //! - On top: [`server`] (accepts TCP, serves HTTP until the upgrade, runs the shutdown

@@ -26,6 +26,7 @@ use crate::hooks::webhook::Webhook;
 use crate::ops::admin::AdminSettings;
 use crate::routes::Node;
 use crate::store::Store;
+use crate::telemetry::metrics::hooks::HookKind;
 use crate::telemetry::metrics::Rejection;
 use crate::telemetry::stats::StatsSnapshot;
 
@@ -71,6 +72,7 @@ impl Relay {
         let security = Security::from_config(&config)?;
         let tls = tls::acceptor_from_config(&config)?;
         let mut hub = Hub::new(&config);
+        let pool = crate::hooks::http::Pool::from_config(&config)?;
         let backplane = Backplane::from_config(&config, &hub.node_tag).map(Arc::new);
         if let Some(backplane) = &backplane {
             hub.backend = Backend::Remote(backplane.clone());
@@ -88,7 +90,13 @@ impl Relay {
         let feed = store
             .clone()
             .map(|store| store as Arc<dyn crate::chat::tap::LogFeed>);
-        let webhook = Webhook::from_config(&config, &hub.node_tag, feed);
+        let webhook = Webhook::from_config(
+            &config,
+            &pool,
+            hub.metrics.hooks.of(HookKind::Webhook).clone(),
+            &hub.node_tag,
+            feed,
+        )?;
         if let Some(webhook) = &webhook {
             hub.tap = Some(webhook.clone());
         }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Each top-level module of the crate and its layer, lowest first. Modules of one rank
-/// (`telemetry` and `transport`; `edge`, `cluster` and `store`) may not use each other either.
+/// (`telemetry` and `transport`; `edge`, `cluster`, `store` and `hooks`) may not use each other either.
 const RANKS: &[(&str, u32)] = &[
     ("config", 0),
     ("error", 0),

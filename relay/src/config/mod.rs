@@ -336,18 +336,20 @@ pub struct Config {
     #[arg(long, env = "RELAY_CLUSTER_QUEUE", default_value_t = 16384)]
     pub cluster_queue: usize,
 
-    // --- Webhooks: the app's backend hears the rooms' events (docs/HOOKS.md). ---
+    // --- The app backend's hooks (docs/HOOKS.md). ---
+    /// Secret that signs every hook request (webhooks, publish and join hooks): each carries
+    /// `X-Chatrelay-Timestamp` and `X-Chatrelay-Signature: sha256=<hex of
+    /// HMAC-SHA256(secret, "<timestamp>.<body>")>`. Unset: requests are not signed. Prefer
+    /// the environment variable, which other users cannot read in the process list.
+    #[arg(long, env = "RELAY_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+
     /// POST every room's events (`message`, `message_edited`, `message_deleted`,
     /// `user_joined`, `user_left`) in JSON batches to this URL (http:// or https://), at
     /// least once and in seq order per room, retried with backoff while the backend is down
     /// or answers non-2xx. Unset: no webhooks.
     #[arg(long, env = "RELAY_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
-
-    /// Signs every hook request with HMAC-SHA256 (`X-Chatrelay-Signature`, docs/HOOKS.md);
-    /// prefer the environment variable. Unset: requests are not signed.
-    #[arg(long, env = "RELAY_WEBHOOK_SECRET", hide_env_values = true)]
-    pub webhook_secret: Option<Secret>,
 
     /// Webhook events waiting for the backend at most, in memory (without `--data-dir`'s
     /// store, and presence events in every mode); beyond it new events are dropped, logged

@@ -12,6 +12,7 @@
     reason = "tests fail loudly on purpose"
 )]
 
+pub mod backend;
 pub mod durable;
 pub mod http;
 pub mod raw;

@@ -1,13 +1,16 @@
-//! The webhooks' series on `/metrics` (docs/METRICS.md): atomics and fixed-bucket histograms,
-//! so the tap adds one relaxed increment at most and a scrape reads no queue.
+//! The webhooks' own series on `/metrics` (docs/METRICS.md): what was delivered, dropped,
+//! waits, and how far behind; the requests, failures and their latency are every hook's
+//! (`relay_hook_*`, recorded by the client, `crate::hooks::http`). Atomics and a
+//! fixed-bucket histogram, so the tap adds one relaxed increment at most.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::telemetry::metrics::histogram::Histogram;
+use crate::telemetry::metrics::names;
 
-/// Request and lag bounds, in microseconds: 0.5 ms to 5 minutes.
+/// Lag bounds, in microseconds: 0.5 ms to 5 minutes.
 const MICROS: &[u64] = &[
     500,
     1_000,
@@ -27,37 +30,6 @@ const MICROS: &[u64] = &[
     60_000_000,
     300_000_000,
 ];
-
-/// Why a request failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// No answer within `--webhook-timeout`.
-    Timeout,
-    /// The backend could not be reached (refused, reset, DNS, TLS).
-    Connect,
-    /// It answered with a status other than 2xx.
-    Status,
-    /// Anything else (a broken response).
-    Other,
-}
-
-impl Failure {
-    pub const ALL: [Failure; 4] = [
-        Failure::Timeout,
-        Failure::Connect,
-        Failure::Status,
-        Failure::Other,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Failure::Timeout => "timeout",
-            Failure::Connect => "connect",
-            Failure::Status => "status",
-            Failure::Other => "other",
-        }
-    }
-}
 
 /// Why events were dropped (never silently: each is counted here and logged).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,9 +60,6 @@ impl Dropped {
 
 #[derive(Debug)]
 pub struct WebhookMetrics {
-    requests: AtomicU64,
-    failures: [AtomicU64; 4],
-    request_time: Histogram,
     /// Age of each batch's oldest event when the backend took it.
     lag: Histogram,
     delivered: AtomicU64,
@@ -104,9 +73,6 @@ pub struct WebhookMetrics {
 impl Default for WebhookMetrics {
     fn default() -> Self {
         Self {
-            requests: AtomicU64::new(0),
-            failures: Default::default(),
-            request_time: Histogram::new(MICROS, 1e6),
             lag: Histogram::new(MICROS, 1e6),
             delivered: AtomicU64::new(0),
             dropped: Default::default(),
@@ -121,20 +87,6 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl WebhookMetrics {
-    pub fn request(&self, took: Duration, failure: Option<Failure>) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.request_time.record(micros(took));
-        if let Some(failure) = failure {
-            if let Some(count) = Failure::ALL
-                .iter()
-                .position(|f| *f == failure)
-                .and_then(|i| self.failures.get(i))
-            {
-                count.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
     pub fn delivered(&self, events: usize, oldest: Duration) {
         self.delivered.fetch_add(events as u64, Ordering::Relaxed);
         self.lag.record(micros(oldest));
@@ -156,73 +108,40 @@ impl WebhookMetrics {
             .store(rooms_behind as u64, Ordering::Relaxed);
     }
 
+    /// Appends the webhooks' series (help texts from `names::PER_RELAY`, as every series').
     pub fn render(&self, out: &mut String) {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut single = |name: &str, kind: &str, help: &str, value: u64| {
+        for (name, kind, value) in [
+            (names::WEBHOOK_EVENTS, "counter", load(&self.delivered)),
+            (names::WEBHOOK_BACKLOG, "gauge", load(&self.backlog)),
+            (
+                names::WEBHOOK_ROOMS_BEHIND,
+                "gauge",
+                load(&self.rooms_behind),
+            ),
+        ] {
+            header(out, name, kind);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        header(out, names::WEBHOOK_DROPPED, "counter");
+        for (why, count) in Dropped::ALL.iter().zip(&self.dropped) {
             let _ = writeln!(
                 out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-            );
-        };
-        single(
-            "relay_webhook_requests_total",
-            "counter",
-            "Webhook requests sent (retries included).",
-            load(&self.requests),
-        );
-        single(
-            "relay_webhook_events_total",
-            "counter",
-            "Webhook events the backend took (a 2xx answer).",
-            load(&self.delivered),
-        );
-        single(
-            "relay_webhook_backlog",
-            "gauge",
-            "Webhook events waiting in memory, the batch being sent included.",
-            load(&self.backlog),
-        );
-        single(
-            "relay_webhook_rooms_behind",
-            "gauge",
-            "Rooms whose stored log is ahead of what the webhooks delivered (durable store).",
-            load(&self.rooms_behind),
-        );
-        let name = "relay_webhook_failures_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Webhook requests that failed, by kind.\n# TYPE {name} counter"
-        );
-        for (failure, count) in Failure::ALL.iter().zip(&self.failures) {
-            let _ = writeln!(
-                out,
-                "{name}{{kind=\"{}\"}} {}",
-                failure.label(),
+                "{}{{reason=\"{}\"}} {}",
+                names::WEBHOOK_DROPPED,
+                why.label(),
                 load(count)
             );
         }
-        let name = "relay_webhook_dropped_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Webhook events given up, by reason (each also logged).\n# TYPE {name} counter"
-        );
-        for (why, count) in Dropped::ALL.iter().zip(&self.dropped) {
-            let _ = writeln!(out, "{name}{{reason=\"{}\"}} {}", why.label(), load(count));
-        }
-        for (name, help, histogram) in [
-            (
-                "relay_webhook_request_seconds",
-                "Time of one webhook request, until its answer or failure.",
-                &self.request_time,
-            ),
-            (
-                "relay_webhook_lag_seconds",
-                "Age of each delivered batch's oldest event when the backend took it.",
-                &self.lag,
-            ),
-        ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-            histogram.render(name, out);
-        }
+        header(out, names::WEBHOOK_LAG, "histogram");
+        self.lag.render(names::WEBHOOK_LAG, out);
     }
+}
+
+fn header(out: &mut String, name: &str, kind: &str) {
+    let help = names::PER_RELAY
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or("", |(_, help)| help);
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }

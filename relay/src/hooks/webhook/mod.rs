@@ -24,13 +24,15 @@ mod sender;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::chat::tap::{LogFeed, Tap, Tapped};
 use crate::config::Config;
-use metrics::{Dropped, Failure, WebhookMetrics};
+use crate::error::Error;
+use crate::hooks::http::{Hook, Pool};
+use crate::telemetry::metrics::hooks::HookStats;
+use metrics::{Dropped, WebhookMetrics};
 use queue::{Event, Id, Json, Queue};
 
 /// The webhook flags.
@@ -41,21 +43,6 @@ pub struct Settings {
     pub batch: usize,
     pub linger: Duration,
     pub timeout: Duration,
-}
-
-/// Where the batches go: the hooks' HTTP client (signed when `--webhook-secret` is set).
-#[derive(Debug)]
-struct Client {
-    url: String,
-    timeout: Duration,
-}
-
-impl Client {
-    /// Posts one batch; `Ok` for a 2xx answer.
-    async fn post(&self, _body: Bytes) -> Result<(), Failure> {
-        let _ = (&self.url, self.timeout);
-        Err(Failure::Connect)
-    }
 }
 
 /// What the tap and the task share.
@@ -69,7 +56,9 @@ struct Shared {
     feed: Option<Arc<dyn LogFeed>>,
     node_tag: Arc<str>,
     metrics: WebhookMetrics,
-    client: Client,
+    /// The hooks' client (`crate::hooks::http`), signing with `--webhook-secret` and
+    /// counting requests, failures and latency as `relay_hook_*{hook="webhook"}`.
+    hook: Hook,
 }
 
 impl Shared {
@@ -92,35 +81,39 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// The webhooks `config` asks for (`None` without `--webhook-url`). `feed`: the durable
-    /// store's log, which delivery then follows; `node_tag`: this node's, for presence ids.
+    /// The webhooks `config` asks for (`None` without `--webhook-url`), posting through
+    /// `pool` and counting into `stats`. `feed`: the durable store's log, which delivery then
+    /// follows; `node_tag`: this node's, for presence ids. An unusable URL is an error.
     pub fn from_config(
         config: &Config,
+        pool: &Pool,
+        stats: Arc<HookStats>,
         node_tag: &Arc<str>,
         feed: Option<Arc<dyn LogFeed>>,
-    ) -> Option<Arc<Self>> {
-        let url = config.webhook_url.clone()?;
+    ) -> Result<Option<Arc<Self>>, Error> {
+        let Some(url) = config.webhook_url.clone() else {
+            return Ok(None);
+        };
+        // One request in flight: a room's events reach the backend in seq order.
+        let hook = pool.hook("--webhook-url", &url, 1, stats)?;
         let settings = Settings {
-            url: url.clone(),
+            url,
             buffer: config.webhook_buffer.max(1),
             batch: config.webhook_batch.max(1),
             linger: config.webhook_linger,
             timeout: config.webhook_timeout,
         };
-        Some(Arc::new(Self {
+        Ok(Some(Arc::new(Self {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue::new(settings.buffer)),
                 wake: Notify::new(),
                 feed,
                 node_tag: node_tag.clone(),
                 metrics: WebhookMetrics::default(),
-                client: Client {
-                    url,
-                    timeout: settings.timeout,
-                },
+                hook,
                 settings,
             }),
-        }))
+        })))
     }
 
     /// Starts the task that posts, until `stop` turns true.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::metrics::{Dropped, Failure};
+use super::metrics::Dropped;
 use super::queue::{Event, Id, Json};
 use super::{body, Shared};
 use crate::chat::backend::Unavailable;
@@ -131,12 +131,9 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     fill(&shared, durable.as_mut(), &mut batch).await;
     if !batch.is_empty() {
         let body = body::encode(&batch, &shared.node_tag);
-        let started = Instant::now();
         // Bounded: the relay is stopping, and the backend may be away.
-        let result = tokio::time::timeout(LAST_TRY, shared.client.post(body))
-            .await
-            .unwrap_or(Err(Failure::Timeout));
-        shared.metrics.request(started.elapsed(), result.err());
+        let last_try = shared.settings.timeout.min(LAST_TRY);
+        let result = shared.hook.post_json(body, last_try).await;
         if result.is_ok() {
             shared.metrics.delivered(batch.len(), Duration::ZERO);
             if let Some(durable) = durable.as_mut() {
@@ -315,23 +312,24 @@ async fn deliver(shared: &Shared, body: bytes::Bytes, stop: &mut watch::Receiver
     let mut backoff = FIRST_BACKOFF;
     let mut failures: u64 = 0;
     loop {
-        let started = Instant::now();
-        let result = shared.client.post(body.clone()).await;
-        let took = started.elapsed();
-        shared.metrics.request(took, result.err());
+        let result = shared
+            .hook
+            .post_json(body.clone(), shared.settings.timeout)
+            .await;
         match result {
-            Ok(()) => {
+            Ok(_) => {
                 if failures > 0 {
                     info!(failures, "the webhook backend took the batch again");
                 }
                 return true;
             }
-            Err(failure) => {
+            Err(err) => {
                 failures += 1;
                 // The first failure of an outage and then one in ten, not one per retry.
                 if failures == 1 || failures % 10 == 0 {
                     warn!(
-                        failure = failure.label(),
+                        kind = err.kind().as_str(),
+                        error = %err,
                         failures,
                         retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
                         "webhook request failed; retrying the same batch"

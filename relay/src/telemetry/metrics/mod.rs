@@ -24,6 +24,7 @@
 //! See `docs/METRICS.md` for every metric.
 
 pub mod histogram;
+pub mod hooks;
 pub mod process;
 
 use std::fmt::Write;
@@ -225,6 +226,8 @@ pub struct Metrics {
     members: AtomicI64,
     /// Bytes queued for all connections at the last upkeep sample.
     queued: AtomicU64,
+    /// The app backend's hooks (`crate::hooks`): requests, failures, latency.
+    pub hooks: hooks::HookMetrics,
 }
 
 impl Default for Metrics {
@@ -243,6 +246,7 @@ impl Metrics {
             closed: close_labels().map(|_| AtomicU64::new(0)).collect(),
             members: AtomicI64::new(0),
             queued: AtomicU64::new(0),
+            hooks: hooks::HookMetrics::default(),
         }
     }
 
@@ -390,6 +394,7 @@ impl Metrics {
         single(o, names::STORE_UNSAVED, "counter", stats.store_unsaved);
         single(o, names::STORE_TRIMMED, "counter", stats.store_trimmed);
         single(o, names::STORE_QUEUE, "gauge", node.store_queue);
+        self.hooks.render(o);
         // The process's CPU and memory: two small /proc reads, at scrape time only.
         process::render(o);
         if let Some(process) = install_process_recorder() {
