@@ -128,7 +128,11 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
     // Stopping: one last try for what waits (what the drain published), then what is left
     // in memory is lost (a durable store's log keeps its part for the next start).
-    fill(&shared, durable.as_mut(), &mut batch).await;
+    if batch.is_empty() {
+        // (A batch cut short by the stop is tried as it is: reading more now would read
+        // its stored events again.)
+        fill(&shared, durable.as_mut(), &mut batch).await;
+    }
     if !batch.is_empty() {
         let body = body::encode(&batch, &shared.node_tag);
         // Bounded: the relay is stopping, and the backend may be away.
