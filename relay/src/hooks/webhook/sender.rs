@@ -330,7 +330,7 @@ async fn deliver(shared: &Shared, body: bytes::Bytes, stop: &mut watch::Receiver
             Err(err) => {
                 failures += 1;
                 // The first failure of an outage and then one in ten, not one per retry.
-                if failures == 1 || failures % 10 == 0 {
+                if failures == 1 || failures.is_multiple_of(10) {
                     warn!(
                         kind = err.kind().as_str(),
                         error = %err,
