@@ -368,6 +368,26 @@ async fn the_cluster_delivers_each_event_once_not_once_per_node() {
             .count()
     };
     assert_eq!((joins("alice"), joins("bob")), (1, 1), "each join once");
+
+    // Bob leaves (node b had no other member of the room): his user_left is posted once.
+    bob.send(json!({"type":"leave","room":"r"})).await;
+    alice.recv_until("user_left").await;
+    say(&mut alice, "r", "fence c").await;
+    let got = until(
+        &backend,
+        |_| true,
+        |events| {
+            events.iter().any(|e| e["text"] == "fence c")
+                && events.iter().any(|e| e["type"] == "user_left")
+        },
+    )
+    .await;
+    let events = events_of(&got);
+    let lefts = events
+        .iter()
+        .filter(|e| e["type"] == "user_left" && e["username"] == "bob")
+        .count();
+    assert_eq!(lefts, 1, "one user_left");
     drop((alice, bob));
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();

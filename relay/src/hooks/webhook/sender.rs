@@ -190,7 +190,14 @@ async fn fill(shared: &Arc<Shared>, durable: Option<&mut Durable>, batch: &mut V
     let max = shared.settings.batch;
     let rooms: Vec<(Arc<str>, Instant)> = {
         let mut queue = shared.lock();
-        let take = max.saturating_sub(batch.len()).min(queue.events.len());
+        // With rooms behind on disk, presence takes at most half a batch, so a churn of
+        // joins and leaves cannot starve the stored log.
+        let room = if durable.is_some() && !queue.behind.is_empty() {
+            max.div_ceil(2)
+        } else {
+            max
+        };
+        let take = room.saturating_sub(batch.len()).min(queue.events.len());
         batch.extend(queue.events.drain(..take));
         match &durable {
             Some(_) if batch.len() < max => {
