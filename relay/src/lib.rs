@@ -13,7 +13,7 @@
 //!   ([`transport::outbox`]) and where plain TCP and TLS differ, once ([`transport::wire`]):
 //!   one `writev` of queued frames, or frames fed to rustls and its records written.
 //! - [`chat`]: the chat core: sessions, the [`chat::backend`] seam for where rooms' logs
-//!   live, the hub of rooms and connections, rooms (log, fan-out, lifecycle), history, the
+//!   live, the [`chat::gate`] seam for the app backend's say on messages and joins, the hub of rooms and connections, rooms (log, fan-out, lifecycle), history, the
 //!   flushers that deliver each scheduler round, per-address budgets and rate limits.
 //! - [`edge`]: the network edge: admission at accept, HTTP under limits, Origin and token
 //!   at the upgrade, TLS, and the one connection [`edge::driver`] per WebSocket.
@@ -23,8 +23,9 @@
 //! - [`store`]: the durable history of a single node (`--data-dir`, SQLite), a
 //!   [`chat::backend::Journal`]: every message is stored before it is delivered.
 //! - [`hooks`]: the app backend's HTTP hooks (`docs/HOOKS.md`): one pooled keep-alive
-//!   client ([`hooks::http`]) with request signing; the webhooks ([`hooks::webhook`],
-//!   the hub's [`chat::tap::Tap`], following a durable store's log through a stored cursor,
+//!   client ([`hooks::http`]) with request signing, the publish and join hooks
+//!   ([`hooks::gate`], a [`chat::gate::Gate`]) and the webhooks ([`hooks::webhook`], the
+//!   hub's [`chat::tap::Tap`], following a durable store's log through a stored cursor,
 //!   [`chat::tap::LogFeed`]); beside `edge`, `cluster` and `store`.
 //! - [`ops`]: the admin API (`docs/ADMIN.md`), the `/metrics` page (`docs/METRICS.md`) and
 //!   the probes.

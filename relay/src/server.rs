@@ -22,6 +22,7 @@ use crate::edge::linger::Linger;
 use crate::edge::security::Security;
 use crate::edge::tls;
 use crate::error::Error;
+use crate::hooks::gate::HttpGate;
 use crate::hooks::webhook::Webhook;
 use crate::ops::admin::AdminSettings;
 use crate::routes::Node;
@@ -73,6 +74,9 @@ impl Relay {
         let tls = tls::acceptor_from_config(&config)?;
         let mut hub = Hub::new(&config);
         let pool = crate::hooks::http::Pool::from_config(&config)?;
+        if let Some(gate) = HttpGate::from_config(&config, &pool, &hub.metrics.hooks)? {
+            hub.gate = Some(Arc::new(gate));
+        }
         let backplane = Backplane::from_config(&config, &hub.node_tag).map(Arc::new);
         if let Some(backplane) = &backplane {
             hub.backend = Backend::Remote(backplane.clone());

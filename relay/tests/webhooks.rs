@@ -229,7 +229,13 @@ async fn a_backend_that_refuses_or_is_down_gets_everything_afterwards() {
         }
     });
     let relay = TestRelay::with(webhook(&backend)).await;
-    let stats = relay.relay.hub().metrics.hooks.of(HookKind::Webhook).clone();
+    let stats = relay
+        .relay
+        .hub()
+        .metrics
+        .hooks
+        .of(HookKind::Webhook)
+        .clone();
     let mut alice = join(&relay, "r", "alice").await;
     for i in 0..10 {
         say(&mut alice, "r", &format!("before {i}")).await;

@@ -82,6 +82,8 @@ pub struct Identity {
     pub rooms: Option<Box<[Box<str>]>>,
     /// The `exp` claim, in seconds since the Unix epoch.
     pub expires_at: u64,
+    /// The token's claims as JSON, kept only when a join hook wants them (`--join-hook`).
+    pub claims: Option<Box<str>>,
 }
 
 impl Identity {

@@ -21,6 +21,7 @@
 pub mod backend;
 pub mod client;
 pub mod flusher;
+pub mod gate;
 pub mod history;
 pub mod hub;
 pub mod per_ip;

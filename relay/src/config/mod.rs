@@ -368,6 +368,45 @@ pub struct Config {
     /// How long one webhook request may take before it counts as failed and is retried.
     #[arg(long, env = "RELAY_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub webhook_timeout: Duration,
+    /// Publish hook (moderation): before a message or edit is ordered, the relay POSTs it
+    /// here and the backend allows it, replaces its text or refuses it (`rejected`).
+    /// Unset: messages are not checked.
+    #[arg(long, env = "RELAY_PUBLISH_HOOK")]
+    pub publish_hook: Option<String>,
+
+    /// Join hook (private rooms): on `join` the relay POSTs the room, the person and the
+    /// token's claims here and the backend allows (optionally renaming) or denies
+    /// (`forbidden_room`). Unset: joins are not checked.
+    #[arg(long, env = "RELAY_JOIN_HOOK")]
+    pub join_hook: Option<String>,
+
+    /// How long the publish and join hooks get to answer (waiting for a free request slot
+    /// included); then `--hook-failure` decides.
+    #[arg(long, env = "RELAY_HOOK_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
+    pub hook_timeout: Duration,
+
+    /// What a publish or join hook that is slow, down or answers nonsense means: `closed`
+    /// refuses the message or join (`hook_unavailable`), `open` lets it through.
+    #[arg(long, env = "RELAY_HOOK_FAILURE", value_enum, default_value_t = HookFailure::Closed)]
+    pub hook_failure: HookFailure,
+
+    /// How long the join hook's answer for a person and room is reused (0: ask every time).
+    #[arg(long, env = "RELAY_JOIN_HOOK_CACHE", default_value = "0", value_parser = parse_duration)]
+    pub join_hook_cache: Duration,
+
+    /// Requests in flight at once to each of the publish and join hooks; more wait for a
+    /// slot (within `--hook-timeout`).
+    #[arg(long, env = "RELAY_HOOK_CONCURRENCY", default_value_t = 64)]
+    pub hook_concurrency: usize,
+}
+
+/// `--hook-failure`: what a hook that cannot answer means.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookFailure {
+    /// Refuse what could not be checked (`hook_unavailable`).
+    Closed,
+    /// Let it through unchecked.
+    Open,
 }
 
 /// `--fsync`: what a power loss may cost of the stored history.
@@ -471,6 +510,11 @@ impl Config {
             if self.webhook_timeout.is_zero() {
                 return Err("--webhook-timeout must be above 0".into());
             }
+        }
+        if (self.publish_hook.is_some() || self.join_hook.is_some())
+            && (self.hook_timeout.is_zero() || self.hook_concurrency == 0)
+        {
+            return Err("--hook-timeout and --hook-concurrency must be above 0".into());
         }
         if self.admin_listen.is_some() && self.admin_token.is_none() {
             return Err(

@@ -49,6 +49,8 @@ pub struct Verifier {
     validation: Validation,
     /// The leeway again, for the expiry check while connected.
     pub leeway_secs: u64,
+    /// Keep each token's claims as JSON for the join hook (`--join-hook`).
+    keep_claims: bool,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -146,14 +148,26 @@ impl Verifier {
             key,
             leeway_secs: validation.leeway,
             validation,
+            keep_claims: config.join_hook.is_some(),
         }))
     }
 
     /// Verifies `token` and turns its claims into an identity.
     pub fn verify(&self, token: &str) -> Result<Identity, Rejection> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|err| Rejection::Invalid(err.to_string()))?;
-        let claims = data.claims;
+        let (claims, kept) = if self.keep_claims {
+            // The whole claims object for the join hook, and the ones the relay reads.
+            let data =
+                jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation)
+                    .map_err(|err| Rejection::Invalid(err.to_string()))?;
+            let kept = data.claims.to_string().into_boxed_str();
+            let claims = serde_json::from_value::<Claims>(data.claims)
+                .map_err(|err| Rejection::Invalid(err.to_string()))?;
+            (claims, Some(kept))
+        } else {
+            let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+                .map_err(|err| Rejection::Invalid(err.to_string()))?;
+            (data.claims, None)
+        };
         // The token's names are kept in NFC like every other name, so `sub`, `name` and
         // the `rooms` claim compare equal to joins whatever form the issuer wrote them in.
         let Some(user_id) = normalize_name(&claims.sub).map(Cow::into_owned) else {
@@ -182,6 +196,7 @@ impl Verifier {
                     .collect()
             }),
             expires_at: claims.exp,
+            claims: kept,
         })
     }
 }
@@ -281,6 +296,7 @@ mod tests {
             username: "n".into(),
             rooms: Some(vec!["general".into()].into_boxed_slice()),
             expires_at: 0,
+            claims: None,
         };
         assert!(identity.may_join("general"));
         assert!(!identity.may_join("random"));

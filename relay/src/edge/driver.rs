@@ -304,6 +304,10 @@ impl Driver {
             if closing.received {
                 return None;
             }
+            // The hooks' answers that are in, applied in order (an answer's wake-up brought us
+            // here). While commands wait for the hooks the socket is not read: what waits
+            // stays bounded (`chat::session::checks`), and the answer wakes us.
+            let hold = link.session.poll_checks(cx);
             if link.conn().outbox.queued_bytes() > read_pause {
                 if blocked {
                     // Writability wakes us; we read again once the queue is written.
@@ -313,6 +317,9 @@ impl Driver {
             }
             if link.session.poll_paused(cx) {
                 // Over the frame budget: the timer wakes us.
+                return None;
+            }
+            if hold {
                 return None;
             }
             match self.stream.poll_read_ready(cx) {

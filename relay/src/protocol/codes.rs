@@ -13,7 +13,8 @@ pub enum ErrorCode {
     TextTooLong,
     EmptyText,
     BinaryNotSupported,
-    /// Authentication is on and the token's `rooms` claim does not list the room.
+    /// Authentication is on and the token's `rooms` claim does not list the room, or the
+    /// join hook (`--join-hook`) denied the join.
     ForbiddenRoom,
     /// Over the connection's message or command rate; the command was not carried out.
     RateLimited,
@@ -32,11 +33,17 @@ pub enum ErrorCode {
     NotAuthor,
     /// A `read` without a `seq`, or with a `seq` of 0.
     InvalidRead,
+    /// The publish hook (`--publish-hook`) refused the message or edit; the error's
+    /// `message` is the backend's reason.
+    Rejected,
+    /// A hook (`--publish-hook`, `--join-hook`) did not answer in time or could not be
+    /// reached, and `--hook-failure closed` refuses what it could not check.
+    HookUnavailable,
 }
 
 impl ErrorCode {
     /// Every code (the documentation test walks it; `position` keeps it complete).
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::InvalidJson,
         ErrorCode::MissingField,
         ErrorCode::UnknownType,
@@ -56,6 +63,8 @@ impl ErrorCode {
         ErrorCode::NoSuchMessage,
         ErrorCode::NotAuthor,
         ErrorCode::InvalidRead,
+        ErrorCode::Rejected,
+        ErrorCode::HookUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +88,8 @@ impl ErrorCode {
             ErrorCode::NoSuchMessage => "no_such_message",
             ErrorCode::NotAuthor => "not_author",
             ErrorCode::InvalidRead => "invalid_read",
+            ErrorCode::Rejected => "rejected",
+            ErrorCode::HookUnavailable => "hook_unavailable",
         }
     }
 }
@@ -165,6 +176,8 @@ mod tests {
             ErrorCode::NoSuchMessage => 16,
             ErrorCode::NotAuthor => 17,
             ErrorCode::InvalidRead => 18,
+            ErrorCode::Rejected => 19,
+            ErrorCode::HookUnavailable => 20,
         }
     }
 

@@ -14,6 +14,7 @@ use super::client::Identity;
 use crate::chat::backend::Backend;
 use crate::chat::client::Conn;
 use crate::chat::flusher::FlushList;
+use crate::chat::gate::Gate;
 use crate::chat::history::{HistoryBudget, HistoryLimits};
 use crate::chat::per_ip::{SourceLimits, Sources};
 use crate::chat::ratelimit::{self, Rate};
@@ -108,6 +109,9 @@ pub struct Hub {
     /// Who hears every room's events besides its members (`--webhook-url`): called once per
     /// event where the room orders it (`crate::chat::tap`); `None`: nobody.
     pub tap: Option<Arc<dyn Tap>>,
+    /// What decides whether messages are published and joins allowed (the publish and
+    /// join hooks, `crate::hooks`); `None`: everything valid is.
+    pub gate: Option<Arc<dyn Gate>>,
     /// One flush list per worker thread; connection `id` uses list `id % len`. Each has a
     /// flusher task ([`crate::chat::flusher::run`]) while the relay serves.
     pub(crate) flush_lists: Box<[FlushList]>,
@@ -167,6 +171,7 @@ impl Hub {
             readiness: Readiness::default(),
             backend: Backend::Memory,
             tap: None,
+            gate: None,
             node_tag,
             rooms: DashMap::new(),
             conns: DashMap::new(),

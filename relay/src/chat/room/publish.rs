@@ -175,6 +175,18 @@ impl Room {
         Ok(appended.seq)
     }
 
+    /// Whether the room remembers `person`'s send `reference` (a resend would only get its
+    /// `ack` again). One hash lookup under the room's lock; false where the room keeps no
+    /// refs (cluster mode keeps them in Redis).
+    pub fn remembers(&self, hub: &Hub, person: &str, reference: &str) -> bool {
+        let mut state = self.lock();
+        let now_ms = crate::clock::now_ms();
+        state
+            .dedupe
+            .as_mut()
+            .is_some_and(|d| d.find(person, reference, now_ms, window_ms(hub)).is_some())
+    }
+
     /// [`Room::publish`] under any `userId` (the admin API's server messages), without
     /// counting it as a client's message. Returns the seq and how many members queued it.
     pub fn publish_as(&self, hub: &Hub, user_id: &str, username: &str, text: &str) -> (u64, u64) {

@@ -10,8 +10,10 @@ use super::{Session, HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 
 impl Session {
     /// An edit (`text`: the new text) or delete of the sender's own message `target`.
+    /// Edits go through the publish hook like messages (an edit can carry spam too);
+    /// deletes do not.
     pub(super) fn change(
-        &self,
+        &mut self,
         reference: Option<&str>,
         room: Option<&str>,
         target: u64,
@@ -24,7 +26,21 @@ impl Session {
             if let Err((code, message)) = self.text_fits(text) {
                 return self.error_for(reference, code, &message);
             }
+            if self.publish_checked() {
+                return self.ask_publish(at, reference, text, None, Some(target));
+            }
         }
+        self.change_now(at, reference, target, text);
+    }
+
+    /// Publishes the edit or delete (checked, allowed) into joined room `at`.
+    pub(super) fn change_now(
+        &self,
+        at: usize,
+        reference: Option<&str>,
+        target: u64,
+        text: Option<&str>,
+    ) {
         let membership = &self.rooms[at];
         let out = Outgoing {
             sender: Some(&self.conn),
@@ -66,7 +82,7 @@ impl Session {
     }
 
     pub(super) fn message(
-        &self,
+        &mut self,
         reference: Option<&str>,
         room: Option<&str>,
         text: &str,
@@ -81,6 +97,28 @@ impl Session {
         if reference.is_some_and(|r| r.is_empty() || (r.len() > 64 && r.chars().count() > 64)) {
             return self.error_for(None, ErrorCode::InvalidRef, "ref must be 1-64 characters");
         }
+        if self.publish_checked() {
+            let membership = &self.rooms[at];
+            let person = self.conn.person(&membership.username);
+            // A resend of a ref the room still remembers only gets its `ack` again: it
+            // needs no second decision (cluster mode remembers refs in Redis, so there a
+            // resend is asked again).
+            let resent = reference.is_some_and(|r| membership.room.remembers(&self.hub, person, r));
+            if !resent {
+                return self.ask_publish(at, reference, text, reply_to, None);
+            }
+        }
+        self.message_now(at, reference, text, reply_to);
+    }
+
+    /// Publishes the message (checked, allowed) into joined room `at`.
+    pub(super) fn message_now(
+        &self,
+        at: usize,
+        reference: Option<&str>,
+        text: &str,
+        reply_to: Option<u64>,
+    ) {
         let membership = &self.rooms[at];
         let out = Outgoing {
             sender: Some(&self.conn),

@@ -4,6 +4,7 @@
 //! Runs inside the connection's task, synchronously: every command completes without an
 //! await, so it can borrow straight from the frame in the read buffer.
 
+mod checks;
 mod commands;
 
 use std::future::Future;
@@ -16,11 +17,12 @@ use tokio::time::Sleep;
 
 use crate::chat::backend::{JoinRefusal, Leave};
 use crate::chat::client::Conn;
+use crate::chat::gate::{GateBusy, JoinAsk};
 use crate::chat::hub::{Hub, RoomRefusal};
 use crate::chat::ratelimit::{Kind, Throttle, Verdict};
 use crate::chat::room::{JoinRequest, Room};
 use crate::protocol::name::normalize_name;
-use crate::protocol::{decode_frame, event, CloseCode, Command, ErrorCode};
+use crate::protocol::{decode_frame, event, CloseCode, Command, CommandError, ErrorCode};
 use crate::transport::outbox::Priority;
 
 /// A `history` command's `limit` when it gives none, and the most it may ask for.
@@ -42,6 +44,10 @@ pub struct Session {
     username: Option<Arc<str>>,
     /// The connection's own rate limits; `None` when every one is off (benchmarks).
     budget: Option<Box<Budget>>,
+    /// Commands waiting for the publish or join hook, and those queued behind them, in
+    /// arrival order (`checks`); `None` while nothing waits, so an idle connection holds
+    /// nothing for the hooks.
+    checks: Option<Box<checks::Checks>>,
 }
 
 /// A connection's rate-limit buckets and frame-budget pause. Boxed: inline they would grow
@@ -76,6 +82,7 @@ impl Session {
             rooms: Vec::new(),
             username: None,
             budget,
+            checks: None,
         }
     }
 
@@ -232,7 +239,25 @@ impl Session {
         if !self.within_rate(kind, reference) {
             return;
         }
-        match decoded.command {
+        // Behind a command that waits for a hook, a command waits its turn: one sender's
+        // commands take effect in the order sent. Only messages and edits behind other
+        // messages and edits go to the hook at once (their answers are applied in order).
+        if let Some(checks) = &mut self.checks {
+            let pipelined = matches!(
+                decoded.command,
+                Ok(Command::Message { .. } | Command::Edit { .. })
+            );
+            if !(pipelined && checks.only_publishes()) {
+                checks.defer(text);
+                return;
+            }
+        }
+        self.run(decoded.command, reference);
+    }
+
+    /// Carries out a decoded command (its rate already charged).
+    fn run(&mut self, command: Result<Command<'_>, CommandError>, reference: Option<&str>) {
+        match command {
             Err(err) => self.error_for(reference, err.code, &err.message),
             Ok(Command::Join {
                 room,
@@ -318,6 +343,52 @@ impl Session {
                 None => format!("anon-{}", self.conn.client_id).into(),
             },
         };
+        let member = self.rooms.iter().any(|m| &*m.room.name == name);
+        // A join that would fail on the room count anyway is not asked about.
+        if !member && self.rooms.len() < self.hub.limits.max_rooms_per_connection {
+            // A repeated join (a resync) of a room the hook already let it into is not asked
+            // again.
+            if let Some(gate) = self.hub.gate.as_ref().filter(|g| g.checks_join()) {
+                let ask = JoinAsk {
+                    room: name,
+                    user_id: &self.conn.user_id,
+                    username: &username,
+                    person: self.conn.person(&username),
+                    claims: self
+                        .conn
+                        .identity
+                        .as_ref()
+                        .and_then(|i| i.claims.as_deref()),
+                };
+                return match gate.join(&ask) {
+                    Ok(ticket) => self.wait_for_join(
+                        ticket,
+                        checks::AskedJoin {
+                            reference: reference.map(Into::into),
+                            room: name.into(),
+                            username,
+                            since,
+                            epoch: epoch.map(Into::into),
+                        },
+                    ),
+                    Err(GateBusy) => self.busy(reference),
+                };
+            }
+        }
+        self.join_now(reference, name, username, None, since, epoch);
+    }
+
+    /// Joins the room called `name` (valid, allowed): `rename` is the join hook's name for
+    /// the person in this room.
+    fn join_now(
+        &mut self,
+        reference: Option<&str>,
+        name: &str,
+        username: Arc<str>,
+        rename: Option<Arc<str>>,
+        since: Option<u64>,
+        epoch: Option<&str>,
+    ) {
         let at = self.rooms.iter().position(|m| &*m.room.name == name);
         if at.is_none() && self.rooms.len() >= self.hub.limits.max_rooms_per_connection {
             let limit = self.hub.limits.max_rooms_per_connection;
@@ -328,7 +399,10 @@ impl Session {
             );
         }
         // A repeated join keeps the name the others already know.
-        let name_in_room = at.map_or_else(|| username.clone(), |i| self.rooms[i].username.clone());
+        let name_in_room = at.map_or_else(
+            || rename.unwrap_or_else(|| username.clone()),
+            |i| self.rooms[i].username.clone(),
+        );
         let request = JoinRequest {
             username: &name_in_room,
             since,
