@@ -3,7 +3,8 @@
 //! backend that refuses or is down for a while gets everything afterwards (duplicates only
 //! with the same `eventId`); with the durable store a relay restarted while the backend is
 //! down delivers the backlog; the cluster delivers each event once; an overflowing memory
-//! buffer is counted.
+//! buffer is counted; what the publish hook refused is not posted, what it filtered is
+//! posted as published.
 
 #![allow(
     clippy::unwrap_used,
@@ -440,6 +441,59 @@ async fn an_overflowing_memory_buffer_is_counted_and_the_rest_delivered_in_order
     assert!(
         seqs.windows(2).all(|w| w[0] < w[1]),
         "what was kept arrives in seq order: {seqs:?}"
+    );
+    drop(alice);
+    relay.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_webhook_hears_what_the_publish_hook_let_through_as_it_was_published() {
+    let backend = Backend::start().await;
+    backend.answer(|request| {
+        if request.path != "/publish" {
+            return Reply::json(json!({}));
+        }
+        match request.json()["text"].as_str() {
+            Some(text) if text.contains("spam") => {
+                Reply::json(json!({"allow": false, "reason": "no spam"}))
+            }
+            Some(text) => Reply::json(json!({"allow": true, "text": text.replace("darn", "d**n")})),
+            None => Reply::json(json!({"allow": true})),
+        }
+    });
+    let hook = webhook(&backend);
+    let publish = backend.url("/publish");
+    let relay = TestRelay::with(move |c| {
+        hook(c);
+        c.publish_hook = Some(publish);
+    })
+    .await;
+    let mut alice = join(&relay, "r", "alice").await;
+    alice
+        .send(json!({"type":"message","room":"r","text":"buy spam"}))
+        .await;
+    alice.expect_error("rejected").await;
+    alice
+        .send(json!({"type":"message","room":"r","text":"oh darn"}))
+        .await;
+    assert_eq!(alice.recv_until("message").await["text"], "oh d**n");
+    say(&mut alice, "r", "fine").await;
+    let got = until(
+        &backend,
+        |_| true,
+        |events| events.iter().any(|e| e["text"] == "fine"),
+    )
+    .await;
+    let events = events_of(&got);
+    let texts: Vec<&str> = events
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .map(|e| e["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        texts,
+        ["oh d**n", "fine"],
+        "the refused one is not posted, the filtered one as filtered"
     );
     drop(alice);
     relay.shutdown().await.unwrap();
