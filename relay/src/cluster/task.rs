@@ -352,9 +352,10 @@ impl Task {
         let entries = stream_entries(&entries);
         let complete = entries.first().is_some_and(|(seq, _)| *seq == from)
             && entries.len() as u64 == to - from + 1;
+        let mine = format!("\"id\":\"{}-m", self.bp.node());
         for (seq, json) in &entries {
             let frame = Frame::new(OpCode::Text, json);
-            let origin = self.origin_of_stored(json);
+            let origin = origin_of_stored(&mine, json);
             room.cluster_deliver(&self.hub, epoch, *seq, &frame, true, origin);
         }
         if !complete {
@@ -469,21 +470,6 @@ impl Task {
         }
     }
 
-    /// The origin of a message read back from the room's stream (a catch-up): this node's
-    /// when its id is one of this node's (`<node tag>-m<n>`). An edit or delete read back
-    /// carries no id and counts as another node's.
-    fn origin_of_stored(&self, json: &[u8]) -> Origin {
-        let mine = format!("\"id\":\"{}-m", self.bp.node());
-        if json
-            .windows(mine.len())
-            .any(|window| window == mine.as_bytes())
-        {
-            Origin::Here
-        } else {
-            Origin::Elsewhere
-        }
-    }
-
     pub(super) async fn deliver(
         &mut self,
         conn: &mut MultiplexedConnection,
@@ -510,5 +496,19 @@ impl Task {
             }
         }
         Ok(())
+    }
+}
+
+/// The origin of a message read back from the room's stream (a catch-up): this node's when
+/// its id is one of this node's (`mine`: `"id":"<node tag>-m`). An edit or delete read back
+/// carries no id and counts as another node's.
+fn origin_of_stored(mine: &str, json: &[u8]) -> Origin {
+    if json
+        .windows(mine.len())
+        .any(|window| window == mine.as_bytes())
+    {
+        Origin::Here
+    } else {
+        Origin::Elsewhere
     }
 }

@@ -584,6 +584,16 @@ mod tests {
     }
 
     #[test]
+    fn a_webhook_url_must_be_http() {
+        let mut config = Config::default();
+        config.webhook_url = Some("ftp://backend/hook".into());
+        let err = config.validate().expect_err("refused");
+        assert!(err.contains("--webhook-url"), "{err}");
+        config.webhook_url = Some("https://backend/hook".into());
+        assert_eq!(config.validate(), Ok(()));
+    }
+
+    #[test]
     fn defaults_match_the_documentation() {
         let config = Config::default();
         assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
