@@ -585,8 +585,10 @@ mod tests {
 
     #[test]
     fn a_webhook_url_must_be_http() {
-        let mut config = Config::default();
-        config.webhook_url = Some("ftp://backend/hook".into());
+        let mut config = Config {
+            webhook_url: Some("ftp://backend/hook".into()),
+            ..Config::default()
+        };
         let err = config.validate().expect_err("refused");
         assert!(err.contains("--webhook-url"), "{err}");
         config.webhook_url = Some("https://backend/hook".into());
