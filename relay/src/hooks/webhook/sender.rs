@@ -80,6 +80,7 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let max = shared.settings.batch;
     let mut batch: Vec<Event> = Vec::with_capacity(max.min(4096));
     let mut dropped_logged = 0;
+    let mut last_full = false;
     loop {
         if *stop.borrow() {
             break;
@@ -92,14 +93,16 @@ pub(super) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             }
             continue;
         }
-        // Linger for a fuller batch unless one is waiting already.
-        if shared.lock().events.len() < max && !shared.settings.linger.is_zero() {
+        // Linger for a fuller batch unless one is waiting already (in memory, or on disk:
+        // the last batch was full, so delivery is behind).
+        if !last_full && shared.lock().events.len() < max && !shared.settings.linger.is_zero() {
             tokio::select! {
                 () = tokio::time::sleep(shared.settings.linger) => {}
                 _ = stop.changed() => break,
             }
         }
         fill(&shared, durable.as_mut(), &mut batch).await;
+        last_full = batch.len() >= max;
         let dropped = shared.metrics.dropped_total();
         if dropped != dropped_logged {
             warn!(
