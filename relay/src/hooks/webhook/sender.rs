@@ -326,10 +326,11 @@ async fn deliver(shared: &Shared, body: bytes::Bytes, stop: &mut watch::Receiver
     let mut backoff = FIRST_BACKOFF;
     let mut failures: u64 = 0;
     loop {
-        let result = shared
-            .hook
-            .post_json(body.clone(), shared.settings.timeout)
-            .await;
+        let result = tokio::select! {
+            result = shared.hook.post_json(body.clone(), shared.settings.timeout) => result,
+            // Stopping: the batch gets its last, shorter try in `run`.
+            _ = stop.changed() => return false,
+        };
         match result {
             Ok(_) => {
                 if failures > 0 {
