@@ -409,8 +409,8 @@ async fn one_senders_messages_keep_their_order_and_other_rooms_do_not_wait() {
     let backend = Backend::start().await;
     backend.answer(|request| {
         let delay = match request.json()["text"].as_str() {
-            Some("first") => 1500,
-            Some("second") => 500,
+            Some("first") => 3000,
+            Some("second") => 1000,
             _ => 0,
         };
         Reply::json(json!({"allow": true})).after(Duration::from_millis(delay))
@@ -418,7 +418,7 @@ async fn one_senders_messages_keep_their_order_and_other_rooms_do_not_wait() {
     let hook = publish_hook(&backend);
     let setup = Setup::new(Mode::Memory, move |c| {
         hook(c);
-        c.hook_timeout = Duration::from_secs(5);
+        c.hook_timeout = Duration::from_secs(10);
     })
     .await;
     let (mut alice, mut bob) = alice_and_bob(&setup).await;

@@ -145,7 +145,7 @@ impl Session {
         };
         let ticket = match gate.publish(&ask) {
             Ok(ticket) => ticket,
-            Err(GateBusy) => return self.busy(reference),
+            Err(GateBusy) => return self.hooks_busy(reference),
         };
         let asked = AskedPublish {
             reference: reference.map(Into::into),

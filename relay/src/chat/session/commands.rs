@@ -102,8 +102,10 @@ impl Session {
             let person = self.conn.person(&membership.username);
             // A resend of a ref the room still remembers only gets its `ack` again: it
             // needs no second decision (cluster mode remembers refs in Redis, so there a
-            // resend is asked again).
-            let resent = reference.is_some_and(|r| membership.room.remembers(&self.hub, person, r));
+            // resend is asked again). Behind messages still at the hook it waits its turn
+            // like any other, so the acks keep the order of the sends.
+            let resent = self.checks.is_none()
+                && reference.is_some_and(|r| membership.room.remembers(&self.hub, person, r));
             if !resent {
                 return self.ask_publish(at, reference, text, reply_to, None);
             }
