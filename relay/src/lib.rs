@@ -23,8 +23,10 @@
 //! - [`store`]: the durable history of a single node (`--data-dir`, SQLite), a
 //!   [`chat::backend::Journal`]: every message is stored before it is delivered.
 //! - [`hooks`]: the app backend's HTTP hooks (`docs/HOOKS.md`): one pooled keep-alive
-//!   client ([`hooks::http`]) with request signing, and the publish and join hooks
-//!   ([`hooks::gate`], a [`chat::gate::Gate`]); beside `edge`, `cluster` and `store`.
+//!   client ([`hooks::http`]) with request signing, the publish and join hooks
+//!   ([`hooks::gate`], a [`chat::gate::Gate`]) and the webhooks ([`hooks::webhook`], the
+//!   hub's [`chat::tap::Tap`], following a durable store's log through a stored cursor,
+//!   [`chat::tap::LogFeed`]); beside `edge`, `cluster` and `store`.
 //! - [`ops`]: the admin API (`docs/ADMIN.md`), the `/metrics` page (`docs/METRICS.md`) and
 //!   the probes.
 //! - On top: [`server`] (accepts TCP, serves HTTP until the upgrade, runs the shutdown

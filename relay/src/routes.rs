@@ -17,6 +17,7 @@ use crate::edge::admission::{Admission, Held};
 use crate::edge::http::{require_host, text, Body};
 use crate::edge::security::Security;
 use crate::edge::upgrade::upgrade;
+use crate::hooks::webhook::Webhook;
 use crate::ops::admin::AdminSettings;
 use crate::ops::{admin, probes};
 use crate::store::Store;
@@ -33,6 +34,8 @@ pub(crate) struct Node {
     /// A single node's durable history (`--data-dir`) behind the hub's backend, whose
     /// writer the node starts and stops.
     pub(crate) store: Option<Arc<Store>>,
+    /// The webhooks (`--webhook-url`), the hub's tap, whose task the node starts and stops.
+    pub(crate) webhook: Option<Arc<Webhook>>,
     /// Connection limits at accept.
     pub(crate) admission: Arc<Admission>,
     /// Origin and token checks at the upgrade, and the trusted proxies.

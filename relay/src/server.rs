@@ -23,9 +23,11 @@ use crate::edge::security::Security;
 use crate::edge::tls;
 use crate::error::Error;
 use crate::hooks::gate::HttpGate;
+use crate::hooks::webhook::Webhook;
 use crate::ops::admin::AdminSettings;
 use crate::routes::Node;
 use crate::store::Store;
+use crate::telemetry::metrics::hooks::HookKind;
 use crate::telemetry::metrics::Rejection;
 use crate::telemetry::stats::StatsSnapshot;
 
@@ -87,10 +89,26 @@ impl Relay {
         } else {
             None
         };
+        // The webhooks hear every room's events through the hub's tap; with a store, their
+        // delivery follows its log.
+        let feed = store
+            .clone()
+            .map(|store| store as Arc<dyn crate::chat::tap::LogFeed>);
+        let webhook = Webhook::from_config(
+            &config,
+            &pool,
+            hub.metrics.hooks.of(HookKind::Webhook).clone(),
+            &hub.node_tag,
+            feed,
+        )?;
+        if let Some(webhook) = &webhook {
+            hub.tap = Some(webhook.clone());
+        }
         let node = Node {
             hub: Arc::new(hub),
             backplane,
             store,
+            webhook,
             admission: Arc::new(Admission::new(
                 &config,
                 crate::edge::fd_limit::current_capacity() as usize,
@@ -160,6 +178,12 @@ impl Relay {
         if let Some(store) = &self.node.store {
             store.start(hub)?;
         }
+        let (webhook_stop, webhook_stop_rx) = watch::channel(false);
+        let webhook = self
+            .node
+            .webhook
+            .as_ref()
+            .map(|webhook| webhook.start(webhook_stop_rx));
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(5);
         loop {
@@ -238,6 +262,18 @@ impl Relay {
                 remaining = hub.connection_count(),
                 "shutdown timeout reached with connections still open"
             ),
+        }
+        if let Some(task) = webhook {
+            // After the drain, so what it published still goes out (memory); before the
+            // store stops, so the writer keeps the last cursor (durable).
+            let _ = webhook_stop.send(true);
+            // Bounded: the backend may be away (what is left is logged and counted).
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                warn!("the webhook task did not finish in time");
+            }
         }
         if let Some(store) = self.node.store.clone() {
             // What clients sent during the drain is stored before the exit (the writer stops

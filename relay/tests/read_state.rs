@@ -259,7 +259,7 @@ async fn a_version_1_file_gets_the_reads_table_and_keeps_its_history() {
     let version: i64 = db
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, relay::store::schema::SCHEMA_VERSION);
     let stored: i64 = db
         .query_row("SELECT seq FROM reads WHERE person = 'alice'", [], |r| {
             r.get(0)

@@ -15,6 +15,8 @@
 //! - [`client`]: what the core knows of one connection (its outbox, identity, source).
 //! - [`per_ip`]: what one source address may do across its connections; [`ratelimit`]: the
 //!   token buckets every rate limit uses.
+//! - [`tap`]: the seam through which rooms' events reach an observer outside the core (the
+//!   webhooks), and a durable store's log as a feed with a cursor.
 
 pub mod backend;
 pub mod client;
@@ -26,3 +28,4 @@ pub mod per_ip;
 pub mod ratelimit;
 pub mod room;
 pub mod session;
+pub mod tap;

@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use crate::chat::hub::Hub;
 use crate::chat::room::log::{Order, Refused};
 use crate::chat::room::{Room, Skip};
+use crate::chat::tap::Origin;
 use crate::protocol::event::MessageEvent;
 use crate::transport::outbox::Priority;
 use crate::ws::Frame;
@@ -51,9 +52,10 @@ impl Room {
         seq: u64,
         frame: &Frame,
         force: bool,
+        origin: Origin,
     ) -> Delivery {
         let order = Order::Assigned { epoch, seq, force };
-        match self.append(hub, order, None, |_| frame) {
+        match self.append_from(hub, order, origin, |_| frame) {
             Ok(appended) => {
                 hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
                 hub.stats
@@ -104,29 +106,29 @@ mod tests {
         let room = Room::new("r".into(), "local".into(), hub.history_budget().clone());
         let frame = Frame::new(OpCode::Text, b"{}");
         assert_eq!(
-            room.cluster_deliver(&hub, "e1", 1, &frame, false),
+            room.cluster_deliver(&hub, "e1", 1, &frame, false, Origin::Here),
             Delivery::OtherEpoch,
             "nothing is delivered before the room is loaded"
         );
         room.reset_log("e1".into(), 5, std::slice::from_ref(&frame));
         assert_eq!(
-            room.cluster_deliver(&hub, "e1", 5, &frame, false),
+            room.cluster_deliver(&hub, "e1", 5, &frame, false, Origin::Here),
             Delivery::Duplicate
         );
         assert_eq!(
-            room.cluster_deliver(&hub, "e1", 7, &frame, false),
+            room.cluster_deliver(&hub, "e1", 7, &frame, false, Origin::Here),
             Delivery::Gap { have: 5 }
         );
         assert_eq!(
-            room.cluster_deliver(&hub, "e1", 6, &frame, false),
+            room.cluster_deliver(&hub, "e1", 6, &frame, false, Origin::Here),
             Delivery::Delivered
         );
         assert_eq!(
-            room.cluster_deliver(&hub, "e2", 8, &frame, false),
+            room.cluster_deliver(&hub, "e2", 8, &frame, false, Origin::Here),
             Delivery::OtherEpoch
         );
         assert_eq!(
-            room.cluster_deliver(&hub, "e1", 9, &frame, true),
+            room.cluster_deliver(&hub, "e1", 9, &frame, true, Origin::Here),
             Delivery::Delivered
         );
         assert_eq!(room.position(), (Some("e1".into()), 9));

@@ -21,6 +21,7 @@ use super::wire::{self, Kind};
 use super::{now_us, scripts, Backplane, Command};
 use crate::chat::hub::Hub;
 use crate::chat::room::Room;
+use crate::chat::tap::{Origin, Tapped};
 use crate::transport::outbox::Priority;
 use crate::ws::{Frame, OpCode};
 
@@ -351,9 +352,11 @@ impl Task {
         let entries = stream_entries(&entries);
         let complete = entries.first().is_some_and(|(seq, _)| *seq == from)
             && entries.len() as u64 == to - from + 1;
+        let mine = format!("\"id\":\"{}-m", self.bp.node());
         for (seq, json) in &entries {
             let frame = Frame::new(OpCode::Text, json);
-            room.cluster_deliver(&self.hub, epoch, *seq, &frame, true);
+            let origin = origin_of_stored(&mine, json);
+            room.cluster_deliver(&self.hub, epoch, *seq, &frame, true, origin);
         }
         if !complete {
             warn!(room = %room.name, from, to, replayed = entries.len(), "messages missed and no longer in history: members see a seq gap");
@@ -435,13 +438,36 @@ impl Task {
         };
         let frame = Frame::new(OpCode::Text, p.json);
         match p.kind {
-            Kind::Message => self.deliver(conn, &room, p.epoch, p.seq, &frame).await?,
-            Kind::Presence => room.cluster_fan_out(&self.hub, &frame, Priority::Normal, p.subject),
+            Kind::Message => {
+                let origin = self.origin(p.origin);
+                self.deliver(conn, &room, p.epoch, p.seq, &frame, origin)
+                    .await?
+            }
+            Kind::Presence => {
+                // Redis announced a transition one node's join or leave made: that node
+                // hands it to the tap, once for the cluster.
+                if let (Some(tap), Origin::Here) = (&self.hub.tap, self.origin(p.origin)) {
+                    tap.tap(Tapped::Presence {
+                        room: &room.name,
+                        frame: &frame,
+                    });
+                }
+                room.cluster_fan_out(&self.hub, &frame, Priority::Normal, p.subject)
+            }
             Kind::Typing => room.cluster_fan_out(&self.hub, &frame, Priority::Droppable, p.subject),
             Kind::Read => room.cluster_read(&self.hub, &frame, p.seq, p.subject),
             Kind::Probe => {}
         }
         Ok(())
+    }
+
+    /// Whether a payload's origin node is this one.
+    fn origin(&self, node: &str) -> Origin {
+        if node == &**self.bp.node() {
+            Origin::Here
+        } else {
+            Origin::Elsewhere
+        }
     }
 
     pub(super) async fn deliver(
@@ -451,23 +477,38 @@ impl Task {
         epoch: &str,
         seq: u64,
         frame: &Frame,
+        origin: Origin,
     ) -> RedisResult<()> {
         use super::room_ops::Delivery;
-        match room.cluster_deliver(&self.hub, epoch, seq, frame, false) {
+        match room.cluster_deliver(&self.hub, epoch, seq, frame, false, origin) {
             Delivery::Delivered | Delivery::Duplicate => {}
             Delivery::Gap { have } => {
                 // Pub/sub dropped something (or this node subscribed late): the stream has it.
                 self.catch_up(conn, room, epoch, have + 1, seq - 1).await?;
-                room.cluster_deliver(&self.hub, epoch, seq, frame, true);
+                room.cluster_deliver(&self.hub, epoch, seq, frame, true, origin);
             }
             Delivery::OtherEpoch => {
                 room.reset_log(epoch.into(), 0, &[]);
                 let notice = wire::restored(&room.name, epoch, 0, false);
                 room.cluster_fan_out(&self.hub, &notice, Priority::Normal, "");
                 self.catch_up(conn, room, epoch, 1, seq - 1).await?;
-                room.cluster_deliver(&self.hub, epoch, seq, frame, true);
+                room.cluster_deliver(&self.hub, epoch, seq, frame, true, origin);
             }
         }
         Ok(())
+    }
+}
+
+/// The origin of a message read back from the room's stream (a catch-up): this node's when
+/// its id is one of this node's (`mine`: `"id":"<node tag>-m`). An edit or delete read back
+/// carries no id and counts as another node's.
+fn origin_of_stored(mine: &str, json: &[u8]) -> Origin {
+    if json
+        .windows(mine.len())
+        .any(|window| window == mine.as_bytes())
+    {
+        Origin::Here
+    } else {
+        Origin::Elsewhere
     }
 }

@@ -344,6 +344,30 @@ pub struct Config {
     #[arg(long, env = "RELAY_WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<Secret>,
 
+    /// POST every room's events (`message`, `message_edited`, `message_deleted`,
+    /// `user_joined`, `user_left`) in JSON batches to this URL (http:// or https://), at
+    /// least once and in seq order per room, retried with backoff while the backend is down
+    /// or answers non-2xx. Unset: no webhooks.
+    #[arg(long, env = "RELAY_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Webhook events waiting for the backend at most, in memory (without `--data-dir`'s
+    /// store, and presence events in every mode); beyond it new events are dropped, logged
+    /// and counted (`relay_webhook_dropped_total`).
+    #[arg(long, env = "RELAY_WEBHOOK_BUFFER", default_value_t = 100_000)]
+    pub webhook_buffer: usize,
+
+    /// Events in one webhook request at most.
+    #[arg(long, env = "RELAY_WEBHOOK_BATCH", default_value_t = 500)]
+    pub webhook_batch: usize,
+
+    /// How long the first event of a webhook batch waits for more before the batch is sent.
+    #[arg(long, env = "RELAY_WEBHOOK_LINGER", default_value = "10ms", value_parser = parse_duration)]
+    pub webhook_linger: Duration,
+
+    /// How long one webhook request may take before it counts as failed and is retried.
+    #[arg(long, env = "RELAY_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
     /// Publish hook (moderation): before a message or edit is ordered, the relay POSTs it
     /// here and the backend allows it, replaces its text or refuses it (`rejected`).
     /// Unset: messages are not checked.
@@ -474,6 +498,19 @@ impl Config {
                 return Err("--retain-interval must be above 0".into());
             }
         }
+        if let Some(url) = &self.webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(format!(
+                    "--webhook-url {url:?} must start with http:// or https://"
+                ));
+            }
+            if self.webhook_batch == 0 || self.webhook_buffer == 0 {
+                return Err("--webhook-batch and --webhook-buffer must be at least 1".into());
+            }
+            if self.webhook_timeout.is_zero() {
+                return Err("--webhook-timeout must be above 0".into());
+            }
+        }
         if (self.publish_hook.is_some() || self.join_hook.is_some())
             && (self.hook_timeout.is_zero() || self.hook_concurrency == 0)
         {
@@ -544,6 +581,18 @@ mod tests {
         assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
         assert!(parse_duration("5 parsecs").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn a_webhook_url_must_be_http() {
+        let mut config = Config {
+            webhook_url: Some("ftp://backend/hook".into()),
+            ..Config::default()
+        };
+        let err = config.validate().expect_err("refused");
+        assert!(err.contains("--webhook-url"), "{err}");
+        config.webhook_url = Some("https://backend/hook".into());
+        assert_eq!(config.validate(), Ok(()));
     }
 
     #[test]

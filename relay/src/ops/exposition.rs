@@ -17,7 +17,11 @@ const UPKEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// The Prometheus text exposition (format 0.0.4) of `hub` (this relay), then the
 /// process-wide metrics.
 pub fn render(hub: &Hub) -> String {
-    hub.metrics.render(&numbers(hub))
+    let mut page = hub.metrics.render(&numbers(hub));
+    if let Some(tap) = &hub.tap {
+        tap.render_metrics(&mut page);
+    }
+    page
 }
 
 /// What a scrape reads of the node: atomics and O(shard) lengths, never a walk over rooms or

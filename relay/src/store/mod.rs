@@ -16,7 +16,10 @@
 //! - `reader`: opening a room (its life and newest messages, once per room opened, on the
 //!   joining connection's thread) and scroll-back past the in-memory tail (on the blocking
 //!   pool), each through a read-only connection of its own.
+//! - `feed`: the log as the webhooks' feed (a [`LogFeed`]): each room's events after the
+//!   cursor the writer keeps in `webhook_cursors`.
 
+mod feed;
 mod reader;
 mod reads;
 mod retention;
@@ -39,6 +42,7 @@ use crate::chat::backend::{Busy, Journal, Page, StoredLife, Unavailable};
 use crate::chat::client::Conn;
 use crate::chat::hub::Hub;
 use crate::chat::room::{Reserved, Room};
+use crate::chat::tap::{FeedPage, LogFeed};
 use crate::config::{Config, Fsync};
 
 /// Why the store could not start: each names the path and, through `--data-dir`, the flag.
@@ -131,6 +135,8 @@ enum Op {
     Keep(Pending),
     /// A read position, coalesced per (room, person) per batch and written behind the room.
     Read(reads::Read),
+    /// A webhook cursor (`feed`), coalesced per room per batch; no order with messages.
+    Cursor(feed::Cursor),
     /// Runs once everything queued before it is stored and appended (a leave, so that the
     /// leaver still gets the messages it sent before it left).
     Then(Box<dyn FnOnce(&Hub) + Send>),
@@ -144,6 +150,7 @@ impl std::fmt::Debug for Op {
         match self {
             Op::Keep(p) => f.debug_tuple("Keep").field(p).finish(),
             Op::Read(r) => f.debug_tuple("Read").field(r).finish(),
+            Op::Cursor(c) => f.debug_tuple("Cursor").field(c).finish(),
             Op::Then(_) => f.write_str("Then(..)"),
             Op::Barrier(_) => f.write_str("Barrier"),
             Op::Stop => f.write_str("Stop"),
@@ -189,6 +196,8 @@ pub struct Store {
     /// One connection per runtime worker, so opens on different workers never queue.
     openers: Vec<Mutex<Connection>>,
     pager: reader::Pager,
+    /// The webhooks' reads (`feed`): opened at the first one.
+    feed: Mutex<Option<Connection>>,
     writer: Mutex<WriterState>,
     settings: Settings,
     /// The data directory's lock, held until the writer stops (or the process ends).
@@ -226,6 +235,7 @@ impl Store {
             unsaved: Arc::default(),
             openers,
             pager,
+            feed: Mutex::new(None),
             writer: Mutex::new(WriterState::Ready { db, rx, syncer }),
             settings,
             lock: Mutex::new(Some(lock)),
@@ -395,5 +405,44 @@ impl Journal for Store {
     fn read_position(&self, room: &str, person: &str) -> Result<u64, Unavailable> {
         let db = reader::free_connection(&self.openers, 0);
         reads::position(&db, room, person).map_err(|e| Unavailable(e.to_string()))
+    }
+}
+
+impl Store {
+    /// `read` with the feed's connection, opened on first use.
+    fn with_feed<T>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, Unavailable> {
+        let mut feed = self.feed.lock().unwrap_or_else(PoisonError::into_inner);
+        let db = match &mut *feed {
+            Some(db) => db,
+            empty => empty
+                .insert(schema::open_reader(&self.dir).map_err(|e| Unavailable(e.to_string()))?),
+        };
+        read(db).map_err(|e| Unavailable(e.to_string()))
+    }
+}
+
+impl LogFeed for Store {
+    fn behind(&self) -> Result<Vec<Arc<str>>, Unavailable> {
+        self.with_feed(feed::behind)
+    }
+
+    fn read_after(
+        &self,
+        room: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<FeedPage, Unavailable> {
+        self.with_feed(|db| feed::read_after(db, room, after, limit))
+    }
+
+    fn keep_cursor(&self, room: &Arc<str>, seq: u64) {
+        // A stopped writer keeps none: the next start redelivers from the last one stored.
+        let _ = self.queue.send(Op::Cursor(feed::Cursor {
+            room: room.clone(),
+            seq,
+        }));
     }
 }

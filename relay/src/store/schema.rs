@@ -15,13 +15,15 @@
 //! CREATE TABLE reads (room_id INTEGER NOT NULL, person TEXT NOT NULL,
 //!                     seq INTEGER NOT NULL,
 //!                     PRIMARY KEY (room_id, person)) WITHOUT ROWID;
+//! CREATE TABLE webhook_cursors (room_id INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 //! ```
 //!
 //! `event` is the message event's JSON exactly as clients received it; `ts` its timestamp
 //! in milliseconds (for `--retain-age`); `ref` and `person` the sender's `ref` and who sent
 //! it, for a send with `ref` (a resend after a restart is recognised from them). `reads`
 //! holds each person's read position in a room (`person`: a token's `sub`, or a username
-//! without authentication).
+//! without authentication). `webhook_cursors` holds, per room, the seq up to which the
+//! webhooks (`--webhook-url`) delivered its log (docs/HOOKS.md).
 //!
 //! A new file gets the first version's schema and then every migration step; a file of an
 //! older version gets the steps it lacks ([`MIGRATIONS`]), in one transaction, when the
@@ -39,7 +41,7 @@ use crate::config::Fsync;
 const APPLICATION_ID: i64 = 0x4352_4c59;
 /// `PRAGMA user_version` of the schema this relay writes; a file with a higher one was
 /// written by a newer relay and is refused rather than misread.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The schema of version 1 (the first release), which every file starts from.
 pub const CREATE_V1: &str = "
@@ -74,6 +76,14 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (2, "ALTER TABLE messages ADD COLUMN ref TEXT"),
     (2, "ALTER TABLE messages ADD COLUMN person TEXT"),
+    // 3: how far the webhooks have delivered each room's log (`store::feed`).
+    (
+        3,
+        "CREATE TABLE webhook_cursors (
+            room_id INTEGER PRIMARY KEY,
+            seq INTEGER NOT NULL
+        )",
+    ),
 ];
 
 /// Brings a file of schema `from` to [`SCHEMA_VERSION`]: every step it lacks and the new

@@ -15,8 +15,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tracing::{error, info, warn};
 
-use super::reads;
 use super::retention::Retention;
+use super::{feed, reads};
 use super::{sql_int, Life, Op, Pending, Settings, Unsaved};
 use crate::chat::hub::Hub;
 use crate::chat::room::log::Order;
@@ -59,6 +59,7 @@ impl Writer {
         let mut batch: Vec<Pending> = Vec::with_capacity(64);
         let mut after: Vec<Op> = Vec::new();
         let mut read_batch = reads::Batch::default();
+        let mut cursor_batch = feed::Batch::default();
         let mut stop = false;
         while !stop {
             let wait = retention.due_in().max(Duration::from_millis(1));
@@ -73,6 +74,7 @@ impl Writer {
                     Op::Keep(pending) if after.is_empty() => batch.push(pending),
                     // Positions keep no order with messages: the room's is the one that counts.
                     Op::Read(read) => read_batch.add(read),
+                    Op::Cursor(cursor) => cursor_batch.add(cursor),
                     Op::Stop => {
                         stop = true;
                         break;
@@ -80,7 +82,7 @@ impl Writer {
                     // Anything behind a leave or a barrier waits for it: order is kept.
                     op => after.push(op),
                 }
-                if batch.len() + after.len() + read_batch.len() >= MAX_BATCH {
+                if batch.len() + after.len() + read_batch.len() + cursor_batch.len() >= MAX_BATCH {
                     break;
                 }
                 next = rx.try_recv().ok();
@@ -93,6 +95,7 @@ impl Writer {
                 match op {
                     Op::Keep(pending) => batch.push(pending),
                     Op::Read(read) => read_batch.add(read),
+                    Op::Cursor(cursor) => cursor_batch.add(cursor),
                     Op::Then(then) => {
                         self.store_and_deliver(&hub, &mut batch);
                         // A join may read positions back: what it sent before is on disk.
@@ -109,6 +112,7 @@ impl Writer {
             }
             self.store_and_deliver(&hub, &mut batch);
             read_batch.store(&mut self.db);
+            cursor_batch.store(&mut self.db);
             // Retention only while no message waits, a chunk at a time, so it never holds
             // up delivery for long.
             if !stop && self.queued.load(Ordering::Acquire) == 0 {

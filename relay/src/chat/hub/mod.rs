@@ -19,6 +19,7 @@ use crate::chat::history::{HistoryBudget, HistoryLimits};
 use crate::chat::per_ip::{SourceLimits, Sources};
 use crate::chat::ratelimit::{self, Rate};
 use crate::chat::room::{JoinOutcome, JoinRequest, Presence, Room};
+use crate::chat::tap::Tap;
 use crate::config::Config;
 use crate::protocol::CloseCode;
 use crate::telemetry::logging::Sampled;
@@ -105,6 +106,9 @@ pub struct Hub {
     /// Where the rooms' logs live and who orders them: this node's memory, or the Redis
     /// backplane in cluster mode (`--redis-url`).
     pub backend: Backend,
+    /// Who hears every room's events besides its members (`--webhook-url`): called once per
+    /// event where the room orders it (`crate::chat::tap`); `None`: nobody.
+    pub tap: Option<Arc<dyn Tap>>,
     /// What decides whether messages are published and joins allowed (the publish and
     /// join hooks, `crate::hooks`); `None`: everything valid is.
     pub gate: Option<Arc<dyn Gate>>,
@@ -166,6 +170,7 @@ impl Hub {
             stats: Stats::default(),
             readiness: Readiness::default(),
             backend: Backend::Memory,
+            tap: None,
             gate: None,
             node_tag,
             rooms: DashMap::new(),

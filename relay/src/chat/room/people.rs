@@ -16,6 +16,7 @@ use std::sync::Arc;
 use super::{Member, Room, State};
 use crate::chat::client::Conn;
 use crate::chat::hub::Hub;
+use crate::chat::tap::Tapped;
 use crate::protocol::event::{self, UserRef};
 use crate::transport::outbox::Priority;
 
@@ -231,7 +232,8 @@ impl Room {
         user: UserRef<'_>,
         skip: Option<u64>,
     ) {
-        if state.members.is_empty() {
+        let tap = hub.tap.as_ref().filter(|tap| tap.wants_presence());
+        if state.members.is_empty() && tap.is_none() {
             // Nobody to tell.
             return;
         }
@@ -239,6 +241,15 @@ impl Room {
         let users =
             (count <= hub.limits.presence_list_max).then(|| state.people.users(&state.members));
         let frame = event::presence(kind, &self.name, user, count, users);
+        if let Some(tap) = tap {
+            tap.tap(Tapped::Presence {
+                room: &self.name,
+                frame: &frame,
+            });
+        }
+        if state.members.is_empty() {
+            return;
+        }
         self.fan_out(state, hub, frame.bytes(), Priority::Normal, skip);
     }
 

@@ -17,6 +17,7 @@ use super::outgoing::{Outgoing, SendRefusal};
 use super::{Room, State};
 use crate::chat::client::Conn;
 use crate::chat::hub::Hub;
+use crate::chat::tap::{Origin, Tapped};
 use crate::protocol::event::{self, MessageEvent};
 use crate::transport::outbox::Priority;
 use crate::ws::Frame;
@@ -143,9 +144,14 @@ impl Room {
         let encode = message_encoder(hub, &self.name, number, out);
         // The room assigns the seq itself, so the log takes every message.
         let appended = self
-            .append_locked(state, hub, Order::Next, Some((number, started)), |seq| {
-                encode(seq).1
-            })
+            .append_locked(
+                state,
+                hub,
+                Order::Next,
+                Origin::Here,
+                Some((number, started)),
+                |seq| encode(seq).1,
+            )
             .map_err(|_| SendRefusal::Busy)?;
         if out.sender.is_some() && out.change.is_none() {
             hub.stats.messages_published.fetch_add(1, Ordering::Relaxed);
@@ -331,7 +337,20 @@ impl Room {
         probe: Option<(u64, Instant)>,
         encode: impl FnOnce(u64) -> F,
     ) -> Result<Appended, Refused> {
-        self.append_locked(self.lock(), hub, order, probe, encode)
+        self.append_locked(self.lock(), hub, order, Origin::Here, probe, encode)
+    }
+
+    /// [`Room::append`] of a message that may have been published on another node
+    /// (`origin`, the cluster's): only this node's own go to the hub's tap, so an observer
+    /// hears each message once across the cluster.
+    pub fn append_from<F: Borrow<Frame>>(
+        &self,
+        hub: &Hub,
+        order: Order<'_>,
+        origin: Origin,
+        encode: impl FnOnce(u64) -> F,
+    ) -> Result<Appended, Refused> {
+        self.append_locked(self.lock(), hub, order, origin, None, encode)
     }
 
     /// [`Room::append`] under the lock the caller holds (a check and the append in one).
@@ -340,6 +359,7 @@ impl Room {
         mut state: MutexGuard<'_, State>,
         hub: &Hub,
         order: Order<'_>,
+        origin: Origin,
         probe: Option<(u64, Instant)>,
         encode: impl FnOnce(u64) -> F,
     ) -> Result<Appended, Refused> {
@@ -347,6 +367,15 @@ impl Room {
             .log
             .append(order, || hub.history_fair_share(), encode)?;
         let frame = frame.borrow();
+        if let (Some(tap), Origin::Here) = (&hub.tap, origin) {
+            // Under the lock: the tap sees the room's events in the order the log took them.
+            tap.tap(Tapped::Log {
+                room: &self.name,
+                epoch: state.log.epoch(),
+                seq,
+                frame,
+            });
+        }
         // A sampled message goes out as a probe: the same bytes, timed until the last
         // member's writer drops them. History keeps the plain frame, or the probe would
         // only fire when the message left history.

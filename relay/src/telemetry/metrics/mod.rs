@@ -23,7 +23,7 @@
 //! are read from `/proc/self` at scrape time ([`process`]).
 //! See `docs/METRICS.md` for every metric.
 
-mod histogram;
+pub mod histogram;
 pub mod hooks;
 pub mod process;
 

@@ -35,6 +35,11 @@ pub const STORE_QUEUE: &str = "relay_store_queue";
 pub const HOOK_REQUESTS: &str = "relay_hook_requests_total";
 pub const HOOK_FAILURES: &str = "relay_hook_failures_total";
 pub const HOOK_SECONDS: &str = "relay_hook_duration_seconds";
+pub const WEBHOOK_EVENTS: &str = "relay_webhook_events_total";
+pub const WEBHOOK_DROPPED: &str = "relay_webhook_dropped_total";
+pub const WEBHOOK_BACKLOG: &str = "relay_webhook_backlog";
+pub const WEBHOOK_ROOMS_BEHIND: &str = "relay_webhook_rooms_behind";
+pub const WEBHOOK_LAG: &str = "relay_webhook_lag_seconds";
 /// The standard Prometheus process metrics (read from `/proc/self` at scrape time).
 pub const PROCESS_CPU_SECONDS: &str = "process_cpu_seconds_total";
 pub const PROCESS_RESIDENT_BYTES: &str = "process_resident_memory_bytes";
@@ -83,6 +88,11 @@ pub const PER_RELAY: &[(&str, &str)] = &[
     (HOOK_REQUESTS, "Requests sent to the app backend's hooks (--publish-hook, --join-hook, --webhook-url), by hook."),
     (HOOK_FAILURES, "Hook requests that failed, by hook and kind (timeout, connect, status, body, invalid)."),
     (HOOK_SECONDS, "Time from asking a hook to having its answer or failure, by hook."),
+    (WEBHOOK_EVENTS, "Webhook events the backend took (answered 2xx)."),
+    (WEBHOOK_DROPPED, "Webhook events given up, by reason (each drop is also logged)."),
+    (WEBHOOK_BACKLOG, "Webhook events waiting in memory, the batch being sent included."),
+    (WEBHOOK_ROOMS_BEHIND, "Rooms whose stored log is ahead of what the webhooks delivered (--data-dir)."),
+    (WEBHOOK_LAG, "Age of each delivered webhook batch's oldest event when the backend took it."),
 ];
 
 /// The process metrics (Linux only: left out where `/proc` is missing), each with its
