@@ -302,6 +302,32 @@ async fn a_publish_hook_that_times_out_lets_through_when_open() {
     );
 }
 
+/// A client that sends and leaves at once (a bot, a tab closed right after Enter) still has
+/// its message published once the hook allows it, whether it closed or just hung up.
+#[tokio::test]
+async fn a_message_at_the_hook_is_not_lost_when_its_sender_leaves() {
+    let backend = Backend::start().await;
+    backend.answer(|_| Reply::json(json!({"allow": true})).after(Duration::from_millis(300)));
+    let setup = Setup::new(Mode::Memory, "hooks", publish_hook(&backend)).await;
+    let (mut alice, mut bob) = alice_and_bob(&setup).await;
+    alice
+        .send(json!({"type":"message","text":"sent, then closed"}))
+        .await;
+    alice.close_now().await;
+    assert_eq!(bob.recv_type("message").await["text"], "sent, then closed");
+
+    let (mut carol, _) = setup.near().joined(ROOM, "carol").await;
+    carol
+        .send(json!({"type":"message","text":"sent, then hung up"}))
+        .await;
+    drop(carol);
+    // Alice's leave and Carol's arrival come first.
+    assert_eq!(
+        bob.recv_until("message").await["text"],
+        "sent, then hung up"
+    );
+}
+
 #[tokio::test]
 async fn a_backend_that_is_down_or_answers_nonsense_is_a_failure() {
     let mut backend = Backend::start().await;

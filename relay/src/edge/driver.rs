@@ -70,6 +70,9 @@ pub(crate) struct Closing {
     pub(crate) finished_writing: bool,
     /// The client's close frame came before ours: ours only answered it.
     pub(crate) client_first: bool,
+    /// The connection is over but commands wait for the hooks: only their answers are
+    /// awaited now, then it ends.
+    pub(crate) ended: bool,
     /// Set once our close frame is queued.
     pub(crate) sent_frame: Option<Box<SentClose>>,
 }
@@ -358,24 +361,42 @@ impl Future for Driver {
         let Some(mut link) = this.link.take() else {
             return Poll::Ready(());
         };
-        match this.step(&mut link, cx) {
-            None => {
-                this.link = Some(link);
-                Poll::Pending
+        let end = if link.closing.ended {
+            "ended, once its commands at the hooks were carried out"
+        } else {
+            match this.step(&mut link, cx) {
+                None => {
+                    this.link = Some(link);
+                    return Poll::Pending;
+                }
+                Some(end) => end,
             }
-            Some(end) => {
-                let label = if link.conn().outbox.is_tls() {
-                    "TLS connection"
-                } else {
-                    "connection"
-                };
-                // No flusher may write once the socket is gone.
-                link.conn().outbox.detach();
-                let peer = link.conn().peer;
-                link.finish(peer, end, label);
-                Poll::Ready(())
+        };
+        // What still waits for the hooks is carried out before the connection ends, whatever
+        // ended it (a close, a hang-up, a failed write to a peer that is gone); an answer
+        // wakes us and `--hook-timeout` bounds the wait. A client that sends a message and
+        // leaves at once does not lose it.
+        if link.session.checks_pending() {
+            link.session.poll_checks(cx);
+            if link.session.checks_pending() {
+                if !link.closing.ended {
+                    debug!(peer = %link.conn().peer, end, "connection over; waiting for its commands at the hooks");
+                    link.closing.ended = true;
+                }
+                this.link = Some(link);
+                return Poll::Pending;
             }
         }
+        let label = if link.conn().outbox.is_tls() {
+            "TLS connection"
+        } else {
+            "connection"
+        };
+        // No flusher may write once the socket is gone.
+        link.conn().outbox.detach();
+        let peer = link.conn().peer;
+        link.finish(peer, end, label);
+        Poll::Ready(())
     }
 }
 

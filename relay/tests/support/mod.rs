@@ -286,6 +286,12 @@ impl Client {
         event
     }
 
+    /// Sends a close frame (code 1000) and drops the connection without waiting for the
+    /// relay's answer: a client that leaves right after its last command.
+    pub async fn close_now(mut self) {
+        self.ws.close(None).await.expect("close frame sent");
+    }
+
     /// Reads until the server closes; returns the close code. Keeps polling after the close
     /// frame so tungstenite sends its reply and the handshake completes, as a browser's would.
     pub async fn expect_close(&mut self) -> u16 {

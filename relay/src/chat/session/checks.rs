@@ -166,6 +166,11 @@ impl Session {
             .push(Waiting::Join(ticket, Box::new(asked)));
     }
 
+    /// Whether commands wait for the hooks (or behind them).
+    pub(crate) fn checks_pending(&self) -> bool {
+        self.checks.is_some()
+    }
+
     /// Applies the hooks' answers that are in, in order, and carries out the commands that
     /// were waiting behind them. True while the connection must not be read (the driver
     /// returns; an answer wakes it).
