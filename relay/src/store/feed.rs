@@ -4,11 +4,11 @@
 //! writer thread behind the messages, like read positions, so the feed never competes with
 //! the writer for SQLite's write lock.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::rising::Rising;
 use super::sql_int;
 use crate::chat::tap::FeedPage;
 
@@ -19,58 +19,14 @@ pub(super) struct Cursor {
     pub(super) seq: u64,
 }
 
-/// The cursors the writer took since it last wrote them: the highest per room.
-#[derive(Debug, Default)]
-pub(super) struct Batch {
-    latest: HashMap<Arc<str>, u64>,
-    /// The last write failed (logged once until one succeeds; the cursors are retried).
-    failing: bool,
-}
-
-impl Batch {
-    pub(super) fn len(&self) -> usize {
-        self.latest.len()
-    }
-
-    pub(super) fn add(&mut self, cursor: Cursor) {
-        let seq = self.latest.entry(cursor.room).or_insert(0);
-        *seq = (*seq).max(cursor.seq);
-    }
-
-    /// Writes every cursor taken (one transaction); on failure they stay for the next batch
-    /// (the webhooks then redeliver at most what a restart finds past the stored cursor).
-    pub(super) fn store(&mut self, db: &mut Connection) {
-        if self.latest.is_empty() {
-            return;
-        }
-        match self.write(db) {
-            Ok(()) => {
-                self.latest.clear();
-                self.failing = false;
-            }
-            Err(err) => {
-                if !self.failing {
-                    tracing::warn!(error = %err, rooms = self.latest.len(), "could not store webhook cursors; retrying with the next batch");
-                }
-                self.failing = true;
-            }
-        }
-    }
-
-    fn write(&self, db: &mut Connection) -> rusqlite::Result<()> {
-        let tx = db.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut upsert = tx.prepare_cached(
-                "INSERT INTO webhook_cursors (room_id, seq) \
-                 SELECT id, ?2 FROM rooms WHERE name = ?1 \
-                 ON CONFLICT (room_id) DO UPDATE SET seq = max(seq, excluded.seq)",
-            )?;
-            for (room, seq) in &self.latest {
-                upsert.execute(params![&**room, sql_int(*seq)])?;
-            }
-        }
-        tx.commit()
-    }
+/// The cursors the writer takes between message batches: the highest per room.
+pub(super) fn batch() -> Rising<Arc<str>> {
+    Rising::new(
+        "webhook cursors",
+        "INSERT INTO webhook_cursors (room_id, seq) \
+         SELECT id, ?2 FROM rooms WHERE name = ?1 \
+         ON CONFLICT (room_id) DO UPDATE SET seq = max(seq, excluded.seq)",
+    )
 }
 
 /// The rooms whose stored log goes past their cursor.

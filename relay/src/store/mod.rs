@@ -10,7 +10,8 @@
 //!   file, on a thread of its own so the writer never waits for the disk's syncs.
 //! - `retention`: trims rooms past `--retain-messages` or `--retain-age`, a chunk at a time
 //!   between the writer's transactions.
-//!
+//! - `rising`: numbers that only rise (read positions, webhook cursors), as the writer
+//!   takes them between batches and writes them behind the messages.
 //! - `reads`: read positions (the `reads` table), written by the writer behind the rooms and
 //!   read back at a join when the room does not hold the person's position.
 //! - `reader`: opening a room (its life and newest messages, once per room opened, on the
@@ -23,6 +24,7 @@ mod feed;
 mod reader;
 mod reads;
 mod retention;
+mod rising;
 pub mod schema;
 mod syncer;
 mod writer;

@@ -58,8 +58,8 @@ impl Writer {
         let mut retention = Retention::new(&self.settings);
         let mut batch: Vec<Pending> = Vec::with_capacity(64);
         let mut after: Vec<Op> = Vec::new();
-        let mut read_batch = reads::Batch::default();
-        let mut cursor_batch = feed::Batch::default();
+        let mut read_batch = reads::batch();
+        let mut cursor_batch = feed::batch();
         let mut stop = false;
         while !stop {
             let wait = retention.due_in().max(Duration::from_millis(1));
@@ -73,8 +73,8 @@ impl Writer {
                 match op {
                     Op::Keep(pending) if after.is_empty() => batch.push(pending),
                     // Positions keep no order with messages: the room's is the one that counts.
-                    Op::Read(read) => read_batch.add(read),
-                    Op::Cursor(cursor) => cursor_batch.add(cursor),
+                    Op::Read(read) => read_batch.add((read.room, read.person), read.seq),
+                    Op::Cursor(cursor) => cursor_batch.add(cursor.room, cursor.seq),
                     Op::Stop => {
                         stop = true;
                         break;
@@ -94,8 +94,8 @@ impl Writer {
             for op in after.drain(..) {
                 match op {
                     Op::Keep(pending) => batch.push(pending),
-                    Op::Read(read) => read_batch.add(read),
-                    Op::Cursor(cursor) => cursor_batch.add(cursor),
+                    Op::Read(read) => read_batch.add((read.room, read.person), read.seq),
+                    Op::Cursor(cursor) => cursor_batch.add(cursor.room, cursor.seq),
                     Op::Then(then) => {
                         self.store_and_deliver(&hub, &mut batch);
                         // A join may read positions back: what it sent before is on disk.
