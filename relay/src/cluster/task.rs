@@ -503,10 +503,7 @@ impl Task {
 /// its id is one of this node's (`mine`: `"id":"<node tag>-m`). An edit or delete read back
 /// carries no id and counts as another node's.
 fn origin_of_stored(mine: &str, json: &[u8]) -> Origin {
-    if json
-        .windows(mine.len())
-        .any(|window| window == mine.as_bytes())
-    {
+    if memchr::memmem::find(json, mine.as_bytes()).is_some() {
         Origin::Here
     } else {
         Origin::Elsewhere
