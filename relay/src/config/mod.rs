@@ -345,9 +345,10 @@ pub struct Config {
     pub webhook_secret: Option<Secret>,
 
     /// POST every room's events (`message`, `message_edited`, `message_deleted`,
-    /// `user_joined`, `user_left`) in JSON batches to this URL (http:// or https://), at
-    /// least once and in seq order per room, retried with backoff while the backend is down
-    /// or answers non-2xx. Unset: no webhooks.
+    /// `user_joined`, `user_left`) in JSON batches to this URL (http:// or https://), in seq
+    /// order per room, retried with backoff while the backend is down or answers non-2xx: at
+    /// least once with history on disk; in memory and in a cluster at most
+    /// `--webhook-buffer` events wait (docs/HOOKS.md). Unset: no webhooks.
     #[arg(long, env = "RELAY_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
 
