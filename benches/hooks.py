@@ -52,16 +52,14 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benches"))
+from compare import relay_limit_flags  # noqa: E402  (the same limit-off flags as compare.py)
 RELAY, LOADGEN = ROOT / "target/release/relay", ROOT / "target/release/loadgen"
 BACKEND = ROOT / "benches/peers/hook-backend.js"
 MODES = ("none", "publish", "webhook")
 HOOK_OF = {"publish": "publish", "webhook": "webhook"}
 CONNECT_RATE = 5000
 CONNECT_TIMEOUT_S = 10.0  # loadgen's default --connect-timeout
-# Flags compare.py turns off (value 0) when the relay has them.
-LIMIT_FLAGS = ("--message-rate", "--command-rate", "--max-connections-per-ip", "--connection-rate",
-               "--connection-rate-per-ip", "--http-request-rate", "--ip-message-rate",
-               "--ip-command-rate", "--frame-rate", "--ip-rooms")
 
 
 def log(msg):
@@ -494,7 +492,7 @@ def main():
     if a.repeats < 1 or a.clients % a.rooms or not a.rates or not a.modes:
         raise SystemExit("--repeats >= 1, --clients a multiple of --rooms, at least one rate and one mode")
     a.relay_args, a.webhook_args = shlex.split(a.relay_args), shlex.split(a.webhook_args)
-    a.limit_flags = [x for f in LIMIT_FLAGS if has_flag(help_text, f) for x in (f, "0")]
+    a.limit_flags = relay_limit_flags()
     a.loadgen_threads = len(os.sched_getaffinity(0) & set(cpu_list(a.loadgen_cpus))) or 1
     # The relay inherits the open-files limit: ~1 fd per client.
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -24,9 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RELAY, LOADGEN = ROOT / "target/release/relay", ROOT / "target/release/loadgen"
-LIMITS_OFF = ["--message-rate", "0", "--command-rate", "0", "--max-connections-per-ip", "0",
-              "--connection-rate", "0", "--connection-rate-per-ip", "0", "--http-request-rate", "0",
-              "--ip-message-rate", "0", "--ip-command-rate", "0", "--frame-rate", "0", "--ip-rooms", "0"]
+sys.path.insert(0, str(ROOT / "benches"))
+from compare import relay_limit_flags  # noqa: E402  (the same limit-off flags as compare.py)
 HISTOGRAMS = ("relay_flush_round_delay_seconds", "relay_flush_round_seconds", "relay_flush_round_connections")
 
 
@@ -73,7 +72,7 @@ def cpu_per_delivery(delta, msgs):
 def point(a, rate, port, work):
     log_path = work / f"relay-{rate}.log"
     perf_data = work / f"perf-{rate}.data"
-    cmd = ["taskset", "-c", a.server_cpus, str(RELAY), "--listen", f"127.0.0.1:{port}", *LIMITS_OFF, *a.relay_args]
+    cmd = ["taskset", "-c", a.server_cpus, str(RELAY), "--listen", f"127.0.0.1:{port}", *relay_limit_flags(), *a.relay_args]
     if a.perf:
         cmd = ["perf", "record", "-q", "-e", "cpu-clock", "-F", "999", "-g", "-o", str(perf_data), "--", *cmd]
     env = dict(os.environ, TOKIO_WORKER_THREADS=str(a.workers), RUST_LOG="info", NO_COLOR="1")
