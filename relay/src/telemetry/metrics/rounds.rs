@@ -10,24 +10,6 @@ use super::histogram::Histogram;
 use super::names;
 use crate::telemetry::logging::Sampled;
 
-/// 10 us to 1 s, in nanoseconds: a round is micro- to milliseconds; the top buckets are
-/// the outliers this exists to find.
-const ROUND_NANOS: &[u64] = &[
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    1_000_000_000,
-];
 const ROUND_CONNECTIONS: &[u64] = &[1, 4, 16, 64, 256, 1024, 4096, 16_384, 65_536];
 
 /// A round that held its worker this long (or waited this long to start) is logged, once
@@ -57,8 +39,8 @@ pub struct Round {
 impl Default for Rounds {
     fn default() -> Self {
         Self {
-            delay: Histogram::new(ROUND_NANOS, super::NANOS),
-            duration: Histogram::new(ROUND_NANOS, super::NANOS),
+            delay: Histogram::new(super::LATENCY_NANOS, super::NANOS),
+            duration: Histogram::new(super::LATENCY_NANOS, super::NANOS),
             connections: Histogram::new(ROUND_CONNECTIONS, 1.0),
             slow: Sampled::default(),
         }
