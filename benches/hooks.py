@@ -53,7 +53,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benches"))
-from compare import relay_limit_flags  # noqa: E402  (the same limit-off flags as compare.py)
+from compare import cpu_list, parse_seconds, relay_limit_flags  # noqa: E402  (shared with compare.py)
 RELAY, LOADGEN = ROOT / "target/release/relay", ROOT / "target/release/loadgen"
 BACKEND = ROOT / "benches/peers/hook-backend.js"
 MODES = ("none", "publish", "webhook")
@@ -64,14 +64,6 @@ CONNECT_TIMEOUT_S = 10.0  # loadgen's default --connect-timeout
 
 def log(msg):
     print(f"[hooks] {msg}", file=sys.stderr, flush=True)
-
-
-def parse_seconds(s):
-    s = s.strip()
-    for suffix, mult in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
-        if s.endswith(suffix) and s[: -len(suffix)].replace(".", "", 1).isdigit():
-            return float(s[: -len(suffix)]) * mult
-    return float(s)
 
 
 def first_line(cmd):
@@ -534,15 +526,6 @@ def main():
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(text)
         log(f"wrote {a.out}")
-
-
-def cpu_list(spec):
-    """taskset -c syntax ("1", "2-9", "0,2") -> list of CPU numbers."""
-    cpus = []
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        cpus += range(int(lo), int(hi or lo) + 1)
-    return cpus
 
 
 if __name__ == "__main__":
