@@ -622,6 +622,38 @@ async fn a_join_hook_that_fails_refuses_when_closed_and_admits_when_open() {
     );
 }
 
+/// The relay stops reading a connection while its joins wait for the hook, so the pongs the
+/// client sends meanwhile sit unread: the heartbeat must not take that for a dead client.
+#[tokio::test]
+async fn a_client_whose_joins_wait_for_the_hook_is_not_closed_by_the_heartbeat() {
+    const PING: Duration = Duration::from_millis(300);
+    let backend = Backend::start().await;
+    // Never in time: each join waits the whole `--hook-timeout`.
+    backend.answer(|_| Reply::json(json!({"allow": true})).after(Duration::from_secs(30)));
+    let hook = join_hook(&backend);
+    let relay = TestRelay::with(move |c| {
+        hook(c);
+        c.ping_interval = PING;
+        c.hook_timeout = PING * 3;
+    })
+    .await;
+    let mut bob = relay.client().await;
+    // Checked one at a time: the reads stay held for about three hook timeouts, many ping
+    // intervals, while the client answers every ping (`recv` reads, so tungstenite pongs).
+    for i in 0..3 {
+        let (room, reference) = (format!("r{i}"), format!("j{i}"));
+        bob.send(json!({"type":"join","room":room,"username":"bob","ref":reference}))
+            .await;
+    }
+    for i in 0..3 {
+        let error = bob.recv_type("error").await;
+        assert_eq!(error["code"], "hook_unavailable", "{error}");
+        assert_eq!(error["ref"], format!("j{i}"));
+    }
+    assert!(bob.drain().await.is_empty(), "still open");
+    assert_eq!(relay.relay.stats().heartbeat_closes, 0);
+}
+
 #[tokio::test]
 async fn a_hook_url_that_is_not_http_is_a_startup_error() {
     let mut config = relay::Config::without_limits();

@@ -1,7 +1,7 @@
 //! The shared handle of one client connection: what rooms and the hub hold of it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::chat::per_ip::Source;
@@ -19,6 +19,10 @@ pub struct Conn {
     /// Set when a ping goes out, cleared by any frame from the client; still set at the next
     /// ping means the client is gone.
     pub(crate) awaiting_pong: AtomicBool,
+    /// Set while its driver does not read it because its commands wait for the hooks
+    /// ([`Conn::hold_reads`]). Next to `awaiting_pong`, in what was padding: `Conn` does not
+    /// grow.
+    reads_held: AtomicBool,
     /// The `userId` in events and `id` in `users` lists: the token's `sub` when
     /// authentication is on, else the same string as `client_id`.
     pub user_id: Arc<str>,
@@ -38,6 +42,7 @@ impl Conn {
             peer,
             outbox: Outbox::default(),
             awaiting_pong: AtomicBool::new(false),
+            reads_held: AtomicBool::new(false),
             identity: None,
         }
     }
@@ -56,6 +61,32 @@ impl Conn {
             conn.identity = Some(Box::new(identity));
         }
         conn
+    }
+
+    /// Whether the driver holds the connection's reads for the hooks now (`held`), so the
+    /// heartbeat can tell a client that does not answer from one whose pongs the relay left
+    /// unread: joins are checked one at a time, so a client that sends several while the
+    /// join hook is slow waits up to `--hook-timeout` for each, longer than a ping interval.
+    /// The hold is bounded (the commands waiting times `--hook-timeout`), so a dead client is
+    /// still closed, later.
+    pub(crate) fn hold_reads(&self, held: bool) {
+        // Written only on a change: the driver says so on every wake-up, and other threads
+        // (the hub, the flushers) read this line.
+        if self.reads_held.load(Ordering::Relaxed) == held {
+            return;
+        }
+        if !held {
+            // The relay was the holdup: the client's pong may still be unread, so it gets a
+            // whole interval from now. Cleared before the hold ends (Release below, Acquire in
+            // `reads_held`), so a heartbeat that sees the hold over sees this too.
+            self.awaiting_pong.store(false, Ordering::Relaxed);
+        }
+        self.reads_held.store(held, Ordering::Release);
+    }
+
+    /// The driver holds the connection's reads for the hooks: see [`Conn::hold_reads`].
+    pub(crate) fn reads_held(&self) -> bool {
+        self.reads_held.load(Ordering::Acquire)
     }
 
     /// Who this connection is as a person, when it is `username` in a room: what presence,

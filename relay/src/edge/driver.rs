@@ -311,6 +311,9 @@ impl Driver {
             // here). While commands wait for the hooks the socket is not read: what waits
             // stays bounded (`chat::session::checks`), and the answer wakes us.
             let hold = link.session.poll_checks(cx);
+            // Pongs sent meanwhile stay unread too: the heartbeat must not close the client for
+            // the relay's own wait.
+            link.conn().hold_reads(hold);
             if link.conn().outbox.queued_bytes() > read_pause {
                 if blocked {
                     // Writability wakes us; we read again once the queue is written.

@@ -66,6 +66,11 @@ impl Hub {
     fn heartbeat(&self) {
         let mut timed_out = 0u64;
         for conn in self.conns.iter() {
+            if conn.reads_held() {
+                // Its driver is not reading while its commands wait for the hooks, so its
+                // pong may be there unread; the clock starts again when reads resume.
+                continue;
+            }
             if conn.awaiting_pong.swap(true, Ordering::Relaxed) {
                 let first = conn.outbox.close(CloseRequest {
                     code: CloseCode::HeartbeatTimeout.code(),
