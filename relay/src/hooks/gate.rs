@@ -6,7 +6,7 @@
 //! nonsense) into a refusal (`closed`) or a pass (`open`). Join answers may be reused for
 //! `--join-hook-cache`, in a bounded cache.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -269,8 +269,18 @@ impl Gate for HttpGate {
     }
 }
 
-/// Cached join answers by [`JoinCache::key`], each with when it expires.
-type CachedJoins = HashMap<Box<str>, (Instant, JoinVerdict)>;
+/// Cached join answers by [`JoinCache::key`], each with when it expires, and the same keys in
+/// the order they were put.
+#[derive(Debug, Default)]
+struct CachedJoins {
+    entries: HashMap<Arc<str>, (Instant, JoinVerdict)>,
+    /// Every put's expiry and key, oldest first. One `ttl` for all, so this is also the
+    /// order they expire in: the expired ones are at the front, so a put pops only those
+    /// (no sweep of the whole map on every put while the cache is full). A key put again
+    /// has an older entry here too; it only drops the answer if that is still the one it
+    /// put.
+    order: VecDeque<(Instant, Arc<str>)>,
+}
 
 /// Join answers by room and person, each kept `ttl`.
 #[derive(Debug, Clone)]
@@ -295,22 +305,104 @@ impl JoinCache {
     }
 
     fn get(&self, key: &str) -> Option<JoinVerdict> {
-        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        entries
-            .get(key)
-            .filter(|(expires, _)| *expires > Instant::now())
-            .map(|(_, verdict)| verdict.clone())
+        let cached = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        cached.get(key, Instant::now())
     }
 
     fn put(&self, key: Box<str>, verdict: JoinVerdict) {
+        let mut cached = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        // Read under the lock, so `order` stays sorted whatever the threads' order.
         let now = Instant::now();
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if entries.len() >= MAX_CACHED_JOINS {
-            entries.retain(|_, (expires, _)| *expires > now);
-            if entries.len() >= MAX_CACHED_JOINS {
-                return;
+        cached.put(key.into(), verdict, now + self.ttl, now);
+    }
+}
+
+impl CachedJoins {
+    fn get(&self, key: &str, now: Instant) -> Option<JoinVerdict> {
+        self.entries
+            .get(key)
+            .filter(|(expires, _)| *expires > now)
+            .map(|(_, verdict)| verdict.clone())
+    }
+
+    /// Drops what expired by `now`, then keeps `verdict` until `expires` unless the cache is
+    /// still full. `expires` is never earlier than the ones before it (one `ttl`, `now` read
+    /// under the lock): `order` stays sorted.
+    fn put(&mut self, key: Arc<str>, verdict: JoinVerdict, expires: Instant, now: Instant) {
+        while self.order.front().is_some_and(|(at, _)| *at <= now) {
+            let Some((at, old)) = self.order.pop_front() else {
+                break;
+            };
+            if self
+                .entries
+                .get(&old)
+                .is_some_and(|(current, _)| *current == at)
+            {
+                self.entries.remove(&old);
             }
         }
-        entries.insert(key, (now + self.ttl, verdict));
+        // `order` holds an entry for every answer kept (two for a key put again until its
+        // older one expires), so bounding it bounds both.
+        if self.order.len() >= MAX_CACHED_JOINS {
+            return;
+        }
+        self.order.push_back((expires, key.clone()));
+        self.entries.insert(key, (expires, verdict));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_join_cache_drops_expired_answers_oldest_first_and_stays_bounded() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let ttl = Duration::from_millis(100);
+        let put = |cache: &mut CachedJoins, key: &Arc<str>, verdict, ms| {
+            cache.put(key.clone(), verdict, at(ms) + ttl, at(ms));
+        };
+        let key = |i: usize| Arc::<str>::from(format!("k{i}"));
+        let half = MAX_CACHED_JOINS / 2;
+        let mut cache = CachedJoins::default();
+        // Half put at 0 ms (expiring at 100 ms), the rest at 10 ms (at 110 ms).
+        for i in 0..MAX_CACHED_JOINS {
+            put(
+                &mut cache,
+                &key(i),
+                JoinVerdict::Allow,
+                if i < half { 0 } else { 10 },
+            );
+        }
+        let late = key(MAX_CACHED_JOINS);
+        put(&mut cache, &late, JoinVerdict::Allow, 50);
+        assert_eq!(
+            cache.get(&late, at(50)),
+            None,
+            "full, nothing expired: not kept"
+        );
+        assert_eq!(cache.get(&key(0), at(50)), Some(JoinVerdict::Allow));
+
+        // At 100 ms the first half has expired: it leaves, and a new answer goes in.
+        let fresh = key(MAX_CACHED_JOINS + 1);
+        put(&mut cache, &fresh, JoinVerdict::Allow, 100);
+        assert_eq!(cache.entries.len(), half + 1);
+        assert_eq!(cache.order.len(), half + 1);
+        assert_eq!(cache.get(&key(0), at(100)), None);
+        assert_eq!(cache.get(&fresh, at(100)), Some(JoinVerdict::Allow));
+
+        // A key put again before its first answer expires: that answer's entry in `order`,
+        // due at 110 ms, must not take the second answer along.
+        let twice = key(MAX_CACHED_JOINS - 1);
+        let again = JoinVerdict::Deny("again".into());
+        put(&mut cache, &twice, again.clone(), 105);
+        put(&mut cache, &key(7), JoinVerdict::Allow, 110);
+        assert_eq!(cache.get(&twice, at(110)), Some(again));
+        assert_eq!(cache.get(&key(half), at(110)), None, "expired");
+        let mut kept: Vec<_> = cache.entries.keys().map(|k| k.to_string()).collect();
+        kept.sort();
+        assert_eq!(kept, [&*fresh, "k7", &*twice]);
+        assert_eq!(cache.order.len(), 3);
     }
 }
