@@ -103,12 +103,12 @@ pub trait LogFeed: fmt::Debug + Send + Sync {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, SocketAddr};
     use std::sync::Mutex;
 
     use super::*;
     use crate::chat::hub::Hub;
-    use crate::chat::room::{Announce, JoinRequest};
+    use crate::chat::room::test_support::joined;
+    use crate::chat::room::Announce;
     use crate::config::Config;
 
     /// Records what it is told, as `kind seq text-or-username`.
@@ -137,20 +137,8 @@ mod tests {
         let recorder = Arc::new(Recorder::default());
         let mut hub = Hub::new(&Config::default());
         hub.tap = Some(recorder.clone());
-        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
-        let join = |name: &str| {
-            let conn = hub.register(peer);
-            let username: Arc<str> = Arc::from(name);
-            let request = JoinRequest {
-                username: &username,
-                since: None,
-                epoch: None,
-            };
-            let (room, _) = hub.join(&conn, "r", request).expect("within the budgets");
-            (conn, room)
-        };
-        let (a, room) = join("a");
-        let (b, _) = join("b");
+        let (a, room) = joined(&hub, "a");
+        let (b, _) = joined(&hub, "b");
         room.publish(&hub, &a, "a", "one");
         room.publish(&hub, &b, "b", "two");
         room.typing(&hub, &a, "a", true);

@@ -427,10 +427,29 @@ impl Room {
     }
 }
 
-/// What the room's unit tests read back from a connection's queue.
+/// What the chat core's unit tests share: connections joined to a room, and what they read
+/// back from a connection's queue.
 #[cfg(test)]
-pub(super) mod test_frames {
+pub(super) mod test_support {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::sync::Arc;
+
+    use super::{JoinRequest, Room};
     use crate::chat::client::Conn;
+    use crate::chat::hub::Hub;
+
+    /// A new connection (from 127.0.0.1:9) that has joined room "r" as `name`, and the room.
+    pub(in crate::chat) fn joined(hub: &Hub, name: &str) -> (Arc<Conn>, Arc<Room>) {
+        let conn = hub.register(SocketAddr::from((Ipv4Addr::LOCALHOST, 9)));
+        let username: Arc<str> = Arc::from(name);
+        let request = JoinRequest {
+            username: &username,
+            since: None,
+            epoch: None,
+        };
+        let (room, _) = hub.join(&conn, "r", request).expect("within the budgets");
+        (conn, room)
+    }
 
     /// Every event queued for `conn`, in order, as JSON (and the queue emptied).
     pub(in crate::chat::room) fn queued_events(conn: &Conn) -> Vec<serde_json::Value> {
@@ -459,9 +478,7 @@ pub(super) mod test_frames {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, SocketAddr};
-
-    use super::test_frames::queued_events;
+    use super::test_support::{joined, queued_events};
     use super::*;
     use crate::config::Config;
 
@@ -482,28 +499,14 @@ mod tests {
     #[test]
     fn a_rounds_events_reach_exactly_the_members_they_were_published_to() {
         let hub = Hub::new(&Config::default());
-        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
-        let join = |name: &str| {
-            let conn = hub.register(peer);
-            let username: Arc<str> = Arc::from(name);
-            let request = JoinRequest {
-                username: &username,
-                since: None,
-                epoch: None,
-            };
-            let (room, _) = hub
-                .join(&conn, "r", request)
-                .expect("within the room budgets");
-            (conn, room)
-        };
-        let (a, room) = join("a");
-        let (b, _) = join("b");
+        let (a, room) = joined(&hub, "a");
+        let (b, _) = joined(&hub, "b");
         room.deliver(&hub);
         let _ = (queued_types(&a), queued_types(&b));
 
         // One round: a message, a join, a typing indicator from `a`, another message.
         room.publish(&hub, &a, "a", "one");
-        let (c, _) = join("c");
+        let (c, _) = joined(&hub, "c");
         room.typing(&hub, &a, "a", true);
         room.publish(&hub, &b, "b", "two");
         assert!(

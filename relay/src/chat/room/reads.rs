@@ -138,10 +138,7 @@ impl Room {
 
 #[cfg(test)]
 mod tests {
-    use std::net::{Ipv4Addr, SocketAddr};
-
-    use super::super::test_frames::queued_events;
-    use super::super::JoinRequest;
+    use super::super::test_support::{joined, queued_events};
     use super::*;
     use crate::config::Config;
 
@@ -163,21 +160,9 @@ mod tests {
     #[test]
     fn a_persons_reads_coalesce_to_one_event_per_round() {
         let hub = Hub::new(&Config::default());
-        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
-        let join = |name: &str| {
-            let conn = hub.register(peer);
-            let username: Arc<str> = Arc::from(name);
-            let request = JoinRequest {
-                username: &username,
-                since: None,
-                epoch: None,
-            };
-            let (room, _) = hub.join(&conn, "r", request).expect("within budgets");
-            (conn, room)
-        };
-        let (a, room) = join("a");
-        let (b, _) = join("b");
-        let (c, _) = join("c");
+        let (a, room) = joined(&hub, "a");
+        let (b, _) = joined(&hub, "b");
+        let (c, _) = joined(&hub, "c");
         room.publish(&hub, &b, "b", "one");
         room.publish(&hub, &b, "b", "two");
         room.deliver(&hub);
