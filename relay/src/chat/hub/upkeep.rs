@@ -12,6 +12,27 @@ use super::Hub;
 use crate::protocol::CloseCode;
 use crate::transport::outbox::{CloseRequest, Priority};
 
+/// How the heartbeat is spread over the ticks of the housekeeping task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Beat {
+    tick: Duration,
+    /// Each tick pings the connections whose id falls in its slot, so each is pinged once
+    /// per `--ping-interval` and no tick pings them all: one ping round for every
+    /// connection at once is a burst of writes the size of the relay (10,000 pings at about
+    /// 10 µs of kernel send path each hold the core for 100 ms, a stall every interval).
+    slots: u32,
+}
+
+impl Beat {
+    /// About a tick a second (the queue rings are also trimmed per tick), a whole number of
+    /// them per interval.
+    fn of(ping_interval: Duration) -> Self {
+        let slots = (ping_interval.as_secs_f64().round() as u32).clamp(1, 3600);
+        let tick = (ping_interval / slots).max(Duration::from_millis(10));
+        Self { tick, slots }
+    }
+}
+
 impl Hub {
     /// Sends heartbeats, closes connections that missed one, and retires rooms that have been
     /// empty for `room_linger`. Runs until `stop` turns true.
@@ -20,26 +41,18 @@ impl Hub {
         token_leeway: Option<u64>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let tick = self
-            .limits
-            .ping_interval
-            .min(Duration::from_secs(1))
-            .max(Duration::from_millis(10));
-        let mut interval = tokio::time::interval(tick);
+        let Beat { tick, slots } = Beat::of(self.limits.ping_interval);
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_ping = Instant::now();
+        let mut slot = 0;
         loop {
             tokio::select! {
                 _ = interval.tick() => {}
                 _ = stop.changed() => return,
             }
             let now = Instant::now();
-            if now.duration_since(last_ping) >= self.limits.ping_interval {
-                last_ping = now;
-                self.heartbeat();
-            } else {
-                self.trim_idle_queues();
-            }
+            self.heartbeat_slice(slot, u64::from(slots));
+            slot = (slot + 1) % u64::from(slots);
             if let Some(leeway) = token_leeway {
                 self.close_expired(leeway);
             }
@@ -56,16 +69,16 @@ impl Hub {
         }
     }
 
-    /// Frees the queue rings of connections that received nothing for a whole tick.
-    fn trim_idle_queues(&self) {
-        for conn in self.conns.iter() {
-            conn.outbox.trim();
-        }
-    }
-
-    fn heartbeat(&self) {
+    /// One tick's pass over the connections: those in heartbeat `slot` (of `slots`) get their
+    /// ping, or are closed for not answering the last one; the others have their queue ring
+    /// freed if they received nothing for a whole tick.
+    fn heartbeat_slice(&self, slot: u64, slots: u64) {
         let mut timed_out = 0u64;
         for conn in self.conns.iter() {
+            if conn.id % slots != slot {
+                conn.outbox.trim();
+                continue;
+            }
             if conn.reads_held() {
                 // Its driver is not reading while its commands wait for the hooks, so its
                 // pong may be there unread; the clock starts again when reads resume.
@@ -115,5 +128,68 @@ impl Hub {
         if expired > 0 {
             info!(expired, "closed connections whose token expired");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use super::*;
+    use crate::chat::client::Conn;
+    use crate::config::Config;
+
+    #[test]
+    fn a_beat_is_about_a_second_and_divides_the_interval() {
+        let beat = |ms| Beat::of(Duration::from_millis(ms));
+        assert_eq!(
+            beat(30_000),
+            Beat {
+                tick: Duration::from_secs(1),
+                slots: 30
+            }
+        );
+        assert_eq!(
+            beat(1_500),
+            Beat {
+                tick: Duration::from_millis(750),
+                slots: 2
+            }
+        );
+        // Short intervals (tests, impatient operators): one slot, every connection per tick.
+        assert_eq!(
+            beat(100),
+            Beat {
+                tick: Duration::from_millis(100),
+                slots: 1
+            }
+        );
+    }
+
+    #[test]
+    fn a_tick_pings_its_slice_and_the_next_round_of_it_closes_the_silent() {
+        let hub = Hub::new(&Config::default());
+        let conns: Vec<_> = (0..9)
+            .map(|_| hub.register(SocketAddr::from((Ipv4Addr::LOCALHOST, 9))))
+            .collect();
+        let pinged = |conn: &Conn| !conn.outbox.take_all().is_empty();
+        hub.heartbeat_slice(1, 3);
+        for conn in &conns {
+            assert_eq!(pinged(conn), conn.id % 3 == 1, "conn {}", conn.id);
+        }
+        assert_eq!(hub.stats.heartbeat_closes.load(Ordering::Relaxed), 0);
+        // The others' turns: nobody in slot 1 is touched, so its silence is not judged yet.
+        hub.heartbeat_slice(2, 3);
+        hub.heartbeat_slice(0, 3);
+        assert_eq!(hub.stats.heartbeat_closes.load(Ordering::Relaxed), 0);
+        // One in slot 1 answered meanwhile; the rest of slot 1 did not.
+        let answered = conns
+            .iter()
+            .find(|c| c.id % 3 == 1)
+            .expect("a conn in slot 1");
+        answered.awaiting_pong.store(false, Ordering::Relaxed);
+        hub.heartbeat_slice(1, 3);
+        let silent = conns.iter().filter(|c| c.id % 3 == 1).count() as u64 - 1;
+        assert_eq!(hub.stats.heartbeat_closes.load(Ordering::Relaxed), silent);
     }
 }
