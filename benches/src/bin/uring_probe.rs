@@ -487,10 +487,11 @@ mod probe {
     fn pin_current_thread(cpu: usize) -> io::Result<()> {
         // SAFETY: an all-zero cpu_set_t is the empty set, a valid value of this C struct.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-        // SAFETY: CPU_SET writes one bit inside `set`; `cpu` is checked against its capacity.
         if cpu >= 8 * std::mem::size_of::<libc::cpu_set_t>() {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
+        // SAFETY: CPU_SET writes one bit inside `set`, and `cpu` was just checked to be below
+        // the set's capacity in bits.
         unsafe { libc::CPU_SET(cpu, &mut set) };
         // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 means the calling thread.
         if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0
