@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use support::durable::{refused, RelayProcess, TempDir};
+use support::raw::{self, RawClient, RawFrame};
 use support::{Client, TestRelay, EVENT_TIMEOUT};
 
 async fn join(url: &str, room: &str, name: &str, extra: Value) -> (Client, Value) {
@@ -198,6 +199,44 @@ async fn durable_rooms_fan_out_in_one_order_to_every_member() {
     assert!(orders.windows(2).all(|w| w[0] == w[1]), "one order for all");
     relay.stored().await;
     assert_eq!(stored_count(&dir), 60);
+}
+
+#[tokio::test]
+async fn messages_read_in_one_round_are_stored_in_one_transaction() {
+    let dir = TempDir::new("round");
+    let relay = TestRelay::durable(dir.path(), |_| {}).await;
+    let mut raw = RawClient::over(&relay, None).await;
+    raw.send_join("round", "burst").await;
+    let text = |frame: RawFrame| String::from_utf8(frame.payload).unwrap();
+    assert!(text(raw.read_frame().await.unwrap()).contains(r#""type":"joined""#));
+    let before = relay.relay.stats().store_transactions;
+    // 50 messages in one write: one read, so one scheduler round.
+    let burst: Vec<u8> = (0..50)
+        .flat_map(|n| {
+            let message = format!(r#"{{"type":"message","text":"m{n}"}}"#);
+            raw::frame(true, raw::TEXT, message.as_bytes())
+        })
+        .collect();
+    raw.send_raw(&burst).await;
+    let mut seqs = Vec::new();
+    while seqs.len() < 50 {
+        let event: Value = serde_json::from_str(&text(raw.read_frame().await.unwrap())).unwrap();
+        if event["type"] == "message" {
+            seqs.push(event["seq"].as_u64().unwrap());
+        }
+    }
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+    let stats = relay.relay.stats();
+    // Handed to the writer per message, the writer (on its own thread) woke for the first
+    // and committed the rest in several transactions as they trickled in.
+    let transactions = stats.store_transactions - before;
+    assert!(
+        transactions <= 2,
+        "the round's 50 messages go in one transaction (two if the write was read in two \
+         parts), not {transactions}"
+    );
+    assert_eq!(stats.store_written, 50);
+    assert_eq!(stored_count(&dir), 50);
 }
 
 #[tokio::test]

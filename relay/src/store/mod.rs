@@ -3,6 +3,8 @@
 //! and history. The chat core sees it as a [`Journal`]; cluster mode keeps using Redis.
 //!
 //! - [`schema`]: the file, its lock, its schema and the checks at start-up.
+//! - `inbox`: what the event loop queues for the writer during a scheduler round, handed
+//!   over in one piece at the round's end.
 //! - `writer`: the one thread that writes: it takes the messages rooms reserved, stores a
 //!   round's worth in one transaction, and only then appends them to their rooms, which
 //!   delivers them. That order is the promise: a message anyone has seen is stored.
@@ -21,6 +23,7 @@
 //!   cursor the writer keeps in `webhook_cursors`.
 
 mod feed;
+mod inbox;
 mod reader;
 mod reads;
 mod retention;
@@ -33,7 +36,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -145,6 +148,8 @@ enum Op {
     /// Answered once everything queued before it is stored and appended.
     Barrier(mpsc::SyncSender<()>),
     Stop,
+    /// One scheduler round's ops, in order ([`inbox`]).
+    Batch(Vec<Op>),
 }
 
 impl std::fmt::Debug for Op {
@@ -156,6 +161,7 @@ impl std::fmt::Debug for Op {
             Op::Then(_) => f.write_str("Then(..)"),
             Op::Barrier(_) => f.write_str("Barrier"),
             Op::Stop => f.write_str("Stop"),
+            Op::Batch(ops) => f.debug_tuple("Batch").field(&ops.len()).finish(),
         }
     }
 }
@@ -187,7 +193,7 @@ enum WriterState {
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
-    queue: Sender<Op>,
+    inbox: Arc<inbox::Inbox>,
     /// Messages queued and not yet appended; at `capacity` new ones are refused (`Busy`).
     queued: Arc<AtomicUsize>,
     capacity: usize,
@@ -230,7 +236,7 @@ impl Store {
         };
         Ok(Self {
             dir,
-            queue,
+            inbox: Arc::new(inbox::Inbox::new(queue)),
             queued: Arc::new(AtomicUsize::new(0)),
             capacity: config.store_queue.max(1),
             stopping: AtomicBool::new(false),
@@ -283,6 +289,10 @@ impl Store {
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(rx))?;
+        // No runtime: the store benchmark, which hands over with `barrier`.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(self.inbox.clone().pump(self.queued.clone()));
+        }
         *state = WriterState::Running {
             writer,
             syncer,
@@ -308,10 +318,11 @@ impl Store {
             if syncer.join().is_err() {
                 tracing::error!("the history store's syncer thread panicked");
             }
-            let _ = self.queue.send(Op::Stop);
+            let _ = self.inbox.hand_over(Some(Op::Stop));
             if writer.join().is_err() {
                 tracing::error!("the history store's writer thread panicked");
             }
+            self.inbox.close();
         }
         // Nothing writes any more: the next relay on this directory may start (in this
         // process too, while connections still hold this one's hub).
@@ -331,7 +342,7 @@ impl Store {
             WriterState::Running { .. }
         );
         let (tx, rx) = mpsc::sync_channel(1);
-        if running && self.queue.send(Op::Barrier(tx)).is_ok() {
+        if running && self.inbox.hand_over(Some(Op::Barrier(tx))).is_ok() {
             let _ = rx.recv();
         }
     }
@@ -363,11 +374,7 @@ impl Journal for Store {
             message,
             from_client,
         };
-        if self.queue.send(Op::Keep(pending)).is_err() {
-            // The writer has stopped (shutdown): nothing more is stored.
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            return Err(Busy);
-        }
+        self.inbox.push(Op::Keep(pending));
         Ok(())
     }
 
@@ -376,9 +383,7 @@ impl Journal for Store {
             // Stopping: nothing queued is left to wait for.
             return then(hub);
         }
-        if let Err(mpsc::SendError(Op::Then(then))) = self.queue.send(Op::Then(then)) {
-            then(hub);
-        }
+        self.inbox.push(Op::Then(then));
     }
 
     fn queued(&self) -> usize {
@@ -397,7 +402,7 @@ impl Journal for Store {
     fn keep_read(&self, room: &Arc<str>, person: &str, seq: u64) {
         // Not counted in `queued`: never refused (a client's reads are bounded by its
         // command rate), and a stopped writer loses only what the room still holds.
-        let _ = self.queue.send(Op::Read(reads::Read {
+        self.inbox.push(Op::Read(reads::Read {
             room: room.clone(),
             person: person.into(),
             seq,
@@ -442,7 +447,7 @@ impl LogFeed for Store {
 
     fn keep_cursor(&self, room: &Arc<str>, seq: u64) {
         // A stopped writer keeps none: the next start redelivers from the last one stored.
-        let _ = self.queue.send(Op::Cursor(feed::Cursor {
+        self.inbox.push(Op::Cursor(feed::Cursor {
             room: room.clone(),
             seq,
         }));

@@ -6,7 +6,7 @@
 //! under load a commit carries many messages and costs one log append, and when idle a
 //! message waits only for its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, PoisonError, Weak};
@@ -60,17 +60,23 @@ impl Writer {
         let mut after: Vec<Op> = Vec::new();
         let mut read_batch = reads::batch();
         let mut cursor_batch = feed::batch();
+        // The rest of a round's batch (`Op::Batch`) when a transaction filled up before it.
+        let mut inbox: VecDeque<Op> = VecDeque::new();
         let mut stop = false;
         while !stop {
             let wait = retention.due_in().max(Duration::from_millis(1));
-            let mut next = match rx.recv_timeout(wait) {
-                Ok(op) => Some(op),
-                Err(RecvTimeoutError::Timeout) => None,
-                // The store is gone (its relay dropped without stopping it).
-                Err(RecvTimeoutError::Disconnected) => Some(Op::Stop),
+            let mut next = match inbox.pop_front() {
+                Some(op) => Some(op),
+                None => match rx.recv_timeout(wait) {
+                    Ok(op) => Some(op),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    // The store is gone (its relay dropped without stopping it).
+                    Err(RecvTimeoutError::Disconnected) => Some(Op::Stop),
+                },
             };
             while let Some(op) = next.take() {
                 match op {
+                    Op::Batch(ops) => inbox.extend(ops),
                     Op::Keep(pending) if after.is_empty() => batch.push(pending),
                     // Positions keep no order with messages: the room's is the one that counts.
                     Op::Read(read) => read_batch.add((read.room, read.person), read.seq),
@@ -85,7 +91,7 @@ impl Writer {
                 if batch.len() + after.len() + read_batch.len() + cursor_batch.len() >= MAX_BATCH {
                     break;
                 }
-                next = rx.try_recv().ok();
+                next = inbox.pop_front().or_else(|| rx.try_recv().ok());
             }
             let Some(hub) = self.hub.upgrade() else {
                 break;
@@ -108,6 +114,8 @@ impl Writer {
                         let _ = done.send(());
                     }
                     Op::Stop => stop = true,
+                    // Never behind a leave: a batch is taken apart as it arrives.
+                    Op::Batch(ops) => inbox.extend(ops),
                 }
             }
             self.store_and_deliver(&hub, &mut batch);
@@ -139,6 +147,7 @@ impl Writer {
                 hub.stats
                     .store_written
                     .fetch_add((batch.len() - unsaved) as u64, Ordering::Relaxed);
+                hub.stats.store_transactions.fetch_add(1, Ordering::Relaxed);
                 if self.failing {
                     self.failing = false;
                     hub.readiness.set_ready("store");

@@ -62,6 +62,9 @@ stats! {
     frame_pauses,
     /// Messages the history store wrote to disk.
     store_written,
+    /// Transactions of the history store that committed (messages written per transaction
+    /// is how well a round's messages are grouped).
+    store_transactions,
     /// Transactions of the history store that failed (disk full, I/O error).
     store_write_errors,
     /// Messages delivered that the history store could not keep.

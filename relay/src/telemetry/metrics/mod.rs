@@ -394,6 +394,12 @@ impl Metrics {
         single(o, names::STORE_WRITTEN, "counter", stats.store_written);
         single(
             o,
+            names::STORE_TRANSACTIONS,
+            "counter",
+            stats.store_transactions,
+        );
+        single(
+            o,
             names::STORE_WRITE_ERRORS,
             "counter",
             stats.store_write_errors,

@@ -28,6 +28,7 @@ pub const ROOMS_REFUSED: &str = "relay_rooms_refused_total";
 pub const ROOMS_EVICTED: &str = "relay_rooms_evicted_total";
 pub const FRAME_PAUSES: &str = "relay_frame_pauses_total";
 pub const STORE_WRITTEN: &str = "relay_store_messages_written_total";
+pub const STORE_TRANSACTIONS: &str = "relay_store_transactions_total";
 pub const STORE_WRITE_ERRORS: &str = "relay_store_write_errors_total";
 pub const STORE_UNSAVED: &str = "relay_store_unsaved_messages_total";
 pub const STORE_TRIMMED: &str = "relay_store_trimmed_messages_total";
@@ -81,6 +82,7 @@ pub const PER_RELAY: &[(&str, &str)] = &[
     (ROOMS_EVICTED, "Lingering rooms retired early to make room under --max-rooms."),
     (FRAME_PAUSES, "Times a connection went over --frame-rate and was paused."),
     (STORE_WRITTEN, "Messages the history store wrote to disk (--data-dir)."),
+    (STORE_TRANSACTIONS, "History store transactions that committed (--data-dir); messages written per transaction shows how well rounds are grouped."),
     (STORE_WRITE_ERRORS, "History store transactions that failed (disk full, I/O error); /readyz is not ready until one succeeds."),
     (STORE_UNSAVED, "Messages delivered that the history store could not keep (each is logged with its room and seq)."),
     (STORE_TRIMMED, "Stored messages removed by --retain-messages or --retain-age."),
