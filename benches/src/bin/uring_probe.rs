@@ -172,11 +172,11 @@ mod probe {
         let mut written: u64 = 0;
         let writer_on = current_cpu();
 
-        // Warm-up: one short trial per mode, not reported.
-        for &mode in &args.modes {
+        // Each trial starts with empty socket buffers, so no mode inherits a backlog.
+        let mut run = |mode: Mode, secs: f64| -> Result<Trial, String> {
             let t = trial(
                 mode,
-                0.3,
+                secs,
                 &fds,
                 &iovecs,
                 write_len,
@@ -185,22 +185,16 @@ mod probe {
             )?;
             written += t.full * write_len as u64 + t.short_bytes;
             wait_drained(&read_total, written)?;
+            Ok(t)
+        };
+        // Warm-up: one short trial per mode, not reported.
+        for &mode in &args.modes {
+            run(mode, 0.3)?;
         }
         let mut results: Vec<(Mode, Trial)> = Vec::new();
         for rep in 0..args.reps {
             for &mode in &args.modes {
-                let t = trial(
-                    mode,
-                    args.secs,
-                    &fds,
-                    &iovecs,
-                    write_len,
-                    &mut rings,
-                    &reader_cpu_ns,
-                )?;
-                written += t.full * write_len as u64 + t.short_bytes;
-                // Each trial starts with empty socket buffers, so no mode inherits a backlog.
-                wait_drained(&read_total, written)?;
+                let t = run(mode, args.secs)?;
                 eprintln!(
                     "rep {rep} {:<8} {:>9.0} writes/s {:>6.3} us/write  short {} eagain {}",
                     mode.name(),
