@@ -225,6 +225,7 @@ impl Store {
             .collect::<Result<Vec<_>, _>>()?;
         let pager = reader::Pager::new(&dir)?;
         let (queue, rx) = mpsc::channel();
+        let queued = Arc::new(AtomicUsize::new(0));
         let settings = Settings {
             fsync: config.fsync,
             fsync_interval: config.fsync_interval,
@@ -236,8 +237,8 @@ impl Store {
         };
         Ok(Self {
             dir,
-            inbox: Arc::new(inbox::Inbox::new(queue)),
-            queued: Arc::new(AtomicUsize::new(0)),
+            inbox: Arc::new(inbox::Inbox::new(queue, queued.clone())),
+            queued,
             capacity: config.store_queue.max(1),
             stopping: AtomicBool::new(false),
             unsaved: Arc::default(),
@@ -269,6 +270,7 @@ impl Store {
             return Ok(());
         };
         self.pager.set_hub(hub);
+        self.inbox.set_hub(hub);
         let writer = writer::Writer::new(
             db,
             Arc::downgrade(hub),
@@ -291,7 +293,7 @@ impl Store {
             .spawn(move || writer.run(rx))?;
         // No runtime: the store benchmark, which hands over with `barrier`.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(self.inbox.clone().pump(self.queued.clone()));
+            runtime.spawn(self.inbox.clone().pump());
         }
         *state = WriterState::Running {
             writer,
@@ -318,7 +320,7 @@ impl Store {
             if syncer.join().is_err() {
                 tracing::error!("the history store's syncer thread panicked");
             }
-            let _ = self.inbox.hand_over(Some(Op::Stop));
+            self.inbox.hand_over(Some(Op::Stop));
             if writer.join().is_err() {
                 tracing::error!("the history store's writer thread panicked");
             }
@@ -342,9 +344,17 @@ impl Store {
             WriterState::Running { .. }
         );
         let (tx, rx) = mpsc::sync_channel(1);
-        if running && self.inbox.hand_over(Some(Op::Barrier(tx))).is_ok() {
+        if running && self.inbox.hand_over(Some(Op::Barrier(tx))) {
             let _ = rx.recv();
         }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // The pump holds the writer's channel open; ending it lets a writer whose relay was
+        // dropped without `stop` see the channel close and end (see `Store::start`).
+        self.inbox.close();
     }
 }
 
@@ -374,7 +384,11 @@ impl Journal for Store {
             message,
             from_client,
         };
-        self.inbox.push(Op::Keep(pending));
+        if self.inbox.push(Op::Keep(pending)).is_err() {
+            // The writer is gone: nothing more is stored.
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(Busy);
+        }
         Ok(())
     }
 
@@ -383,7 +397,10 @@ impl Journal for Store {
             // Stopping: nothing queued is left to wait for.
             return then(hub);
         }
-        self.inbox.push(Op::Then(then));
+        if let Err(Op::Then(then)) = self.inbox.push(Op::Then(then)) {
+            // The writer is gone: nothing queued is left to wait for.
+            then(hub);
+        }
     }
 
     fn queued(&self) -> usize {
@@ -402,7 +419,7 @@ impl Journal for Store {
     fn keep_read(&self, room: &Arc<str>, person: &str, seq: u64) {
         // Not counted in `queued`: never refused (a client's reads are bounded by its
         // command rate), and a stopped writer loses only what the room still holds.
-        self.inbox.push(Op::Read(reads::Read {
+        let _ = self.inbox.push(Op::Read(reads::Read {
             room: room.clone(),
             person: person.into(),
             seq,
@@ -447,7 +464,7 @@ impl LogFeed for Store {
 
     fn keep_cursor(&self, room: &Arc<str>, seq: u64) {
         // A stopped writer keeps none: the next start redelivers from the last one stored.
-        self.inbox.push(Op::Cursor(feed::Cursor {
+        let _ = self.inbox.push(Op::Cursor(feed::Cursor {
             room: room.clone(),
             seq,
         }));
