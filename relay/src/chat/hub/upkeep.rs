@@ -24,10 +24,12 @@ struct Beat {
 }
 
 impl Beat {
-    /// About a tick a second (the queue rings are also trimmed per tick), a whole number of
-    /// them per interval.
+    /// About a tick a second, a whole number of them per interval, and at least two, so
+    /// that a connection's ring is trimmed on the ticks that do not ping it (a ping touches
+    /// it). Intervals under 1.5 s get two ticks per interval.
     fn of(ping_interval: Duration) -> Self {
-        let slots = (ping_interval.as_secs_f64().round() as u32).clamp(1, 3600);
+        // `as` saturates (only past 136 years would the tick outgrow a second).
+        let slots = (ping_interval.as_secs_f64().round() as u32).max(2);
         let tick = (ping_interval / slots).max(Duration::from_millis(10));
         Self { tick, slots }
     }
@@ -142,28 +144,17 @@ mod tests {
     #[test]
     fn a_beat_is_about_a_second_and_divides_the_interval() {
         let beat = |ms| Beat::of(Duration::from_millis(ms));
-        assert_eq!(
-            beat(30_000),
-            Beat {
-                tick: Duration::from_secs(1),
-                slots: 30
-            }
-        );
-        assert_eq!(
-            beat(1_500),
-            Beat {
-                tick: Duration::from_millis(750),
-                slots: 2
-            }
-        );
-        // Short intervals (tests, impatient operators): one slot, every connection per tick.
-        assert_eq!(
-            beat(100),
-            Beat {
-                tick: Duration::from_millis(100),
-                slots: 1
-            }
-        );
+        let want = |tick_ms, slots| Beat {
+            tick: Duration::from_millis(tick_ms),
+            slots,
+        };
+        assert_eq!(beat(30_000), want(1_000, 30));
+        assert_eq!(beat(1_500), want(750, 2));
+        assert_eq!(beat(1_200), want(600, 2));
+        // A day: still a tick a second, so tokens and empty rooms are not left for longer.
+        assert_eq!(beat(86_400_000), want(1_000, 86_400));
+        // Short intervals (tests, impatient operators): two ticks per interval.
+        assert_eq!(beat(100), want(50, 2));
     }
 
     #[test]
