@@ -244,14 +244,17 @@ class CpuQuota:
         self.period_us = max(2000, math.ceil(1000 / share))
         self.quota_us = int(self.period_us * share)
         name = f"chatrelay-compare-{os.getpid()}"
-        v2 = Path("/sys/fs/cgroup/cgroup.controllers")
+        # v2: a child of the root gets the cpu controller only if the root hands it down.
+        v2 = Path("/sys/fs/cgroup/cgroup.subtree_control")
         if v2.exists() and "cpu" in v2.read_text().split():
             self.dir = Path("/sys/fs/cgroup") / name
             self.dir.mkdir(exist_ok=True)
+            atexit.register(self.remove)
             (self.dir / "cpu.max").write_text(f"{self.quota_us} {self.period_us}")
         elif Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists():
             self.dir = Path("/sys/fs/cgroup/cpu") / name
             self.dir.mkdir(exist_ok=True)
+            atexit.register(self.remove)
             (self.dir / "cpu.cfs_period_us").write_text(str(self.period_us))
             (self.dir / "cpu.cfs_quota_us").write_text(str(self.quota_us))
         else:
@@ -364,7 +367,7 @@ class Bench:
         try:
             srv = Server(name, port, self.logdir, a.server_cpus, a.relay_args,
                          QUOTA if self.capped else None)
-        except (RuntimeError, OSError) as e:
+        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
             self.broken[name] = f"could not start: {e}"
             log(f"{name}: {self.broken[name]} (skipped from now on; see {self.logdir / (name + '.log')})")
             return {"error": self.broken[name]}
@@ -1013,7 +1016,6 @@ def main():
             raise SystemExit("--server-cpu-quota must be between 0.05 and 1")
         try:
             QUOTA = CpuQuota(args.server_cpu_quota)
-            atexit.register(QUOTA.remove)
         except OSError as e:
             raise SystemExit(f"--server-cpu-quota: cannot set up the cgroup: {e}")
     for key, (full, quick) in DEFAULTS.items():
