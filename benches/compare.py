@@ -247,18 +247,18 @@ class CpuQuota:
         # v2: a child of the root gets the cpu controller only if the root hands it down.
         v2 = Path("/sys/fs/cgroup/cgroup.subtree_control")
         if v2.exists() and "cpu" in v2.read_text().split():
-            self.dir = Path("/sys/fs/cgroup") / name
-            self.dir.mkdir(exist_ok=True)
-            atexit.register(self.remove)
-            (self.dir / "cpu.max").write_text(f"{self.quota_us} {self.period_us}")
+            root, limits = Path("/sys/fs/cgroup"), {"cpu.max": f"{self.quota_us} {self.period_us}"}
         elif Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").exists():
-            self.dir = Path("/sys/fs/cgroup/cpu") / name
-            self.dir.mkdir(exist_ok=True)
-            atexit.register(self.remove)
-            (self.dir / "cpu.cfs_period_us").write_text(str(self.period_us))
-            (self.dir / "cpu.cfs_quota_us").write_text(str(self.quota_us))
+            # v1: the period first, so the quota is never checked against the old one.
+            root, limits = Path("/sys/fs/cgroup/cpu"), {"cpu.cfs_period_us": str(self.period_us),
+                                                        "cpu.cfs_quota_us": str(self.quota_us)}
         else:
             raise SystemExit("--server-cpu-quota needs the cgroup cpu controller (v1 or v2) writable")
+        self.dir = root / name
+        self.dir.mkdir(exist_ok=True)
+        atexit.register(self.remove)
+        for file, value in limits.items():
+            (self.dir / file).write_text(value)
         self.procs = self.dir / "cgroup.procs"
 
     def enter(self):
