@@ -44,7 +44,8 @@
 //!    [`chat::backend::Backend::publish`] hands it to [`chat::room::Room::publish`] (single
 //!    node in memory; with history on disk [`chat::room::Room::reserve`] gives it to the
 //!    [`store`] and the store's writer thread appends it through the same
-//!    [`chat::room::Room::append`] once its transaction committed; in cluster mode Redis
+//!    [`chat::room::Room::append`] once its transaction committed, then has the flushers
+//!    write the batch at once ([`chat::flusher::deliver_at_once`]); in cluster mode Redis
 //!    assigns the seq and the backplane task appends it), which takes the room lock, assigns
 //!    the next `seq`,
 //!    encodes the event once and frames it once into a [`ws::Frame`] (a `bytes::Bytes`) and

@@ -8,6 +8,7 @@
 //! `writev`, one task poll per round instead of two per recipient, and no run-queue churn of
 //! thousands of writer tasks (which is what made tail latency grow under load).
 
+use std::cell::Cell;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Poll, Waker};
@@ -31,12 +32,53 @@ struct Pending {
     flusher: Option<Waker>,
     /// When the list last stopped being empty: the round's delay is measured from here.
     since: Option<Instant>,
+    /// Something was enlisted from outside the runtime ([`deliver_at_once`]): the flusher
+    /// writes without waiting for the end of its next round.
+    now: bool,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
         self.rooms.is_empty() && self.conns.is_empty()
     }
+}
+
+thread_local! {
+    /// Set while a thread outside the runtime delivers a batch ([`deliver_at_once`]).
+    static AT_ONCE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `deliver` (a batch of deliveries from a thread outside the runtime: the durable
+/// store's writer) and then has the flushers write what it queued at once.
+///
+/// A flusher woken by a reader yields until the end of the scheduler round so that every
+/// reader of the round is written together. A batch from the writer is already a whole round
+/// (the round's messages, committed together), and it arrives while the event loop is busy
+/// with the next one: waiting for that round's end too cost a second round per message, which
+/// is what kept history on disk behind memory at fan-out under load (docs/PERFORMANCE.md).
+/// Enlists inside `deliver` wake no flusher until it returns, so that a flusher on another core
+/// does not start on half the batch and write its members twice.
+pub fn deliver_at_once<R>(hub: &Hub, deliver: impl FnOnce() -> R) -> R {
+    at_once(&hub.flush_lists, deliver)
+}
+
+fn at_once<R>(lists: &[FlushList], deliver: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            AT_ONCE.set(self.0);
+        }
+    }
+    let reset = Reset(AT_ONCE.replace(true));
+    let out = deliver();
+    let outer = reset.0;
+    drop(reset);
+    if !outer {
+        for list in lists {
+            list.wake_now();
+        }
+    }
+    out
 }
 
 /// Connections with frames queued and nobody writing them yet.
@@ -67,6 +109,14 @@ impl FlushList {
         let mut pending = self.lock();
         let wake = pending.is_empty();
         push(&mut pending);
+        if AT_ONCE.get() {
+            // Woken by `deliver_at_once` once the whole batch is queued.
+            pending.now = true;
+            if wake {
+                pending.since = Some(Instant::now());
+            }
+            return;
+        }
         if wake {
             // One clock read per round, not per enlist.
             pending.since = Some(Instant::now());
@@ -77,18 +127,31 @@ impl FlushList {
         }
     }
 
-    /// Resolves once the list is not empty.
-    async fn ready(&self) {
+    /// Wakes the flusher if it waits and the list is not empty (after `deliver_at_once`).
+    fn wake_now(&self) {
+        let mut pending = self.lock();
+        if pending.is_empty() {
+            return;
+        }
+        if let Some(flusher) = pending.flusher.take() {
+            drop(pending);
+            flusher.wake();
+        }
+    }
+
+    /// Resolves once the list is not empty; `true` when it is to be written at once (see
+    /// [`deliver_at_once`]), not at the end of the round.
+    async fn ready(&self) -> bool {
         std::future::poll_fn(|cx| {
             let mut pending = self.lock();
             if pending.is_empty() {
                 pending.flusher = Some(cx.waker().clone());
                 Poll::Pending
             } else {
-                Poll::Ready(())
+                Poll::Ready(std::mem::take(&mut pending.now))
             }
         })
-        .await;
+        .await
     }
 
     /// Takes the whole list into `batch` (empty), leaving `batch`'s old allocation behind.
@@ -143,11 +206,12 @@ pub async fn run(hub: Arc<Hub>, slot: usize) {
     let mut batch = Vec::new();
     let mut rooms = Vec::new();
     loop {
-        list.ready().await;
-        // Write at the end of the scheduler's round, not at once: tokio runs a yielded task
-        // only after the I/O driver has been polled, so every reader that is ready now fans
-        // out into this round first.
-        tokio::task::yield_now().await;
+        if !list.ready().await {
+            // Write at the end of the scheduler's round, not at once: tokio runs a yielded
+            // task only after the I/O driver has been polled, so every reader that is ready
+            // now fans out into this round first.
+            tokio::task::yield_now().await;
+        }
         let started = Instant::now();
         let (room_count, since) = list.deliver_rooms(&hub, &mut rooms);
         list.take(&mut batch);
@@ -177,5 +241,65 @@ pub async fn run(hub: Arc<Hub>, slot: usize) {
         if batch.capacity() > 4 * CHUNK {
             batch = Vec::new();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::pin::pin;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Context, Wake};
+
+    use super::*;
+    use crate::config::Config;
+
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Polls `list.ready()` once: `Some(at_once)` when ready.
+    fn poll_ready(list: &FlushList, count: &Arc<Count>) -> Option<bool> {
+        let waker = Waker::from(count.clone());
+        match pin!(list.ready()).poll(&mut Context::from_waker(&waker)) {
+            Poll::Ready(now) => Some(now),
+            Poll::Pending => None,
+        }
+    }
+
+    #[test]
+    fn a_batch_from_outside_the_runtime_wakes_its_flusher_once_it_is_all_queued() {
+        let hub = Hub::new(&Config::default());
+        let lists = [FlushList::default()];
+        let list = &lists[0];
+        let peer = SocketAddr::from((Ipv4Addr::LOCALHOST, 9));
+        let (a, b) = (hub.register(peer), hub.register(peer));
+        let count = Arc::new(Count::default());
+        assert_eq!(poll_ready(list, &count), None, "an empty list waits");
+
+        at_once(&lists, || {
+            list.enlist(&a);
+            list.enlist(&b);
+            assert_eq!(
+                count.0.load(Ordering::Relaxed),
+                0,
+                "no wake inside the batch"
+            );
+        });
+        assert_eq!(count.0.load(Ordering::Relaxed), 1, "one wake after it");
+        assert_eq!(poll_ready(list, &count), Some(true), "written at once");
+
+        // A reader's enlist (inside the runtime) waits for the end of the round.
+        list.take(&mut Vec::new());
+        assert_eq!(poll_ready(list, &count), None);
+        list.enlist(&a);
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
+        assert_eq!(poll_ready(list, &count), Some(false), "at the round's end");
     }
 }

@@ -156,9 +156,11 @@ impl Writer {
             }
             Err(err) => self.failed(hub, batch, &err),
         }
-        for pending in batch.drain(..) {
-            self.deliver(hub, pending);
-        }
+        crate::chat::flusher::deliver_at_once(hub, || {
+            for pending in batch.drain(..) {
+                self.deliver(hub, pending);
+            }
+        });
     }
 
     /// One transaction for the batch; returns how many rows it could not insert (a
