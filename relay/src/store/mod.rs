@@ -9,7 +9,8 @@
 //!   round's worth in one transaction, and only then appends them to their rooms, which
 //!   delivers them. That order is the promise: a message anyone has seen is stored.
 //! - `syncer`: fsyncs the log every `--fsync-interval` and checkpoints it into the database
-//!   file, on a thread of its own so the writer never waits for the disk's syncs.
+//!   file, on a thread of its own so the writer never waits for the disk's syncs; the writer
+//!   copies only what a checkpoint under load left behind, so that the log starts over.
 //! - `retention`: trims rooms past `--retain-messages` or `--retain-age`, a chunk at a time
 //!   between the writer's transactions.
 //! - `rising`: numbers that only rise (read positions, webhook cursors), as the writer
@@ -271,18 +272,21 @@ impl Store {
         };
         self.pager.set_hub(hub);
         self.inbox.set_hub(hub);
+        let behind = Arc::new(AtomicBool::new(false));
         let writer = writer::Writer::new(
             db,
             Arc::downgrade(hub),
             self.queued.clone(),
             self.unsaved.clone(),
             self.settings.clone(),
+            behind.clone(),
         );
         let syncer = syncer::Syncer {
             db: syncer,
             wal: self.settings.wal.clone(),
             fsync: self.settings.fsync,
             interval: self.settings.fsync_interval,
+            behind,
         };
         let (stop_syncer, syncer_stop) = mpsc::channel();
         let syncer = std::thread::Builder::new()

@@ -43,6 +43,9 @@ const APPLICATION_ID: i64 = 0x4352_4c59;
 /// written by a newer relay and is refused rather than misread.
 pub const SCHEMA_VERSION: i64 = 3;
 
+/// Bytes the write-ahead log keeps when it starts over (64 MiB).
+const WAL_LIMIT: u64 = 64 << 20;
+
 /// The schema of version 1 (the first release), which every file starts from.
 pub const CREATE_V1: &str = "
     CREATE TABLE rooms (
@@ -156,8 +159,10 @@ pub fn open_writer(dir: &Path, fsync: Fsync, max_bytes: u64) -> Result<Connectio
     };
     // Checkpoints are the syncer thread's (`store::syncer`), never a commit's: an automatic
     // one would copy and sync megabytes in the middle of the writer's next transaction.
+    // A log that grew in a burst is cut back to this when it starts over (`syncer::catch_up`).
     db.execute_batch(&format!(
-        "PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0;"
+        "PRAGMA synchronous = {synchronous}; PRAGMA wal_autocheckpoint = 0; \
+         PRAGMA journal_size_limit = {WAL_LIMIT};"
     ))
     .map_err(damaged)?;
     let app: i64 = db

@@ -7,7 +7,7 @@
 //! message waits only for its own.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension};
 use tracing::{error, info, warn};
 
 use super::retention::Retention;
-use super::{feed, reads};
+use super::{feed, reads, syncer};
 use super::{sql_int, Life, Op, Pending, Settings, Unsaved};
 use crate::chat::hub::Hub;
 use crate::chat::room::log::Order;
@@ -34,6 +34,8 @@ pub(super) struct Writer {
     settings: Settings,
     /// Whether the last commit failed (`/readyz` says so until one succeeds).
     failing: bool,
+    /// Set by the syncer when its checkpoint left frames behind ([`syncer::catch_up`]).
+    behind: Arc<AtomicBool>,
 }
 
 impl Writer {
@@ -43,6 +45,7 @@ impl Writer {
         queued: Arc<AtomicUsize>,
         unsaved: Unsaved,
         settings: Settings,
+        behind: Arc<AtomicBool>,
     ) -> Self {
         Self {
             db,
@@ -51,6 +54,7 @@ impl Writer {
             unsaved,
             settings,
             failing: false,
+            behind,
         }
     }
 
@@ -121,6 +125,7 @@ impl Writer {
             self.store_and_deliver(&hub, &mut batch);
             read_batch.store(&mut self.db);
             cursor_batch.store(&mut self.db);
+            syncer::catch_up(&self.db, &self.behind);
             // Retention only while no message waits, a chunk at a time, so it never holds
             // up delivery for long.
             if !stop && self.queued.load(Ordering::Acquire) == 0 {
