@@ -163,6 +163,8 @@ impl FlushList {
     fn take_rooms(&self, rooms: &mut Vec<Arc<Room>>) -> Option<Instant> {
         let mut pending = self.lock();
         std::mem::swap(&mut pending.rooms, rooms);
+        // What asked for it is being written now; a later enlist asks again.
+        pending.now = false;
         pending.since.take()
     }
 
@@ -295,7 +297,10 @@ mod tests {
         assert_eq!(count.0.load(Ordering::Relaxed), 1, "one wake after it");
         assert_eq!(poll_ready(list, &count), Some(true), "written at once");
 
-        // A reader's enlist (inside the runtime) waits for the end of the round.
+        // A reader's enlist (inside the runtime) waits for the end of the round, also after
+        // a batch's that the round took without waiting (`now` is not left over).
+        at_once(&lists, || list.enlist(&a));
+        list.take_rooms(&mut Vec::new());
         list.take(&mut Vec::new());
         assert_eq!(poll_ready(list, &count), None);
         list.enlist(&a);

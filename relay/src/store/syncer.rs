@@ -97,8 +97,8 @@ fn checkpoint(db: &rusqlite::Connection) -> rusqlite::Result<(bool, i64)> {
 /// writer copies what the syncer's pass left (the frames of the last few milliseconds), and
 /// nothing can commit meanwhile, so its next transaction starts the log over (when the
 /// syncer's pass caught everything, this finds nothing to copy and costs next to nothing). With
-/// `synchronous = NORMAL` the checkpoint syncs the log and the database file first, so the
-/// frames the new log overwrites are on disk. If a reader (a room open, scroll-back) or the
+/// `synchronous = NORMAL` the checkpoint syncs the log before it copies and the database
+/// file after, so the frames the new log overwrites are on disk. If a reader (a room open, scroll-back) or the
 /// syncer held on, the syncer's next pass asks again.
 pub(super) fn catch_up(db: &rusqlite::Connection, behind: &AtomicBool) {
     if !behind.swap(false, Ordering::AcqRel) {
