@@ -24,6 +24,9 @@ use crate::protocol::event;
 
 /// Messages in one transaction at most: bounds the delay of the first one in a burst.
 const MAX_BATCH: usize = 4096;
+/// Room ids the writer remembers at most (then it forgets them all and learns them again):
+/// about 100 bytes each.
+const MAX_ROOM_IDS: usize = 100_000;
 
 pub(super) struct Writer {
     db: Connection,
@@ -34,8 +37,11 @@ pub(super) struct Writer {
     settings: Settings,
     /// Whether the last commit failed (`/readyz` says so until one succeeds).
     failing: bool,
-    /// Set by the syncer when its checkpoint left frames behind ([`syncer::catch_up`]).
+    /// Set by the syncer after a checkpoint that found frames ([`syncer::catch_up`]).
     behind: Arc<AtomicBool>,
+    /// Rooms' row ids, as committed: rooms are never deleted and only this thread adds them,
+    /// so a known id stays right for the run.
+    room_ids: HashMap<Arc<str>, i64>,
 }
 
 impl Writer {
@@ -55,6 +61,7 @@ impl Writer {
             settings,
             failing: false,
             behind,
+            room_ids: HashMap::new(),
         }
     }
 
@@ -179,14 +186,18 @@ impl Writer {
             .iter()
             .map(|(name, life)| (name.clone(), life.clone()))
             .collect();
+        // Ids learned in this transaction: kept only once it committed (a rolled-back
+        // room's id would be handed to the next new room).
+        let mut learned: Vec<(Arc<str>, i64)> = Vec::new();
         let tx = self
             .db
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut unsaved = 0;
         {
-            // One upsert per room per batch: the room's id, and its latest seq and epoch so
-            // a restart carries the room's life on.
-            let mut last: HashMap<&str, (&str, u64)> = HashMap::new();
+            // One row write per room per batch: its latest seq and epoch, so a restart
+            // carries the room's life on. A room whose id this run knows gets a plain update
+            // by id; the others an upsert that hands the id back.
+            let mut last: HashMap<&Arc<str>, (&str, u64)> = HashMap::new();
             for (name, (epoch, seq)) in &behind {
                 last.insert(name, (epoch, *seq));
             }
@@ -194,6 +205,9 @@ impl Writer {
                 let entry = last.entry(&p.room.name).or_insert((&p.message.epoch, 0));
                 entry.1 = entry.1.max(p.message.seq);
             }
+            let mut update = tx.prepare_cached(
+                "UPDATE rooms SET epoch = ?2, last_seq = max(last_seq, ?3) WHERE id = ?1",
+            )?;
             let mut upsert = tx.prepare_cached(
                 "INSERT INTO rooms (name, epoch, last_seq) VALUES (?1, ?2, ?3) \
                  ON CONFLICT (name) DO UPDATE SET epoch = excluded.epoch, \
@@ -202,7 +216,16 @@ impl Writer {
             let mut ids: HashMap<&str, i64> = HashMap::with_capacity(last.len());
             for (name, (epoch, seq)) in &last {
                 let seq = sql_int(*seq);
-                let id: i64 = upsert.query_row(params![name, epoch, seq], |r| r.get(0))?;
+                let known = self.room_ids.get(&***name).copied();
+                let id = match known {
+                    Some(id) if update.execute(params![id, epoch, seq])? == 1 => id,
+                    _ => {
+                        let id: i64 =
+                            upsert.query_row(params![&***name, epoch, seq], |r| r.get(0))?;
+                        learned.push(((*name).clone(), id));
+                        id
+                    }
+                };
                 ids.insert(name, id);
             }
             let mut insert = tx.prepare_cached(
@@ -234,6 +257,10 @@ impl Writer {
             }
         }
         tx.commit()?;
+        if self.room_ids.len() + learned.len() > MAX_ROOM_IDS {
+            self.room_ids.clear();
+        }
+        self.room_ids.extend(learned);
         let mut left = self.unsaved.lock().unwrap_or_else(PoisonError::into_inner);
         for (name, (_, seq)) in &behind {
             // Caught up, unless a later failure raised it meanwhile (it cannot: this thread
