@@ -53,7 +53,8 @@
 //!    room's pending events for this scheduler round, and a room with none before enlists
 //!    itself on one of the hub's [`chat::flusher`] lists (chosen by the room's address, so
 //!    rooms spread over the lists).
-//! 5. After the I/O driver's next poll, that list's flusher ([`chat::flusher::run`]) calls
+//! 5. After the I/O driver's next poll (at once for a batch the store's writer committed),
+//!    that list's flusher ([`chat::flusher::run`]) calls
 //!    [`chat::room::Room::deliver`]: one pending event is pushed as is into every member's
 //!    [`transport::outbox::Outbox`] (a reference-count bump each); several are copied once
 //!    into one buffer (one copy per room per round, never per member) and each member gets a

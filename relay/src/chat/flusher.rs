@@ -6,7 +6,9 @@
 //! reported ready fans out first, then writes each enlisted connection's queue with one
 //! vectored write. That is uWebSockets' corking done per scheduler round: many frames per
 //! `writev`, one task poll per round instead of two per recipient, and no run-queue churn of
-//! thousands of writer tasks (which is what made tail latency grow under load).
+//! thousands of writer tasks (which is what made tail latency grow under load). A batch the
+//! durable store's writer committed is already a whole round: it is written at once
+//! ([`deliver_at_once`]).
 
 use std::cell::Cell;
 use std::sync::atomic::Ordering;
@@ -57,28 +59,46 @@ thread_local! {
 /// with the next one: waiting for that round's end too cost a second round per message, which
 /// is what kept history on disk behind memory at fan-out under load (docs/PERFORMANCE.md).
 /// Enlists inside `deliver` wake no flusher until it returns, so that a flusher on another core
-/// does not start on half the batch and write its members twice.
+/// does not start on half the batch and write its members twice; the flusher that delivers the
+/// batch's rooms passes the ask on to the lists of their members. A flusher asked twice in a
+/// row yields the second time ([`run`]).
 pub fn deliver_at_once<R>(hub: &Hub, deliver: impl FnOnce() -> R) -> R {
-    at_once(&hub.flush_lists, deliver)
+    holding_wakes(&hub.flush_lists, deliver)
 }
 
-fn at_once<R>(lists: &[FlushList], deliver: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
+/// Runs `deliver` with the enlists of this thread asking for a write at once, and wakes the
+/// lists' flushers afterwards (also if `deliver` panics, so that no list is left enlisted
+/// with its flusher asleep).
+fn holding_wakes<R>(lists: &[FlushList], deliver: impl FnOnce() -> R) -> R {
+    struct Hold<'a> {
+        lists: &'a [FlushList],
+        outer: bool,
+    }
+    impl Drop for Hold<'_> {
         fn drop(&mut self) {
-            AT_ONCE.set(self.0);
+            AT_ONCE.set(self.outer);
+            if !self.outer {
+                for list in self.lists {
+                    list.wake_now();
+                }
+            }
         }
     }
-    let reset = Reset(AT_ONCE.replace(true));
-    let out = deliver();
-    let outer = reset.0;
-    drop(reset);
-    if !outer {
-        for list in lists {
-            list.wake_now();
-        }
-    }
-    out
+    let _hold = Hold {
+        lists,
+        outer: AT_ONCE.replace(true),
+    };
+    deliver()
+}
+
+/// Whether a flusher round yields to the end of the scheduler round first: unless it was
+/// asked to write at once, and then not twice in a row, so that a writer committing batches
+/// faster than rounds end cannot keep the worker's readers, timers and the store's own
+/// hand-over from running. `skipped`: whether the last round skipped it.
+fn yields(asked: bool, skipped: &mut bool) -> bool {
+    let at_once = asked && !*skipped;
+    *skipped = at_once;
+    !at_once
 }
 
 /// Connections with frames queued and nobody writing them yet.
@@ -156,7 +176,12 @@ impl FlushList {
 
     /// Takes the whole list into `batch` (empty), leaving `batch`'s old allocation behind.
     fn take(&self, batch: &mut Vec<Arc<Conn>>) {
-        std::mem::swap(&mut self.lock().conns, batch);
+        let mut pending = self.lock();
+        std::mem::swap(&mut pending.conns, batch);
+        if pending.rooms.is_empty() {
+            // What asked for it is being written now.
+            pending.now = false;
+        }
     }
 
     /// Takes the list's rooms into `rooms` (empty); when the list stopped being empty.
@@ -207,15 +232,23 @@ pub async fn run(hub: Arc<Hub>, slot: usize) {
     };
     let mut batch = Vec::new();
     let mut rooms = Vec::new();
+    let mut skipped = false;
     loop {
-        if !list.ready().await {
+        let asked = list.ready().await;
+        let at_once = !yields(asked, &mut skipped);
+        if !at_once {
             // Write at the end of the scheduler's round, not at once: tokio runs a yielded
             // task only after the I/O driver has been polled, so every reader that is ready
             // now fans out into this round first.
             tokio::task::yield_now().await;
         }
         let started = Instant::now();
-        let (room_count, since) = list.deliver_rooms(&hub, &mut rooms);
+        let (room_count, since) = if at_once {
+            // The rooms' members on other lists (other workers) are written at once too.
+            holding_wakes(&hub.flush_lists, || list.deliver_rooms(&hub, &mut rooms))
+        } else {
+            list.deliver_rooms(&hub, &mut rooms)
+        };
         list.take(&mut batch);
         let connections = batch.len();
         let mut written = 0u64;
@@ -276,6 +309,14 @@ mod tests {
     }
 
     #[test]
+    fn a_round_skips_its_yield_only_when_asked_and_never_twice_in_a_row() {
+        let mut skipped = false;
+        let asked = [true, true, true, false, true, false, false];
+        let yielded: Vec<bool> = asked.iter().map(|&a| yields(a, &mut skipped)).collect();
+        assert_eq!(yielded, [false, true, false, true, false, true, true]);
+    }
+
+    #[test]
     fn a_batch_from_outside_the_runtime_wakes_its_flusher_once_it_is_all_queued() {
         let hub = Hub::new(&Config::default());
         let lists = [FlushList::default()];
@@ -285,7 +326,7 @@ mod tests {
         let count = Arc::new(Count::default());
         assert_eq!(poll_ready(list, &count), None, "an empty list waits");
 
-        at_once(&lists, || {
+        holding_wakes(&lists, || {
             list.enlist(&a);
             list.enlist(&b);
             assert_eq!(
@@ -299,7 +340,7 @@ mod tests {
 
         // A reader's enlist (inside the runtime) waits for the end of the round, also after
         // a batch's that the round took without waiting (`now` is not left over).
-        at_once(&lists, || list.enlist(&a));
+        holding_wakes(&lists, || list.enlist(&a));
         list.take_rooms(&mut Vec::new());
         list.take(&mut Vec::new());
         assert_eq!(poll_ready(list, &count), None);
