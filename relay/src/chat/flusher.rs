@@ -101,6 +101,14 @@ fn yields(asked: bool, skipped: &mut bool) -> bool {
     !at_once
 }
 
+/// Wakes the flusher waiting on `pending`'s list, if one waits, after letting the lock go.
+fn wake_flusher(mut pending: MutexGuard<'_, Pending>) {
+    if let Some(flusher) = pending.flusher.take() {
+        drop(pending);
+        flusher.wake();
+    }
+}
+
 /// Connections with frames queued and nobody writing them yet.
 #[derive(Debug, Default)]
 pub struct FlushList {
@@ -129,33 +137,23 @@ impl FlushList {
         let mut pending = self.lock();
         let wake = pending.is_empty();
         push(&mut pending);
-        if AT_ONCE.get() {
-            // Woken by `deliver_at_once` once the whole batch is queued.
-            pending.now = true;
-            if wake {
-                pending.since = Some(Instant::now());
-            }
-            return;
-        }
         if wake {
             // One clock read per round, not per enlist.
             pending.since = Some(Instant::now());
-            if let Some(flusher) = pending.flusher.take() {
-                drop(pending);
-                flusher.wake();
-            }
+        }
+        if AT_ONCE.get() {
+            // Woken by `deliver_at_once` once the whole batch is queued.
+            pending.now = true;
+        } else if wake {
+            wake_flusher(pending);
         }
     }
 
     /// Wakes the flusher if it waits and the list is not empty (after `deliver_at_once`).
     fn wake_now(&self) {
-        let mut pending = self.lock();
-        if pending.is_empty() {
-            return;
-        }
-        if let Some(flusher) = pending.flusher.take() {
-            drop(pending);
-            flusher.wake();
+        let pending = self.lock();
+        if !pending.is_empty() {
+            wake_flusher(pending);
         }
     }
 

@@ -69,13 +69,9 @@ impl Syncer {
     }
 }
 
-/// A `PASSIVE` checkpoint on `db`: whether it copied every frame the log had when it began,
-/// and how many frames that was.
-fn checkpoint(db: &rusqlite::Connection) -> rusqlite::Result<(bool, i64)> {
-    db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-        let (busy, log, copied): (i64, i64, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        Ok((busy == 0 && log == copied, log))
-    })
+/// A `PASSIVE` checkpoint on `db`: how many frames the log had when it began.
+fn checkpoint(db: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    db.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))
 }
 
 /// The syncer's checkpoint. Whole or not, the writer may have committed meanwhile (the frame
@@ -84,7 +80,7 @@ fn checkpoint(db: &rusqlite::Connection) -> rusqlite::Result<(bool, i64)> {
 /// checkpoint with nothing to copy.
 fn pass(db: &rusqlite::Connection, behind: &AtomicBool) {
     match checkpoint(db) {
-        Ok((_, frames)) => {
+        Ok(frames) => {
             if frames > 0 {
                 behind.store(true, Ordering::Release);
             }
@@ -111,9 +107,8 @@ pub(super) fn catch_up(db: &rusqlite::Connection, behind: &AtomicBool) {
     if !behind.swap(false, Ordering::AcqRel) {
         return;
     }
-    match checkpoint(db) {
-        Ok(_) => {}
-        Err(err) => warn!(error = %err, "could not checkpoint the history store's log"),
+    if let Err(err) = checkpoint(db) {
+        warn!(error = %err, "could not checkpoint the history store's log");
     }
 }
 

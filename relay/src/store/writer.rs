@@ -214,19 +214,18 @@ impl Writer {
                  last_seq = max(last_seq, excluded.last_seq) RETURNING id",
             )?;
             let mut ids: HashMap<&str, i64> = HashMap::with_capacity(last.len());
-            for (name, (epoch, seq)) in &last {
-                let seq = sql_int(*seq);
-                let known = self.room_ids.get(&***name).copied();
-                let id = match known {
-                    Some(id) if update.execute(params![id, epoch, seq])? == 1 => id,
+            for (&name, &(epoch, seq)) in &last {
+                let seq = sql_int(seq);
+                let id = match self.room_ids.get(&**name) {
+                    Some(&id) if update.execute(params![id, epoch, seq])? == 1 => id,
                     _ => {
                         let id: i64 =
-                            upsert.query_row(params![&***name, epoch, seq], |r| r.get(0))?;
-                        learned.push(((*name).clone(), id));
+                            upsert.query_row(params![&**name, epoch, seq], |r| r.get(0))?;
+                        learned.push((name.clone(), id));
                         id
                     }
                 };
-                ids.insert(name, id);
+                ids.insert(&**name, id);
             }
             let mut insert = tx.prepare_cached(
                 "INSERT INTO messages (room_id, seq, ts, event, ref, person) \
